@@ -1,0 +1,180 @@
+//! `aha bench` (prefill/decode speed, time to first token, memory) and `aha perplexity`.
+
+use super::{load_engine, ModelArgs};
+use crate::engine::sampler::SamplingParams;
+use crate::engine::{Control, GenerateRequest, Prompt, ThinkMode};
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use serde::Serialize;
+use std::path::PathBuf;
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Prompt tokens to prefill.
+    #[arg(short = 'p', long, default_value_t = 512)]
+    pub prompt_tokens: usize,
+    /// Tokens to generate.
+    #[arg(short = 'n', long, default_value_t = 128)]
+    pub gen_tokens: usize,
+    /// Repetitions (the median is reported).
+    #[arg(short = 'r', long, default_value_t = 1)]
+    pub reps: usize,
+    /// Also measure a second turn that adds 50 tokens to a `prompt_tokens` conversation (prefix reuse).
+    #[arg(long)]
+    pub prefix_reuse: bool,
+    /// Print one JSON object.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Serialize)]
+struct BenchResult {
+    model: String,
+    threads: usize,
+    prompt_tokens: usize,
+    gen_tokens: usize,
+    prefill_tok_s: f64,
+    decode_tok_s: f64,
+    ttft_ms: f64,
+    peak_rss_mb: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    second_turn_ttft_ms: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    second_turn_cold_ttft_ms: Option<f64>,
+}
+
+/// Peak resident memory of this process, in MB (VmHWM).
+pub fn peak_rss_mb() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1).map(str::to_string))
+        })
+        .and_then(|kb| kb.parse::<f64>().ok())
+        .map(|kb| kb / 1024.0)
+        .unwrap_or(0.0)
+}
+
+/// Deterministic prompt tokens: English prose tokenized and repeated to length.
+fn prompt_tokens(engine: &crate::engine::LocalEngine, n: usize) -> Result<Vec<u32>> {
+    let text = include_str!("../../assets/bench_prompt.txt");
+    let ids = engine.tokenizer.encode(text)?;
+    if ids.is_empty() {
+        bail!("benchmark text tokenized to nothing");
+    }
+    Ok(ids.iter().copied().cycle().take(n).collect())
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+/// Runs `aha bench`.
+pub fn bench(m: &ModelArgs, a: BenchArgs) -> Result<i32> {
+    let mut engine = load_engine(m)?;
+    let ctrl = Control::default();
+    let tokens = prompt_tokens(&engine, a.prompt_tokens)?;
+    let req = |t: Vec<u32>, g: usize| GenerateRequest {
+        prompt: Prompt::Tokens(t),
+        sampling: SamplingParams::greedy(),
+        max_tokens: g,
+        think: ThinkMode::Auto,
+        think_budget: None,
+        ignore_eos: true,
+        tools: None,
+    };
+    let (mut pf, mut dc, mut tt) = (vec![], vec![], vec![]);
+    for _ in 0..a.reps.max(1) {
+        engine.truncate(0);
+        let s = engine.generate(&req(tokens.clone(), a.gen_tokens), &ctrl, &mut |_| {})?;
+        pf.push(s.prefill_tok_s);
+        dc.push(s.decode_tok_s);
+        tt.push(s.ttft_ms);
+    }
+    let (mut warm, mut cold) = (None, None);
+    if a.prefix_reuse {
+        let more = prompt_tokens(&engine, a.prompt_tokens + 50)?;
+        let mut second = tokens.clone();
+        second.extend_from_slice(&more[a.prompt_tokens..]);
+        engine.truncate(0);
+        engine.generate(&req(tokens.clone(), 1), &ctrl, &mut |_| {})?;
+        let s = engine.generate(&req(second.clone(), 1), &ctrl, &mut |_| {})?;
+        warm = Some(s.ttft_ms);
+        engine.truncate(0);
+        let s = engine.generate(&req(second, 1), &ctrl, &mut |_| {})?;
+        cold = Some(s.ttft_ms);
+    }
+    let r = BenchResult {
+        model: engine.name.clone(),
+        threads: candle_core::utils::get_num_threads(),
+        prompt_tokens: a.prompt_tokens,
+        gen_tokens: a.gen_tokens,
+        prefill_tok_s: median(pf),
+        decode_tok_s: median(dc),
+        ttft_ms: median(tt),
+        peak_rss_mb: peak_rss_mb(),
+        second_turn_ttft_ms: warm,
+        second_turn_cold_ttft_ms: cold,
+    };
+    if a.json {
+        println!("{}", serde_json::to_string(&r)?);
+    } else {
+        println!(
+            "model {} · {} threads\nprefill {} tokens: {:.1} tok/s\ndecode {} tokens: {:.1} tok/s\ntime to first token: {:.0} ms\npeak RSS: {:.0} MB",
+            r.model, r.threads, r.prompt_tokens, r.prefill_tok_s, r.gen_tokens, r.decode_tok_s, r.ttft_ms, r.peak_rss_mb
+        );
+        if let (Some(w), Some(c)) = (warm, cold) {
+            println!(
+                "second turn (+50 tokens after {}): ttft {:.0} ms with prefix reuse vs {:.0} ms cold ({:.1}x)",
+                r.prompt_tokens,
+                w,
+                c,
+                c / w.max(1e-9)
+            );
+        }
+    }
+    Ok(0)
+}
+
+#[derive(Debug, Args)]
+pub struct PplArgs {
+    /// The text file to score.
+    pub file: PathBuf,
+    /// Window size in tokens (the text is scored in independent windows).
+    #[arg(long, default_value_t = 512)]
+    pub ctx: usize,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Runs `aha perplexity`.
+pub fn perplexity(m: &ModelArgs, a: PplArgs) -> Result<i32> {
+    let text = std::fs::read_to_string(&a.file)
+        .with_context(|| format!("cannot read {}", a.file.display()))?;
+    let mut engine = load_engine(m)?;
+    let mut tokens = Vec::new();
+    if let Some((id, _)) = &engine.tokenizer.bos {
+        if engine.tokenizer.add_bos {
+            tokens.push(*id);
+        }
+    }
+    tokens.extend(engine.tokenizer.encode(&text)?);
+    let ppl = engine.perplexity(&tokens, a.ctx)?;
+    if a.json {
+        println!(
+            "{}",
+            serde_json::json!({"tokens": tokens.len(), "ctx": a.ctx, "perplexity": ppl})
+        );
+    } else {
+        println!(
+            "{} tokens, window {}: perplexity {ppl:.4}",
+            tokens.len(),
+            a.ctx
+        );
+    }
+    Ok(0)
+}

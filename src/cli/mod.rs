@@ -1,0 +1,146 @@
+//! Command-line arguments and the dispatch to each subcommand.
+
+mod bench;
+mod chat;
+mod models;
+mod run;
+
+use crate::engine::registry::DEFAULT_MODEL;
+use crate::engine::sampler::SamplingParams;
+use crate::engine::{device, registry, LocalEngine};
+use anyhow::Result;
+use clap::{Args, Parser, Subcommand};
+
+/// aha — a terminal workbench for local reasoning models.
+#[derive(Debug, Parser)]
+#[command(name = "aha", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub model: ModelArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Generate a reply to PROMPT: reasoning to stderr, answer to stdout (or JSON events with --json).
+    Run(run::RunArgs),
+    /// Download a model by name.
+    Pull {
+        /// A name from `aha models`.
+        name: String,
+    },
+    /// List known models and which are downloaded.
+    Models {
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Measure prefill and decode speed, like llama-bench.
+    Bench(bench::BenchArgs),
+    /// Perplexity of a text file (teacher-forced), for comparing engines.
+    Perplexity(bench::PplArgs),
+    /// Print the token ids of TEXT.
+    Tokenize { text: String },
+}
+
+/// Options that pick and load a model.
+#[derive(Debug, Clone, Args)]
+pub struct ModelArgs {
+    /// A known model name (`aha models`), a .gguf file, or a safetensors folder.
+    #[arg(long, short = 'm', global = true, default_value = DEFAULT_MODEL, env = "AHA_MODEL")]
+    pub model: String,
+    /// CPU threads (default: all cores).
+    #[arg(long, short = 't', global = true)]
+    pub threads: Option<usize>,
+    /// auto, cpu, cuda or cuda:N.
+    #[arg(long, global = true, default_value = "auto")]
+    pub device: String,
+}
+
+/// Options that shape sampling.
+#[derive(Debug, Clone, Args)]
+pub struct SamplingArgs {
+    /// 0 = greedy. Default: 0.6 for reasoning models, 0.7 otherwise.
+    #[arg(long)]
+    pub temperature: Option<f32>,
+    /// Default: 0.95.
+    #[arg(long)]
+    pub top_p: Option<f32>,
+    /// 0 = off.
+    #[arg(long)]
+    pub top_k: Option<usize>,
+    /// 0 = off.
+    #[arg(long)]
+    pub min_p: Option<f32>,
+    /// 1 = off.
+    #[arg(long)]
+    pub repeat_penalty: Option<f32>,
+    #[arg(long)]
+    pub seed: Option<u64>,
+}
+
+impl SamplingArgs {
+    /// Overrides `base` with what was given.
+    pub fn apply(&self, mut base: SamplingParams) -> SamplingParams {
+        if let Some(t) = self.temperature {
+            base.temperature = t;
+        }
+        if let Some(p) = self.top_p {
+            base.top_p = p;
+        }
+        if let Some(k) = self.top_k {
+            base.top_k = k;
+        }
+        if let Some(m) = self.min_p {
+            base.min_p = m;
+        }
+        if let Some(r) = self.repeat_penalty {
+            base.repeat_penalty = r;
+        }
+        if let Some(s) = self.seed {
+            base.seed = s;
+        }
+        base
+    }
+}
+
+/// Sets the CPU thread count before any pool starts (candle and rayon read RAYON_NUM_THREADS).
+pub fn set_threads(threads: Option<usize>) {
+    let n = threads.unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    });
+    std::env::set_var("RAYON_NUM_THREADS", n.max(1).to_string());
+    let _ = rayon::ThreadPoolBuilder::new()
+        .num_threads(n.max(1))
+        .build_global();
+}
+
+/// Resolves and loads the model named by `args` (pulling a known model on first use).
+pub fn load_engine(args: &ModelArgs) -> Result<LocalEngine> {
+    let dev = device::select(&args.device)?;
+    let r = registry::resolve(&args.model, true)?;
+    LocalEngine::load(&r.path, &r.name, &dev)
+}
+
+/// Runs the parsed command line; returns the process exit code.
+pub fn dispatch(cli: Cli) -> Result<i32> {
+    set_threads(cli.model.threads);
+    let m = &cli.model;
+    match cli.command {
+        None => chat::chat(m),
+        Some(Command::Run(a)) => run::run(m, a),
+        Some(Command::Pull { name }) => models::pull(&name),
+        Some(Command::Models { json }) => models::list(json),
+        Some(Command::Bench(a)) => bench::bench(m, a),
+        Some(Command::Perplexity(a)) => bench::perplexity(m, a),
+        Some(Command::Tokenize { text }) => {
+            let r = registry::resolve(&m.model, true)?;
+            let tok = crate::engine::tokenizer::for_model_path(&r.path)?;
+            println!("{}", serde_json::to_string(&tok.encode(&text)?)?);
+            Ok(0)
+        }
+    }
+}

@@ -1,0 +1,179 @@
+//! `aha run`: one generation from the command line, as text or as JSON events.
+
+use super::{load_engine, ModelArgs, SamplingArgs};
+use crate::engine::template::ChatMessage;
+use crate::engine::{Control, GenerateRequest, Prompt, ThinkMode};
+use crate::protocol::{Event, TurnStats};
+use anyhow::Result;
+use clap::Args;
+use std::io::{IsTerminal, Write};
+use std::sync::Arc;
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The prompt (a user message, or exact text with --raw). `-` reads standard input.
+    pub prompt: String,
+    /// A system message.
+    #[arg(long)]
+    pub system: Option<String>,
+    #[command(flatten)]
+    pub sampling: SamplingArgs,
+    /// Most tokens to generate.
+    #[arg(long, default_value_t = 1024)]
+    pub max_tokens: usize,
+    /// Close the reasoning after N thinking tokens and let the model answer.
+    #[arg(long)]
+    pub think_budget: Option<usize>,
+    /// Make the model reason first inside <think>, even if it is not a reasoning model.
+    #[arg(long, conflicts_with = "no_think")]
+    pub think: bool,
+    /// Ask a reasoning model to answer without reasoning.
+    #[arg(long)]
+    pub no_think: bool,
+    /// Print one JSON event per line on stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// Pass the prompt as exact text, without the chat template (completion mode).
+    #[arg(long)]
+    pub raw: bool,
+    /// Print the rendered prompt (after the chat template) to stderr before generating.
+    #[arg(long)]
+    pub show_prompt: bool,
+}
+
+fn print_json(e: &Event) {
+    let mut out = std::io::stdout().lock();
+    if let Ok(s) = serde_json::to_string(e) {
+        let _ = writeln!(out, "{s}");
+        let _ = out.flush();
+    }
+}
+
+/// Prints the stats line to stderr.
+pub fn print_stats(s: &TurnStats) {
+    eprintln!(
+        "\n[{} prompt tokens ({} prefilled) · {} thinking + {} answer tokens · ttft {:.0} ms · prefill {:.1} tok/s · decode {:.1} tok/s · {}]",
+        s.prompt_tokens,
+        s.prefilled_tokens,
+        s.thinking_tokens,
+        s.answer_tokens,
+        s.ttft_ms,
+        s.prefill_tok_s,
+        s.decode_tok_s,
+        s.finish_reason
+    );
+}
+
+/// Runs `aha run`.
+pub fn run(m: &ModelArgs, a: RunArgs) -> Result<i32> {
+    let prompt_text = if a.prompt == "-" {
+        std::io::read_to_string(std::io::stdin())?
+    } else {
+        a.prompt.clone()
+    };
+    let engine = match load_engine(m) {
+        Ok(e) => e,
+        Err(e) if a.json => {
+            print_json(&Event::Error {
+                message: format!("{e:#}"),
+            });
+            return Ok(1);
+        }
+        Err(e) => return Err(e),
+    };
+    let mut engine = engine;
+    let prompt = if a.raw {
+        Prompt::Raw(prompt_text)
+    } else {
+        let mut msgs = Vec::new();
+        if let Some(s) = &a.system {
+            msgs.push(ChatMessage::new("system", s.clone()));
+        }
+        msgs.push(ChatMessage::new("user", prompt_text));
+        Prompt::Chat(msgs)
+    };
+    let req = GenerateRequest {
+        prompt,
+        sampling: a.sampling.apply(engine.default_sampling()),
+        max_tokens: a.max_tokens,
+        think: if a.think {
+            ThinkMode::On
+        } else if a.no_think {
+            ThinkMode::Off
+        } else {
+            ThinkMode::Auto
+        },
+        think_budget: a.think_budget,
+        ignore_eos: false,
+        tools: None,
+    };
+    if a.show_prompt {
+        let p = engine.prepare(&req)?;
+        eprintln!(
+            "--- prompt ({} tokens) ---\n{}\n---",
+            p.tokens.len(),
+            p.text
+        );
+    }
+    let ctrl = Arc::new(Control::default());
+    {
+        let c = ctrl.clone();
+        let hits = std::sync::atomic::AtomicUsize::new(0);
+        // First Ctrl-C stops the generation (stats still print); a second one exits at once.
+        let _ = ctrlc::set_handler(move || {
+            if hits.fetch_add(1, std::sync::atomic::Ordering::SeqCst) > 0 {
+                std::process::exit(130);
+            }
+            c.cancel();
+        });
+    }
+    let dim = std::io::stderr().is_terminal();
+    let mut in_thinking = false;
+    let json = a.json;
+    let result = engine.generate(&req, &ctrl, &mut |e| {
+        if json {
+            print_json(&e);
+            return;
+        }
+        match e {
+            Event::ThinkingDelta { text, .. } => {
+                let mut err = std::io::stderr().lock();
+                if dim && !in_thinking {
+                    let _ = write!(err, "\x1b[2m");
+                }
+                in_thinking = true;
+                let _ = write!(err, "{text}");
+                let _ = err.flush();
+            }
+            Event::AnswerDelta { text, .. } => {
+                if in_thinking {
+                    let mut err = std::io::stderr().lock();
+                    let _ = write!(err, "{}\n", if dim { "\x1b[0m" } else { "" });
+                    in_thinking = false;
+                }
+                let mut out = std::io::stdout().lock();
+                let _ = write!(out, "{text}");
+                let _ = out.flush();
+            }
+            Event::TurnFinished { stats } => {
+                if in_thinking && dim {
+                    eprint!("\x1b[0m");
+                }
+                println!();
+                print_stats(&stats);
+            }
+            _ => {}
+        }
+    });
+    match result {
+        Ok(s) if s.finish_reason == "cancelled" => Ok(130),
+        Ok(_) => Ok(0),
+        Err(e) if json => {
+            print_json(&Event::Error {
+                message: format!("{e:#}"),
+            });
+            Ok(1)
+        }
+        Err(e) => Err(e),
+    }
+}

@@ -1,0 +1,45 @@
+//! Choosing where the model runs: the one place that decides between CPU and CUDA.
+
+use anyhow::{bail, Result};
+use candle_core::Device;
+
+/// Resolves `--device` (`auto`, `cpu`, `cuda`, `cuda:N`). `auto` prefers CUDA when aha was built
+/// with it and a GPU answers, else the CPU.
+pub fn select(spec: &str) -> Result<Device> {
+    let spec = spec.trim().to_ascii_lowercase();
+    match spec.as_str() {
+        "cpu" => Ok(Device::Cpu),
+        "auto" | "" => {
+            if cfg!(feature = "cuda") {
+                if let Ok(d) = Device::new_cuda(0) {
+                    return Ok(d);
+                }
+            }
+            Ok(Device::Cpu)
+        }
+        s if s == "cuda" || s.starts_with("cuda:") => {
+            let idx: usize = match s.strip_prefix("cuda:") {
+                Some(n) => n.parse().map_err(|_| {
+                    anyhow::anyhow!("bad device `{spec}`: use cuda:N with N a number")
+                })?,
+                None => 0,
+            };
+            if !cfg!(feature = "cuda") {
+                bail!("this aha was built without CUDA: rebuild with `cargo build --release --features cuda` (see tools/build-cuda.sh), or use --device cpu");
+            }
+            Device::new_cuda(idx).map_err(|e| {
+                anyhow::anyhow!("CUDA device {idx} is not available ({e}): check the NVIDIA driver and that a GPU is present, or use --device cpu")
+            })
+        }
+        _ => bail!("unknown device `{spec}`: use auto, cpu, cuda or cuda:N"),
+    }
+}
+
+/// A short description for status lines, e.g. `cpu (2 threads)` or `cuda:0`.
+pub fn describe(d: &Device) -> String {
+    match d {
+        Device::Cpu => format!("cpu ({} threads)", candle_core::utils::get_num_threads()),
+        Device::Cuda(_) => "cuda".to_string(),
+        Device::Metal(_) => "metal".to_string(),
+    }
+}

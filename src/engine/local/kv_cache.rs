@@ -1,0 +1,178 @@
+//! The attention key/value cache: preallocated in chunks, appendable, truncatable to any position.
+
+use candle_core::{Result, Tensor};
+
+/// How many positions the cache grows by at a time.
+pub const CHUNK: usize = 512;
+
+/// Keys and values of one layer, laid out `(kv_heads, capacity, head_dim)`.
+#[derive(Debug, Clone)]
+pub struct LayerCache {
+    k: Option<Tensor>,
+    v: Option<Tensor>,
+    len: usize,
+    cap: usize,
+}
+
+impl LayerCache {
+    fn new() -> Self {
+        Self {
+            k: None,
+            v: None,
+            len: 0,
+            cap: 0,
+        }
+    }
+
+    /// Appends `k`, `v` of shape `(kv_heads, n, head_dim)` and returns views over every cached position.
+    pub fn append(&mut self, k: &Tensor, v: &Tensor, max_len: usize) -> Result<(Tensor, Tensor)> {
+        let (kvh, n, d) = k.dims3()?;
+        let need = self.len + n;
+        if need > max_len {
+            candle_core::bail!("KV cache full: {need} positions needed, context holds {max_len}")
+        }
+        if need > self.cap {
+            // Grow to the next multiple of CHUNK (never past the context length) and copy what we have.
+            let new_cap = need
+                .div_ceil(CHUNK)
+                .saturating_mul(CHUNK)
+                .min(max_len)
+                .max(need);
+            let nk = Tensor::zeros((kvh, new_cap, d), k.dtype(), k.device())?;
+            let nv = Tensor::zeros((kvh, new_cap, d), v.dtype(), v.device())?;
+            if let (Some(ok), Some(ov)) = (&self.k, &self.v) {
+                if self.len > 0 {
+                    nk.slice_set(&ok.narrow(1, 0, self.len)?.contiguous()?, 1, 0)?;
+                    nv.slice_set(&ov.narrow(1, 0, self.len)?.contiguous()?, 1, 0)?;
+                }
+            }
+            self.k = Some(nk);
+            self.v = Some(nv);
+            self.cap = new_cap;
+        }
+        let (ck, cv) = match (&self.k, &self.v) {
+            (Some(a), Some(b)) => (a, b),
+            _ => candle_core::bail!("KV cache not allocated"),
+        };
+        ck.slice_set(&k.contiguous()?, 1, self.len)?;
+        cv.slice_set(&v.contiguous()?, 1, self.len)?;
+        self.len = need;
+        Ok((ck.narrow(1, 0, need)?, cv.narrow(1, 0, need)?))
+    }
+}
+
+/// The whole model's cache.
+#[derive(Debug, Clone)]
+pub struct KvCache {
+    layers: Vec<LayerCache>,
+    max_len: usize,
+}
+
+impl KvCache {
+    /// An empty cache for `n_layers` layers that may hold up to `max_len` positions.
+    pub fn new(n_layers: usize, max_len: usize) -> Self {
+        Self {
+            layers: (0..n_layers).map(|_| LayerCache::new()).collect(),
+            max_len,
+        }
+    }
+
+    /// Positions currently cached.
+    pub fn len(&self) -> usize {
+        self.layers.first().map(|l| l.len).unwrap_or(0)
+    }
+
+    /// Whether nothing is cached.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The most positions this cache may hold (the model's context length).
+    pub fn max_len(&self) -> usize {
+        self.max_len
+    }
+
+    /// Positions allocated (a multiple of [`CHUNK`], or the context length).
+    pub fn capacity(&self) -> usize {
+        self.layers.first().map(|l| l.cap).unwrap_or(0)
+    }
+
+    /// Forgets every position from `n` on; the memory stays allocated for reuse.
+    pub fn truncate(&mut self, n: usize) {
+        for l in &mut self.layers {
+            l.len = l.len.min(n);
+        }
+    }
+
+    /// Forgets everything.
+    pub fn clear(&mut self) {
+        self.truncate(0)
+    }
+
+    pub(crate) fn layer_mut(&mut self, i: usize) -> &mut LayerCache {
+        &mut self.layers[i]
+    }
+
+    /// Bytes allocated for keys and values.
+    pub fn allocated_bytes(&self) -> usize {
+        self.layers
+            .iter()
+            .map(|l| {
+                l.k.as_ref()
+                    .map(|t| t.elem_count() * t.dtype().size_in_bytes() * 2)
+                    .unwrap_or(0)
+            })
+            .sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{DType, Device};
+
+    #[test]
+    fn grows_in_chunks_and_truncates() {
+        let dev = Device::Cpu;
+        let mut c = KvCache::new(1, 2000);
+        let k = Tensor::ones((2, 3, 4), DType::F32, &dev).unwrap();
+        let (ak, _) = c.layer_mut(0).append(&k, &k, 2000).unwrap();
+        assert_eq!(ak.dims(), &[2, 3, 4]);
+        assert_eq!(c.capacity(), CHUNK);
+        let big = Tensor::zeros((2, 600, 4), DType::F32, &dev).unwrap();
+        let (ak, _) = c.layer_mut(0).append(&big, &big, 2000).unwrap();
+        assert_eq!(ak.dims(), &[2, 603, 4]);
+        assert_eq!(c.capacity(), 1024);
+        // The first three positions survived the regrowth.
+        let first: f32 = ak
+            .narrow(1, 0, 3)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .to_scalar()
+            .unwrap();
+        assert_eq!(first, 24.0);
+        c.truncate(2);
+        assert_eq!(c.len(), 2);
+        let two = Tensor::full(5f32, (2, 1, 4), &dev).unwrap();
+        let (ak, _) = c.layer_mut(0).append(&two, &two, 2000).unwrap();
+        assert_eq!(ak.dims(), &[2, 3, 4]);
+        let last: f32 = ak
+            .narrow(1, 2, 1)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .to_scalar()
+            .unwrap();
+        assert_eq!(last, 40.0);
+    }
+
+    #[test]
+    fn refuses_past_context() {
+        let dev = Device::Cpu;
+        let mut c = KvCache::new(1, 4);
+        let k = Tensor::zeros((1, 5, 2), DType::F32, &dev).unwrap();
+        assert!(c.layer_mut(0).append(&k, &k, 4).is_err());
+        let _ = DType::F32;
+    }
+}

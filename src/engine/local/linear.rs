@@ -1,0 +1,85 @@
+//! A weight matrix applied to activations: quantized mat-vec for decode, dequantized GEMM for prefill.
+
+use candle_core::quantized::{QMatMul, QTensor};
+use candle_core::{DType, Module, Result, Tensor};
+use std::sync::Arc;
+
+/// Rows of input at or above which a quantized weight is dequantized and multiplied with a real
+/// GEMM instead of one quantized mat-vec per row (candle's CPU path), which makes prefill cost
+/// about as much as that many decode steps.
+pub const GEMM_MIN_ROWS: usize = 8;
+
+fn gemm_min_rows() -> usize {
+    static N: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *N.get_or_init(|| {
+        std::env::var("AHA_GEMM_MIN_ROWS")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(GEMM_MIN_ROWS)
+    })
+}
+
+/// A linear layer without bias, `y = x W^T`, `W` of shape `(out, in)`.
+#[derive(Debug)]
+pub enum Linear {
+    /// GGUF block-quantized weights.
+    Quant { q: Arc<QTensor>, mm: QMatMul },
+    /// Plain weights (safetensors, or F16/F32 GGUF tensors), in the activations' dtype.
+    Dense(Tensor),
+}
+
+impl Linear {
+    /// Wraps a quantized tensor. F16/F32 tensors are kept dense.
+    pub fn from_qtensor(q: QTensor, dtype: DType) -> Result<Self> {
+        use candle_core::quantized::GgmlDType;
+        match q.dtype() {
+            GgmlDType::F32 | GgmlDType::F16 | GgmlDType::BF16 => {
+                let dev = q.device();
+                Ok(Self::Dense(q.dequantize(&dev)?.to_dtype(dtype)?))
+            }
+            _ => {
+                let q = Arc::new(q);
+                let mm = QMatMul::from_arc(q.clone())?;
+                Ok(Self::Quant { q, mm })
+            }
+        }
+    }
+
+    /// `(out, in)`.
+    pub fn dims(&self) -> (usize, usize) {
+        match self {
+            Self::Quant { q, .. } => {
+                let d = q.shape().dims();
+                (d[0], d[1])
+            }
+            Self::Dense(t) => {
+                let d = t.dims();
+                (d[0], d[1])
+            }
+        }
+    }
+
+    /// Bytes a forward pass reads from the weights.
+    pub fn weight_bytes(&self) -> usize {
+        match self {
+            Self::Quant { q, .. } => q.storage_size_in_bytes(),
+            Self::Dense(t) => t.elem_count() * t.dtype().size_in_bytes(),
+        }
+    }
+
+    /// `x`: `(rows, in)` → `(rows, out)`.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        match self {
+            Self::Quant { q, mm } => {
+                let rows = x.dim(0)?;
+                if rows >= gemm_min_rows() && x.device().is_cpu() {
+                    let w = q.dequantize(x.device())?;
+                    x.matmul(&w.t()?)
+                } else {
+                    mm.forward(x)
+                }
+            }
+            Self::Dense(w) => x.matmul(&w.t()?),
+        }
+    }
+}

@@ -1,0 +1,6 @@
+//! The local engine's model: loading, forward pass, KV cache, weight kernels.
+
+pub mod kv_cache;
+pub mod linear;
+pub mod load;
+pub mod model;

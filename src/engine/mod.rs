@@ -1,0 +1,455 @@
+//! The engine: turns a conversation into streamed reasoning and answer events.
+
+pub mod device;
+pub mod local;
+pub mod reasoning;
+pub mod registry;
+pub mod sampler;
+pub mod template;
+pub mod tokenizer;
+
+use crate::protocol::{Event, TurnStats};
+use anyhow::{anyhow, bail, Result};
+use candle_core::Device;
+use local::kv_cache::KvCache;
+use local::load::GgufFile;
+use local::model::Transformer;
+use reasoning::{ReasoningParser, Segment};
+use sampler::{Sampler, SamplingParams};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+use template::{ChatMessage, ChatTemplate, Family};
+use tokenizer::TextTokenizer;
+
+/// The instruction that makes a non-reasoning model reason first (`--think`).
+pub const THINK_PROMPT: &str = include_str!("../../prompts/think.md");
+
+/// What to generate from.
+#[derive(Debug, Clone)]
+pub enum Prompt {
+    /// A conversation, rendered with the chat template.
+    Chat(Vec<ChatMessage>),
+    /// Exact text, no template (completion mode).
+    Raw(String),
+    /// Exact token ids.
+    Tokens(Vec<u32>),
+}
+
+/// Whether the model reasons before answering.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ThinkMode {
+    /// Reasoning models think; others don't.
+    Auto,
+    /// Make any model reason first (opens `<think>` after an instruction to reason).
+    On,
+    /// Ask a reasoning model to skip its reasoning (closes `<think>` at once).
+    Off,
+}
+
+/// One generation request.
+#[derive(Debug, Clone)]
+pub struct GenerateRequest {
+    pub prompt: Prompt,
+    pub sampling: SamplingParams,
+    pub max_tokens: usize,
+    pub think: ThinkMode,
+    /// Close the reasoning after this many thinking tokens.
+    pub think_budget: Option<usize>,
+    /// Keep going past end-of-turn tokens (benchmarks).
+    pub ignore_eos: bool,
+    /// JSON schemas of tools offered to the model.
+    pub tools: Option<Vec<serde_json::Value>>,
+}
+
+impl GenerateRequest {
+    /// A chat request with default settings.
+    pub fn chat(messages: Vec<ChatMessage>) -> Self {
+        Self {
+            prompt: Prompt::Chat(messages),
+            sampling: SamplingParams::default(),
+            max_tokens: 1024,
+            think: ThinkMode::Auto,
+            think_budget: None,
+            ignore_eos: false,
+            tools: None,
+        }
+    }
+}
+
+/// Live control of a running generation, shared with whoever may stop or pause it.
+#[derive(Debug, Default)]
+pub struct Control {
+    pub cancel: AtomicBool,
+    pub paused: AtomicBool,
+}
+
+impl Control {
+    /// Asks the generation to stop after the current token.
+    pub fn cancel(&self) {
+        self.cancel.store(true, Ordering::SeqCst)
+    }
+    fn cancelled(&self) -> bool {
+        self.cancel.load(Ordering::SeqCst)
+    }
+}
+
+/// A rendered prompt ready for the model.
+#[derive(Debug, Clone)]
+pub struct PreparedPrompt {
+    pub tokens: Vec<u32>,
+    pub text: String,
+    /// The prompt already opened a reasoning block.
+    pub started_in_think: bool,
+}
+
+/// A model loaded on this machine, with its tokenizer, template and KV cache.
+pub struct LocalEngine {
+    pub model: Transformer,
+    pub tokenizer: TextTokenizer,
+    pub template: ChatTemplate,
+    pub name: String,
+    cache: KvCache,
+    /// The tokens whose keys and values the cache holds, in order.
+    cached: Vec<u32>,
+}
+
+impl std::fmt::Debug for LocalEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocalEngine")
+            .field("name", &self.name)
+            .finish()
+    }
+}
+
+impl LocalEngine {
+    /// Loads a `.gguf` file or a safetensors checkpoint folder.
+    pub fn load(path: &Path, name: &str, device: &Device) -> Result<Self> {
+        let (model, tokenizer, template_src) = if path.is_dir() {
+            let model = local::load::load_safetensors_dir(path, device)?;
+            let tok = TextTokenizer::from_file(&path.join("tokenizer.json"))?;
+            let tmpl = std::fs::read_to_string(path.join("tokenizer_config.json"))
+                .ok()
+                .and_then(|s| serde_json::from_str::<serde_json::Value>(&s).ok())
+                .and_then(|v| v["chat_template"].as_str().map(str::to_string));
+            (model, tok, tmpl)
+        } else {
+            let g = GgufFile::open(path)?;
+            let model = g.load_model(device)?;
+            let tok = TextTokenizer::from_gguf(&g)?;
+            let tmpl = g.get_str("tokenizer.chat_template").map(str::to_string);
+            (model, tok, tmpl)
+        };
+        let bos = tokenizer
+            .bos
+            .as_ref()
+            .map(|b| b.1.clone())
+            .unwrap_or_default();
+        let eos = tokenizer
+            .eos
+            .as_ref()
+            .map(|b| b.1.clone())
+            .unwrap_or_default();
+        let template = match template_src {
+            Some(src) => ChatTemplate::new(&src, &bos, &eos)?,
+            None => {
+                let fam = if tokenizer.token_id("<｜Assistant｜>").is_some() {
+                    Family::DeepSeekR1
+                } else if tokenizer.token_id("<|start_header_id|>").is_some() {
+                    Family::Llama3
+                } else {
+                    Family::ChatMl
+                };
+                ChatTemplate::fallback(fam, &bos, &eos)?
+            }
+        };
+        let cache = model.new_cache();
+        Ok(Self {
+            model,
+            tokenizer,
+            template,
+            name: name.to_string(),
+            cache,
+            cached: Vec::new(),
+        })
+    }
+
+    /// The model's context length.
+    pub fn context_length(&self) -> usize {
+        self.model.cfg.n_ctx
+    }
+
+    /// Tokens the cache currently holds.
+    pub fn cached_tokens(&self) -> &[u32] {
+        &self.cached
+    }
+
+    /// Sampling defaults for this model (R1's recommendation for reasoning models).
+    pub fn default_sampling(&self) -> SamplingParams {
+        if self.template.is_reasoning() {
+            SamplingParams::r1()
+        } else {
+            SamplingParams::default()
+        }
+    }
+
+    /// Renders and tokenizes a request's prompt.
+    pub fn prepare(&self, req: &GenerateRequest) -> Result<PreparedPrompt> {
+        match &req.prompt {
+            Prompt::Tokens(t) => Ok(PreparedPrompt {
+                tokens: t.clone(),
+                text: String::new(),
+                started_in_think: false,
+            }),
+            Prompt::Raw(text) => {
+                let mut tokens = Vec::new();
+                if self.tokenizer.add_bos {
+                    if let Some((id, _)) = &self.tokenizer.bos {
+                        tokens.push(*id);
+                    }
+                }
+                tokens.extend(self.tokenizer.encode(text)?);
+                Ok(PreparedPrompt {
+                    tokens,
+                    text: text.clone(),
+                    started_in_think: text.trim_end().ends_with("<think>"),
+                })
+            }
+            Prompt::Chat(msgs) => {
+                let reasoning_model = self.template.is_reasoning();
+                let mut msgs: Vec<ChatMessage> = msgs
+                    .iter()
+                    .map(|m| {
+                        let mut m = m.clone();
+                        if m.role == "assistant" {
+                            m.content = reasoning::strip_reasoning(&m.content);
+                        }
+                        m
+                    })
+                    .collect();
+                let force_think = req.think == ThinkMode::On && !reasoning_model;
+                if force_think {
+                    match msgs.first_mut() {
+                        Some(m) if m.role == "system" => {
+                            m.content = format!("{}\n\n{}", m.content, THINK_PROMPT.trim())
+                        }
+                        _ => msgs.insert(0, ChatMessage::new("system", THINK_PROMPT.trim())),
+                    }
+                }
+                let mut text = self.template.render(
+                    &msgs,
+                    req.tools.as_deref(),
+                    true,
+                    req.think != ThinkMode::Off,
+                )?;
+                let mut started = text.trim_end().ends_with("<think>");
+                if force_think && !started {
+                    text.push_str("<think>\n");
+                    started = true;
+                }
+                if req.think == ThinkMode::Off && started {
+                    // Close the reasoning the template opened, so the model answers directly.
+                    text.push_str("\n</think>\n\n");
+                    started = false;
+                }
+                let mut tokens = Vec::new();
+                if let Some((id, bos)) = &self.tokenizer.bos {
+                    if self.tokenizer.add_bos && !text.starts_with(bos.as_str()) {
+                        tokens.push(*id);
+                    }
+                }
+                tokens.extend(self.tokenizer.encode(&text)?);
+                Ok(PreparedPrompt {
+                    tokens,
+                    text,
+                    started_in_think: started,
+                })
+            }
+        }
+    }
+
+    /// Truncates the cache to the longest common prefix with `tokens` (keeping at least one token to
+    /// feed) and prefills the rest in chunks. Returns the logits of the last token and the count prefilled.
+    fn prefill(&mut self, tokens: &[u32], ctrl: &Control) -> Result<(Vec<f32>, usize)> {
+        let common = self
+            .cached
+            .iter()
+            .zip(tokens)
+            .take_while(|(a, b)| a == b)
+            .count()
+            .min(tokens.len().saturating_sub(1));
+        self.cache.truncate(common);
+        self.cached.truncate(common);
+        let rest = &tokens[common..];
+        let mut logits = None;
+        for chunk in rest.chunks(PREFILL_CHUNK) {
+            if ctrl.cancelled() {
+                bail!("cancelled during prompt processing");
+            }
+            let l = self.model.forward(chunk, &mut self.cache, false)?;
+            self.cached.extend_from_slice(chunk);
+            logits = Some(l);
+        }
+        let l = logits.ok_or_else(|| anyhow!("empty prompt"))?;
+        Ok((local::model::last_row(&l)?, rest.len()))
+    }
+
+    /// Feeds one token and returns the next logits.
+    fn step(&mut self, token: u32) -> Result<Vec<f32>> {
+        let l = self.model.forward(&[token], &mut self.cache, false)?;
+        self.cached.push(token);
+        Ok(local::model::last_row(&l)?)
+    }
+
+    /// Moves the cache back to `n` tokens (branching a trace from an earlier point).
+    pub fn truncate(&mut self, n: usize) {
+        self.cache.truncate(n);
+        self.cached.truncate(n);
+    }
+
+    /// Generates a reply, calling `emit` with each event as it happens. Ends with `TurnFinished`
+    /// (also when cancelled); errors are returned, not emitted.
+    pub fn generate(
+        &mut self,
+        req: &GenerateRequest,
+        ctrl: &Control,
+        emit: &mut dyn FnMut(Event),
+    ) -> Result<TurnStats> {
+        let t0 = Instant::now();
+        let prompt = self.prepare(req)?;
+        let n_ctx = self.context_length();
+        if prompt.tokens.is_empty() {
+            bail!("the prompt is empty");
+        }
+        if prompt.tokens.len() >= n_ctx {
+            bail!(
+                "the prompt is {} tokens but the model's context holds {n_ctx}; shorten it (and leave room for the answer)",
+                prompt.tokens.len()
+            );
+        }
+        let (mut logits, prefilled) = self.prefill(&prompt.tokens, ctrl)?;
+        let prefill_s = t0.elapsed().as_secs_f64();
+        let mut stats = TurnStats {
+            prompt_tokens: prompt.tokens.len(),
+            prefilled_tokens: prefilled,
+            prefill_tok_s: prefilled as f64 / prefill_s.max(1e-9),
+            finish_reason: "length".into(),
+            ..TurnStats::default()
+        };
+        let mut sampler = Sampler::new(req.sampling.clone());
+        let mut parser = ReasoningParser::new(prompt.started_in_think);
+        let mut history = prompt.tokens.clone();
+        let mut forced: std::collections::VecDeque<u32> = Default::default();
+        let mut budget_closed = false;
+        let mut first_token_at: Option<Instant> = None;
+        let mut generated = 0usize;
+        let mut decoder = tokenizer::StreamDecoder::default();
+        let mut emit_segments = |segs: Vec<Segment>, lp: Option<f32>, ent: Option<f32>| {
+            let one = segs.len() == 1;
+            for s in segs {
+                let (lp, ent) = if one { (lp, ent) } else { (None, None) };
+                emit(match s {
+                    Segment::Thinking(text) => Event::ThinkingDelta {
+                        text,
+                        logprob: lp,
+                        entropy: ent,
+                    },
+                    Segment::Answer(text) => Event::AnswerDelta {
+                        text,
+                        logprob: lp,
+                        entropy: ent,
+                    },
+                });
+            }
+        };
+        while generated < req.max_tokens {
+            while ctrl.paused.load(Ordering::SeqCst) && !ctrl.cancelled() {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            if ctrl.cancelled() {
+                stats.finish_reason = "cancelled".into();
+                break;
+            }
+            let (token, lp, ent) = match forced.pop_front() {
+                Some(t) => (t, None, None),
+                None => {
+                    let s = sampler.sample(&mut logits, &history);
+                    (s.token, Some(s.logprob), Some(s.entropy))
+                }
+            };
+            if first_token_at.is_none() {
+                first_token_at = Some(Instant::now());
+                stats.ttft_ms = t0.elapsed().as_secs_f64() * 1000.0;
+            }
+            let stop = !req.ignore_eos && self.tokenizer.stop_ids.contains(&token);
+            if stop {
+                stats.finish_reason = "stop".into();
+                break;
+            }
+            generated += 1;
+            if parser.in_thinking() {
+                stats.thinking_tokens += 1;
+            } else {
+                stats.answer_tokens += 1;
+            }
+            history.push(token);
+            if let Some(piece) = decoder.step(&self.tokenizer, token)? {
+                emit_segments(parser.push(&piece), lp, ent);
+            }
+            if let Some(b) = req.think_budget {
+                if !budget_closed && parser.in_thinking() && stats.thinking_tokens >= b {
+                    // Out of budget: make the model close its reasoning and answer.
+                    budget_closed = true;
+                    forced.extend(self.tokenizer.encode("\n</think>\n\n")?);
+                }
+            }
+            if self.cached.len() + 1 >= n_ctx {
+                stats.finish_reason = "context".into();
+                break;
+            }
+            logits = self.step(token)?;
+        }
+        emit_segments(parser.finish(), None, None);
+        if let Some(ft) = first_token_at {
+            let dt = ft.elapsed().as_secs_f64();
+            if generated > 1 {
+                stats.decode_tok_s = (generated - 1) as f64 / dt.max(1e-9);
+            }
+        }
+        emit(Event::TurnFinished {
+            stats: stats.clone(),
+        });
+        Ok(stats)
+    }
+
+    /// Perplexity of `tokens` (teacher-forced), evaluated in windows of at most `ctx` tokens.
+    pub fn perplexity(&mut self, tokens: &[u32], ctx: usize) -> Result<f64> {
+        let mut nll = 0.0f64;
+        let mut count = 0usize;
+        for w in tokens.chunks(ctx.max(2)) {
+            if w.len() < 2 {
+                continue;
+            }
+            self.truncate(0);
+            let mut cache = self.model.new_cache();
+            let mut pos = 0;
+            while pos < w.len() - 1 {
+                let end = (pos + PREFILL_CHUNK).min(w.len() - 1);
+                let logits = self.model.forward(&w[pos..end], &mut cache, true)?;
+                for (i, row) in logits.to_vec2::<f32>()?.iter().enumerate() {
+                    let ls = local::model::log_softmax(row);
+                    nll -= ls[w[pos + i + 1] as usize] as f64;
+                    count += 1;
+                }
+                pos = end;
+            }
+        }
+        if count == 0 {
+            bail!("perplexity needs at least two tokens");
+        }
+        Ok((nll / count as f64).exp())
+    }
+}
+
+/// Prompt tokens processed per forward pass.
+pub const PREFILL_CHUNK: usize = 512;

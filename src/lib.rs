@@ -1,0 +1,8 @@
+//! aha: a terminal workbench for local reasoning models.
+//!
+//! `protocol` holds the events that cross from the engine/agent to their consumers; `engine` runs
+//! models; `cli` is the command line.
+
+pub mod cli;
+pub mod engine;
+pub mod protocol;
