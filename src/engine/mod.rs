@@ -281,17 +281,22 @@ impl LocalEngine {
         self.cache.truncate(common);
         self.cached.truncate(common);
         let rest = &tokens[common..];
-        let mut logits = None;
-        for chunk in rest.chunks(PREFILL_CHUNK) {
+        // The last prompt token always goes through the single-token (decode) path, so the first
+        // sampled token's logits do not depend on whether the prefix came from the cache: the same
+        // seed gives the same reply on a cold and a warm cache.
+        let (batch, last) = rest.split_at(rest.len().saturating_sub(1));
+        for chunk in batch.chunks(PREFILL_CHUNK) {
             if ctrl.cancelled() {
                 bail!("cancelled during prompt processing");
             }
-            let l = self.model.forward(chunk, &mut self.cache, false)?;
+            self.model.forward(chunk, &mut self.cache, false)?;
             self.cached.extend_from_slice(chunk);
-            logits = Some(l);
         }
-        let l = logits.ok_or_else(|| anyhow!("empty prompt"))?;
-        Ok((local::model::last_row(&l)?, rest.len()))
+        let &[last] = last else {
+            bail!("empty prompt");
+        };
+        let logits = self.step(last)?;
+        Ok((logits, rest.len()))
     }
 
     /// Feeds one token and returns the next logits.

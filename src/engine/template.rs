@@ -37,7 +37,7 @@ pub const CHATML: &str = "{% if tools %}<|im_start|>system\n{% if messages and m
 pub const LLAMA3: &str = "{{ bos_token }}{% for message in messages %}<|start_header_id|>{{ message.role }}<|end_header_id|>\n\n{{ message.content | trim }}<|eot_id|>{% endfor %}{% if add_generation_prompt %}<|start_header_id|>assistant<|end_header_id|>\n\n{% endif %}";
 
 /// DeepSeek-R1 (its distills): no system role of its own, reasoning stripped from history, `<think>\n` opened.
-pub const DEEPSEEK_R1: &str = "{{ bos_token }}{%- for message in messages %}{%- if message.role == 'system' %}{{ message.content }}{%- elif message.role == 'user' %}<｜User｜>{{ message.content }}{%- elif message.role == 'assistant' %}<｜Assistant｜>{{ message.content.split('</think>')[-1] }}<｜end▁of▁sentence｜>{%- elif message.role == 'tool' %}<｜tool▁outputs▁begin｜><｜tool▁output▁begin｜>{{ message.content }}<｜tool▁output▁end｜><｜tool▁outputs▁end｜>{%- endif %}{%- endfor %}{%- if add_generation_prompt %}<｜Assistant｜><think>\n{%- endif %}";
+pub const DEEPSEEK_R1: &str = "{{ bos_token }}{%- for message in messages %}{%- if message.role == 'system' %}{{ message.content }}{%- elif message.role == 'user' %}<｜User｜>{{ message.content }}{%- elif message.role == 'assistant' %}<｜Assistant｜>{{ message.content.split('</think>')[-1] }}<｜end▁of▁sentence｜>{%- elif message.role == 'tool' %}<｜tool▁outputs▁begin｜><｜tool▁output▁begin｜>{{ message.content }}<｜tool▁output▁end｜><｜tool▁outputs▁end｜>{%- endif %}{%- endfor %}{%- if add_generation_prompt %}<｜Assistant｜><think>\n{% endif %}";
 
 /// Which conventions a template follows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

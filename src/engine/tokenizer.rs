@@ -6,9 +6,7 @@ use std::collections::HashSet;
 use std::path::Path;
 use tokenizers::decoders::byte_level::ByteLevel as ByteLevelDecoder;
 use tokenizers::models::bpe::BPE;
-use tokenizers::normalizers::unicode::NFC;
 use tokenizers::pre_tokenizers::byte_level::ByteLevel;
-use tokenizers::pre_tokenizers::digits::Digits;
 use tokenizers::pre_tokenizers::sequence::Sequence;
 use tokenizers::pre_tokenizers::split::{Split, SplitPattern};
 use tokenizers::{AddedToken, PreTokenizerWrapper, SplitDelimiterBehavior, Tokenizer};
@@ -76,10 +74,6 @@ fn pre_tokenizer(pre: &str) -> Result<(PreTokenizerWrapper, bool)> {
             Sequence::new(vec![split(LLAMA3_PATTERN)?, byte_level(false).into()]).into(),
             true,
         ),
-        "smollm" | "starcoder" | "refact" => (
-            Sequence::new(vec![Digits::new(true).into(), byte_level(true).into()]).into(),
-            false,
-        ),
         _ => (byte_level(true).into(), false),
     })
 }
@@ -128,9 +122,6 @@ impl TextTokenizer {
             .build()
             .map_err(|e| anyhow!("cannot build BPE: {e}"))?;
         let mut tk = Tokenizer::new(bpe);
-        if pre == "qwen2" || pre == "deepseek-r1-qwen" {
-            tk.with_normalizer(Some(NFC));
-        }
         tk.with_pre_tokenizer(Some(pt));
         tk.with_decoder(Some(ByteLevelDecoder::default()));
         let mut special = Vec::new();

@@ -72,9 +72,17 @@ impl Linear {
         match self {
             Self::Quant { q, mm } => {
                 let rows = x.dim(0)?;
-                if rows >= gemm_min_rows() && x.device().is_cpu() {
+                let cpu = x.device().is_cpu();
+                if rows >= gemm_min_rows() && cpu {
                     let w = q.dequantize(x.device())?;
                     x.matmul(&w.t()?)
+                } else if cpu && super::qkernels::supported(q.dtype()) && x.dtype() == DType::F32 {
+                    let (out_dim, in_dim) = self.dims();
+                    let xs = x.flatten_all()?.to_vec1::<f32>()?;
+                    let mut y = vec![0f32; rows * out_dim];
+                    let w = q.data()?;
+                    super::qkernels::matvec(q.dtype(), &w, out_dim, in_dim, &xs, &mut y);
+                    Tensor::from_vec(y, (rows, out_dim), x.device())
                 } else {
                     mm.forward(x)
                 }

@@ -4,3 +4,5 @@ pub mod kv_cache;
 pub mod linear;
 pub mod load;
 pub mod model;
+pub mod qkernels;
+pub mod synth;

@@ -1,0 +1,175 @@
+//! The real models: qwen2.5-coder-0.5b (qwen2) and smollm2-135m (llama), pulled by aha itself.
+
+use super::common::{heavy, model};
+use aha::engine::sampler::SamplingParams;
+use aha::engine::template::ChatMessage;
+use aha::engine::{Control, GenerateRequest, LocalEngine, Prompt};
+use aha::protocol::Event;
+use candle_core::Device;
+
+fn load(name: &str) -> LocalEngine {
+    LocalEngine::load(&model(name), name, &Device::Cpu).unwrap()
+}
+
+fn answer_of(engine: &mut LocalEngine, req: &GenerateRequest) -> (String, String) {
+    let (mut think, mut ans) = (String::new(), String::new());
+    engine
+        .generate(req, &Control::default(), &mut |e| match e {
+            Event::ThinkingDelta { text, .. } => think.push_str(&text),
+            Event::AnswerDelta { text, .. } => ans.push_str(&text),
+            _ => {}
+        })
+        .unwrap();
+    (think, ans)
+}
+
+fn python_block(s: &str) -> String {
+    let start = s
+        .find("```python")
+        .map(|i| i + 9)
+        .or_else(|| s.find("```").map(|i| i + 3));
+    match start {
+        Some(i) => {
+            let rest = &s[i..];
+            rest[..rest.find("```").unwrap_or(rest.len())].to_string()
+        }
+        None => s.to_string(),
+    }
+}
+
+#[test]
+fn qwen_writes_an_is_prime_that_passes_asserts() {
+    let _g = heavy();
+    let mut e = load("qwen2.5-coder-0.5b");
+    let mut req = GenerateRequest::chat(vec![ChatMessage::new(
+        "user",
+        "Write a Python function is_prime(n) that returns True if n is a prime number and False otherwise. Reply with only the code.",
+    )]);
+    req.sampling = SamplingParams::greedy();
+    req.max_tokens = 300;
+    let (think, ans) = answer_of(&mut e, &req);
+    assert!(
+        think.is_empty(),
+        "a non-reasoning model does not think: {think}"
+    );
+    let code = python_block(&ans);
+    assert!(code.contains("def is_prime"), "{ans}");
+    let test = format!(
+        "{code}\n\nfor p in [2, 3, 5, 7, 11, 13, 97, 7919]:\n    assert is_prime(p), p\nfor c in [0, 1, 4, 6, 9, 15, 21, 25, 100, 7917]:\n    assert not is_prime(c), c\nprint('ok')\n"
+    );
+    let out = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(&test)
+        .output()
+        .expect("python3 runs");
+    assert!(
+        out.status.success() && String::from_utf8_lossy(&out.stdout).contains("ok"),
+        "generated code failed:\n{code}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn smollm_llama_architecture_writes_english() {
+    let _g = heavy();
+    let mut e = load("smollm2-135m");
+    assert_eq!(e.model.cfg.arch, aha::engine::local::model::Arch::Llama);
+    let mut req = GenerateRequest::chat(vec![]);
+    req.prompt = Prompt::Raw("The capital of France is".into());
+    req.sampling = SamplingParams::greedy();
+    req.max_tokens = 12;
+    let (_, ans) = answer_of(&mut e, &req);
+    assert!(ans.contains("Paris"), "{ans}");
+}
+
+#[test]
+fn same_seed_same_text_other_seed_other_text() {
+    let _g = heavy();
+    let mut e = load("smollm2-135m");
+    let mut run = |seed| {
+        let mut req = GenerateRequest::chat(vec![ChatMessage::new("user", "Tell me a story.")]);
+        req.sampling = SamplingParams {
+            temperature: 1.0,
+            top_k: 0,
+            top_p: 1.0,
+            seed,
+            ..SamplingParams::default()
+        };
+        req.max_tokens = 24;
+        answer_of(&mut e, &req).1
+    };
+    let a = run(1);
+    let b = run(1);
+    let c = run(2);
+    assert_eq!(a, b);
+    assert_ne!(a, c);
+}
+
+#[test]
+fn second_turn_prefills_only_the_new_tokens() {
+    let _g = heavy();
+    let mut e = load("smollm2-135m");
+    let mut msgs = vec![ChatMessage::new("user", "Name three colours.")];
+    let mut req = GenerateRequest::chat(msgs.clone());
+    req.sampling = SamplingParams::greedy();
+    req.max_tokens = 16;
+    let mut ans = String::new();
+    let s1 = e
+        .generate(&req, &Control::default(), &mut |ev| {
+            if let Event::AnswerDelta { text, .. } = ev {
+                ans.push_str(&text)
+            }
+        })
+        .unwrap();
+    assert_eq!(s1.prefilled_tokens, s1.prompt_tokens);
+    msgs.push(ChatMessage::new("assistant", ans));
+    msgs.push(ChatMessage::new("user", "And two more?"));
+    req.prompt = Prompt::Chat(msgs);
+    let s2 = e.generate(&req, &Control::default(), &mut |_| {}).unwrap();
+    assert!(s2.prompt_tokens > s1.prompt_tokens);
+    assert!(
+        s2.prefilled_tokens < 20,
+        "second turn prefilled {} of {} tokens",
+        s2.prefilled_tokens,
+        s2.prompt_tokens
+    );
+}
+
+#[test]
+fn think_budget_closes_reasoning_and_the_model_answers() {
+    let _g = heavy();
+    let mut e = load("qwen2.5-coder-0.5b");
+    let mut req = GenerateRequest::chat(vec![ChatMessage::new("user", "What is 17 * 3?")]);
+    req.sampling = SamplingParams::greedy();
+    req.think = aha::engine::ThinkMode::On;
+    req.think_budget = Some(12);
+    req.max_tokens = 60;
+    let mut thinking_events = 0;
+    let mut after_answer_thinking = false;
+    let mut answered = false;
+    let mut stats = None;
+    e.generate(&req, &Control::default(), &mut |ev| match ev {
+        Event::ThinkingDelta { logprob, .. } => {
+            thinking_events += 1;
+            after_answer_thinking |= answered;
+            let _ = logprob;
+        }
+        Event::AnswerDelta { text, .. } => answered |= !text.trim().is_empty(),
+        Event::TurnFinished { stats: s } => stats = Some(s),
+        _ => {}
+    })
+    .unwrap();
+    let stats = stats.expect("turn_finished");
+    assert!(thinking_events > 0);
+    assert!(
+        answered,
+        "the model answered after the budget closed its reasoning"
+    );
+    assert!(!after_answer_thinking);
+    // The budget counts thinking tokens; the forced close adds a few more.
+    assert!(
+        (12..=20).contains(&stats.thinking_tokens),
+        "thinking tokens {}",
+        stats.thinking_tokens
+    );
+}

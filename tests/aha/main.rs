@@ -1,0 +1,6 @@
+//! Integration tests through the public interface and the real binary, grouped by topic.
+
+mod cli;
+mod common;
+mod engine_real;
+mod engine_synth;
