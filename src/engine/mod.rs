@@ -9,7 +9,7 @@ pub mod template;
 pub mod tokenizer;
 
 use crate::protocol::{Event, TurnStats};
-use anyhow::{anyhow, bail, Result};
+use anyhow::{bail, Result};
 use candle_core::Device;
 use local::kv_cache::KvCache;
 use local::load::GgufFile;

@@ -147,6 +147,15 @@ impl Transformer {
     /// Runs `tokens` at positions `cache.len()..`, appending to the cache. Returns logits
     /// `(n, vocab)` for every position when `all_logits`, else `(1, vocab)` for the last one.
     pub fn forward(&self, tokens: &[u32], cache: &mut KvCache, all_logits: bool) -> Result<Tensor> {
+        if rayon::current_thread_index().is_some() {
+            return self.forward_inner(tokens, cache, all_logits);
+        }
+        // Run on a pool worker: the parallel kernels inside then split work with the calling
+        // worker instead of handing every one of the ~170 mat-vecs per token to sleeping threads.
+        rayon::join(|| self.forward_inner(tokens, cache, all_logits), || ()).0
+    }
+
+    fn forward_inner(&self, tokens: &[u32], cache: &mut KvCache, all_logits: bool) -> Result<Tensor> {
         let n = tokens.len();
         if n == 0 {
             candle_core::bail!("forward called with no tokens")

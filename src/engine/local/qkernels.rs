@@ -21,8 +21,21 @@ pub fn supported(dt: GgmlDType) -> bool {
     }
     matches!(
         dt,
-        GgmlDType::Q8_0 | GgmlDType::Q5_0 | GgmlDType::Q4_0 | GgmlDType::Q4_1
+        GgmlDType::Q8_0
+            | GgmlDType::Q5_0
+            | GgmlDType::Q4_0
+            | GgmlDType::Q4_1
+            | GgmlDType::Q4K
+            | GgmlDType::Q6K
     )
+}
+
+/// Weights per block: 32, or 256 for the K-quants.
+fn block_len(dt: GgmlDType) -> usize {
+    match dt {
+        GgmlDType::Q4K | GgmlDType::Q6K => 256,
+        _ => QK,
+    }
 }
 
 /// Bytes per block of 32 weights.
@@ -32,6 +45,8 @@ fn block_bytes(dt: GgmlDType) -> usize {
         GgmlDType::Q5_0 => 22,
         GgmlDType::Q4_0 => 18,
         GgmlDType::Q4_1 => 20,
+        GgmlDType::Q4K => 144,
+        GgmlDType::Q6K => 210,
         _ => 0,
     }
 }
@@ -44,6 +59,9 @@ pub struct QuantRow {
     pub d: Vec<f32>,
     /// Sum of the dequantized values per block (for formats with an offset, Q4_1).
     pub s: Vec<f32>,
+    /// Per block, the sums of each group of 4 codes (the lanes of a byte dot product), negated:
+    /// starting a dot product there subtracts a constant code offset for free.
+    pub neg_lanes: Vec<[i32; 8]>,
 }
 
 impl QuantRow {
@@ -67,7 +85,17 @@ impl QuantRow {
             d[b] = scale;
             s[b] = scale * sum as f32;
         }
-        Self { qs, d, s }
+        let neg_lanes = qs
+            .chunks_exact(QK)
+            .map(|b| {
+                let mut l = [0i32; 8];
+                for (i, v) in b.iter().enumerate() {
+                    l[i / 4] -= *v as i32;
+                }
+                l
+            })
+            .collect();
+        Self { qs, d, s, neg_lanes }
     }
 }
 
@@ -158,7 +186,87 @@ fn unpack_scalar(dt: GgmlDType, blk: &[u8], out: &mut [i8; QK]) -> (f32, f32) {
     }
 }
 
+/// Q4_K's packed 6-bit (scale, min) of sub-block `j`.
+#[inline]
+fn scale_min_k4(j: usize, q: &[u8]) -> (u8, u8) {
+    if j < 4 {
+        (q[j] & 63, q[j + 4] & 63)
+    } else {
+        (
+            (q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4),
+            (q[j + 4] >> 4) | ((q[j] >> 6) << 4),
+        )
+    }
+}
+
+/// Unpacks a K-quant superblock into 256 signed codes and a float scale per 16 values, plus the
+/// per-32 offset (Q4_K's mins, already scaled); value = scale16 * code - offset32.
+fn unpack_k(dt: GgmlDType, blk: &[u8], codes: &mut [i8; 256], sc16: &mut [f32; 16], off32: &mut [f32; 8]) {
+    match dt {
+        GgmlDType::Q4K => {
+            let d = f16_at(blk, 0);
+            let dmin = f16_at(blk, 2);
+            let scales = &blk[4..16];
+            let qs = &blk[16..144];
+            for j in 0..4 {
+                let (s0, m0) = scale_min_k4(2 * j, scales);
+                let (s1, m1) = scale_min_k4(2 * j + 1, scales);
+                for l in 0..32 {
+                    codes[64 * j + l] = (qs[32 * j + l] & 0xF) as i8;
+                    codes[64 * j + 32 + l] = (qs[32 * j + l] >> 4) as i8;
+                }
+                sc16[4 * j] = d * s0 as f32;
+                sc16[4 * j + 1] = d * s0 as f32;
+                sc16[4 * j + 2] = d * s1 as f32;
+                sc16[4 * j + 3] = d * s1 as f32;
+                off32[2 * j] = dmin * m0 as f32;
+                off32[2 * j + 1] = dmin * m1 as f32;
+            }
+        }
+        GgmlDType::Q6K => {
+            let ql = &blk[0..128];
+            let qh = &blk[128..192];
+            let sc = &blk[192..208];
+            let d = f16_at(blk, 208);
+            for n in 0..2 {
+                let (ql, qh) = (&ql[64 * n..], &qh[32 * n..]);
+                for l in 0..32 {
+                    let y = &mut codes[128 * n..];
+                    y[l] = ((ql[l] & 0xF) | ((qh[l] & 3) << 4)) as i8 - 32;
+                    y[l + 32] = ((ql[l + 32] & 0xF) | (((qh[l] >> 2) & 3) << 4)) as i8 - 32;
+                    y[l + 64] = ((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) as i8 - 32;
+                    y[l + 96] = ((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) as i8 - 32;
+                }
+            }
+            for (i, v) in sc16.iter_mut().enumerate() {
+                *v = d * sc[i] as i8 as f32;
+            }
+            *off32 = [0.0; 8];
+        }
+        _ => {}
+    }
+}
+
 fn dot_row_scalar(dt: GgmlDType, row: &[u8], x: &QuantRow) -> f32 {
+    if block_len(dt) == 256 {
+        let bb = block_bytes(dt);
+        let mut acc = 0f32;
+        let (mut codes, mut sc16, mut off32) = ([0i8; 256], [0f32; 16], [0f32; 8]);
+        for (sb, blk) in row.chunks_exact(bb).enumerate() {
+            unpack_k(dt, blk, &mut codes, &mut sc16, &mut off32);
+            for h in 0..16 {
+                let xb = sb * 8 + h / 2;
+                let s: i32 = (0..16)
+                    .map(|i| codes[16 * h + i] as i32 * x.qs[sb * 256 + 16 * h + i] as i32)
+                    .sum();
+                acc += sc16[h] * x.d[xb] * s as f32;
+            }
+            for (j, o) in off32.iter().enumerate() {
+                acc -= o * x.s[sb * 8 + j];
+            }
+        }
+        return acc;
+    }
     let bb = block_bytes(dt);
     let mut acc = 0f32;
     let mut w = [0i8; QK];
@@ -204,10 +312,10 @@ mod x86 {
     /// One block's weights as 32 bytes: unsigned codes for the offset formats (Q5_0: 0..31,
     /// Q4_0/Q4_1: 0..15), signed values for Q8_0.
     #[inline(always)]
-    unsafe fn codes<const VNNI: bool>(dt: GgmlDType, blk: *const u8) -> __m256i {
-        match dt {
-            GgmlDType::Q8_0 => _mm256_loadu_si256(blk.add(2) as *const __m256i),
-            GgmlDType::Q5_0 => {
+    unsafe fn codes<const VNNI: bool, const F: u8>(blk: *const u8) -> __m256i {
+        match F {
+            F_Q8_0 => _mm256_loadu_si256(blk.add(2) as *const __m256i),
+            F_Q5_0 => {
                 let qh = (blk.add(2) as *const u32).read_unaligned();
                 let hi = if VNNI {
                     _mm256_maskz_mov_epi8(qh, _mm256_set1_epi8(0x10))
@@ -216,9 +324,8 @@ mod x86 {
                 };
                 _mm256_or_si256(nibbles(blk.add(6)), hi)
             }
-            GgmlDType::Q4_0 => nibbles(blk.add(2)),
-            GgmlDType::Q4_1 => nibbles(blk.add(4)),
-            _ => _mm256_setzero_si256(),
+            F_Q4_0 => nibbles(blk.add(2)),
+            _ => nibbles(blk.add(4)),
         }
     }
 
@@ -255,20 +362,24 @@ mod x86 {
 
     /// `R` rows at once (sharing each activation block), `out[r] = row_r · x`.
     #[inline(always)]
-    unsafe fn rows<const R: usize, const VNNI: bool>(
-        dt: GgmlDType,
+    unsafe fn rows<const R: usize, const VNNI: bool, const F: u8>(
         w: *const u8,
         row_bytes: usize,
         x: &QuantRow,
         out: &mut [f32],
     ) {
-        let bb = block_bytes(dt);
+        let bb = match F {
+            F_Q8_0 => 34,
+            F_Q5_0 => 22,
+            F_Q4_0 => 18,
+            _ => 20,
+        };
         let nb = row_bytes / bb;
-        let signed = dt == GgmlDType::Q8_0;
+        let signed = F == F_Q8_0;
         // The constant subtracted from every code (Q4_1 has a per-block offset instead).
-        let bias = match dt {
-            GgmlDType::Q5_0 => 16.0,
-            GgmlDType::Q4_0 => 8.0,
+        let bias = match F {
+            F_Q5_0 => 16.0,
+            F_Q4_0 => 8.0,
             _ => 0.0,
         };
         let mut acc = [_mm256_setzero_ps(); R];
@@ -278,20 +389,138 @@ mod x86 {
             let xv = _mm256_loadu_si256(xq.add(b * QK) as *const __m256i);
             let xd = *x.d.get_unchecked(b);
             let xs = *x.s.get_unchecked(b);
+            let init = if VNNI && (F == F_Q5_0 || F == F_Q4_0) {
+                let l = _mm256_loadu_si256(x.neg_lanes.as_ptr().add(b) as *const __m256i);
+                if F == F_Q5_0 {
+                    _mm256_slli_epi32(l, 4)
+                } else {
+                    _mm256_slli_epi32(l, 3)
+                }
+            } else {
+                _mm256_setzero_si256()
+            };
             for r in 0..R {
                 let blk = w.add(r * row_bytes + b * bb);
+                _mm_prefetch::<_MM_HINT_T0>(blk.add(PREFETCH) as *const i8);
                 let d = half(blk);
-                let p = dot::<VNNI>(signed, codes::<VNNI>(dt, blk), xv);
-                acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(d * xd), _mm256_cvtepi32_ps(p), acc[r]);
-                if dt == GgmlDType::Q4_1 {
-                    off[r] += half(blk.add(2)) * xs;
+                let p = if VNNI && (F == F_Q5_0 || F == F_Q4_0) {
+                    // Σ (code - bias)·x = dpbusd starting from -bias·(lane sums of x).
+                    _mm256_dpbusd_epi32(init, codes::<VNNI, F>(blk), xv)
                 } else {
+                    dot::<VNNI>(signed, codes::<VNNI, F>(blk), xv)
+                };
+                acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(d * xd), _mm256_cvtepi32_ps(p), acc[r]);
+                if F == F_Q4_1 {
+                    off[r] += half(blk.add(2)) * xs;
+                } else if !VNNI {
                     off[r] -= bias * d * xs;
                 }
             }
         }
         for r in 0..R {
             out[r] = hsum(acc[r]) + off[r];
+        }
+    }
+
+    /// One K-quant row: 256-value superblocks. Codes are unpacked with SIMD, scales per 16
+    /// values are applied per 4-lane half of each 32-value dot product.
+    #[inline(always)]
+    unsafe fn row_k<const VNNI: bool>(dt: GgmlDType, row: *const u8, nsb: usize, x: &QuantRow) -> f32 {
+        let mut acc = _mm256_setzero_ps();
+        let mut off = 0f32;
+        let m4 = _mm256_set1_epi8(0x0F);
+        let m3 = _mm256_set1_epi8(3);
+        for sb in 0..nsb {
+            let xq = x.qs.as_ptr().add(sb * 256);
+            let xd = x.d.as_ptr().add(sb * 8);
+            let xs = x.s.as_ptr().add(sb * 8);
+            _mm_prefetch::<_MM_HINT_T0>(row.add(sb * block_bytes(dt) + PREFETCH) as *const i8);
+            _mm_prefetch::<_MM_HINT_T0>(row.add(sb * block_bytes(dt) + PREFETCH + 64) as *const i8);
+            _mm_prefetch::<_MM_HINT_T0>(row.add(sb * block_bytes(dt) + PREFETCH + 128) as *const i8);
+            if dt == GgmlDType::Q4K {
+                let blk = row.add(sb * 144);
+                let d = half(blk);
+                let dmin = half(blk.add(2));
+                let scales = std::slice::from_raw_parts(blk.add(4), 12);
+                let qs = blk.add(16);
+                for j in 0..4 {
+                    let q = _mm256_loadu_si256(qs.add(32 * j) as *const __m256i);
+                    let lo = _mm256_and_si256(q, m4);
+                    let hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
+                    let (s0, mn0) = scale_min_k4(2 * j, scales);
+                    let (s1, mn1) = scale_min_k4(2 * j + 1, scales);
+                    let x0 = _mm256_loadu_si256(xq.add(64 * j) as *const __m256i);
+                    let x1 = _mm256_loadu_si256(xq.add(64 * j + 32) as *const __m256i);
+                    let p0 = _mm256_cvtepi32_ps(dot::<VNNI>(false, lo, x0));
+                    let p1 = _mm256_cvtepi32_ps(dot::<VNNI>(false, hi, x1));
+                    acc = _mm256_fmadd_ps(_mm256_set1_ps(d * s0 as f32 * *xd.add(2 * j)), p0, acc);
+                    acc = _mm256_fmadd_ps(_mm256_set1_ps(d * s1 as f32 * *xd.add(2 * j + 1)), p1, acc);
+                    off += dmin * (mn0 as f32 * *xs.add(2 * j) + mn1 as f32 * *xs.add(2 * j + 1));
+                }
+            } else {
+                let blk = row.add(sb * 210);
+                let d = half(blk.add(208));
+                let sc = blk.add(192) as *const i8;
+                for n in 0..2 {
+                    let ql0 = _mm256_loadu_si256(blk.add(64 * n) as *const __m256i);
+                    let ql1 = _mm256_loadu_si256(blk.add(64 * n + 32) as *const __m256i);
+                    let qh = _mm256_loadu_si256(blk.add(128 + 32 * n) as *const __m256i);
+                    let h = |k: i32| -> __m256i {
+                        let v = match k {
+                            0 => qh,
+                            2 => _mm256_srli_epi16(qh, 2),
+                            4 => _mm256_srli_epi16(qh, 4),
+                            _ => _mm256_srli_epi16(qh, 6),
+                        };
+                        _mm256_slli_epi16(_mm256_and_si256(v, m3), 4)
+                    };
+                    let c32 = _mm256_set1_epi8(32);
+                    let codes = [
+                        _mm256_sub_epi8(_mm256_or_si256(_mm256_and_si256(ql0, m4), h(0)), c32),
+                        _mm256_sub_epi8(_mm256_or_si256(_mm256_and_si256(ql1, m4), h(2)), c32),
+                        _mm256_sub_epi8(
+                            _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql0, 4), m4), h(4)),
+                            c32,
+                        ),
+                        _mm256_sub_epi8(
+                            _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql1, 4), m4), h(6)),
+                            c32,
+                        ),
+                    ];
+                    for (k, c) in codes.iter().enumerate() {
+                        // 32 values: x block 4n+k, weight scales 8n+2k (first 16) and 8n+2k+1.
+                        let xb = 4 * n + k;
+                        let xv = _mm256_loadu_si256(xq.add(32 * xb) as *const __m256i);
+                        let p = _mm256_cvtepi32_ps(dot::<VNNI>(true, *c, xv));
+                        let f = d * *xd.add(xb);
+                        let sa = *sc.add(8 * n + 2 * k) as f32 * f;
+                        let sb2 = *sc.add(8 * n + 2 * k + 1) as f32 * f;
+                        acc = _mm256_fmadd_ps(_mm256_setr_ps(sa, sa, sa, sa, sb2, sb2, sb2, sb2), p, acc);
+                    }
+                }
+            }
+        }
+        hsum(acc) - off
+    }
+
+    const F_Q8_0: u8 = 0;
+    const F_Q5_0: u8 = 1;
+    const F_Q4_0: u8 = 2;
+    const F_Q4_1: u8 = 3;
+    /// Bytes ahead of the current block to prefetch.
+    const PREFETCH: usize = 4096;
+
+    #[inline(always)]
+    unsafe fn rows_all<const VNNI: bool, const F: u8>(p: *const u8, row_bytes: usize, x: &QuantRow, out: &mut [f32]) {
+        let n = out.len();
+        let mut r = 0;
+        while r + 4 <= n {
+            rows::<4, VNNI, F>(p.add(r * row_bytes), row_bytes, x, &mut out[r..r + 4]);
+            r += 4;
+        }
+        while r < n {
+            rows::<1, VNNI, F>(p.add(r * row_bytes), row_bytes, x, &mut out[r..r + 1]);
+            r += 1;
         }
     }
 
@@ -308,16 +537,20 @@ mod x86 {
             ) {
                 let n = out.len();
                 debug_assert!(w.len() >= n * row_bytes);
-                debug_assert!(x.qs.len() * block_bytes(dt) >= row_bytes * QK);
+                debug_assert!(x.qs.len() / block_len(dt) * block_bytes(dt) >= row_bytes);
                 let p = w.as_ptr();
-                let mut r = 0;
-                while r + 4 <= n {
-                    rows::<4, $vnni>(dt, p.add(r * row_bytes), row_bytes, x, &mut out[r..r + 4]);
-                    r += 4;
+                if block_len(dt) == 256 {
+                    let nsb = row_bytes / block_bytes(dt);
+                    for (r, y) in out.iter_mut().enumerate() {
+                        *y = row_k::<$vnni>(dt, p.add(r * row_bytes), nsb, x);
+                    }
+                    return;
                 }
-                while r < n {
-                    rows::<1, $vnni>(dt, p.add(r * row_bytes), row_bytes, x, &mut out[r..r + 1]);
-                    r += 1;
+                match dt {
+                    GgmlDType::Q8_0 => rows_all::<$vnni, F_Q8_0>(p, row_bytes, x, out),
+                    GgmlDType::Q5_0 => rows_all::<$vnni, F_Q5_0>(p, row_bytes, x, out),
+                    GgmlDType::Q4_0 => rows_all::<$vnni, F_Q4_0>(p, row_bytes, x, out),
+                    _ => rows_all::<$vnni, F_Q4_1>(p, row_bytes, x, out),
                 }
             }
         };
@@ -333,7 +566,7 @@ mod x86 {
 
 /// `out[i] = row_i · x` for consecutive rows of raw block bytes.
 fn dot_rows(dt: GgmlDType, w: &[u8], row_bytes: usize, x: &QuantRow, out: &mut [f32]) {
-    assert!(w.len() >= out.len() * row_bytes && x.qs.len() / QK * block_bytes(dt) >= row_bytes);
+    assert!(w.len() >= out.len() * row_bytes && x.qs.len() / block_len(dt) * block_bytes(dt) >= row_bytes);
     match isa() {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: `isa()` reports these only after run-time feature detection; the assert above
@@ -354,7 +587,7 @@ fn dot_rows(dt: GgmlDType, w: &[u8], row_bytes: usize, x: &QuantRow, out: &mut [
 /// Writes `n × rows` values into `out`.
 pub fn matvec(dt: GgmlDType, w: &[u8], rows: usize, cols: usize, xs: &[f32], out: &mut [f32]) {
     let bb = block_bytes(dt);
-    let row_bytes = cols / QK * bb;
+    let row_bytes = cols / block_len(dt) * bb;
     let n = xs.len() / cols;
     debug_assert_eq!(w.len(), rows * row_bytes);
     let qx: Vec<QuantRow> = xs.chunks_exact(cols).map(QuantRow::quantize).collect();
@@ -381,7 +614,7 @@ mod tests {
     use candle_core::{Device, Module, Tensor};
 
     fn check(dt: GgmlDType) {
-        let (rows, cols) = (70, 96);
+        let (rows, cols) = (70, 512);
         let w: Vec<f32> = (0..rows * cols)
             .map(|i| (((i * 2654435761usize) % 1000) as f32 / 500.0 - 1.0) * 0.3)
             .collect();
@@ -404,7 +637,7 @@ mod tests {
         matvec(dt, &bytes, rows, cols, &x, &mut got);
         let scalar: Vec<f32> = (0..rows)
             .map(|r| {
-                let rb = cols / QK * block_bytes(dt);
+                let rb = cols / block_len(dt) * block_bytes(dt);
                 dot_row_scalar(dt, &bytes[r * rb..(r + 1) * rb], &QuantRow::quantize(&x))
             })
             .collect();
