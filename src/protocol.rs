@@ -65,7 +65,12 @@ pub enum Event {
         duration_ms: u64,
     },
     /// The turn ended.
-    TurnFinished { stats: TurnStats },
+    TurnFinished {
+        stats: TurnStats,
+        /// The generated token ids, in order (for comparisons with other engines and trace tools).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        tokens: Vec<u32>,
+    },
     /// Something went wrong; the message is written for a person.
     Error { message: String },
 }
@@ -103,6 +108,7 @@ mod tests {
         );
         let e = Event::TurnFinished {
             stats: TurnStats::default(),
+            tokens: vec![],
         };
         let v = serde_json::to_value(&e).unwrap();
         assert_eq!(v["type"], "turn_finished");

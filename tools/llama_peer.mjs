@@ -69,12 +69,16 @@ if (mode === "greedy" || mode === "greedy-ids") {
     if (w.length < 2) break;
     const ctx = await ctxFor(win + 8, 512);
     const seq = ctx.getSequence();
-    const items = w.slice(0, -1).map((t) => [t, { generateNext: { probabilities: true } }]);
-    const res = await seq.controlledEvaluate(items);
-    for (let i = 0; i < w.length - 1; i++) {
-      const p = res[i]?.next?.probabilities?.get(w[i + 1]) ?? 0;
-      nll -= Math.log(Math.max(p, 1e-30));
-      count++;
+    // Small batches: each output holds a whole-vocabulary probability map.
+    for (let b = 0; b < w.length - 1; b += 8) {
+      const end = Math.min(b + 8, w.length - 1);
+      const items = w.slice(b, end).map((t) => [t, { generateNext: { probabilities: true } }]);
+      const res = await seq.controlledEvaluate(items);
+      for (let i = b; i < end; i++) {
+        const p = res[i - b]?.next?.probabilities?.get(w[i + 1]) ?? 0;
+        nll -= Math.log(Math.max(p, 1e-30));
+        count++;
+      }
     }
     await ctx.dispose();
   }

@@ -66,7 +66,7 @@ pub fn chat(m: &ModelArgs) -> Result<i32> {
                 let _ = std::io::stdout().flush();
                 answer.push_str(&text);
             }
-            Event::TurnFinished { stats } => {
+            Event::TurnFinished { stats, .. } => {
                 if thinking && dim {
                     eprint!("\x1b[0m");
                 }

@@ -148,14 +148,14 @@ pub fn run(m: &ModelArgs, a: RunArgs) -> Result<i32> {
             Event::AnswerDelta { text, .. } => {
                 if in_thinking {
                     let mut err = std::io::stderr().lock();
-                    let _ = write!(err, "{}\n", if dim { "\x1b[0m" } else { "" });
+                    let _ = writeln!(err, "{}", if dim { "\x1b[0m" } else { "" });
                     in_thinking = false;
                 }
                 let mut out = std::io::stdout().lock();
                 let _ = write!(out, "{text}");
                 let _ = out.flush();
             }
-            Event::TurnFinished { stats } => {
+            Event::TurnFinished { stats, .. } => {
                 if in_thinking && dim {
                     eprint!("\x1b[0m");
                 }

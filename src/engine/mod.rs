@@ -423,6 +423,7 @@ impl LocalEngine {
         }
         emit(Event::TurnFinished {
             stats: stats.clone(),
+            tokens: history[prompt.tokens.len()..].to_vec(),
         });
         Ok(stats)
     }

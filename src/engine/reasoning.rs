@@ -18,9 +18,10 @@
 //!   `started_in_think`) is dropped, and so is the whitespace run before `</think>`:
 //!   trailing whitespace inside a block is held back until non-whitespace reasoning
 //!   follows (then it is emitted) or the block ends (then it is dropped, also at
-//!   [`ReasoningParser::finish`]). The whitespace run at the start of an answer run (start
-//!   of output, or after `</think>`) is dropped; other answer whitespace passes through
-//!   untouched, including whitespace before a later `<think>`.
+//!   [`ReasoningParser::finish`]). The whitespace run at the start of an answer run that
+//!   follows reasoning (after `</think>`) is dropped; before any reasoning, leading
+//!   whitespace is content (an indented code completion) and is kept. Other answer
+//!   whitespace passes through untouched, including whitespace before a later `<think>`.
 //! * **Holding back.** A suffix that could still become a recognised tag is held until the
 //!   next push resolves it; [`ReasoningParser::finish`] emits an incomplete tag as plain
 //!   text of the current kind. An unclosed block stays reasoning.
@@ -167,17 +168,23 @@ impl ReasoningParser {
             }
 
             if self.at_answer_start {
-                drop_leading_ws(&mut self.buf);
-                if self.buf.is_empty() {
-                    return;
-                }
+                // After reasoning, the answer's leading blank lines are the template's, not the
+                // answer's. Before any reasoning, leading whitespace is content (an indented code
+                // completion), so it stays.
+                let ws = self.buf.len() - self.buf.trim_start().len();
                 // Stray `</think>` before any answer text: close an empty implicit block.
-                if self.buf.starts_with(CLOSE) {
-                    self.buf.drain(..CLOSE.len());
+                if self.buf[ws..].starts_with(CLOSE) {
+                    self.buf.drain(..ws + CLOSE.len());
                     self.saw = true;
                     continue;
                 }
-                if !last && CLOSE.starts_with(self.buf.as_str()) {
+                if !last && CLOSE.starts_with(&self.buf[ws..]) {
+                    return;
+                }
+                if self.saw {
+                    drop_leading_ws(&mut self.buf);
+                }
+                if self.buf.is_empty() {
                     return;
                 }
             }
@@ -268,7 +275,10 @@ pub fn strip_reasoning(text: &str) -> String {
         (Some(_), None) => true,
         _ => false,
     };
-    split_reasoning(text, orphan_close).1
+    split_reasoning(text, orphan_close)
+        .1
+        .trim_start()
+        .to_string()
 }
 
 #[cfg(test)]
@@ -393,7 +403,8 @@ mod tests {
     #[test]
     fn whitespace_handling() {
         // Leading answer whitespace is dropped; inner and trailing answer whitespace kept.
-        check_all_splits("\n\n  a \n b\n\n", false, &[an("a \n b\n\n")]);
+        // Before any reasoning, leading whitespace is content (indented completions keep it).
+        check_all_splits("\n\n  a \n b\n\n", false, &[an("\n\n  a \n b\n\n")]);
         // Whitespace inside reasoning is kept, trailing is held back then dropped.
         let mut p = ReasoningParser::new(true);
         assert_eq!(p.push("\n a\n"), vec![th("a")]);

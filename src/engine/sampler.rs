@@ -239,7 +239,7 @@ mod tests {
             ..SamplingParams::default()
         });
         for _ in 0..10 {
-            assert_eq!(s.sample(&mut vec![0.0, 5.0, 4.9], &[]).token, 1);
+            assert_eq!(s.sample(&mut [0.0, 5.0, 4.9], &[]).token, 1);
         }
         // One token holds ~all the mass: top-p 0.5 keeps only it.
         let mut s = Sampler::new(SamplingParams {
@@ -249,7 +249,7 @@ mod tests {
             ..SamplingParams::default()
         });
         for _ in 0..20 {
-            assert_eq!(s.sample(&mut vec![0.0, 10.0, 0.0, 0.0], &[]).token, 1);
+            assert_eq!(s.sample(&mut [0.0, 10.0, 0.0, 0.0], &[]).token, 1);
         }
         // min-p removes tokens far below the best.
         let mut s = Sampler::new(SamplingParams {
@@ -260,7 +260,7 @@ mod tests {
             ..SamplingParams::default()
         });
         for _ in 0..50 {
-            let t = s.sample(&mut vec![3.0, 3.0, -5.0, -5.0], &[]).token;
+            let t = s.sample(&mut [3.0, 3.0, -5.0, -5.0], &[]).token;
             assert!(t < 2);
         }
     }
@@ -271,6 +271,6 @@ mod tests {
             repeat_penalty: 2.0,
             ..SamplingParams::greedy()
         });
-        assert_eq!(s.sample(&mut vec![1.0, 1.5], &[1]).token, 0);
+        assert_eq!(s.sample(&mut [1.0, 1.5], &[1]).token, 0);
     }
 }

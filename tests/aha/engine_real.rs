@@ -155,7 +155,7 @@ fn think_budget_closes_reasoning_and_the_model_answers() {
             let _ = logprob;
         }
         Event::AnswerDelta { text, .. } => answered |= !text.trim().is_empty(),
-        Event::TurnFinished { stats: s } => stats = Some(s),
+        Event::TurnFinished { stats: s, .. } => stats = Some(s),
         _ => {}
     })
     .unwrap();

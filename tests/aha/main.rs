@@ -1,7 +1,7 @@
 //! Integration tests through the public interface and the real binary, grouped by topic.
 
 mod cli;
-mod tokenizer;
 mod common;
 mod engine_real;
 mod engine_synth;
+mod tokenizer;

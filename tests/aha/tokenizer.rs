@@ -10,7 +10,11 @@ fn check(model_name: &str, fixture: &str) {
     let path = model(model_name);
     let tok = TextTokenizer::from_gguf(&GgufFile::open(&path).unwrap()).unwrap();
     let fx: Value = serde_json::from_str(
-        &std::fs::read_to_string(format!("{}/tests/fixtures/{fixture}", env!("CARGO_MANIFEST_DIR"))).unwrap(),
+        &std::fs::read_to_string(format!(
+            "{}/tests/fixtures/{fixture}",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .unwrap(),
     )
     .unwrap();
     assert_eq!(tok.pre, fx["pre"].as_str().unwrap());
@@ -19,13 +23,24 @@ fn check(model_name: &str, fixture: &str) {
     let mut bad = Vec::new();
     for c in cases {
         let text = c["text"].as_str().unwrap();
-        let want: Vec<u32> = c["ids"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect();
+        let want: Vec<u32> = c["ids"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap() as u32)
+            .collect();
         let got = tok.encode(text).unwrap();
         if got != want {
             bad.push(format!("{text:?}\n  want {want:?}\n  got  {got:?}"));
         }
     }
-    assert!(bad.is_empty(), "{} of {} cases differ:\n{}", bad.len(), cases.len(), bad.join("\n"));
+    assert!(
+        bad.is_empty(),
+        "{} of {} cases differ:\n{}",
+        bad.len(),
+        cases.len(),
+        bad.join("\n")
+    );
 }
 
 #[test]

@@ -99,6 +99,11 @@ pub struct Transformer {
     pub dtype: DType,
 }
 
+fn kv_f16() -> bool {
+    static F: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *F.get_or_init(|| std::env::var("AHA_KV_F32").as_deref() != Ok("1"))
+}
+
 fn rms_norm(x: &Tensor, w: &Tensor, eps: f64) -> Result<Tensor> {
     candle_nn::ops::rms_norm(x, w, eps as f32)
 }
@@ -155,7 +160,12 @@ impl Transformer {
         rayon::join(|| self.forward_inner(tokens, cache, all_logits), || ()).0
     }
 
-    fn forward_inner(&self, tokens: &[u32], cache: &mut KvCache, all_logits: bool) -> Result<Tensor> {
+    fn forward_inner(
+        &self,
+        tokens: &[u32],
+        cache: &mut KvCache,
+        all_logits: bool,
+    ) -> Result<Tensor> {
         let n = tokens.len();
         if n == 0 {
             candle_core::bail!("forward called with no tokens")
@@ -200,6 +210,14 @@ impl Transformer {
             let v = v.reshape((n, kvh, d))?.transpose(0, 1)?.contiguous()?;
             let q = self.rope(&q, &cos, &sin)?;
             let k = self.rope(&k, &cos, &sin)?.squeeze(0)?;
+            let (k, v) = if kv_f16() {
+                (
+                    k.to_dtype(DType::F16)?.to_dtype(self.dtype)?,
+                    v.to_dtype(DType::F16)?.to_dtype(self.dtype)?,
+                )
+            } else {
+                (k, v)
+            };
             let (ka, va) = cache.layer_mut(li).append(&k, &v, cfg.n_ctx)?;
             // Grouped-query attention without copying keys: (kvh, g*n, d) x (kvh, d, total).
             let q = q.reshape((kvh, g * n, d))?;

@@ -95,7 +95,12 @@ impl QuantRow {
                 l
             })
             .collect();
-        Self { qs, d, s, neg_lanes }
+        Self {
+            qs,
+            d,
+            s,
+            neg_lanes,
+        }
     }
 }
 
@@ -201,7 +206,13 @@ fn scale_min_k4(j: usize, q: &[u8]) -> (u8, u8) {
 
 /// Unpacks a K-quant superblock into 256 signed codes and a float scale per 16 values, plus the
 /// per-32 offset (Q4_K's mins, already scaled); value = scale16 * code - offset32.
-fn unpack_k(dt: GgmlDType, blk: &[u8], codes: &mut [i8; 256], sc16: &mut [f32; 16], off32: &mut [f32; 8]) {
+fn unpack_k(
+    dt: GgmlDType,
+    blk: &[u8],
+    codes: &mut [i8; 256],
+    sc16: &mut [f32; 16],
+    off32: &mut [f32; 8],
+) {
     match dt {
         GgmlDType::Q4K => {
             let d = f16_at(blk, 0);
@@ -425,7 +436,12 @@ mod x86 {
     /// One K-quant row: 256-value superblocks. Codes are unpacked with SIMD, scales per 16
     /// values are applied per 4-lane half of each 32-value dot product.
     #[inline(always)]
-    unsafe fn row_k<const VNNI: bool>(dt: GgmlDType, row: *const u8, nsb: usize, x: &QuantRow) -> f32 {
+    unsafe fn row_k<const VNNI: bool>(
+        dt: GgmlDType,
+        row: *const u8,
+        nsb: usize,
+        x: &QuantRow,
+    ) -> f32 {
         let mut acc = _mm256_setzero_ps();
         let mut off = 0f32;
         let m4 = _mm256_set1_epi8(0x0F);
@@ -454,7 +470,11 @@ mod x86 {
                     let p0 = _mm256_cvtepi32_ps(dot::<VNNI>(false, lo, x0));
                     let p1 = _mm256_cvtepi32_ps(dot::<VNNI>(false, hi, x1));
                     acc = _mm256_fmadd_ps(_mm256_set1_ps(d * s0 as f32 * *xd.add(2 * j)), p0, acc);
-                    acc = _mm256_fmadd_ps(_mm256_set1_ps(d * s1 as f32 * *xd.add(2 * j + 1)), p1, acc);
+                    acc = _mm256_fmadd_ps(
+                        _mm256_set1_ps(d * s1 as f32 * *xd.add(2 * j + 1)),
+                        p1,
+                        acc,
+                    );
                     off += dmin * (mn0 as f32 * *xs.add(2 * j) + mn1 as f32 * *xs.add(2 * j + 1));
                 }
             } else {
@@ -495,7 +515,11 @@ mod x86 {
                         let f = d * *xd.add(xb);
                         let sa = *sc.add(8 * n + 2 * k) as f32 * f;
                         let sb2 = *sc.add(8 * n + 2 * k + 1) as f32 * f;
-                        acc = _mm256_fmadd_ps(_mm256_setr_ps(sa, sa, sa, sa, sb2, sb2, sb2, sb2), p, acc);
+                        acc = _mm256_fmadd_ps(
+                            _mm256_setr_ps(sa, sa, sa, sa, sb2, sb2, sb2, sb2),
+                            p,
+                            acc,
+                        );
                     }
                 }
             }
@@ -511,7 +535,12 @@ mod x86 {
     const PREFETCH: usize = 4096;
 
     #[inline(always)]
-    unsafe fn rows_all<const VNNI: bool, const F: u8>(p: *const u8, row_bytes: usize, x: &QuantRow, out: &mut [f32]) {
+    unsafe fn rows_all<const VNNI: bool, const F: u8>(
+        p: *const u8,
+        row_bytes: usize,
+        x: &QuantRow,
+        out: &mut [f32],
+    ) {
         let n = out.len();
         let mut r = 0;
         while r + 4 <= n {
@@ -566,7 +595,10 @@ mod x86 {
 
 /// `out[i] = row_i · x` for consecutive rows of raw block bytes.
 fn dot_rows(dt: GgmlDType, w: &[u8], row_bytes: usize, x: &QuantRow, out: &mut [f32]) {
-    assert!(w.len() >= out.len() * row_bytes && x.qs.len() / block_len(dt) * block_bytes(dt) >= row_bytes);
+    assert!(
+        w.len() >= out.len() * row_bytes
+            && x.qs.len() / block_len(dt) * block_bytes(dt) >= row_bytes
+    );
     match isa() {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: `isa()` reports these only after run-time feature detection; the assert above
@@ -593,7 +625,7 @@ pub fn matvec(dt: GgmlDType, w: &[u8], rows: usize, cols: usize, xs: &[f32], out
     let qx: Vec<QuantRow> = xs.chunks_exact(cols).map(QuantRow::quantize).collect();
     let threads = rayon::current_num_threads().max(1);
     // Enough chunks to balance, few enough that scheduling stays cheap.
-    let chunk = (rows.div_ceil(threads * 4).max(16) + 3) / 4 * 4;
+    let chunk = rows.div_ceil(threads * 4).max(16).div_ceil(4) * 4;
     for (i, x) in qx.iter().enumerate().take(n) {
         let o = &mut out[i * rows..(i + 1) * rows];
         if threads == 1 || rows <= chunk {

@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# Correctness against llama.cpp on the same GGUF: greedy continuations of 5 fixed prompts (first
+# 32 tokens compared) and perplexity on a fixed ≥2,000-token text (Korean constitution, from the
+# konlpy wheel on PyPI, fetched here and not committed).
+#   tools/check_vs_llamacpp.sh [MODEL.gguf] [THREADS]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/aha-target}"
+AHA="$CARGO_TARGET_DIR/release/aha"
+[ -x "$AHA" ] || cargo build --release
+MODEL="${1:-$("$AHA" models --json | python3 -c 'import sys,json;[print(m["path"]) for m in map(json.loads,sys.stdin) if m["name"]=="qwen2.5-coder-0.5b"]')}"
+THREADS="${2:-$(nproc)}"
+[ -f "$MODEL" ] || "$AHA" pull qwen2.5-coder-0.5b
+PEER="${AHA_PEER_DIR:-$HOME/.cache/aha-peer}"
+if [ ! -d "$PEER/node_modules/node-llama-cpp" ]; then
+  mkdir -p "$PEER" && (cd "$PEER" && npm init -y >/dev/null && npm install --silent node-llama-cpp@3.21.1)
+fi
+WORK="$(mktemp -d)"
+trap 'rm -rf "$WORK"' EXIT
+pip download --no-deps -q -d "$WORK" konlpy==0.6.0
+python3 -c "import zipfile,sys; z=zipfile.ZipFile(sys.argv[1]); open(sys.argv[2],'wb').write(z.read('konlpy/data/corpus/kolaw/constitution.txt'))" "$WORK"/konlpy-*.whl "$WORK/text.txt"
+python3 - "$AHA" "$MODEL" "$THREADS" "$WORK" <<'PY'
+import json, subprocess, sys
+aha, model, threads, work = sys.argv[1:5]
+prompts = [
+    "def fibonacci(n):\n",
+    "The three primary colors are",
+    "Once upon a time, in a small village by the sea,",
+    "<|im_start|>user\nWrite a haiku about autumn.<|im_end|>\n<|im_start|>assistant\n",
+    "// Rust: read a file line by line\nuse std::io::",
+]
+N = 32
+agree = 0
+for p in prompts:
+    ids = json.loads(subprocess.check_output([aha, "tokenize", "-m", model, p]))
+    peer = json.loads(subprocess.check_output(
+        ["node", "tools/llama_peer.mjs", "greedy-ids", model, threads, str(N)], input=json.dumps(ids).encode()))["ids"]
+    out = subprocess.check_output([aha, "run", "-m", model, "-t", threads, "--raw", "--json",
+                                   "--temperature", "0", "--max-tokens", str(N), p])
+    ours = [json.loads(l) for l in out.decode().splitlines()][-1]["tokens"]
+    same = 0
+    while same < min(len(ours), len(peer)) and ours[same] == peer[same]:
+        same += 1
+    ok = same >= min(N, len(peer), len(ours)) and len(ours) > 0
+    agree += ok
+    print(f"{'MATCH' if ok else 'DIFF '} {same:2d}/{N} identical greedy tokens  prompt={p[:40]!r}")
+print(f"greedy: {agree}/5 prompts match for the first {N} tokens")
+text = open(f"{work}/text.txt", encoding="utf-8").read()[:5000]
+open(f"{work}/ppl.txt", "w", encoding="utf-8").write(text)
+ids = json.loads(subprocess.check_output([aha, "tokenize", "-m", model, text]))
+ours = json.loads(subprocess.check_output([aha, "perplexity", "-m", model, "-t", threads, "--ctx", "512", "--json", f"{work}/ppl.txt"]))
+peer = json.loads(subprocess.check_output(["node", "tools/llama_peer.mjs", "ppl", model, threads, "512"], input=json.dumps(ids).encode()))
+d = abs(ours["perplexity"] - peer["perplexity"]) / peer["perplexity"] * 100
+print(f"perplexity over {len(ids)} tokens (windows of 512): aha {ours['perplexity']:.4f}  llama.cpp {peer['perplexity']:.4f}  difference {d:.2f}%")
+PY
