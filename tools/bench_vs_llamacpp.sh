@@ -4,20 +4,10 @@
 # llama.cpp comes from node-llama-cpp 3.21.1 (npm, prebuilt CPU backend), installed on first use
 # into ~/.cache/aha-peer. Rounds alternate engines; the median of each is reported.
 set -euo pipefail
-cd "$(dirname "$0")/.."
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/aha-target}"
-AHA="$CARGO_TARGET_DIR/release/aha"
-[ -x "$AHA" ] || cargo build --release
-MODEL="${1:-$("$AHA" models --json | python3 -c 'import sys,json;[print(m["path"]) for m in map(json.loads,sys.stdin) if m["name"]=="qwen2.5-coder-0.5b"]')}"
-THREADS="${2:-$(nproc)}"
+source "$(dirname "$0")/peer_env.sh"
 P="${3:-512}"
 G="${4:-128}"
 ROUNDS="${5:-2}"
-PEER="${AHA_PEER_DIR:-$HOME/.cache/aha-peer}"
-if [ ! -d "$PEER/node_modules/node-llama-cpp" ]; then
-  mkdir -p "$PEER" && (cd "$PEER" && npm init -y >/dev/null && npm install --silent node-llama-cpp@3.21.1)
-fi
-[ -f "$MODEL" ] || "$AHA" pull qwen2.5-coder-0.5b
 # The same prompt token ids for both engines: aha's benchmark text, tokenized by aha.
 IDS=$(mktemp)
 python3 - "$AHA" "$MODEL" "$P" > "$IDS" <<'PY'

@@ -2,25 +2,15 @@
 # Correctness against llama.cpp on the same GGUF: greedy continuations of 5 fixed prompts (first
 # 32 tokens compared) and perplexity on a fixed ≥2,000-token text (Korean constitution, from the
 # konlpy wheel on PyPI, fetched here and not committed).
-#   tools/check_vs_llamacpp.sh [MODEL.gguf] [THREADS]
+#   tools/check_vs_llamacpp.sh [MODEL.gguf] [THREADS]     (AHA_CHECK_SKIP_PPL=1: greedy part only)
 set -euo pipefail
-cd "$(dirname "$0")/.."
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/aha-target}"
-AHA="$CARGO_TARGET_DIR/release/aha"
-[ -x "$AHA" ] || cargo build --release
-MODEL="${1:-$("$AHA" models --json | python3 -c 'import sys,json;[print(m["path"]) for m in map(json.loads,sys.stdin) if m["name"]=="qwen2.5-coder-0.5b"]')}"
-THREADS="${2:-$(nproc)}"
-[ -f "$MODEL" ] || "$AHA" pull qwen2.5-coder-0.5b
-PEER="${AHA_PEER_DIR:-$HOME/.cache/aha-peer}"
-if [ ! -d "$PEER/node_modules/node-llama-cpp" ]; then
-  mkdir -p "$PEER" && (cd "$PEER" && npm init -y >/dev/null && npm install --silent node-llama-cpp@3.21.1)
-fi
+source "$(dirname "$0")/peer_env.sh"
 WORK="$(mktemp -d)"
 trap 'rm -rf "$WORK"' EXIT
 pip download --no-deps -q -d "$WORK" konlpy==0.6.0
 python3 -c "import zipfile,sys; z=zipfile.ZipFile(sys.argv[1]); open(sys.argv[2],'wb').write(z.read('konlpy/data/corpus/kolaw/constitution.txt'))" "$WORK"/konlpy-*.whl "$WORK/text.txt"
 python3 - "$AHA" "$MODEL" "$THREADS" "$WORK" <<'PY'
-import json, subprocess, sys
+import json, os, subprocess, sys
 aha, model, threads, work = sys.argv[1:5]
 prompts = [
     "def fibonacci(n):\n",
@@ -45,6 +35,8 @@ for p in prompts:
     agree += ok
     print(f"{'MATCH' if ok else 'DIFF '} {same:2d}/{N} identical greedy tokens  prompt={p[:40]!r}")
 print(f"greedy: {agree}/5 prompts match for the first {N} tokens")
+if os.environ.get("AHA_CHECK_SKIP_PPL") == "1":
+    sys.exit(0)
 text = open(f"{work}/text.txt", encoding="utf-8").read()[:5000]
 open(f"{work}/ppl.txt", "w", encoding="utf-8").write(text)
 ids = json.loads(subprocess.check_output([aha, "tokenize", "-m", model, text]))

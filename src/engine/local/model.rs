@@ -101,7 +101,7 @@ pub struct Transformer {
 
 fn kv_f16() -> bool {
     static F: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *F.get_or_init(|| std::env::var("AHA_KV_F32").as_deref() != Ok("1"))
+    *F.get_or_init(|| std::env::var("AHA_KV_F16").as_deref() == Ok("1"))
 }
 
 fn rms_norm(x: &Tensor, w: &Tensor, eps: f64) -> Result<Tensor> {
@@ -221,12 +221,23 @@ impl Transformer {
             let (ka, va) = cache.layer_mut(li).append(&k, &v, cfg.n_ctx)?;
             // Grouped-query attention without copying keys: (kvh, g*n, d) x (kvh, d, total).
             let q = q.reshape((kvh, g * n, d))?;
+            // AHA_KV_F16=1 emulates llama.cpp: f16 cache, f16 operands in attention.
+            let q = if kv_f16() {
+                q.to_dtype(DType::F16)?.to_dtype(self.dtype)?
+            } else {
+                q
+            };
             let att = (q.matmul(&ka.t()?)? * scale)?;
             let att = match &mask {
                 Some(m) => att.broadcast_add(m)?,
                 None => att,
             };
             let att = candle_nn::ops::softmax_last_dim(&att)?;
+            let att = if kv_f16() {
+                att.to_dtype(DType::F16)?.to_dtype(self.dtype)?
+            } else {
+                att
+            };
             let y = att.matmul(&va)?; // (kvh, g*n, d)
             let y = y
                 .reshape((h, n, d))?
