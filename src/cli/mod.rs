@@ -42,6 +42,19 @@ pub enum Command {
     Perplexity(bench::PplArgs),
     /// Print the token ids of TEXT.
     Tokenize { text: String },
+    /// Write a random-weight model with real shapes (for tests and for benchmarks where the real
+    /// weights cannot be downloaded).
+    Synth {
+        /// tiny, r1-qwen-1.5b or r1-qwen-7b.
+        #[arg(long, default_value = "tiny")]
+        shape: String,
+        /// GGUF: f32, f16, q8_0, q4_0, q4_k. Safetensors folder: st-f32, st-bf16, st-f16.
+        #[arg(long, default_value = "q4_k")]
+        dtype: String,
+        /// Output .gguf file, or folder for safetensors.
+        #[arg(long)]
+        out: std::path::PathBuf,
+    },
 }
 
 /// Options that pick and load a model.
@@ -136,6 +149,7 @@ pub fn dispatch(cli: Cli) -> Result<i32> {
         Some(Command::Models { json }) => models::list(json),
         Some(Command::Bench(a)) => bench::bench(m, a),
         Some(Command::Perplexity(a)) => bench::perplexity(m, a),
+        Some(Command::Synth { shape, dtype, out }) => synth(&shape, &dtype, &out),
         Some(Command::Tokenize { text }) => {
             let r = registry::resolve(&m.model, true)?;
             let tok = crate::engine::tokenizer::for_model_path(&r.path)?;
@@ -143,4 +157,33 @@ pub fn dispatch(cli: Cli) -> Result<i32> {
             Ok(0)
         }
     }
+}
+
+fn synth(shape: &str, dtype: &str, out: &std::path::Path) -> Result<i32> {
+    use crate::engine::local::synth::SynthSpec;
+    use candle_core::quantized::GgmlDType;
+    let spec = match shape {
+        "tiny" => SynthSpec::tiny(),
+        "r1-qwen-1.5b" => SynthSpec::r1_qwen_1_5b(),
+        "r1-qwen-7b" => SynthSpec::r1_qwen_7b(),
+        _ => anyhow::bail!("unknown shape `{shape}`: use tiny, r1-qwen-1.5b or r1-qwen-7b"),
+    };
+    match dtype {
+        "st-f32" => spec.write_safetensors_as(out, candle_core::DType::F32)?,
+        "st-bf16" => spec.write_safetensors_as(out, candle_core::DType::BF16)?,
+        "st-f16" => spec.write_safetensors_as(out, candle_core::DType::F16)?,
+        _ => {
+            let dt = match dtype {
+                "f32" => GgmlDType::F32,
+                "f16" => GgmlDType::F16,
+                "q8_0" => GgmlDType::Q8_0,
+                "q4_0" => GgmlDType::Q4_0,
+                "q4_k" => GgmlDType::Q4K,
+                _ => anyhow::bail!("unknown dtype `{dtype}`: use f32, f16, q8_0, q4_0, q4_k, st-f32, st-bf16 or st-f16"),
+            };
+            spec.write_gguf(out, dt)?
+        }
+    }
+    eprintln!("wrote {}", out.display());
+    Ok(0)
 }

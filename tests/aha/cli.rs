@@ -211,3 +211,36 @@ fn models_lists_the_known_names() {
         assert!(s.contains(&format!("\"name\":\"{n}\"")), "{n} missing");
     }
 }
+
+#[test]
+fn synthetic_models_run_end_to_end_from_gguf_and_bf16_safetensors() {
+    let dir = tempfile::tempdir().unwrap();
+    let st = dir.path().join("st");
+    let gg = dir.path().join("m.gguf");
+    for (dtype, out) in [("st-bf16", &st), ("q8_0", &gg)] {
+        let o = bin()
+            .args(["synth", "--shape", "tiny", "--dtype", dtype, "--out"])
+            .arg(out)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+    for m in [&st, &gg] {
+        let (ev, err, code) = run_json(&[
+            "run",
+            "--json",
+            "--raw",
+            "--temperature",
+            "0",
+            "--max-tokens",
+            "6",
+            "-m",
+            m.to_str().unwrap(),
+            "abc",
+        ]);
+        assert_eq!(code, 0, "{err}");
+        let last = ev.last().unwrap();
+        assert_eq!(last["type"], "turn_finished");
+        assert_eq!(last["tokens"].as_array().unwrap().len(), 6, "{last}");
+    }
+}

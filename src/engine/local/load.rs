@@ -138,7 +138,8 @@ impl GgufFile {
     /// Loads every weight onto `device`.
     pub fn load_model(&self, device: &Device) -> Result<Transformer> {
         let cfg = self.config()?;
-        let dtype = activation_dtype(device);
+        // Quantized matmuls take f32 activations on every backend.
+        let dtype = DType::F32;
         let f = File::open(&self.path)?;
         let mut r = BufReader::new(f);
         let p = &self.path;
@@ -215,7 +216,7 @@ impl GgufFile {
     }
 }
 
-/// The activations' dtype on a device: f32 on CPU (fast kernels), bf16 on GPUs.
+/// The activations' dtype for dense (safetensors) weights: f32 on CPU, bf16 on GPUs.
 pub fn activation_dtype(device: &Device) -> DType {
     if device.is_cpu() {
         DType::F32

@@ -231,14 +231,23 @@ impl SynthSpec {
     /// Writes a Hugging Face style checkpoint folder (config.json + model.safetensors, f32),
     /// with the same weights as [`Self::write_gguf`] for the same seed.
     pub fn write_safetensors(&self, dir: &Path) -> Result<()> {
+        self.write_safetensors_as(dir, candle_core::DType::F32)
+    }
+
+    /// The same in another dtype (bf16 or f16, as published checkpoints are).
+    pub fn write_safetensors_as(&self, dir: &Path, dtype: candle_core::DType) -> Result<()> {
         std::fs::create_dir_all(dir)?;
         let mut rng = StdRng::seed_from_u64(self.seed);
         let mut map: HashMap<String, Tensor> = HashMap::new();
         for (hf, _, shape) in self.tensors() {
             let vals = self.values(&mut rng, &hf, &shape);
-            map.insert(hf, Tensor::from_vec(vals, shape.as_slice(), &Device::Cpu)?);
+            map.insert(
+                hf,
+                Tensor::from_vec(vals, shape.as_slice(), &Device::Cpu)?.to_dtype(dtype)?,
+            );
         }
         candle_core::safetensors::save(&map, dir.join("model.safetensors"))?;
+        std::fs::write(dir.join("tokenizer.json"), self.tokenizer_json()?)?;
         let cfg = serde_json::json!({
             "architectures": ["Qwen2ForCausalLM"],
             "model_type": "qwen2",
@@ -252,10 +261,45 @@ impl SynthSpec {
             "rope_theta": 1_000_000.0,
             "rms_norm_eps": 1e-6,
             "tie_word_embeddings": false,
-            "torch_dtype": "float32"
+            "torch_dtype": format!("{dtype:?}").to_lowercase()
         });
         std::fs::write(dir.join("config.json"), serde_json::to_string_pretty(&cfg)?)?;
         Ok(())
+    }
+}
+
+impl SynthSpec {
+    /// A byte-level tokenizer.json matching the GGUF metadata's vocabulary (no merges).
+    fn tokenizer_json(&self) -> Result<String> {
+        let mut vocab = serde_json::Map::new();
+        let mut added = Vec::new();
+        let md = self.metadata();
+        let toks = md
+            .iter()
+            .find(|(k, _)| k == "tokenizer.ggml.tokens")
+            .map(|(_, v)| v);
+        if let Some(gguf_file::Value::Array(toks)) = toks {
+            for (id, t) in toks.iter().enumerate() {
+                if let gguf_file::Value::String(s) = t {
+                    vocab.insert(s.clone(), serde_json::json!(id));
+                    if s.starts_with("<|") || s.contains("think>") {
+                        added.push(serde_json::json!({"id": id, "content": s, "single_word": false,
+                            "lstrip": false, "rstrip": false, "normalized": false, "special": true}));
+                    }
+                }
+            }
+        }
+        let j = serde_json::json!({
+            "version": "1.0", "truncation": null, "padding": null,
+            "added_tokens": added, "normalizer": null,
+            "pre_tokenizer": {"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": false, "use_regex": true},
+            "post_processor": null,
+            "decoder": {"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": false, "use_regex": true},
+            "model": {"type": "BPE", "dropout": null, "unk_token": null, "continuing_subword_prefix": null,
+                "end_of_word_suffix": null, "fuse_unk": false, "byte_fallback": false, "ignore_merges": false,
+                "vocab": vocab, "merges": []}
+        });
+        Ok(serde_json::to_string(&j)?)
     }
 }
 

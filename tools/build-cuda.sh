@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Builds aha with the `cuda` feature on a machine without a GPU: CUDA's compiler and headers come
+# from PyPI wheels (nvidia-cuda-nvcc, -runtime, -cccl, -crt: CUDA 13) installed into a local prefix.
+#   tools/build-cuda.sh            → $CARGO_TARGET_DIR (default ~/.cache/aha-target-cuda)/release/aha
+# CUDA_COMPUTE_CAP defaults to 90 (H100/H200). The binary targets x86-64-v3 rather than this host's
+# CPU so it runs on the GPU machine; aha's own decode kernels still pick AVX-512 at run time.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PREFIX="${AHA_CUDA_PREFIX:-$HOME/.cache/aha-cuda/py13}"
+if [ ! -x "$PREFIX/nvidia/cu13/bin/nvcc" ]; then
+  pip install -q --target "$PREFIX" nvidia-cuda-nvcc nvidia-cuda-runtime nvidia-cuda-cccl nvidia-cuda-crt
+fi
+export CUDA_ROOT="$PREFIX/nvidia/cu13"
+export CUDA_PATH="$CUDA_ROOT"
+export PATH="$CUDA_ROOT/bin:$PATH"
+export CUDA_COMPUTE_CAP="${CUDA_COMPUTE_CAP:-90}"
+# cudarc binds the driver API of this version (loaded at run time); 13040 is the newest it knows.
+# On a GPU host whose driver is older, set CUDARC_CUDA_VERSION=12080.
+export CUDARC_CUDA_VERSION="${CUDARC_CUDA_VERSION:-13040}"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/aha-target-cuda}"
+export RUSTFLAGS="${RUSTFLAGS:--C target-cpu=x86-64-v3}"
+nvcc --version | tail -1
+cargo build --release --features cuda "$@"
+echo "built: $CARGO_TARGET_DIR/release/aha"
