@@ -7,8 +7,15 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PREFIX="${AHA_CUDA_PREFIX:-$HOME/.cache/aha-cuda/py13}"
+LIBS="${AHA_CUDA_LIBS:-$HOME/.cache/aha-cuda/libs}"
+STUBS="$HOME/.cache/aha-cuda/linkstubs"
 if [ ! -x "$PREFIX/nvidia/cu13/bin/nvcc" ]; then
   pip install -q --target "$PREFIX" nvidia-cuda-nvcc nvidia-cuda-runtime nvidia-cuda-cccl nvidia-cuda-crt
+fi
+# The libraries candle links against (cuBLAS, cuRAND, NVRTC, the runtime), CUDA 13 like the GPU
+# machine's PyTorch; pip --target will not add to an existing folder, hence a second prefix.
+if [ ! -d "$LIBS/nvidia/cu13/lib" ]; then
+  pip install -q --target "$LIBS" nvidia-cublas nvidia-curand nvidia-cuda-nvrtc nvidia-cuda-runtime
 fi
 export CUDA_ROOT="$PREFIX/nvidia/cu13"
 export CUDA_PATH="$CUDA_ROOT"
@@ -16,7 +23,19 @@ export PATH="$CUDA_ROOT/bin:$PATH"
 export CUDA_COMPUTE_CAP="${CUDA_COMPUTE_CAP:-90}"
 # cudarc binds the driver API of this version (loaded at run time); 13040 is the newest it knows.
 # On a GPU host whose driver is older, set CUDARC_CUDA_VERSION=12080.
-export CUDARC_CUDA_VERSION="${CUDARC_CUDA_VERSION:-13040}"
+export CUDARC_CUDA_VERSION="${CUDARC_CUDA_VERSION:-13000}"
+# Link-time stand-ins: libcuda comes with the driver, so link against a stub that defines the
+# driver API symbols (resolved from the real libcuda.so.1 at run time), and expose the wheels'
+# versioned libraries under the names the linker looks for.
+if [ ! -f "$STUBS/libcuda.so" ]; then
+  mkdir -p "$STUBS"
+  python3 tools/cuda_stub.py "$CUDA_ROOT" "$STUBS/cuda_stub.c"
+  gcc -shared -fPIC -Wl,-soname,libcuda.so.1 -o "$STUBS/libcuda.so" "$STUBS/cuda_stub.c"
+fi
+for l in cublas cublasLt curand nvrtc cudart; do
+  ln -sf "$(ls "$LIBS"/nvidia/cu13/lib/lib$l.so.* | head -1)" "$STUBS/lib$l.so"
+done
+export LIBRARY_PATH="$STUBS${LIBRARY_PATH:+:$LIBRARY_PATH}"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/aha-target-cuda}"
 export RUSTFLAGS="${RUSTFLAGS:--C target-cpu=x86-64-v3}"
 nvcc --version | tail -1
