@@ -89,6 +89,7 @@ pub struct SamplingArgs {
     /// 1 = off.
     #[arg(long)]
     pub repeat_penalty: Option<f32>,
+    /// Random seed: the same seed and settings give the same output. Default: 42.
     #[arg(long)]
     pub seed: Option<u64>,
 }
