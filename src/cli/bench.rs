@@ -155,7 +155,7 @@ pub struct PplArgs {
 pub fn perplexity(m: &ModelArgs, a: PplArgs) -> Result<i32> {
     let text = std::fs::read_to_string(&a.file)
         .with_context(|| format!("cannot read {}", a.file.display()))?;
-    let mut engine = load_engine(m)?;
+    let engine = load_engine(m)?;
     let mut tokens = Vec::new();
     if let Some((id, _)) = &engine.tokenizer.bos {
         if engine.tokenizer.add_bos {

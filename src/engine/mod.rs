@@ -429,15 +429,16 @@ impl LocalEngine {
     }
 
     /// Perplexity of `tokens` (teacher-forced), evaluated in windows of at most `ctx` tokens.
-    pub fn perplexity(&mut self, tokens: &[u32], ctx: usize) -> Result<f64> {
+    pub fn perplexity(&self, tokens: &[u32], ctx: usize) -> Result<f64> {
         let mut nll = 0.0f64;
         let mut count = 0usize;
+        // A cache of its own (the conversation's stays), cleared and reused for every window.
+        let mut cache = self.model.new_cache();
         for w in tokens.chunks(ctx.max(2)) {
             if w.len() < 2 {
                 continue;
             }
-            self.truncate(0);
-            let mut cache = self.model.new_cache();
+            cache.clear();
             let mut pos = 0;
             while pos < w.len() - 1 {
                 let end = (pos + PREFILL_CHUNK).min(w.len() - 1);

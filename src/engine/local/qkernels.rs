@@ -136,15 +136,6 @@ fn isa() -> Isa {
     })
 }
 
-/// The kernel set in use, for reports.
-pub fn isa_name() -> &'static str {
-    match isa() {
-        Isa::Avx512Vnni => "avx512-vnni",
-        Isa::Avx2 => "avx2",
-        Isa::Scalar => "scalar",
-    }
-}
-
 #[inline]
 fn f16_at(b: &[u8], i: usize) -> f32 {
     f16::from_bits(u16::from_le_bytes([b[i], b[i + 1]])).to_f32()
@@ -620,13 +611,12 @@ fn dot_rows(dt: GgmlDType, w: &[u8], row_bytes: usize, x: &QuantRow, out: &mut [
 pub fn matvec(dt: GgmlDType, w: &[u8], rows: usize, cols: usize, xs: &[f32], out: &mut [f32]) {
     let bb = block_bytes(dt);
     let row_bytes = cols / block_len(dt) * bb;
-    let n = xs.len() / cols;
     debug_assert_eq!(w.len(), rows * row_bytes);
     let qx: Vec<QuantRow> = xs.chunks_exact(cols).map(QuantRow::quantize).collect();
     let threads = rayon::current_num_threads().max(1);
     // Enough chunks to balance, few enough that scheduling stays cheap.
     let chunk = rows.div_ceil(threads * 4).max(16).div_ceil(4) * 4;
-    for (i, x) in qx.iter().enumerate().take(n) {
+    for (i, x) in qx.iter().enumerate() {
         let o = &mut out[i * rows..(i + 1) * rows];
         if threads == 1 || rows <= chunk {
             dot_rows(dt, w, row_bytes, x, o);
