@@ -20,6 +20,13 @@ fn run_json(args: &[&str]) -> (Vec<Value>, String, i32) {
     )
 }
 
+/// Runs `aha run -m MODEL hi`, which must fail; returns what it wrote to stderr.
+fn run_fails_with(model: &str) -> String {
+    let out = bin().args(["run", "-m", model, "hi"]).output().unwrap();
+    assert!(!out.status.success(), "aha run -m {model} succeeded");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
 #[test]
 fn run_json_streams_thinking_then_answer_then_stats() {
     let _g = heavy();
@@ -118,12 +125,7 @@ fn missing_model_file_says_so() {
 
 #[test]
 fn unknown_model_name_lists_known_names() {
-    let out = bin()
-        .args(["run", "-m", "no-such-model", "hi"])
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
+    let err = run_fails_with("no-such-model");
     assert!(
         err.contains("unknown model") && err.contains("qwen2.5-coder-0.5b"),
         "{err}"
@@ -135,12 +137,7 @@ fn corrupt_and_truncated_gguf_are_named() {
     let dir = tempfile::tempdir().unwrap();
     let junk = dir.path().join("junk.gguf");
     std::fs::write(&junk, b"this is not a model at all").unwrap();
-    let out = bin()
-        .args(["run", "-m", junk.to_str().unwrap(), "hi"])
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
+    let err = run_fails_with(junk.to_str().unwrap());
     assert!(err.contains("not a readable GGUF"), "{err}");
 
     let small = dir.path().join("small.gguf");
@@ -150,11 +147,7 @@ fn corrupt_and_truncated_gguf_are_named() {
     let bytes = std::fs::read(&small).unwrap();
     let cut = dir.path().join("cut.gguf");
     std::fs::write(&cut, &bytes[..bytes.len() - 1000]).unwrap();
-    let out = bin()
-        .args(["run", "-m", cut.to_str().unwrap(), "hi"])
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = run_fails_with(cut.to_str().unwrap());
     assert!(err.contains("is truncated"), "{err}");
 }
 
@@ -166,11 +159,7 @@ fn unsupported_architecture_is_named_with_the_supported_ones() {
     let mut f = std::fs::File::create(&p).unwrap();
     gguf_file::write(&mut f, &[("general.architecture", &arch)], &[]).unwrap();
     drop(f);
-    let out = bin()
-        .args(["run", "-m", p.to_str().unwrap(), "hi"])
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = run_fails_with(p.to_str().unwrap());
     assert!(
         err.contains("`falcon` is not supported") && err.contains("qwen2, llama"),
         "{err}"
