@@ -73,6 +73,10 @@ pub enum Event {
     },
     /// Something went wrong; the message is written for a person.
     Error { message: String },
+    /// Generation paused between tokens (asked for, or a step reached its boundary).
+    Paused,
+    /// Generation resumed after a pause.
+    Resumed,
 }
 
 /// What the UI asks of the agent.

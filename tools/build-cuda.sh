@@ -6,11 +6,16 @@
 # CPU so it runs on the GPU machine; aha's own decode kernels still pick AVX-512 at run time.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PREFIX="${AHA_CUDA_PREFIX:-$HOME/.cache/aha-cuda/py13}"
+# The compiler's version must not be newer than the GPU machine's driver: candle ships its kernels
+# as PTX that the driver compiles at load time, and driver 580 (CUDA 13.0) rejects the PTX ISA 9.5
+# that nvcc 13.5 writes ("unsupported PTX version"). Hence nvcc 13.0, pinned.
+CUDA_VER="${AHA_CUDA_VERSION:-13.0}"
+PREFIX="${AHA_CUDA_PREFIX:-$HOME/.cache/aha-cuda/py$CUDA_VER}"
 LIBS="${AHA_CUDA_LIBS:-$HOME/.cache/aha-cuda/libs}"
 STUBS="$HOME/.cache/aha-cuda/linkstubs"
 if [ ! -x "$PREFIX/nvidia/cu13/bin/nvcc" ]; then
-  pip install -q --target "$PREFIX" nvidia-cuda-nvcc nvidia-cuda-runtime nvidia-cuda-cccl nvidia-cuda-crt
+  pip install -q --target "$PREFIX" "nvidia-cuda-nvcc==$CUDA_VER.*" "nvidia-cuda-runtime==$CUDA_VER.*" \
+    "nvidia-cuda-cccl==$CUDA_VER.*" "nvidia-cuda-crt==$CUDA_VER.*" "nvidia-nvvm==$CUDA_VER.*"
 fi
 # The libraries candle links against (cuBLAS, cuRAND, NVRTC, the runtime), CUDA 13 like the GPU
 # machine's PyTorch; pip --target will not add to an existing folder, hence a second prefix.

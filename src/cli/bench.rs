@@ -30,7 +30,10 @@ pub struct BenchArgs {
 #[derive(Debug, Serialize)]
 struct BenchResult {
     model: String,
+    device: String,
     threads: usize,
+    /// Weights read per decoded token, GB: bandwidth ÷ this is the decode ceiling.
+    weights_gb_per_token: f64,
     prompt_tokens: usize,
     gen_tokens: usize,
     prefill_tok_s: f64,
@@ -85,6 +88,7 @@ pub fn bench(m: &ModelArgs, a: BenchArgs) -> Result<i32> {
         think_budget: None,
         ignore_eos: true,
         tools: None,
+        assistant_prefix: None,
     };
     let (mut pf, mut dc, mut tt) = (vec![], vec![], vec![]);
     for _ in 0..a.reps.max(1) {
@@ -109,6 +113,8 @@ pub fn bench(m: &ModelArgs, a: BenchArgs) -> Result<i32> {
     }
     let r = BenchResult {
         model: engine.name.clone(),
+        device: crate::engine::device::describe(&engine.model.device),
+        weights_gb_per_token: engine.model.weight_bytes_per_token() as f64 / 1e9,
         threads: candle_core::utils::get_num_threads(),
         prompt_tokens: a.prompt_tokens,
         gen_tokens: a.gen_tokens,
@@ -123,8 +129,8 @@ pub fn bench(m: &ModelArgs, a: BenchArgs) -> Result<i32> {
         println!("{}", serde_json::to_string(&r)?);
     } else {
         println!(
-            "model {} · {} threads\nprefill {} tokens: {:.1} tok/s\ndecode {} tokens: {:.1} tok/s\ntime to first token: {:.0} ms\npeak RSS: {:.0} MB",
-            r.model, r.threads, r.prompt_tokens, r.prefill_tok_s, r.gen_tokens, r.decode_tok_s, r.ttft_ms, r.peak_rss_mb
+            "model {} · {} · {:.2} GB of weights per token\nprefill {} tokens: {:.1} tok/s\ndecode {} tokens: {:.1} tok/s\ntime to first token: {:.0} ms\npeak RSS: {:.0} MB",
+            r.model, r.device, r.weights_gb_per_token, r.prompt_tokens, r.prefill_tok_s, r.gen_tokens, r.decode_tok_s, r.ttft_ms, r.peak_rss_mb
         );
         if let (Some(w), Some(c)) = (warm, cold) {
             println!(

@@ -106,6 +106,7 @@ pub fn run(m: &ModelArgs, a: RunArgs) -> Result<i32> {
         think_budget: a.think_budget,
         ignore_eos: false,
         tools: None,
+        assistant_prefix: None,
     };
     if a.show_prompt {
         let p = engine.prepare(&req)?;

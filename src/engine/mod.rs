@@ -60,6 +60,10 @@ pub struct GenerateRequest {
     pub ignore_eos: bool,
     /// JSON schemas of tools offered to the model.
     pub tools: Option<Vec<serde_json::Value>>,
+    /// Text the assistant's turn already holds (its reasoning up to a chosen step, plus anything a
+    /// person inserted): generation continues from there. This is how a trace is branched: the
+    /// KV cache keeps the shared prefix and only what follows the branch point is computed.
+    pub assistant_prefix: Option<String>,
 }
 
 impl GenerateRequest {
@@ -73,6 +77,7 @@ impl GenerateRequest {
             think_budget: None,
             ignore_eos: false,
             tools: None,
+            assistant_prefix: None,
         }
     }
 }
@@ -82,6 +87,9 @@ impl GenerateRequest {
 pub struct Control {
     pub cancel: AtomicBool,
     pub paused: AtomicBool,
+    /// Pause again at the next reasoning step boundary (a paragraph break in the reasoning):
+    /// "step" in the trace explorer is `step_to_boundary = true; paused = false`.
+    pub step_to_boundary: AtomicBool,
 }
 
 impl Control {
@@ -89,8 +97,91 @@ impl Control {
     pub fn cancel(&self) {
         self.cancel.store(true, Ordering::SeqCst)
     }
-    fn cancelled(&self) -> bool {
+    /// Pauses between tokens.
+    pub fn pause(&self) {
+        self.paused.store(true, Ordering::SeqCst)
+    }
+    /// Resumes a paused generation.
+    pub fn resume(&self) {
+        self.step_to_boundary.store(false, Ordering::SeqCst);
+        self.paused.store(false, Ordering::SeqCst)
+    }
+    /// Resumes until the next reasoning step boundary, then pauses.
+    pub fn step(&self) {
+        self.step_to_boundary.store(true, Ordering::SeqCst);
+        self.paused.store(false, Ordering::SeqCst)
+    }
+    /// Whether cancel was asked for.
+    pub fn cancelled(&self) -> bool {
         self.cancel.load(Ordering::SeqCst)
+    }
+    /// Whether generation is paused.
+    pub fn is_paused(&self) -> bool {
+        self.paused.load(Ordering::SeqCst)
+    }
+}
+
+/// What every engine offers the agent, the UI and the server: the local candle engine and the
+/// remote OpenAI-compatible client both implement it. `generate` blocks (compute-bound or waiting
+/// on the network) and belongs on its own OS thread, not on a tokio worker.
+pub trait Engine: Send {
+    /// The model's name as the user knows it (registry name, file name, or the remote model id).
+    fn model_name(&self) -> String;
+    /// Where it runs, for the status bar: `cpu (8 threads)`, `cuda`, `remote http://…`.
+    fn device(&self) -> String;
+    /// The context length in tokens (0 when unknown).
+    fn context_length(&self) -> usize;
+    /// Whether the model writes a reasoning block before answering (the R1 family).
+    fn is_reasoning(&self) -> bool;
+    /// The model's recommended sampling settings.
+    fn default_sampling(&self) -> SamplingParams;
+    /// Streams a reply through `emit` and ends with `Event::TurnFinished` (also when cancelled).
+    /// Errors are returned, not emitted.
+    fn generate(
+        &mut self,
+        req: &GenerateRequest,
+        ctrl: &Control,
+        emit: &mut dyn FnMut(Event),
+    ) -> Result<TurnStats>;
+    /// Tokens of `text` (exact for a local tokenizer, an estimate elsewhere).
+    fn count_tokens(&self, text: &str) -> usize {
+        text.len().div_ceil(4)
+    }
+    /// Tokens currently held in the KV cache (local engines), for "context used".
+    fn cached_len(&self) -> usize {
+        0
+    }
+}
+
+impl Engine for LocalEngine {
+    fn model_name(&self) -> String {
+        self.name.clone()
+    }
+    fn device(&self) -> String {
+        device::describe(&self.model.device)
+    }
+    fn context_length(&self) -> usize {
+        LocalEngine::context_length(self)
+    }
+    fn is_reasoning(&self) -> bool {
+        self.template.is_reasoning()
+    }
+    fn default_sampling(&self) -> SamplingParams {
+        LocalEngine::default_sampling(self)
+    }
+    fn generate(
+        &mut self,
+        req: &GenerateRequest,
+        ctrl: &Control,
+        emit: &mut dyn FnMut(Event),
+    ) -> Result<TurnStats> {
+        LocalEngine::generate(self, req, ctrl, emit)
+    }
+    fn count_tokens(&self, text: &str) -> usize {
+        self.tokenizer.encode(text).map(|t| t.len()).unwrap_or(0)
+    }
+    fn cached_len(&self) -> usize {
+        self.cached.len()
     }
 }
 
@@ -101,6 +192,8 @@ pub struct PreparedPrompt {
     pub text: String,
     /// The prompt already opened a reasoning block.
     pub started_in_think: bool,
+    /// The part of `text` that was already the assistant's (a branch's prefix), or empty.
+    pub assistant_prefix: String,
 }
 
 /// A model loaded on this machine, with its tokenizer, template and KV cache.
@@ -200,6 +293,7 @@ impl LocalEngine {
                 tokens: t.clone(),
                 text: String::new(),
                 started_in_think: false,
+                assistant_prefix: String::new(),
             }),
             Prompt::Raw(text) => {
                 let mut tokens = Vec::new();
@@ -213,6 +307,7 @@ impl LocalEngine {
                     tokens,
                     text: text.clone(),
                     started_in_think: text.trim_end().ends_with("<think>"),
+                    assistant_prefix: String::new(),
                 })
             }
             Prompt::Chat(msgs) => {
@@ -252,6 +347,10 @@ impl LocalEngine {
                     text.push_str("\n</think>\n\n");
                     started = false;
                 }
+                let prompt_end = text.len();
+                if let Some(prefix) = &req.assistant_prefix {
+                    text.push_str(prefix);
+                }
                 let mut tokens = Vec::new();
                 if let Some((id, bos)) = &self.tokenizer.bos {
                     if self.tokenizer.add_bos && !text.starts_with(bos.as_str()) {
@@ -259,10 +358,12 @@ impl LocalEngine {
                     }
                 }
                 tokens.extend(self.tokenizer.encode(&text)?);
+                let prefix = text[prompt_end..].to_string();
                 Ok(PreparedPrompt {
                     tokens,
                     text,
                     started_in_think: started,
+                    assistant_prefix: prefix,
                 })
             }
         }
@@ -343,13 +444,18 @@ impl LocalEngine {
         };
         let mut sampler = Sampler::new(req.sampling.clone());
         let mut parser = ReasoningParser::new(prompt.started_in_think);
+        // A branch continues an assistant turn: put the parser where that text left it.
+        let _ = parser.push(&prompt.assistant_prefix);
         let mut history = prompt.tokens.clone();
         let mut forced: std::collections::VecDeque<u32> = Default::default();
         let mut budget_closed = false;
         let mut first_token_at: Option<Instant> = None;
         let mut generated = 0usize;
         let mut decoder = tokenizer::StreamDecoder::default();
-        let mut emit_segments = |segs: Vec<Segment>, lp: Option<f32>, ent: Option<f32>| {
+        let emit_segments = |emit: &mut dyn FnMut(Event),
+                             segs: Vec<Segment>,
+                             lp: Option<f32>,
+                             ent: Option<f32>| {
             let one = segs.len() == 1;
             for s in segs {
                 let (lp, ent) = if one { (lp, ent) } else { (None, None) };
@@ -368,8 +474,12 @@ impl LocalEngine {
             }
         };
         while generated < req.max_tokens {
-            while ctrl.paused.load(Ordering::SeqCst) && !ctrl.cancelled() {
-                std::thread::sleep(std::time::Duration::from_millis(20));
+            if ctrl.is_paused() && !ctrl.cancelled() {
+                emit(Event::Paused);
+                while ctrl.is_paused() && !ctrl.cancelled() {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                emit(Event::Resumed);
             }
             if ctrl.cancelled() {
                 stats.finish_reason = "cancelled".into();
@@ -399,7 +509,11 @@ impl LocalEngine {
             }
             history.push(token);
             if let Some(piece) = decoder.step(&self.tokenizer, token)? {
-                emit_segments(parser.push(&piece), lp, ent);
+                let boundary = parser.in_thinking() && piece.contains("\n\n");
+                emit_segments(emit, parser.push(&piece), lp, ent);
+                if boundary && ctrl.step_to_boundary.swap(false, Ordering::SeqCst) {
+                    ctrl.pause();
+                }
             }
             if let Some(b) = req.think_budget {
                 if !budget_closed && parser.in_thinking() && stats.thinking_tokens >= b {
@@ -414,7 +528,7 @@ impl LocalEngine {
             }
             logits = self.step(token)?;
         }
-        emit_segments(parser.finish(), None, None);
+        emit_segments(emit, parser.finish(), None, None);
         if let Some(ft) = first_token_at {
             let dt = ft.elapsed().as_secs_f64();
             if generated > 1 {

@@ -116,6 +116,17 @@ fn add_bias(x: Tensor, b: &Option<Tensor>) -> Result<Tensor> {
 }
 
 impl Transformer {
+    /// Bytes of weights one decode step reads (every matrix once; the embedding table is only
+    /// looked up, one row per token).
+    pub fn weight_bytes_per_token(&self) -> usize {
+        let mut n = self.output.weight_bytes();
+        for b in &self.blocks {
+            for l in [&b.wq, &b.wk, &b.wv, &b.wo, &b.w_gate, &b.w_up, &b.w_down] {
+                n += l.weight_bytes();
+            }
+        }
+        n
+    }
     /// A cache sized for this model's full context.
     pub fn new_cache(&self) -> KvCache {
         KvCache::new(self.cfg.n_layer, self.cfg.n_ctx)

@@ -122,8 +122,13 @@ impl SynthSpec {
         v
     }
 
-    /// Deterministic random values for one tensor (norm weights near 1, the rest small).
-    fn values(&self, rng: &mut StdRng, name: &str, shape: &[usize]) -> Vec<f32> {
+    /// Deterministic random values for one tensor (norm weights near 1, the rest small). Rows are
+    /// drawn in parallel blocks, each from its own generator seeded by (seed, tensor, block), so a
+    /// 7B-shaped model is written in seconds on a many-core machine and the values do not depend on
+    /// the number of threads.
+    fn values(&self, index: usize, name: &str, shape: &[usize]) -> Vec<f32> {
+        use rayon::prelude::*;
+        const BLOCK: usize = 1 << 16;
         let n: usize = shape.iter().product();
         let is_norm = name.contains("norm");
         let fan_in = *shape.last().unwrap_or(&1) as f32;
@@ -132,16 +137,47 @@ impl SynthSpec {
         } else {
             0.02
         };
-        (0..n)
-            .map(|_| {
+        let mut out = vec![0f32; n];
+        out.par_chunks_mut(BLOCK).enumerate().for_each(|(b, chunk)| {
+            let s = self
+                .seed
+                .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+                .wrapping_add((index as u64) << 32)
+                .wrapping_add(b as u64);
+            let mut rng = StdRng::seed_from_u64(s);
+            for v in chunk {
                 let u: f32 = rng.gen::<f32>() * 2.0 - 1.0;
-                if is_norm {
-                    1.0 + 0.1 * u
-                } else {
-                    u * scale * 1.7
-                }
+                *v = if is_norm { 1.0 + 0.1 * u } else { u * scale * 1.7 };
+            }
+        });
+        out
+    }
+
+    /// Quantizes a `(rows, cols)` matrix in parallel blocks of rows (candle's quantizers are
+    /// single-threaded), concatenating the blocks' bytes: block-quantized rows are independent.
+    fn quantize(vals: Vec<f32>, shape: &[usize], dtype: GgmlDType) -> Result<QTensor> {
+        use rayon::prelude::*;
+        if shape.len() != 2 || matches!(dtype, GgmlDType::F32 | GgmlDType::F16 | GgmlDType::BF16)
+        {
+            let t = Tensor::from_vec(vals, shape, &Device::Cpu)?;
+            return Ok(QTensor::quantize(&t, dtype)?);
+        }
+        let (rows, cols) = (shape[0], shape[1]);
+        let per = (rows / (4 * rayon::current_num_threads()).max(1)).clamp(1, 1024);
+        let parts: Vec<Vec<u8>> = vals
+            .par_chunks(per * cols)
+            .map(|c| -> Result<Vec<u8>> {
+                let t = Tensor::from_slice(c, (c.len() / cols, cols), &Device::Cpu)?;
+                Ok(QTensor::quantize(&t, dtype)?.data()?.into_owned())
             })
-            .collect()
+            .collect::<Result<_>>()?;
+        let bytes = parts.concat();
+        let storage = candle_core::quantized::QStorage::from_data(
+            std::borrow::Cow::Owned(bytes),
+            &Device::Cpu,
+            dtype,
+        )?;
+        Ok(QTensor::new(storage, shape)?)
     }
 
     fn metadata(&self) -> Vec<(String, gguf_file::Value)> {
@@ -203,17 +239,15 @@ impl SynthSpec {
 
     /// Writes a GGUF with matrices in `dtype` (1-D tensors stay F32).
     pub fn write_gguf(&self, path: &Path, dtype: GgmlDType) -> Result<()> {
-        let mut rng = StdRng::seed_from_u64(self.seed);
         let mut qs: Vec<(String, QTensor)> = Vec::new();
-        for (hf, gg, shape) in self.tensors() {
-            let vals = self.values(&mut rng, &hf, &shape);
-            let t = Tensor::from_vec(vals, shape.as_slice(), &Device::Cpu)?;
+        for (i, (hf, gg, shape)) in self.tensors().into_iter().enumerate() {
+            let vals = self.values(i, &hf, &shape);
             let dt = if shape.len() == 2 {
                 dtype
             } else {
                 GgmlDType::F32
             };
-            qs.push((gg, QTensor::quantize(&t, dt)?));
+            qs.push((gg, Self::quantize(vals, &shape, dt)?));
         }
         let md = self.metadata();
         let md_refs: Vec<(&str, &gguf_file::Value)> =
@@ -237,10 +271,9 @@ impl SynthSpec {
     /// The same in another dtype (bf16 or f16, as published checkpoints are).
     pub fn write_safetensors_as(&self, dir: &Path, dtype: candle_core::DType) -> Result<()> {
         std::fs::create_dir_all(dir)?;
-        let mut rng = StdRng::seed_from_u64(self.seed);
         let mut map: HashMap<String, Tensor> = HashMap::new();
-        for (hf, _, shape) in self.tensors() {
-            let vals = self.values(&mut rng, &hf, &shape);
+        for (i, (hf, _, shape)) in self.tensors().into_iter().enumerate() {
+            let vals = self.values(i, &hf, &shape);
             map.insert(
                 hf,
                 Tensor::from_vec(vals, shape.as_slice(), &Device::Cpu)?.to_dtype(dtype)?,
