@@ -3,6 +3,7 @@
 //! `protocol` holds the events that cross from the engine/agent to their consumers; `engine` runs
 //! models; `cli` is the command line.
 
+pub mod agent;
 pub mod cli;
 pub mod engine;
 pub mod protocol;

@@ -77,6 +77,17 @@ pub enum Event {
     Paused,
     /// Generation resumed after a pause.
     Resumed,
+    /// A turn began: `turn` counts assistant turns from 0; `branch_of` is set when it regenerates
+    /// an earlier turn from a prefix (that prefix is in `prefix`).
+    TurnStarted {
+        turn: usize,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        branch_of: Option<usize>,
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        prefix: String,
+    },
+    /// Something a person should see that is not an error (a retry, a setting changed).
+    Notice { message: String },
 }
 
 /// What the UI asks of the agent.
@@ -91,8 +102,33 @@ pub enum Op {
     Pause,
     /// Resume a paused generation.
     Resume,
-    /// Answer an approval request.
-    Approve { id: String, approved: bool },
+    /// Answer an approval request. `remember`: approve this tool for the rest of the session.
+    Approve {
+        id: String,
+        approved: bool,
+        #[serde(default)]
+        remember: bool,
+    },
+    /// Resume until the next reasoning step boundary (a paragraph break), then pause.
+    Step,
+    /// Regenerate assistant turn `turn` (0-based, counting assistant turns) from `prefix`: the
+    /// reasoning up to a chosen step, plus any text a person inserted. Later turns are dropped
+    /// from the agent's conversation (the UI keeps them, side by side).
+    Branch { turn: usize, prefix: String },
+    /// Thinking for the next turns: `mode` auto | on | off; `budget` closes reasoning after N tokens.
+    SetThinking {
+        mode: String,
+        #[serde(default)]
+        budget: Option<usize>,
+    },
+    /// Approval policy: read-only | ask | auto-edit | full-auto.
+    SetPolicy { policy: String },
+    /// Forget the conversation.
+    Clear,
+    /// Restore the files the last turn's tools changed.
+    Undo,
+    /// Replace the conversation (resuming a session): `messages` as chat messages.
+    Restore { messages: Vec<serde_json::Value> },
 }
 
 #[cfg(test)]
