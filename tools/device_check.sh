@@ -3,6 +3,8 @@
 # Here: tools/build-cuda.sh, then `strip` + gzip the binary into dist/aha.gz (what travels is
 # limited to 64 MiB) and carry `dist`:
 #   run: bash tools/device_check.sh      (results under $OUT, or ./device-out)
+#   QUICK=1 skips the peer and the 1.5B shapes (a second run after a change to aha); QUICK=2
+#   compares CUDA event tracking on/off on the 7B shapes.
 # There: writes random-weight models with the shapes of DeepSeek-R1-Distill-Qwen-1.5B and -7B
 # (Q4_K and Q8_0 GGUF, bf16 safetensors), benchmarks aha on CUDA (prefill 512, decode 128), runs
 # PyTorch + transformers on the bf16 checkpoints as the peer (tools/peer_transformers.py, which
@@ -26,37 +28,57 @@ step() { local t=$1; shift; local s=$(date +%s.%N); timeout "$t" "$@"; local rc=
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv,noheader | tee -a "$S"
 ldd "$AHA" | grep -E "not found|cuda|cublas|nvrtc|curand" | tee -a "$S"
 "$AHA" --version | tee -a "$S"
-log "synth models (16 cores)"
-step 120 "$AHA" synth --shape tiny --dtype f32 --out "$W/tiny-f32.gguf"
-step 120 "$AHA" synth --shape tiny --dtype q8_0 --out "$W/tiny-q8.gguf"
-step 120 "$AHA" synth --shape tiny --dtype q4_k --out "$W/tiny-q4k.gguf"
-step 120 "$AHA" synth --shape r1-qwen-1.5b --dtype q4_k --out "$W/r1-1.5b-q4k.gguf"
-step 120 "$AHA" synth --shape r1-qwen-1.5b --dtype st-bf16 --out "$W/r1-1.5b-bf16"
-step 240 "$AHA" synth --shape r1-qwen-7b --dtype q4_k --out "$W/r1-7b-q4k.gguf"
-step 240 "$AHA" synth --shape r1-qwen-7b --dtype st-bf16 --out "$W/r1-7b-bf16"
-log "cpu vs cuda greedy: 3 prompts x 16 tokens"
-for m in tiny-f32.gguf tiny-q8.gguf tiny-q4k.gguf; do
+if [ "${QUICK:-}" = 2 ]; then
+  # Event tracking on (candle's default) vs off (aha's default), same binary, same run.
+  step 60 "$AHA" synth --shape tiny --dtype f32 --out "$W/tiny-f32.gguf" >/dev/null
+  for p in "abc" "hello world"; do
+    for d in cpu cuda; do timeout 60 "$AHA" run --device $d -m "$W/tiny-f32.gguf" --raw --json --temperature 0 --max-tokens 16 "$p" | tail -1 | cut -c 1-400 | tee -a "$S"; done
+  done
+  step 150 "$AHA" synth --shape r1-qwen-7b --dtype st-bf16 --out "$W/r1-7b-bf16"
+  AHA_CUDA_EVENTS=1 step 120 "$AHA" bench --device cuda -m "$W/r1-7b-bf16" -p 512 -n 128 -r 3 --json | tee -a "$S"
+  step 120 "$AHA" bench --device cuda -m "$W/r1-7b-bf16" -p 512 -n 128 -r 3 --json | tee -a "$S"
+  rm -rf "$W/r1-7b-bf16"
+  step 150 "$AHA" synth --shape r1-qwen-7b --dtype q4_k --out "$W/r1-7b-q4k.gguf"
+  AHA_CUDA_EVENTS=1 step 120 "$AHA" bench --device cuda -m "$W/r1-7b-q4k.gguf" -p 512 -n 128 -r 3 --json | tee -a "$S"
+  step 120 "$AHA" bench --device cuda -m "$W/r1-7b-q4k.gguf" -p 512 -n 128 -r 3 --json | tee -a "$S"
+  log "done (quick 2)"; exit 0
+fi
+log "tiny models; cpu vs cuda greedy: 3 prompts x 16 tokens"
+for d in f32 q8_0 q4_0; do step 60 "$AHA" synth --shape tiny --dtype $d --out "$W/tiny-$d.gguf" >/dev/null; done
+if ! timeout 60 "$AHA" run --device cuda -m "$W/tiny-f32.gguf" --raw --max-tokens 4 "abc"; then
+  log "CUDA does not work here: diagnostics, then stop (saves device time)"
+  ls "$NV/cu13/lib" | head -40; ldconfig -p | grep -E "libcuda|libcublas|libcurand|libnvrtc" ; ls /usr/local/nvidia/lib64 | head
+  exit 3
+fi
+for m in tiny-f32 tiny-q8_0 tiny-q4_0; do
   for p in "abc" "hello world" "1 2 3 4"; do
-    c=$(timeout 60 "$AHA" run --device cpu -m "$W/$m" --raw --json --temperature 0 --max-tokens 16 "$p" | tail -1)
-    g=$(timeout 60 "$AHA" run --device cuda -m "$W/$m" --raw --json --temperature 0 --max-tokens 16 "$p" | tail -1)
+    c=$(timeout 60 "$AHA" run --device cpu -m "$W/$m.gguf" --raw --json --temperature 0 --max-tokens 16 "$p" | tail -1)
+    g=$(timeout 60 "$AHA" run --device cuda -m "$W/$m.gguf" --raw --json --temperature 0 --max-tokens 16 "$p" | tail -1)
     python3 -c "import json,sys
 try:
   a=json.loads(sys.argv[1])['tokens']; b=json.loads(sys.argv[2])['tokens']
-  print(sys.argv[3], 'SAME' if a==b else 'DIFF', a, b)
-except Exception as e: print(sys.argv[3], 'ERROR', e, sys.argv[1][:200], sys.argv[2][:200])" "$c" "$g" "$m" | tee -a "$S"
+  n=next((i for i,(x,y) in enumerate(zip(a,b)) if x!=y), min(len(a),len(b)))
+  print(sys.argv[3], repr(sys.argv[4]), 'SAME' if a==b else f'DIFF from token {n}', a, b)
+except Exception as e: print(sys.argv[3], 'ERROR', e, sys.argv[1][:200], sys.argv[2][:200])" "$c" "$g" "$m" "$p" | tee -a "$S"
   done
 done
-log "aha bench on cuda (median of 3)"
-for m in r1-1.5b-q4k.gguf r1-1.5b-bf16 r1-7b-q4k.gguf r1-7b-bf16; do
-  step 150 "$AHA" bench --device cuda -m "$W/$m" -p 512 -n 128 -r 3 --json | tee -a "$S"
-done
-log "prefix reuse on cuda (1.5B q4k, 2000-token conversation + 50)"
-step 120 "$AHA" bench --device cuda -m "$W/r1-1.5b-q4k.gguf" -p 2000 -n 8 --prefix-reuse --json | tee -a "$S"
-log "peer: transformers bf16"
 export PYTHONUNBUFFERED=1
-step 240 python3 tools/peer_transformers.py "$W/r1-7b-bf16" 512 128 | tee -a "$S"
-step 150 python3 tools/peer_transformers.py "$W/r1-1.5b-bf16" 512 128 | tee -a "$S"
-log "q8_0 on cuda (1.5B)"
-step 120 "$AHA" synth --shape r1-qwen-1.5b --dtype q8_0 --out "$W/r1-1.5b-q8.gguf"
-step 120 "$AHA" bench --device cuda -m "$W/r1-1.5b-q8.gguf" -p 512 -n 128 -r 3 --json | tee -a "$S"
+log "7B shapes: Q4_K on cuda"
+step 150 "$AHA" synth --shape r1-qwen-7b --dtype q4_k --out "$W/r1-7b-q4k.gguf"
+step 120 "$AHA" bench --device cuda -m "$W/r1-7b-q4k.gguf" -p 512 -n 128 -r 3 --json | tee -a "$S"
+log "7B shapes: bf16 on cuda, and the peer (transformers bf16)"
+step 150 "$AHA" synth --shape r1-qwen-7b --dtype st-bf16 --out "$W/r1-7b-bf16"
+step 120 "$AHA" bench --device cuda -m "$W/r1-7b-bf16" -p 512 -n 128 -r 3 --json | tee -a "$S"
+[ -n "${QUICK:-}" ] || step 180 python3 tools/peer_transformers.py "$W/r1-7b-bf16" 512 128 | tee -a "$S"
+rm -rf "$W/r1-7b-bf16"
+[ -n "${QUICK:-}" ] && { log "done (quick)"; exit 0; }
+log "1.5B shapes: Q4_K, Q8_0, bf16; prefix reuse"
+step 60 "$AHA" synth --shape r1-qwen-1.5b --dtype q4_k --out "$W/r1-1.5b-q4k.gguf"
+step 60 "$AHA" bench --device cuda -m "$W/r1-1.5b-q4k.gguf" -p 512 -n 128 -r 3 --json | tee -a "$S"
+step 60 "$AHA" bench --device cuda -m "$W/r1-1.5b-q4k.gguf" -p 2000 -n 8 --prefix-reuse --json | tee -a "$S"
+step 60 "$AHA" synth --shape r1-qwen-1.5b --dtype q8_0 --out "$W/r1-1.5b-q8.gguf"
+step 60 "$AHA" bench --device cuda -m "$W/r1-1.5b-q8.gguf" -p 512 -n 128 -r 3 --json | tee -a "$S"
+step 60 "$AHA" synth --shape r1-qwen-1.5b --dtype st-bf16 --out "$W/r1-1.5b-bf16"
+step 60 "$AHA" bench --device cuda -m "$W/r1-1.5b-bf16" -p 512 -n 128 -r 3 --json | tee -a "$S"
+step 120 python3 tools/peer_transformers.py "$W/r1-1.5b-bf16" 512 128 | tee -a "$S"
 log "done"

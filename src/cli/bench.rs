@@ -89,6 +89,7 @@ pub fn bench(m: &ModelArgs, a: BenchArgs) -> Result<i32> {
         ignore_eos: true,
         tools: None,
         assistant_prefix: None,
+        constrain_tools: true,
     };
     let (mut pf, mut dc, mut tt) = (vec![], vec![], vec![]);
     for _ in 0..a.reps.max(1) {

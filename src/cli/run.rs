@@ -107,6 +107,7 @@ pub fn run(m: &ModelArgs, a: RunArgs) -> Result<i32> {
         ignore_eos: false,
         tools: None,
         assistant_prefix: None,
+        constrain_tools: true,
     };
     if a.show_prompt {
         let p = engine.prepare(&req)?;

@@ -12,7 +12,7 @@ pub fn select(spec: &str) -> Result<Device> {
         "auto" | "" => {
             if cfg!(feature = "cuda") {
                 if let Ok(d) = Device::new_cuda(0) {
-                    return Ok(d);
+                    return Ok(single_stream(d));
                 }
             }
             Ok(Device::Cpu)
@@ -27,12 +27,36 @@ pub fn select(spec: &str) -> Result<Device> {
             if !cfg!(feature = "cuda") {
                 bail!("this aha was built without CUDA: rebuild with `cargo build --release --features cuda` (see tools/build-cuda.sh), or use --device cpu");
             }
-            Device::new_cuda(idx).map_err(|e| {
+            Device::new_cuda(idx).map(single_stream).map_err(|e| {
                 anyhow::anyhow!("CUDA device {idx} is not available ({e}): check the NVIDIA driver and that a GPU is present, or use --device cpu")
             })
         }
         _ => bail!("unknown device `{spec}`: use auto, cpu, cuda or cuda:N"),
     }
+}
+
+/// Turns off cudarc's per-buffer event tracking on a fresh CUDA device. candle gives the device
+/// its own stream, which puts cudarc in multi-stream mode: every buffer then creates, records
+/// and waits on CUDA events at each use, a dozen driver calls per operation, and a decode step
+/// runs hundreds of small operations. aha runs all of a device's work on that one stream, so the
+/// ordering those events protect is already guaranteed. `AHA_CUDA_EVENTS=1` keeps them (for
+/// comparison).
+#[cfg(feature = "cuda")]
+#[allow(unsafe_code)]
+fn single_stream(d: Device) -> Device {
+    if let Device::Cuda(c) = &d {
+        if std::env::var("AHA_CUDA_EVENTS").as_deref() != Ok("1") {
+            // SAFETY: called before any tensor exists on this device, and every tensor of it is
+            // created and used on the device's single stream (aha creates no other streams).
+            unsafe { c.disable_event_tracking() }
+        }
+    }
+    d
+}
+
+#[cfg(not(feature = "cuda"))]
+fn single_stream(d: Device) -> Device {
+    d
 }
 
 /// A short description for status lines, e.g. `cpu (2 threads)` or `cuda:0`.

@@ -1,5 +1,6 @@
 //! The engine: turns a conversation into streamed reasoning and answer events.
 
+pub mod constrain;
 pub mod device;
 pub mod local;
 pub mod reasoning;
@@ -64,6 +65,8 @@ pub struct GenerateRequest {
     /// person inserted): generation continues from there. This is how a trace is branched: the
     /// KV cache keeps the shared prefix and only what follows the branch point is computed.
     pub assistant_prefix: Option<String>,
+    /// Constrain tool calls to the offered tools' schemas once the model opens one.
+    pub constrain_tools: bool,
 }
 
 impl GenerateRequest {
@@ -78,6 +81,7 @@ impl GenerateRequest {
             ignore_eos: false,
             tools: None,
             assistant_prefix: None,
+            constrain_tools: true,
         }
     }
 }
@@ -205,6 +209,8 @@ pub struct LocalEngine {
     cache: KvCache,
     /// The tokens whose keys and values the cache holds, in order.
     cached: Vec<u32>,
+    /// The tool-call constraint's vocabulary trie, built on first use.
+    llg: Option<std::sync::Arc<llguidance::ParserFactory>>,
 }
 
 impl std::fmt::Debug for LocalEngine {
@@ -264,6 +270,7 @@ impl LocalEngine {
             name: name.to_string(),
             cache,
             cached: Vec::new(),
+            llg: None,
         })
     }
 
@@ -452,6 +459,23 @@ impl LocalEngine {
         let mut first_token_at: Option<Instant> = None;
         let mut generated = 0usize;
         let mut decoder = tokenizer::StreamDecoder::default();
+        // Tool calls: once `<tool_call>` opens in the answer, sampling follows the call grammar.
+        let call_schema = match &req.tools {
+            Some(t) if req.constrain_tools && !t.is_empty() => Some(constrain::call_schema(t)?),
+            _ => None,
+        };
+        if call_schema.is_some() && self.llg.is_none() {
+            let (vocab, _) = self.model.output.dims();
+            self.llg = Some(constrain::factory(&self.tokenizer, vocab)?);
+        }
+        let mut constraint: Option<constrain::CallConstraint> = None;
+        let mut answer_tail = String::new();
+        // A prefix that already opened a call (a branch, or a caller forcing a call) starts it.
+        if let (Some(schema), Some(f), false) = (&call_schema, &self.llg, parser.in_thinking()) {
+            if prompt.assistant_prefix.trim_end().ends_with(constrain::CALL_OPEN) {
+                constraint = Some(constrain::CallConstraint::new(f, schema)?);
+            }
+        }
         let emit_segments =
             |emit: &mut dyn FnMut(Event), segs: Vec<Segment>, lp: Option<f32>, ent: Option<f32>| {
                 let one = segs.len() == 1;
@@ -486,7 +510,20 @@ impl LocalEngine {
             let (token, lp, ent) = match forced.pop_front() {
                 Some(t) => (t, None, None),
                 None => {
+                    if let Some(c) = constraint.as_mut() {
+                        if let Err(e) = c.mask(&mut logits) {
+                            emit(Event::Notice {
+                                message: format!("{e:#}; the call continues unconstrained"),
+                            });
+                            constraint = None;
+                        }
+                    }
                     let s = sampler.sample(&mut logits, &history);
+                    if let Some(c) = constraint.as_mut() {
+                        if c.consume(s.token).is_err() || c.done() {
+                            constraint = None;
+                        }
+                    }
                     (s.token, Some(s.logprob), Some(s.entropy))
                 }
             };
@@ -508,7 +545,28 @@ impl LocalEngine {
             history.push(token);
             if let Some(piece) = decoder.step(&self.tokenizer, token)? {
                 let boundary = parser.in_thinking() && piece.contains("\n\n");
+                let in_answer = !parser.in_thinking();
                 emit_segments(emit, parser.push(&piece), lp, ent);
+                if let (Some(schema), None, true) = (&call_schema, &constraint, in_answer) {
+                    answer_tail.push_str(&piece);
+                    if answer_tail.ends_with(constrain::CALL_OPEN) {
+                        answer_tail.clear();
+                        if let Some(f) = &self.llg {
+                            match constrain::CallConstraint::new(f, schema) {
+                                Ok(c) => constraint = Some(c),
+                                Err(e) => emit(Event::Notice {
+                                    message: format!("{e:#}; tool calls are not constrained"),
+                                }),
+                            }
+                        }
+                    } else if answer_tail.len() > 64 {
+                        let cut = answer_tail.len() - 32;
+                        let cut = (cut..answer_tail.len())
+                            .find(|&i| answer_tail.is_char_boundary(i))
+                            .unwrap_or(answer_tail.len());
+                        answer_tail.drain(..cut);
+                    }
+                }
                 if boundary && ctrl.step_to_boundary.swap(false, Ordering::SeqCst) {
                     ctrl.pause();
                 }

@@ -2,6 +2,7 @@
 
 mod cli;
 mod common;
+mod constrain;
 mod engine_real;
 mod engine_synth;
 mod pull;

@@ -189,7 +189,7 @@ impl GgufFile {
                 .ok_or_else(|| anyhow!("{}: missing {pre}.attn_norm.weight", p.display()))?;
             let ffn_norm = vecf("ffn_norm.weight")?
                 .ok_or_else(|| anyhow!("{}: missing {pre}.ffn_norm.weight", p.display()))?;
-            blocks.push(Block {
+            let mut block = Block {
                 attn_norm,
                 wq,
                 wk,
@@ -202,7 +202,12 @@ impl GgufFile {
                 w_gate,
                 w_up,
                 w_down,
-            });
+                qkv: None,
+                gate_up: None,
+                q_prescaled: false,
+            };
+            block.fuse_dense(cfg.head_dim)?;
+            blocks.push(block);
         }
         Ok(Transformer {
             cfg,
@@ -212,6 +217,7 @@ impl GgufFile {
             output,
             device: device.clone(),
             dtype,
+            rope_cache: Default::default(),
         })
     }
 }
@@ -305,7 +311,7 @@ pub fn load_safetensors_dir(dir: &Path, device: &Device) -> Result<Transformer> 
         let bq = take(&format!("{p}.self_attn.q_proj.bias")).ok();
         let bk = take(&format!("{p}.self_attn.k_proj.bias")).ok();
         let bv = take(&format!("{p}.self_attn.v_proj.bias")).ok();
-        blocks.push(Block {
+        let mut block = Block {
             attn_norm,
             wq,
             wk,
@@ -318,7 +324,12 @@ pub fn load_safetensors_dir(dir: &Path, device: &Device) -> Result<Transformer> 
             w_gate,
             w_up,
             w_down,
-        });
+            qkv: None,
+            gate_up: None,
+            q_prescaled: false,
+        };
+        block.fuse_dense(cfg.head_dim)?;
+        blocks.push(block);
     }
     let norm = take("model.norm.weight")?;
     let output = match take("lm_head.weight") {
@@ -333,5 +344,6 @@ pub fn load_safetensors_dir(dir: &Path, device: &Device) -> Result<Transformer> 
         output,
         device: device.clone(),
         dtype,
+        rope_cache: Default::default(),
     })
 }

@@ -84,6 +84,51 @@ pub struct Block {
     pub w_gate: Linear,
     pub w_up: Linear,
     pub w_down: Linear,
+    /// Dense checkpoints: q, k and v as one matrix (and bias), so a step launches one matmul
+    /// instead of three (on a GPU, decode is bound by the number of kernel launches). `wq`, `wk`,
+    /// `wv` are then views into it.
+    pub qkv: Option<(Tensor, Option<Tensor>)>,
+    /// Dense checkpoints: gate and up as one matrix; `w_gate`, `w_up` are views into it.
+    pub gate_up: Option<Tensor>,
+    /// The query weights (and bias) already carry the 1/sqrt(head_dim) attention scale.
+    pub q_prescaled: bool,
+}
+
+impl Block {
+    /// Fuses dense q/k/v and gate/up weights (see [`Block::qkv`]) and folds the attention scale
+    /// into the query projection. Leaves quantized blocks as they are.
+    pub fn fuse_dense(&mut self, head_dim: usize) -> Result<()> {
+        let (Linear::Dense(q), Linear::Dense(k), Linear::Dense(v)) = (&self.wq, &self.wk, &self.wv)
+        else {
+            return Ok(());
+        };
+        let scale = 1.0 / (head_dim as f64).sqrt();
+        let (nq, nk) = (q.dim(0)?, k.dim(0)?);
+        let w = Tensor::cat(&[&(q * scale)?, k, v], 0)?;
+        let b = match (&self.bq, &self.bk, &self.bv) {
+            (Some(bq), Some(bk), Some(bv)) => Some(Tensor::cat(&[&(bq * scale)?, bk, bv], 0)?),
+            (None, None, None) => None,
+            _ => return Ok(()),
+        };
+        self.wq = Linear::Dense(w.narrow(0, 0, nq)?);
+        self.wk = Linear::Dense(w.narrow(0, nq, nk)?);
+        self.wv = Linear::Dense(w.narrow(0, nq + nk, nk)?);
+        if let Some(b) = &b {
+            self.bq = Some(b.narrow(0, 0, nq)?);
+            self.bk = Some(b.narrow(0, nq, nk)?);
+            self.bv = Some(b.narrow(0, nq + nk, nk)?);
+        }
+        self.qkv = Some((w, b));
+        self.q_prescaled = true;
+        if let (Linear::Dense(g), Linear::Dense(u)) = (&self.w_gate, &self.w_up) {
+            let nf = g.dim(0)?;
+            let w = Tensor::cat(&[g, u], 0)?;
+            self.w_gate = Linear::Dense(w.narrow(0, 0, nf)?);
+            self.w_up = Linear::Dense(w.narrow(0, nf, nf)?);
+            self.gate_up = Some(w);
+        }
+        Ok(())
+    }
 }
 
 /// A loaded model: weights and configuration (the cache lives apart, in [`KvCache`]).
@@ -97,6 +142,9 @@ pub struct Transformer {
     pub device: Device,
     /// Activations' dtype (f32 on CPU).
     pub dtype: DType,
+    /// Rotary cos/sin tables for positions `0..len`, on the device, grown on demand (computing
+    /// and uploading them every step costs host-device copies).
+    pub rope_cache: std::sync::Mutex<Option<(usize, Tensor, Tensor)>>,
 }
 
 fn kv_f16() -> bool {
@@ -133,23 +181,32 @@ impl Transformer {
     }
 
     fn rope_tables(&self, pos: usize, n: usize) -> Result<(Tensor, Tensor)> {
-        let half = self.cfg.head_dim / 2;
-        let base = self.cfg.rope_base as f64;
-        let inv: Vec<f32> = (0..half)
-            .map(|i| (1.0 / base.powf(2.0 * i as f64 / self.cfg.head_dim as f64)) as f32)
-            .collect();
-        let mut cos = Vec::with_capacity(n * half);
-        let mut sin = Vec::with_capacity(n * half);
-        for p in pos..pos + n {
-            for f in &inv {
-                let a = p as f32 * f;
-                cos.push(a.cos());
-                sin.push(a.sin());
+        let need = pos + n;
+        let mut cache = self.rope_cache.lock().unwrap_or_else(|e| e.into_inner());
+        if cache.as_ref().is_none_or(|(len, _, _)| *len < need) {
+            let len = need.next_power_of_two().max(4096).min(self.cfg.n_ctx.max(need));
+            let half = self.cfg.head_dim / 2;
+            let base = self.cfg.rope_base as f64;
+            let inv: Vec<f32> = (0..half)
+                .map(|i| (1.0 / base.powf(2.0 * i as f64 / self.cfg.head_dim as f64)) as f32)
+                .collect();
+            let mut cos = Vec::with_capacity(len * half);
+            let mut sin = Vec::with_capacity(len * half);
+            for p in 0..len {
+                for f in &inv {
+                    let a = p as f32 * f;
+                    cos.push(a.cos());
+                    sin.push(a.sin());
+                }
             }
+            let cos = Tensor::from_vec(cos, (len, half), &self.device)?.to_dtype(self.dtype)?;
+            let sin = Tensor::from_vec(sin, (len, half), &self.device)?.to_dtype(self.dtype)?;
+            *cache = Some((len, cos, sin));
         }
-        let cos = Tensor::from_vec(cos, (n, half), &self.device)?.to_dtype(self.dtype)?;
-        let sin = Tensor::from_vec(sin, (n, half), &self.device)?.to_dtype(self.dtype)?;
-        Ok((cos, sin))
+        match cache.as_ref() {
+            Some((_, cos, sin)) => Ok((cos.narrow(0, pos, n)?, sin.narrow(0, pos, n)?)),
+            None => candle_core::bail!("rope tables missing"),
+        }
     }
 
     /// With `AHA_KV_F16=1`, rounds an attention operand to f16 as llama.cpp's f16 cache and
@@ -223,9 +280,21 @@ impl Transformer {
         for (li, b) in self.blocks.iter().enumerate() {
             let residual = &x;
             let xn = rms_norm(&x, &b.attn_norm, cfg.rms_eps)?;
-            let q = add_bias(b.wq.forward(&xn)?, &b.bq)?;
-            let k = add_bias(b.wk.forward(&xn)?, &b.bk)?;
-            let v = add_bias(b.wv.forward(&xn)?, &b.bv)?;
+            let (q, k, v) = match &b.qkv {
+                Some((w, bias)) => {
+                    let qkv = add_bias(xn.matmul(&w.t()?)?, bias)?;
+                    (
+                        qkv.narrow(1, 0, h * d)?,
+                        qkv.narrow(1, h * d, kvh * d)?,
+                        qkv.narrow(1, (h + kvh) * d, kvh * d)?,
+                    )
+                }
+                None => (
+                    add_bias(b.wq.forward(&xn)?, &b.bq)?,
+                    add_bias(b.wk.forward(&xn)?, &b.bk)?,
+                    add_bias(b.wv.forward(&xn)?, &b.bv)?,
+                ),
+            };
             let q = q.reshape((1, n, h, d))?.transpose(1, 2)?.contiguous()?;
             let k = k.reshape((1, n, kvh, d))?.transpose(1, 2)?.contiguous()?;
             let v = v.reshape((n, kvh, d))?.transpose(0, 1)?.contiguous()?;
@@ -236,7 +305,12 @@ impl Transformer {
             // Grouped-query attention without copying keys: (kvh, g*n, d) x (kvh, d, total).
             let q = q.reshape((kvh, g * n, d))?;
             let q = self.kv_round(q)?;
-            let att = (q.matmul(&ka.t()?)? * scale)?;
+            let att = q.matmul(&ka.t()?)?;
+            let att = if b.q_prescaled {
+                att
+            } else {
+                (att * scale)?
+            };
             let att = match &mask {
                 Some(m) => att.broadcast_add(m)?,
                 None => att,
@@ -251,9 +325,15 @@ impl Transformer {
             let y = b.wo.forward(&y)?;
             let x1 = (residual + y)?;
             let xn = rms_norm(&x1, &b.ffn_norm, cfg.rms_eps)?;
-            let gate = candle_nn::ops::silu(&b.w_gate.forward(&xn)?)?;
-            let up = b.w_up.forward(&xn)?;
-            let y = b.w_down.forward(&(gate * up)?)?;
+            let (gate, up) = match &b.gate_up {
+                Some(w) => {
+                    let gu = xn.matmul(&w.t()?)?;
+                    let f = gu.dim(1)? / 2;
+                    (gu.narrow(1, 0, f)?, gu.narrow(1, f, f)?)
+                }
+                None => (b.w_gate.forward(&xn)?, b.w_up.forward(&xn)?),
+            };
+            let y = b.w_down.forward(&(candle_nn::ops::silu(&gate)? * up)?)?;
             x = (x1 + y)?;
         }
         let x = if all_logits {
