@@ -5,11 +5,18 @@
 //! out. Cancel, pause, resume and step act at once on the shared [`Control`] (the engine checks it
 //! between tokens); everything else is queued for the agent's thread.
 
+pub mod parse;
+pub mod policy;
+
 use crate::engine::sampler::SamplingParams;
 use crate::engine::template::ChatMessage;
 use crate::engine::{Control, Engine, GenerateRequest, Prompt, ThinkMode};
-use crate::protocol::{Event, Op};
-use std::sync::atomic::Ordering;
+use crate::protocol::{Event, Op, TurnStats};
+use policy::{Decision, Effect, Policy};
+use serde_json::{json, Value};
+use std::collections::{HashSet, VecDeque};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -26,6 +33,15 @@ pub struct AgentConfig {
     pub sampling: Option<SamplingParams>,
     /// A system prompt put first in the conversation.
     pub system: Option<String>,
+    /// Approval policy for tool calls.
+    pub policy: Policy,
+    /// A person is there to answer approval requests; when false, anything that would ask is
+    /// refused with a message the model sees (headless `aha run --agent`).
+    pub interactive: bool,
+    /// Generations per user turn (each tool round is one).
+    pub max_steps: usize,
+    /// Constrain tool calls to the offered schemas (local engine).
+    pub constrain_tools: bool,
 }
 
 impl Default for AgentConfig {
@@ -36,8 +52,35 @@ impl Default for AgentConfig {
             think_budget: None,
             sampling: None,
             system: None,
+            policy: Policy::Ask,
+            interactive: true,
+            max_steps: 8,
+            constrain_tools: true,
         }
     }
+}
+
+/// The tools an agent may call, as the loop sees them (implemented over `crate::tools`, and by
+/// scripted doubles in tests).
+pub trait ToolHost: Send {
+    /// OpenAI-style function specs for the chat template.
+    fn specs(&self) -> Vec<Value>;
+    /// What a tool may change; `None` for a name that is not a tool.
+    fn effect(&self, name: &str) -> Option<Effect>;
+    /// What a person must see to approve the call (the command, the code, or the diff).
+    fn preview(&self, name: &str, args: &Value) -> anyhow::Result<String>;
+    /// Runs a call; `(ok, output for the model)`. `turn` groups file changes for undo.
+    fn run(
+        &mut self,
+        name: &str,
+        args: Value,
+        turn: u64,
+        cancel: Arc<AtomicBool>,
+    ) -> (bool, String);
+    /// Restores the files the last turn changed; returns their paths.
+    fn undo(&mut self) -> anyhow::Result<Vec<PathBuf>>;
+    /// A unified diff of everything the tools changed this session.
+    fn diff(&self) -> String;
 }
 
 /// What the UI shows about the engine behind the agent.
@@ -117,8 +160,17 @@ impl Drop for AgentHandle {
     }
 }
 
-/// Starts the agent on its own thread.
+/// Starts the agent on its own thread, without tools.
 pub fn spawn(engine: Box<dyn Engine>, cfg: AgentConfig) -> AgentHandle {
+    spawn_with_tools(engine, cfg, None)
+}
+
+/// Starts the agent on its own thread, with tools.
+pub fn spawn_with_tools(
+    engine: Box<dyn Engine>,
+    cfg: AgentConfig,
+    tools: Option<Box<dyn ToolHost>>,
+) -> AgentHandle {
     let (op_tx, op_rx) = mpsc::channel();
     let (ev_tx, ev_rx) = mpsc::channel();
     let ctrl = Arc::new(Control::default());
@@ -135,10 +187,15 @@ pub fn spawn(engine: Box<dyn Engine>, cfg: AgentConfig) -> AgentHandle {
         events: ev_tx,
         messages: Vec::new(),
         turns: Vec::new(),
+        tools,
+        ops: op_rx,
+        pending: VecDeque::new(),
+        approved: HashSet::new(),
+        tool_turn: 0,
     };
     let thread = std::thread::Builder::new()
         .name("aha-agent".into())
-        .spawn(move || agent.run(op_rx))
+        .spawn(move || agent.run())
         .ok();
     AgentHandle {
         ops: op_tx,
@@ -159,6 +216,43 @@ pub struct Agent {
     messages: Vec<ChatMessage>,
     /// Index in `messages` of the user message that opened each assistant turn.
     turns: Vec<usize>,
+    tools: Option<Box<dyn ToolHost>>,
+    ops: Receiver<Op>,
+    /// Ops that arrived while a turn waited for an approval, handled after it.
+    pending: VecDeque<Op>,
+    /// Tools a person approved for the rest of the session.
+    approved: HashSet<String>,
+    /// Counts turns for the tools' undo groups.
+    tool_turn: u64,
+}
+
+/// The stats of a user turn, summed over its generations.
+#[derive(Default)]
+struct TurnSum {
+    stats: TurnStats,
+    tokens: Vec<u32>,
+    steps: usize,
+}
+
+impl TurnSum {
+    fn add(&mut self, s: TurnStats, tokens: Vec<u32>) {
+        let first = self.steps == 0;
+        self.steps += 1;
+        let t = &mut self.stats;
+        if first {
+            t.ttft_ms = s.ttft_ms;
+            t.prefill_tok_s = s.prefill_tok_s;
+        }
+        t.prompt_tokens = s.prompt_tokens;
+        t.prefilled_tokens += s.prefilled_tokens;
+        t.thinking_tokens += s.thinking_tokens;
+        t.answer_tokens += s.answer_tokens;
+        if s.decode_tok_s > 0.0 {
+            t.decode_tok_s = s.decode_tok_s;
+        }
+        t.finish_reason = s.finish_reason;
+        self.tokens.extend(tokens);
+    }
 }
 
 impl Agent {
@@ -166,8 +260,15 @@ impl Agent {
         let _ = self.events.send(e);
     }
 
-    fn run(&mut self, ops: Receiver<Op>) {
-        while let Ok(op) = ops.recv() {
+    fn run(&mut self) {
+        loop {
+            let op = match self.pending.pop_front() {
+                Some(op) => op,
+                None => match self.ops.recv() {
+                    Ok(op) => op,
+                    Err(_) => return,
+                },
+            };
             self.handle(op);
         }
     }
@@ -238,25 +339,174 @@ impl Agent {
             Op::Approve { .. } => {
                 // An approval with no request waiting (it arrived late): nothing to do.
             }
-            Op::SetPolicy { .. } | Op::Undo => self.emit(Event::Notice {
-                message: "tools are not enabled in this session".into(),
-            }),
+            Op::SetPolicy { policy } => match Policy::parse(&policy) {
+                Some(p) => {
+                    self.cfg.policy = p;
+                    self.emit(Event::Notice {
+                        message: format!("approval policy: {}", p.name()),
+                    });
+                }
+                None => self.emit(Event::Error {
+                    message: format!(
+                        "policy `{policy}`: use read-only, ask, auto-edit or full-auto"
+                    ),
+                }),
+            },
+            Op::Undo => {
+                let msg = match self.tools.as_mut().map(|t| t.undo()) {
+                    None => Event::Notice {
+                        message: "tools are not enabled in this session".into(),
+                    },
+                    Some(Ok(paths)) if paths.is_empty() => Event::Notice {
+                        message: "nothing to undo".into(),
+                    },
+                    Some(Ok(paths)) => Event::Notice {
+                        message: format!(
+                            "restored {}",
+                            paths
+                                .iter()
+                                .map(|p| p.display().to_string())
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        ),
+                    },
+                    Some(Err(e)) => Event::Error {
+                        message: format!("undo failed: {e:#}"),
+                    },
+                };
+                self.emit(msg);
+            }
             Op::Cancel | Op::Pause | Op::Resume | Op::Step => {}
         }
     }
 
-    /// One assistant turn: generate from the conversation (continuing `prefix` when branching)
-    /// and append the reply.
+    /// One assistant turn: generate from the conversation (continuing `prefix` when branching),
+    /// run the tools it calls and generate again, until it answers, the step limit, or cancel.
     fn turn(&mut self, branch_of: Option<usize>, prefix: String) {
         self.ctrl.cancel.store(false, Ordering::SeqCst);
         self.ctrl.paused.store(false, Ordering::SeqCst);
         self.ctrl.step_to_boundary.store(false, Ordering::SeqCst);
+        self.tool_turn += 1;
         let turn = self.turns.len().saturating_sub(1);
         self.emit(Event::TurnStarted {
             turn,
             branch_of,
             prefix: prefix.clone(),
         });
+        let specs = self.tools.as_ref().map(|t| t.specs()).unwrap_or_default();
+        let names: Vec<String> = specs
+            .iter()
+            .filter_map(|s| s["function"]["name"].as_str().map(str::to_string))
+            .collect();
+        let name_refs: Vec<&str> = names.iter().map(String::as_str).collect();
+        let mut sum = TurnSum::default();
+        let mut prefix = Some(prefix).filter(|p| !p.is_empty());
+        let steps = self.cfg.max_steps.max(1);
+        for step in 0..steps {
+            let (reasoning, answer, ok) = self.generate_once(prefix.take(), &specs, &mut sum);
+            let think = if reasoning.trim().is_empty() {
+                String::new()
+            } else {
+                format!("<think>\n{}\n</think>\n\n", reasoning.trim())
+            };
+            let parsed = if specs.is_empty() || !ok {
+                parse::Parsed {
+                    text: answer.clone(),
+                    ..Default::default()
+                }
+            } else {
+                parse::parse(&answer, &name_refs)
+            };
+            if parsed.calls.is_empty() && parsed.malformed.is_empty() {
+                self.messages
+                    .push(ChatMessage::new("assistant", format!("{think}{answer}")));
+                break;
+            }
+            let ids: Vec<String> = (0..parsed.calls.len())
+                .map(|k| format!("call_{}_{step}_{k}", self.tool_turn))
+                .collect();
+            let mut msg = ChatMessage::new("assistant", format!("{think}{}", parsed.text));
+            msg.tool_calls = Some(Value::Array(
+                parsed
+                    .calls
+                    .iter()
+                    .zip(&ids)
+                    .map(|(c, id)| {
+                        json!({"id": id, "type": "function",
+                               "function": {"name": c.name, "arguments": c.arguments}})
+                    })
+                    .collect(),
+            ));
+            self.messages.push(msg);
+            for (call, id) in parsed.calls.into_iter().zip(ids) {
+                if self.ctrl.cancelled() {
+                    break;
+                }
+                self.emit(Event::ToolCall {
+                    id: id.clone(),
+                    name: call.name.clone(),
+                    arguments: call.arguments.clone(),
+                });
+                let t0 = std::time::Instant::now();
+                let (ok, output) = self.call(&id, &call.name, call.arguments);
+                self.emit(Event::ToolResult {
+                    id: id.clone(),
+                    ok,
+                    output: output.clone(),
+                    duration_ms: t0.elapsed().as_millis() as u64,
+                });
+                let mut m = ChatMessage::new("tool", output);
+                m.name = Some(call.name);
+                m.tool_call_id = Some(id);
+                self.messages.push(m);
+            }
+            for (k, bad) in parsed.malformed.into_iter().enumerate() {
+                let id = format!("bad_{}_{step}_{k}", self.tool_turn);
+                let output = format!(
+                    "Your tool call could not be read: {}. Write it again as <tool_call>{{\"name\": \"<tool>\", \"arguments\": {{...}}}}</tool_call> with valid JSON.",
+                    bad.reason
+                );
+                self.emit(Event::ToolCall {
+                    id: id.clone(),
+                    name: "(malformed)".into(),
+                    arguments: Value::String(bad.raw),
+                });
+                self.emit(Event::ToolResult {
+                    id: id.clone(),
+                    ok: false,
+                    output: output.clone(),
+                    duration_ms: 0,
+                });
+                let mut m = ChatMessage::new("tool", output);
+                m.tool_call_id = Some(id);
+                self.messages.push(m);
+            }
+            if self.ctrl.cancelled() {
+                sum.stats.finish_reason = "cancelled".into();
+                break;
+            }
+            if step + 1 == steps {
+                sum.stats.finish_reason = "step_limit".into();
+                self.emit(Event::Notice {
+                    message: format!(
+                        "stopped after {steps} steps (the step limit); ask again to continue"
+                    ),
+                });
+            }
+        }
+        self.emit(Event::TurnFinished {
+            stats: sum.stats,
+            tokens: sum.tokens,
+        });
+    }
+
+    /// One generation; returns (reasoning, answer, finished without error).
+    fn generate_once(
+        &mut self,
+        prefix: Option<String>,
+        specs: &[Value],
+        sum: &mut TurnSum,
+    ) -> (String, String, bool) {
         let mut msgs = Vec::new();
         if let Some(s) = &self.cfg.system {
             msgs.push(ChatMessage::new("system", s.clone()));
@@ -272,30 +522,136 @@ impl Agent {
             .sampling
             .clone()
             .unwrap_or_else(|| self.engine.default_sampling());
-        req.assistant_prefix = (!prefix.is_empty()).then(|| prefix.clone());
+        req.tools = (!specs.is_empty()).then(|| specs.to_vec());
+        req.constrain_tools = self.cfg.constrain_tools;
+        let prefix_text = prefix.clone().unwrap_or_default();
+        req.assistant_prefix = prefix;
         let mut reasoning = String::new();
         let mut answer = String::new();
+        let mut finished: Option<(TurnStats, Vec<u32>)> = None;
         let events = self.events.clone();
-        let r = self.engine.generate(&req, &self.ctrl, &mut |e| {
-            match &e {
-                Event::ThinkingDelta { text, .. } => reasoning.push_str(text),
-                Event::AnswerDelta { text, .. } => answer.push_str(text),
-                _ => {}
+        let r = self.engine.generate(&req, &self.ctrl, &mut |e| match e {
+            Event::TurnFinished { stats, tokens } => finished = Some((stats, tokens)),
+            e => {
+                match &e {
+                    Event::ThinkingDelta { text, .. } => reasoning.push_str(text),
+                    Event::AnswerDelta { text, .. } => answer.push_str(text),
+                    _ => {}
+                }
+                let _ = events.send(e);
             }
-            let _ = events.send(e);
         });
-        if let Err(e) = r {
-            self.emit(Event::Error {
-                message: format!("{e:#}"),
-            });
+        if let Some((s, t)) = finished {
+            sum.add(s, t);
         }
-        let full_reasoning = format!("{}{reasoning}", reasoning_part(&prefix));
-        let content = if full_reasoning.is_empty() {
-            answer
-        } else {
-            format!("<think>\n{}\n</think>\n\n{answer}", full_reasoning.trim())
+        let ok = match r {
+            Ok(_) => true,
+            Err(e) => {
+                self.emit(Event::Error {
+                    message: format!("{e:#}"),
+                });
+                false
+            }
         };
-        self.messages.push(ChatMessage::new("assistant", content));
+        // A branch's prefix is part of this turn's text.
+        let opens = prefix_text.trim_start().starts_with("<think>");
+        let (pre_think, pre_answer) = crate::engine::reasoning::split_reasoning(
+            &prefix_text,
+            !opens && self.engine.is_reasoning(),
+        );
+        (
+            format!("{}{reasoning}", reasoning_part(&pre_think)),
+            format!("{pre_answer}{answer}"),
+            ok,
+        )
+    }
+
+    /// Decides, asks if need be, and runs one call.
+    fn call(&mut self, id: &str, name: &str, args: Value) -> (bool, String) {
+        let Some(host) = self.tools.as_ref() else {
+            return (false, "no tools are enabled".into());
+        };
+        let Some(effect) = host.effect(name) else {
+            let names: Vec<String> = host
+                .specs()
+                .iter()
+                .filter_map(|s| s["function"]["name"].as_str().map(str::to_string))
+                .collect();
+            return (
+                false,
+                format!(
+                    "there is no tool `{name}`; the tools are: {}",
+                    names.join(", ")
+                ),
+            );
+        };
+        let preview = match host.preview(name, &args) {
+            Ok(p) => p,
+            Err(e) => return (false, format!("invalid arguments for {name}: {e:#}")),
+        };
+        match self.cfg.policy.decide(name, effect, &self.approved) {
+            Decision::Run => {}
+            Decision::Refuse => {
+                return (
+                    false,
+                    format!(
+                        "denied: the approval policy is {}, so {name} may not run. Answer without it, or say what you would do.",
+                        self.cfg.policy.name()
+                    ),
+                )
+            }
+            Decision::Ask if !self.cfg.interactive => {
+                return (
+                    false,
+                    format!(
+                        "denied: {name} needs a person's approval under the `{}` policy and nobody is there to give it (headless run). Answer without it, or say what you would do.",
+                        self.cfg.policy.name()
+                    ),
+                )
+            }
+            Decision::Ask => {
+                self.emit(Event::ApprovalRequest {
+                    id: id.to_string(),
+                    name: name.to_string(),
+                    summary: preview,
+                });
+                if !self.wait_for_approval(id, name) {
+                    return (false, format!("denied: the user did not approve {name}"));
+                }
+            }
+        }
+        let cancel = self.ctrl.cancel.clone();
+        let turn = self.tool_turn;
+        match self.tools.as_mut() {
+            Some(h) => h.run(name, args, turn, cancel),
+            None => (false, "no tools are enabled".into()),
+        }
+    }
+
+    /// Waits for the person's answer to approval `id`; other ops wait until the turn is over.
+    fn wait_for_approval(&mut self, id: &str, name: &str) -> bool {
+        loop {
+            if self.ctrl.cancelled() {
+                return false;
+            }
+            match self.ops.recv_timeout(Duration::from_millis(100)) {
+                Ok(Op::Approve {
+                    id: got,
+                    approved,
+                    remember,
+                }) if got == id => {
+                    if approved && remember {
+                        self.approved.insert(name.to_string());
+                    }
+                    return approved;
+                }
+                Ok(Op::Cancel) => return false,
+                Ok(Op::Approve { .. }) => {}
+                Ok(other) => self.pending.push_back(other),
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => return false,
+            }
+        }
     }
 }
 
@@ -424,6 +780,340 @@ mod tests {
         assert_eq!(
             seen[2].assistant_prefix.as_deref(),
             Some("<think>\nLet me think.\n\nHmm, again.")
+        );
+    }
+
+    /// An engine that answers with the next scripted reply each time.
+    struct Replies {
+        replies: std::collections::VecDeque<String>,
+        seen: Arc<std::sync::Mutex<Vec<GenerateRequest>>>,
+    }
+
+    impl Engine for Replies {
+        fn model_name(&self) -> String {
+            "replies".into()
+        }
+        fn device(&self) -> String {
+            "none".into()
+        }
+        fn context_length(&self) -> usize {
+            4096
+        }
+        fn is_reasoning(&self) -> bool {
+            false
+        }
+        fn default_sampling(&self) -> SamplingParams {
+            SamplingParams::greedy()
+        }
+        fn generate(
+            &mut self,
+            req: &GenerateRequest,
+            _ctrl: &Control,
+            emit: &mut dyn FnMut(Event),
+        ) -> anyhow::Result<TurnStats> {
+            self.seen.lock().unwrap().push(req.clone());
+            let text = self.replies.pop_front().unwrap_or_else(|| "done".into());
+            emit(Event::AnswerDelta {
+                text,
+                logprob: None,
+                entropy: None,
+            });
+            let stats = TurnStats {
+                answer_tokens: 3,
+                finish_reason: "stop".into(),
+                ..Default::default()
+            };
+            emit(Event::TurnFinished {
+                stats: stats.clone(),
+                tokens: vec![1, 2, 3],
+            });
+            Ok(stats)
+        }
+    }
+
+    /// Tools that record what ran: `echo` (read-only), `write` (edit), `exec` (execute; with
+    /// `{"sleep": true}` it waits for cancel).
+    struct Host {
+        ran: Arc<std::sync::Mutex<Vec<String>>>,
+    }
+
+    impl ToolHost for Host {
+        fn specs(&self) -> Vec<Value> {
+            ["echo", "write", "exec"]
+                .iter()
+                .map(|n| json!({"type": "function", "function": {"name": n, "parameters": {"type": "object"}}}))
+                .collect()
+        }
+        fn effect(&self, name: &str) -> Option<Effect> {
+            match name {
+                "echo" => Some(Effect::ReadOnly),
+                "write" => Some(Effect::Edit),
+                "exec" => Some(Effect::Execute),
+                _ => None,
+            }
+        }
+        fn preview(&self, name: &str, args: &Value) -> anyhow::Result<String> {
+            Ok(format!("{name} {args}"))
+        }
+        fn run(
+            &mut self,
+            name: &str,
+            args: Value,
+            _turn: u64,
+            cancel: Arc<AtomicBool>,
+        ) -> (bool, String) {
+            if args["sleep"] == true {
+                while !cancel.load(Ordering::SeqCst) {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                self.ran.lock().unwrap().push(format!("{name} cancelled"));
+                return (false, "cancelled".into());
+            }
+            self.ran.lock().unwrap().push(name.to_string());
+            (true, format!("{name} output"))
+        }
+        fn undo(&mut self) -> anyhow::Result<Vec<PathBuf>> {
+            Ok(vec![])
+        }
+        fn diff(&self) -> String {
+            String::new()
+        }
+    }
+
+    struct Rig {
+        h: AgentHandle,
+        ran: Arc<std::sync::Mutex<Vec<String>>>,
+        seen: Arc<std::sync::Mutex<Vec<GenerateRequest>>>,
+    }
+
+    fn rig(replies: &[&str], cfg: AgentConfig) -> Rig {
+        let ran = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let engine = Replies {
+            replies: replies.iter().map(|s| s.to_string()).collect(),
+            seen: seen.clone(),
+        };
+        let h = spawn_with_tools(
+            Box::new(engine),
+            cfg,
+            Some(Box::new(Host { ran: ran.clone() })),
+        );
+        Rig { h, ran, seen }
+    }
+
+    fn call(name: &str, args: &str) -> String {
+        format!("<tool_call>{{\"name\": \"{name}\", \"arguments\": {args}}}</tool_call>")
+    }
+
+    #[test]
+    fn a_call_runs_its_result_goes_back_and_the_turn_ends_with_one_turn_finished() {
+        let r = rig(
+            &[
+                &format!(
+                    "Looking.{}{}",
+                    call("echo", "{}"),
+                    call("write", "{\"p\": 1}")
+                ),
+                "The answer.",
+            ],
+            AgentConfig {
+                policy: Policy::AutoEdit,
+                ..Default::default()
+            },
+        );
+        r.h.send(Op::UserMessage { text: "go".into() });
+        let ev = collect_turn(&r.h);
+        let calls: Vec<_> = ev
+            .iter()
+            .filter(|e| matches!(e, Event::ToolCall { .. }))
+            .collect();
+        let results: Vec<_> = ev
+            .iter()
+            .filter_map(|e| match e {
+                Event::ToolResult { ok, output, .. } => Some((*ok, output.clone())),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(calls.len(), 2);
+        assert_eq!(
+            results,
+            vec![(true, "echo output".into()), (true, "write output".into())]
+        );
+        assert_eq!(*r.ran.lock().unwrap(), vec!["echo", "write"]);
+        let finished: Vec<_> = ev
+            .iter()
+            .filter(|e| matches!(e, Event::TurnFinished { .. }))
+            .collect();
+        assert_eq!(finished.len(), 1, "one turn_finished per user turn");
+        if let Event::TurnFinished { stats, tokens } = finished[0] {
+            assert_eq!(stats.answer_tokens, 6, "summed over both generations");
+            assert_eq!(tokens.len(), 6);
+        }
+        let seen = r.seen.lock().unwrap();
+        assert_eq!(seen.len(), 2);
+        let Prompt::Chat(m) = &seen[1].prompt else {
+            panic!()
+        };
+        let roles: Vec<&str> = m.iter().map(|m| m.role.as_str()).collect();
+        assert_eq!(roles, ["user", "assistant", "tool", "tool"]);
+        assert_eq!(m[1].content, "Looking.");
+        assert_eq!(
+            m[1].tool_calls.as_ref().unwrap()[1]["function"]["arguments"]["p"],
+            1
+        );
+        assert_eq!(m[3].content, "write output");
+        assert!(seen[0].tools.as_ref().is_some_and(|t| t.len() == 3));
+    }
+
+    #[test]
+    fn malformed_and_unknown_calls_become_errors_the_model_sees() {
+        let r = rig(
+            &[
+                "<tool_call>{\"name\": \"echo\", \"arguments\": {oops}</tool_call>",
+                &call("nope", "{}"),
+                "ok",
+            ],
+            AgentConfig::default(),
+        );
+        r.h.send(Op::UserMessage { text: "go".into() });
+        let ev = collect_turn(&r.h);
+        let outs: Vec<String> = ev
+            .iter()
+            .filter_map(|e| match e {
+                Event::ToolResult {
+                    ok: false, output, ..
+                } => Some(output.clone()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(outs.len(), 2);
+        assert!(outs[0].contains("could not be read") && outs[0].contains("not valid JSON"));
+        assert!(
+            outs[1].contains("there is no tool `nope`") && outs[1].contains("echo, write, exec")
+        );
+        assert!(r.ran.lock().unwrap().is_empty());
+        let seen = r.seen.lock().unwrap();
+        let Prompt::Chat(m) = &seen[1].prompt else {
+            panic!()
+        };
+        assert!(m.last().unwrap().content.contains("could not be read"));
+    }
+
+    #[test]
+    fn policies_refuse_or_ask_and_only_an_approve_op_runs_a_change() {
+        // read-only: nothing that changes anything runs.
+        let r = rig(
+            &[&call("exec", "{}"), "fine"],
+            AgentConfig {
+                policy: Policy::ReadOnly,
+                ..Default::default()
+            },
+        );
+        r.h.send(Op::UserMessage { text: "go".into() });
+        let ev = collect_turn(&r.h);
+        assert!(ev.iter().any(|e| matches!(e, Event::ToolResult { ok: false, output, .. } if output.contains("read-only"))));
+        assert!(r.ran.lock().unwrap().is_empty());
+        // headless ask: denied with a message.
+        let r = rig(
+            &[&call("write", "{}"), "fine"],
+            AgentConfig {
+                interactive: false,
+                ..Default::default()
+            },
+        );
+        r.h.send(Op::UserMessage { text: "go".into() });
+        let ev = collect_turn(&r.h);
+        assert!(ev.iter().any(|e| matches!(e, Event::ToolResult { ok: false, output, .. } if output.contains("headless"))));
+        assert!(r.ran.lock().unwrap().is_empty());
+        assert!(!ev
+            .iter()
+            .any(|e| matches!(e, Event::ApprovalRequest { .. })));
+        // interactive ask: a request, then the person's answer; "remember" covers the next call.
+        let r = rig(
+            &[&call("exec", "{}"), &call("exec", "{}"), "fine"],
+            AgentConfig::default(),
+        );
+        r.h.send(Op::UserMessage { text: "go".into() });
+        let id = loop {
+            match r.h.recv_timeout(Duration::from_secs(5)).unwrap().unwrap() {
+                Event::ApprovalRequest { id, summary, .. } => {
+                    assert!(summary.starts_with("exec"));
+                    break id;
+                }
+                _ => {}
+            }
+        };
+        assert!(
+            r.ran.lock().unwrap().is_empty(),
+            "nothing runs before the approval"
+        );
+        r.h.send(Op::Approve {
+            id: "someone-else".into(),
+            approved: true,
+            remember: false,
+        });
+        r.h.send(Op::Approve {
+            id,
+            approved: true,
+            remember: true,
+        });
+        let ev = collect_turn(&r.h);
+        assert!(
+            !ev.iter()
+                .any(|e| matches!(e, Event::ApprovalRequest { .. })),
+            "remembered"
+        );
+        assert_eq!(*r.ran.lock().unwrap(), vec!["exec", "exec"]);
+    }
+
+    #[test]
+    fn step_limit_and_cancel_mid_tool() {
+        let r = rig(
+            &[
+                &call("echo", "{}"),
+                &call("echo", "{}"),
+                &call("echo", "{}"),
+            ],
+            AgentConfig {
+                max_steps: 2,
+                ..Default::default()
+            },
+        );
+        r.h.send(Op::UserMessage { text: "go".into() });
+        let ev = collect_turn(&r.h);
+        assert!(ev
+            .iter()
+            .any(|e| matches!(e, Event::Notice { message } if message.contains("step limit"))));
+        assert_eq!(r.ran.lock().unwrap().len(), 2);
+        if let Some(Event::TurnFinished { stats, .. }) = ev.last() {
+            assert_eq!(stats.finish_reason, "step_limit");
+        }
+        let r = rig(
+            &[&call("exec", "{\"sleep\": true}"), "never"],
+            AgentConfig {
+                policy: Policy::FullAuto,
+                ..Default::default()
+            },
+        );
+        r.h.send(Op::UserMessage { text: "go".into() });
+        loop {
+            if let Some(Event::ToolCall { .. }) = r.h.recv_timeout(Duration::from_secs(5)).unwrap()
+            {
+                break;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(30));
+        r.h.send(Op::Cancel);
+        let ev = collect_turn(&r.h);
+        assert_eq!(*r.ran.lock().unwrap(), vec!["exec cancelled"]);
+        match ev.last() {
+            Some(Event::TurnFinished { stats, .. }) => assert_eq!(stats.finish_reason, "cancelled"),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            r.seen.lock().unwrap().len(),
+            1,
+            "no generation after a cancel"
         );
     }
 

@@ -26,6 +26,41 @@ use tokenizer::TextTokenizer;
 /// The instruction that makes a non-reasoning model reason first (`--think`).
 pub const THINK_PROMPT: &str = include_str!("../../prompts/think.md");
 
+/// How tools are described to models whose chat template has no place for them.
+pub const TOOLS_PROMPT: &str = include_str!("../../prompts/tools.md");
+
+/// For a template that cannot render tools: the tool list goes into the system prompt, earlier
+/// calls become `<tool_call>` text in the assistant's turn and results become user messages in
+/// `<tool_response>` tags, the format [`TOOLS_PROMPT`] teaches.
+fn tools_as_text(msgs: &mut Vec<ChatMessage>, tools: &[serde_json::Value]) {
+    let list: Vec<String> = tools.iter().map(|t| t.to_string()).collect();
+    let prompt = TOOLS_PROMPT.trim().replace("{tools}", &list.join("\n"));
+    match msgs.first_mut() {
+        Some(m) if m.role == "system" => m.content = format!("{}\n\n{prompt}", m.content),
+        _ => msgs.insert(0, ChatMessage::new("system", prompt)),
+    }
+    for m in msgs.iter_mut() {
+        if m.role == "assistant" {
+            if let Some(calls) = m.tool_calls.take() {
+                for c in calls.as_array().into_iter().flatten() {
+                    let f = c.get("function").unwrap_or(c);
+                    let call = serde_json::json!({"name": f["name"], "arguments": f["arguments"]});
+                    m.content
+                        .push_str(&format!("\n<tool_call>\n{call}\n</tool_call>"));
+                }
+            }
+        } else if m.role == "tool" {
+            m.role = "user".into();
+            let name = m.name.take().unwrap_or_default();
+            m.content = format!(
+                "<tool_response name=\"{name}\">\n{}\n</tool_response>",
+                m.content
+            );
+            m.tool_call_id = None;
+        }
+    }
+}
+
 /// What to generate from.
 #[derive(Debug, Clone)]
 pub enum Prompt {
@@ -89,7 +124,8 @@ impl GenerateRequest {
 /// Live control of a running generation, shared with whoever may stop or pause it.
 #[derive(Debug, Default)]
 pub struct Control {
-    pub cancel: AtomicBool,
+    /// Shared with tools, so a cancel also stops a running tool.
+    pub cancel: std::sync::Arc<AtomicBool>,
     pub paused: AtomicBool,
     /// Pause again at the next reasoning step boundary (a paragraph break in the reasoning):
     /// "step" in the trace explorer is `step_to_boundary = true; paused = false`.
@@ -338,12 +374,16 @@ impl LocalEngine {
                         _ => msgs.insert(0, ChatMessage::new("system", THINK_PROMPT.trim())),
                     }
                 }
-                let mut text = self.template.render(
-                    &msgs,
-                    req.tools.as_deref(),
-                    true,
-                    req.think != ThinkMode::Off,
-                )?;
+                let mut tools = req.tools.as_deref().filter(|t| !t.is_empty());
+                if let Some(t) = tools {
+                    if !self.template.supports_tools() {
+                        tools_as_text(&mut msgs, t);
+                        tools = None;
+                    }
+                }
+                let mut text =
+                    self.template
+                        .render(&msgs, tools, true, req.think != ThinkMode::Off)?;
                 let mut started = text.trim_end().ends_with("<think>");
                 if force_think && !started {
                     text.push_str("<think>\n");
@@ -356,7 +396,12 @@ impl LocalEngine {
                 }
                 let prompt_end = text.len();
                 if let Some(prefix) = &req.assistant_prefix {
-                    text.push_str(prefix);
+                    // A prefix may repeat the `<think>` the template already opened.
+                    let p = match prefix.trim_start().strip_prefix("<think>") {
+                        Some(rest) if started => rest.strip_prefix('\n').unwrap_or(rest),
+                        _ => prefix.as_str(),
+                    };
+                    text.push_str(p);
                 }
                 let mut tokens = Vec::new();
                 if let Some((id, bos)) = &self.tokenizer.bos {
@@ -472,7 +517,11 @@ impl LocalEngine {
         let mut answer_tail = String::new();
         // A prefix that already opened a call (a branch, or a caller forcing a call) starts it.
         if let (Some(schema), Some(f), false) = (&call_schema, &self.llg, parser.in_thinking()) {
-            if prompt.assistant_prefix.trim_end().ends_with(constrain::CALL_OPEN) {
+            if prompt
+                .assistant_prefix
+                .trim_end()
+                .ends_with(constrain::CALL_OPEN)
+            {
                 constraint = Some(constrain::CallConstraint::new(f, schema)?);
             }
         }

@@ -150,6 +150,12 @@ impl ChatTemplate {
         Self::new(src, bos, eos)
     }
 
+    /// Whether the template renders the `tools` variable itself (Qwen2.5 and newer templates do;
+    /// the R1 distills' does not, so the agent describes its tools in a system prompt instead).
+    pub fn supports_tools(&self) -> bool {
+        self.source.contains("tools")
+    }
+
     /// Whether this is a reasoning model's template (it thinks inside `<think>` by default).
     pub fn is_reasoning(&self) -> bool {
         self.family == Family::DeepSeekR1 || self.source.contains("<think>")

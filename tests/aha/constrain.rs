@@ -75,7 +75,10 @@ fn token_bytes_spell_each_token() {
     assert_eq!(&bytes[open as usize][..], b"<tool_call>");
     let im_end = e.tokenizer.token_id("<|im_end|>").unwrap();
     assert_eq!(bytes[im_end as usize][0], 0xFF, "special tokens are marked");
-    assert!(bytes[151_999].is_empty(), "ids past the vocabulary are empty");
+    assert!(
+        bytes[151_999].is_empty(),
+        "ids past the vocabulary are empty"
+    );
 }
 
 #[test]
@@ -115,7 +118,10 @@ fn hot_sampling_still_gives_valid_calls_when_constrained() {
         // The call must at least be a prefix of valid JSON within the token limit; complete
         // calls must be valid.
         if answer.contains("</tool_call>") || answer.trim_end().ends_with('}') {
-            assert!(valid(&call), "seed {seed}: invalid constrained call: {answer}");
+            assert!(
+                valid(&call),
+                "seed {seed}: invalid constrained call: {answer}"
+            );
             ok += 1;
         } else {
             assert!(
@@ -124,5 +130,8 @@ fn hot_sampling_still_gives_valid_calls_when_constrained() {
             );
         }
     }
-    assert!(ok >= 2, "only {ok} of 4 hot calls finished within 120 tokens");
+    assert!(
+        ok >= 2,
+        "only {ok} of 4 hot calls finished within 120 tokens"
+    );
 }

@@ -184,7 +184,10 @@ impl Transformer {
         let need = pos + n;
         let mut cache = self.rope_cache.lock().unwrap_or_else(|e| e.into_inner());
         if cache.as_ref().is_none_or(|(len, _, _)| *len < need) {
-            let len = need.next_power_of_two().max(4096).min(self.cfg.n_ctx.max(need));
+            let len = need
+                .next_power_of_two()
+                .max(4096)
+                .min(self.cfg.n_ctx.max(need));
             let half = self.cfg.head_dim / 2;
             let base = self.cfg.rope_base as f64;
             let inv: Vec<f32> = (0..half)
@@ -306,11 +309,7 @@ impl Transformer {
             let q = q.reshape((kvh, g * n, d))?;
             let q = self.kv_round(q)?;
             let att = q.matmul(&ka.t()?)?;
-            let att = if b.q_prescaled {
-                att
-            } else {
-                (att * scale)?
-            };
+            let att = if b.q_prescaled { att } else { (att * scale)? };
             let att = match &mask {
                 Some(m) => att.broadcast_add(m)?,
                 None => att,
