@@ -5,6 +5,7 @@
 //! out. Cancel, pause, resume and step act at once on the shared [`Control`] (the engine checks it
 //! between tokens); everything else is queued for the agent's thread.
 
+pub mod host;
 pub mod parse;
 pub mod policy;
 

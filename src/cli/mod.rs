@@ -2,6 +2,7 @@
 
 mod bench;
 mod chat;
+mod eval;
 mod models;
 mod run;
 
@@ -42,6 +43,9 @@ pub enum Command {
     Perplexity(bench::PplArgs),
     /// Print the token ids of TEXT.
     Tokenize { text: String },
+    /// Measure how often tool calls are well-formed, with and without the constraint.
+    #[command(name = "eval-tools")]
+    EvalTools(eval::EvalArgs),
     /// Write a random-weight model with real shapes (for tests and for benchmarks where the real
     /// weights cannot be downloaded).
     Synth {
@@ -151,6 +155,7 @@ pub fn dispatch(cli: Cli) -> Result<i32> {
         Some(Command::Bench(a)) => bench::bench(m, a),
         Some(Command::Perplexity(a)) => bench::perplexity(m, a),
         Some(Command::Synth { shape, dtype, out }) => synth(&shape, &dtype, &out),
+        Some(Command::EvalTools(a)) => eval::eval_tools(m, a),
         Some(Command::Tokenize { text }) => {
             let r = registry::resolve(&m.model, true)?;
             let tok = crate::engine::tokenizer::for_model_path(&r.path)?;

@@ -39,6 +39,23 @@ pub struct RunArgs {
     /// Print the rendered prompt (after the chat template) to stderr before generating.
     #[arg(long)]
     pub show_prompt: bool,
+    /// Run as an agent: the model may call tools (files, git, run_code, search_docs) in the
+    /// current directory's workspace until it answers.
+    #[arg(long)]
+    pub agent: bool,
+    /// With --agent: read-only, ask (anything that would ask is denied: nobody is there to
+    /// approve), auto-edit or full-auto.
+    #[arg(long, default_value = "ask", requires = "agent")]
+    pub approve: String,
+    /// With --agent: most generations per turn (each tool round is one).
+    #[arg(long, default_value_t = 8, requires = "agent")]
+    pub max_steps: usize,
+    /// With --agent: do not constrain tool calls to the tools' JSON schemas.
+    #[arg(long, requires = "agent")]
+    pub no_constrain: bool,
+    /// With --agent: the workspace root (default: the current directory).
+    #[arg(long, requires = "agent")]
+    pub workspace: Option<std::path::PathBuf>,
 }
 
 fn print_json(e: &Event) {
@@ -62,6 +79,80 @@ pub fn print_stats(s: &TurnStats) {
         s.decode_tok_s,
         s.finish_reason
     );
+}
+
+/// Writes events as a person reads them: reasoning dim on stderr, the answer on stdout, tool
+/// calls and results on stderr.
+struct Printer {
+    dim: bool,
+    in_thinking: bool,
+}
+
+impl Printer {
+    fn on(&mut self, e: Event) {
+        match e {
+            Event::ThinkingDelta { text, .. } => {
+                let mut err = std::io::stderr().lock();
+                if self.dim && !self.in_thinking {
+                    let _ = write!(err, "\x1b[2m");
+                }
+                self.in_thinking = true;
+                let _ = write!(err, "{text}");
+                let _ = err.flush();
+            }
+            Event::AnswerDelta { text, .. } => {
+                self.end_thinking();
+                let mut out = std::io::stdout().lock();
+                let _ = write!(out, "{text}");
+                let _ = out.flush();
+            }
+            Event::ToolCall {
+                name, arguments, ..
+            } => {
+                self.end_thinking();
+                eprintln!("\n→ {name} {arguments}");
+            }
+            Event::ToolResult {
+                ok,
+                output,
+                duration_ms,
+                ..
+            } => {
+                let lines: Vec<&str> = output.lines().collect();
+                let shown = lines
+                    .iter()
+                    .take(12)
+                    .copied()
+                    .collect::<Vec<_>>()
+                    .join("\n  ");
+                let more = if lines.len() > 12 {
+                    format!("\n  … {} more lines", lines.len() - 12)
+                } else {
+                    String::new()
+                };
+                eprintln!(
+                    "{} ({duration_ms} ms)\n  {shown}{more}",
+                    if ok { "✓" } else { "✗" }
+                );
+            }
+            Event::Notice { message } => eprintln!("\n[{message}]"),
+            Event::Error { message } => eprintln!("\nerror: {message}"),
+            Event::TurnFinished { stats, .. } => {
+                self.end_thinking();
+                println!();
+                print_stats(&stats);
+            }
+            _ => {}
+        }
+    }
+
+    fn end_thinking(&mut self) {
+        if self.in_thinking {
+            let mut err = std::io::stderr().lock();
+            let _ = writeln!(err, "{}", if self.dim { "\x1b[0m" } else { "" });
+            self.in_thinking = false;
+        }
+    }
 }
 
 /// Runs `aha run`.
@@ -129,42 +220,19 @@ pub fn run(m: &ModelArgs, a: RunArgs) -> Result<i32> {
             c.cancel();
         });
     }
-    let dim = std::io::stderr().is_terminal();
-    let mut in_thinking = false;
+    let mut printer = Printer {
+        dim: std::io::stderr().is_terminal(),
+        in_thinking: false,
+    };
     let json = a.json;
+    if a.agent {
+        return run_agent(engine, &a, req, ctrl, printer);
+    }
     let result = engine.generate(&req, &ctrl, &mut |e| {
         if json {
             print_json(&e);
-            return;
-        }
-        match e {
-            Event::ThinkingDelta { text, .. } => {
-                let mut err = std::io::stderr().lock();
-                if dim && !in_thinking {
-                    let _ = write!(err, "\x1b[2m");
-                }
-                in_thinking = true;
-                let _ = write!(err, "{text}");
-                let _ = err.flush();
-            }
-            Event::AnswerDelta { text, .. } => {
-                if in_thinking {
-                    let mut err = std::io::stderr().lock();
-                    let _ = writeln!(err, "{}", if dim { "\x1b[0m" } else { "" });
-                    in_thinking = false;
-                }
-                let mut out = std::io::stdout().lock();
-                let _ = write!(out, "{text}");
-                let _ = out.flush();
-            }
-            Event::TurnFinished { stats, .. } => {
-                if in_thinking && dim {
-                    eprint!("\x1b[0m");
-                }
-                println!();
-                print_stats(&stats);
-            }
-            _ => {}
+        } else {
+            printer.on(e);
         }
     });
     match result {
@@ -178,4 +246,74 @@ pub fn run(m: &ModelArgs, a: RunArgs) -> Result<i32> {
         }
         Err(e) => Err(e),
     }
+}
+
+/// `aha run --agent`: the same request through the agent loop, with tools, headless.
+fn run_agent(
+    engine: crate::engine::LocalEngine,
+    a: &RunArgs,
+    req: GenerateRequest,
+    ctrl: Arc<Control>,
+    mut printer: Printer,
+) -> Result<i32> {
+    use crate::agent::{self, policy::Policy, AgentConfig};
+    let policy = Policy::parse(&a.approve).ok_or_else(|| {
+        anyhow::anyhow!(
+            "--approve {}: use read-only, ask, auto-edit or full-auto",
+            a.approve
+        )
+    })?;
+    let Prompt::Chat(mut msgs) = req.prompt else {
+        anyhow::bail!("--agent works on a conversation; drop --raw");
+    };
+    let workspace = match &a.workspace {
+        Some(w) => w.clone(),
+        None => std::env::current_dir()?,
+    };
+    let host = agent::host::builtin(&workspace)?;
+    let text = msgs.pop().map(|m| m.content).unwrap_or_default();
+    let cfg = AgentConfig {
+        max_tokens: req.max_tokens,
+        think: req.think,
+        think_budget: req.think_budget,
+        sampling: Some(req.sampling),
+        system: a.system.clone(),
+        policy,
+        interactive: false,
+        max_steps: a.max_steps,
+        constrain_tools: !a.no_constrain,
+    };
+    let h = agent::spawn_with_tools(Box::new(engine), cfg, Some(host));
+    h.send(crate::protocol::Op::UserMessage { text });
+    let mut code = 0;
+    loop {
+        if ctrl.cancelled() {
+            h.send(crate::protocol::Op::Cancel);
+            ctrl.cancel
+                .store(false, std::sync::atomic::Ordering::SeqCst);
+        }
+        let e = match h.recv_timeout(std::time::Duration::from_millis(50)) {
+            Ok(Some(e)) => e,
+            Ok(None) => continue,
+            Err(()) => break,
+        };
+        let done = matches!(e, Event::TurnFinished { .. });
+        if let Event::TurnFinished { stats, .. } = &e {
+            if stats.finish_reason == "cancelled" {
+                code = 130;
+            }
+        }
+        if matches!(e, Event::Error { .. }) {
+            code = 1;
+        }
+        if a.json {
+            print_json(&e);
+        } else {
+            printer.on(e);
+        }
+        if done {
+            break;
+        }
+    }
+    Ok(code)
 }
