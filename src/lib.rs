@@ -7,3 +7,5 @@ pub mod agent;
 pub mod cli;
 pub mod engine;
 pub mod protocol;
+pub mod sandbox;
+pub mod tools;

@@ -1,10 +1,74 @@
 //! The built-in tools as the agent loop sees them ([`super::ToolHost`] over `crate::tools`).
 
+use super::policy::Effect;
 use super::ToolHost;
-use anyhow::Result;
-use std::path::Path;
+use crate::tools::{self, Registry, ToolContext};
+use anyhow::{anyhow, Result};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+/// The registry and the context its tools run in.
+pub struct Builtin {
+    reg: Registry,
+    ctx: ToolContext,
+}
 
 /// The built-in tools for a workspace.
-pub fn builtin(_workspace: &Path) -> Result<Box<dyn ToolHost>> {
-    anyhow::bail!("the built-in tools are not wired in yet")
+pub fn builtin(workspace: &Path) -> Result<Box<dyn ToolHost>> {
+    Ok(Box::new(Builtin {
+        reg: Registry::builtin(),
+        ctx: ToolContext::new(workspace)?,
+    }))
+}
+
+impl ToolHost for Builtin {
+    fn specs(&self) -> Vec<Value> {
+        self.reg.specs()
+    }
+    fn effect(&self, name: &str) -> Option<Effect> {
+        self.reg.get(name).map(|t| match t.effect() {
+            tools::Effect::ReadOnly => Effect::ReadOnly,
+            tools::Effect::Edit => Effect::Edit,
+            tools::Effect::Execute => Effect::Execute,
+            tools::Effect::Commit => Effect::Commit,
+        })
+    }
+    fn preview(&self, name: &str, args: &Value) -> Result<String> {
+        self.reg
+            .get(name)
+            .ok_or_else(|| anyhow!("no tool {name}"))?
+            .preview(args, &self.ctx)
+    }
+    fn run(
+        &mut self,
+        name: &str,
+        args: Value,
+        turn: u64,
+        cancel: Arc<AtomicBool>,
+    ) -> (bool, String) {
+        let Some(t) = self.reg.get(name) else {
+            return (false, format!("no tool {name}"));
+        };
+        let mut ctx = self.ctx.clone();
+        ctx.turn = turn;
+        ctx.cancel = cancel;
+        let o = t.run(args, &ctx);
+        (o.ok, o.output)
+    }
+    fn undo(&mut self) -> Result<Vec<PathBuf>> {
+        self.ctx
+            .checkpoints
+            .lock()
+            .map_err(|_| anyhow!("the undo store is unavailable"))?
+            .undo_last_turn()
+    }
+    fn diff(&self) -> String {
+        self.ctx
+            .checkpoints
+            .lock()
+            .map(|c| c.diff_session())
+            .unwrap_or_default()
+    }
 }

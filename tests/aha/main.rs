@@ -6,4 +6,5 @@ mod constrain;
 mod engine_real;
 mod engine_synth;
 mod pull;
+mod sandbox;
 mod tokenizer;
