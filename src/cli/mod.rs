@@ -5,6 +5,7 @@ mod chat;
 mod eval;
 mod models;
 mod run;
+mod undo;
 
 use crate::engine::registry::DEFAULT_MODEL;
 use crate::engine::sampler::SamplingParams;
@@ -43,6 +44,12 @@ pub enum Command {
     Perplexity(bench::PplArgs),
     /// Print the token ids of TEXT.
     Tokenize { text: String },
+    /// Restore the files the agent's last turn changed (repeat to go further back).
+    Undo {
+        /// The workspace (default: the current directory).
+        #[arg(long)]
+        workspace: Option<std::path::PathBuf>,
+    },
     /// Measure how often tool calls are well-formed, with and without the constraint.
     #[command(name = "eval-tools")]
     EvalTools(eval::EvalArgs),
@@ -156,6 +163,7 @@ pub fn dispatch(cli: Cli) -> Result<i32> {
         Some(Command::Perplexity(a)) => bench::perplexity(m, a),
         Some(Command::Synth { shape, dtype, out }) => synth(&shape, &dtype, &out),
         Some(Command::EvalTools(a)) => eval::eval_tools(m, a),
+        Some(Command::Undo { workspace }) => undo::undo(workspace),
         Some(Command::Tokenize { text }) => {
             let r = registry::resolve(&m.model, true)?;
             let tok = crate::engine::tokenizer::for_model_path(&r.path)?;

@@ -243,3 +243,29 @@ fn daemons_do_not_outlive_the_run() {
     assert!(o.output.contains("started"), "{}", o.output);
     assert_clean();
 }
+
+#[test]
+fn aha_undo_restores_what_write_file_changed_in_another_process() {
+    let (_g, ws, ctx) = setup();
+    std::fs::write(ctx.workspace.join("a.txt"), "before\n").unwrap();
+    let mut c = ctx.clone();
+    c.turn = 7;
+    let w = aha::tools::files::WriteFile;
+    assert!(w.run(json!({"path": "a.txt", "content": "after\n"}), &c).ok);
+    assert!(w.run(json!({"path": "b/new.txt", "content": "x\n"}), &c).ok);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_aha"))
+        .args(["undo", "--workspace"])
+        .arg(ws.path())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && text.contains("restored a.txt"),
+        "{text}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(ctx.workspace.join("a.txt")).unwrap(),
+        "before\n"
+    );
+    assert!(!ctx.workspace.join("b/new.txt").exists());
+}
