@@ -23,6 +23,9 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+/// The agent's standing instructions when tools are offered.
+pub const AGENT_PROMPT: &str = include_str!("../../prompts/agent.md");
+
 /// What the agent needs to know before its first turn.
 #[derive(Debug, Clone)]
 pub struct AgentConfig {
@@ -403,6 +406,7 @@ impl Agent {
         let mut sum = TurnSum::default();
         let mut prefix = Some(prefix).filter(|p| !p.is_empty());
         let steps = self.cfg.max_steps.max(1);
+        let mut seen_calls: HashSet<String> = HashSet::new();
         for step in 0..steps {
             let (reasoning, answer, ok) = self.generate_once(prefix.take(), &specs, &mut sum);
             let think = if reasoning.trim().is_empty() {
@@ -449,7 +453,19 @@ impl Agent {
                     arguments: call.arguments.clone(),
                 });
                 let t0 = std::time::Instant::now();
-                let (ok, output) = self.call(&id, &call.name, call.arguments);
+                let key = format!("{} {}", call.name, call.arguments);
+                let (ok, output) = if seen_calls.contains(&key) {
+                    (
+                        false,
+                        format!(
+                            "You already called {} with these arguments in this turn; its result is above. Use it and answer the user now.",
+                            call.name
+                        ),
+                    )
+                } else {
+                    seen_calls.insert(key);
+                    self.call(&id, &call.name, call.arguments)
+                };
                 self.emit(Event::ToolResult {
                     id: id.clone(),
                     ok,
@@ -509,8 +525,14 @@ impl Agent {
         sum: &mut TurnSum,
     ) -> (String, String, bool) {
         let mut msgs = Vec::new();
-        if let Some(s) = &self.cfg.system {
-            msgs.push(ChatMessage::new("system", s.clone()));
+        let system = match (&self.cfg.system, specs.is_empty()) {
+            (Some(s), true) => Some(s.clone()),
+            (Some(s), false) => Some(format!("{}\n\n{s}", AGENT_PROMPT.trim())),
+            (None, false) => Some(AGENT_PROMPT.trim().to_string()),
+            (None, true) => None,
+        };
+        if let Some(s) = system {
+            msgs.push(ChatMessage::new("system", s));
         }
         msgs.extend(self.messages.iter().cloned());
         let mut req = GenerateRequest::chat(Vec::new());
@@ -956,7 +978,12 @@ mod tests {
             panic!()
         };
         let roles: Vec<&str> = m.iter().map(|m| m.role.as_str()).collect();
-        assert_eq!(roles, ["user", "assistant", "tool", "tool"]);
+        assert_eq!(roles, ["system", "user", "assistant", "tool", "tool"]);
+        assert!(
+            m[0].content.contains("tool"),
+            "the agent prompt comes first"
+        );
+        let m = &m[1..];
         assert_eq!(m[1].content, "Looking.");
         assert_eq!(
             m[1].tool_calls.as_ref().unwrap()[1]["function"]["arguments"]["p"],
@@ -1031,7 +1058,11 @@ mod tests {
             .any(|e| matches!(e, Event::ApprovalRequest { .. })));
         // interactive ask: a request, then the person's answer; "remember" covers the next call.
         let r = rig(
-            &[&call("exec", "{}"), &call("exec", "{}"), "fine"],
+            &[
+                &call("exec", "{\"a\": 1}"),
+                &call("exec", "{\"a\": 2}"),
+                "fine",
+            ],
             AgentConfig::default(),
         );
         r.h.send(Op::UserMessage { text: "go".into() });
@@ -1071,9 +1102,9 @@ mod tests {
     fn step_limit_and_cancel_mid_tool() {
         let r = rig(
             &[
-                &call("echo", "{}"),
-                &call("echo", "{}"),
-                &call("echo", "{}"),
+                &call("echo", "{\"i\": 1}"),
+                &call("echo", "{\"i\": 2}"),
+                &call("echo", "{\"i\": 3}"),
             ],
             AgentConfig {
                 max_steps: 2,

@@ -115,6 +115,9 @@ pub fn parse(text: &str, known: &[&str]) -> Parsed {
     if out.calls.is_empty() && out.malformed.is_empty() {
         prose = fenced_calls(&prose, known, &mut out);
     }
+    if out.calls.is_empty() && out.malformed.is_empty() {
+        prose = bare_calls(&prose, known, &mut out);
+    }
     out.text = prose.trim().to_string();
     out
 }
@@ -191,6 +194,36 @@ fn fenced_calls(text: &str, known: &[&str], out: &mut Parsed) -> String {
     prose
 }
 
+/// Small models often answer with the call object alone, without tags: a reply that starts
+/// with `{` and holds one or more JSON objects naming a known tool. Anything else is left alone.
+fn bare_calls(text: &str, known: &[&str], out: &mut Parsed) -> String {
+    let t = text.trim_start();
+    if !t.starts_with('{') || known.is_empty() {
+        return text.to_string();
+    }
+    let mut it = serde_json::Deserializer::from_str(t).into_iter::<Value>();
+    let mut calls = Vec::new();
+    let mut end = 0;
+    while let Some(Ok(v)) = it.next() {
+        let named = v
+            .get("name")
+            .and_then(Value::as_str)
+            .is_some_and(|n| known.contains(&n));
+        match (named, call_from_value(v)) {
+            (true, Ok(c)) => {
+                calls.push(c);
+                end = it.byte_offset();
+            }
+            _ => break,
+        }
+    }
+    if calls.is_empty() {
+        return text.to_string();
+    }
+    out.calls.extend(calls);
+    t[end..].to_string()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -261,6 +294,16 @@ mod tests {
         assert!(!p.text.contains("\"code\""));
         let p = parse(t, &["git_log"]);
         assert!(p.calls.is_empty());
+    }
+
+    #[test]
+    fn bare_json_calls_for_known_tools() {
+        let t = "{\"name\": \"git_log\", \"arguments\": {\"n\": 1}}\n{\"name\": \"git_status\", \"arguments\": {}}";
+        let p = parse(t, &["git_log", "git_status"]);
+        assert_eq!(p.calls.len(), 2);
+        assert_eq!(p.calls[0].arguments, json!({"n": 1}));
+        let p = parse("{\"name\": \"Alice\", \"age\": 3}", &["git_log"]);
+        assert!(p.calls.is_empty() && p.text.contains("Alice"));
     }
 
     #[test]

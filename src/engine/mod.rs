@@ -597,6 +597,17 @@ impl LocalEngine {
                 let in_answer = !parser.in_thinking();
                 emit_segments(emit, parser.push(&piece), lp, ent);
                 if let (Some(schema), None, true) = (&call_schema, &constraint, in_answer) {
+                    // A reply that opens with `{` is a bare call (small models skip the tags):
+                    // constrain it from here, counting the token just written.
+                    if answer_tail.trim().is_empty() && piece.trim_start().starts_with('{') {
+                        if let Some(f) = &self.llg {
+                            if let Ok(mut c) = constrain::CallConstraint::new(f, schema) {
+                                if c.consume(token).is_ok() && !c.done() {
+                                    constraint = Some(c);
+                                }
+                            }
+                        }
+                    }
                     answer_tail.push_str(&piece);
                     if answer_tail.ends_with(constrain::CALL_OPEN) {
                         answer_tail.clear();

@@ -72,10 +72,16 @@ fn run_code(a: Value, ctx: &ToolContext) -> Result<ToolOutput> {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777))?;
     let (program, file) = match a.language {
-        Language::Python => ("python3", "main.py"),
+        Language::Python => ("python3", "_aha_run.py"),
         Language::Bash => ("bash", "main.sh"),
     };
-    std::fs::write(dir.path().join(file), &a.code)?;
+    match a.language {
+        Language::Python => {
+            std::fs::write(dir.path().join("main.py"), &a.code)?;
+            std::fs::write(dir.path().join(file), PY_RUNNER)?;
+        }
+        Language::Bash => std::fs::write(dir.path().join(file), &a.code)?,
+    }
     let limits = Limits {
         timeout: Duration::from_secs(a.timeout_s.unwrap_or(10).clamp(1, 60)),
         ..Limits::default()
@@ -114,6 +120,22 @@ fn run_code(a: Value, ctx: &ToolContext) -> Result<ToolOutput> {
     }
     Ok(ToolOutput { ok, output: text })
 }
+
+/// Runs main.py like a notebook cell: when the last statement is an expression, its value is
+/// printed (models often write `123 * 456` and expect to see the result).
+const PY_RUNNER: &str = r#"import ast, sys
+src = open("main.py", encoding="utf-8").read()
+tree = ast.parse(src, "main.py")
+last = tree.body[-1] if tree.body and isinstance(tree.body[-1], ast.Expr) else None
+if last is not None:
+    tree.body.pop()
+g = {"__name__": "__main__", "__file__": "main.py"}
+exec(compile(tree, "main.py", "exec"), g)
+if last is not None:
+    v = eval(compile(ast.Expression(last.value), "main.py", "eval"), g)
+    if v is not None:
+        print(repr(v))
+"#;
 
 fn signal_hint(s: i32) -> &'static str {
     match s {

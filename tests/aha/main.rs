@@ -1,5 +1,6 @@
 //! Integration tests through the public interface and the real binary, grouped by topic.
 
+mod agent_real;
 mod cli;
 mod common;
 mod constrain;
