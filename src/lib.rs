@@ -4,5 +4,7 @@
 //! models; `cli` is the command line.
 
 pub mod cli;
+pub mod config;
 pub mod engine;
 pub mod protocol;
+pub mod server;

@@ -77,6 +77,9 @@ pub enum Event {
     Paused,
     /// Generation resumed after a pause.
     Resumed,
+    /// Something a person should know that is not an error: a remote request being retried, a
+    /// stream cut short, malformed lines skipped.
+    Notice { message: String },
 }
 
 /// What the UI asks of the agent.

@@ -1,8 +1,8 @@
 //! `aha run`: one generation from the command line, as text or as JSON events.
 
-use super::{load_engine, ModelArgs, SamplingArgs};
+use super::{load_engine, remote_engine, ModelArgs, SamplingArgs};
 use crate::engine::template::ChatMessage;
-use crate::engine::{Control, GenerateRequest, Prompt, ThinkMode};
+use crate::engine::{Control, Engine, GenerateRequest, Prompt, ThinkMode};
 use crate::protocol::{Event, TurnStats};
 use anyhow::Result;
 use clap::Args;
@@ -64,6 +64,12 @@ pub fn print_stats(s: &TurnStats) {
     );
 }
 
+/// The engine `aha run` uses.
+enum Loaded {
+    Local(crate::engine::LocalEngine),
+    Remote(Box<dyn Engine>),
+}
+
 /// Runs `aha run`.
 pub fn run(m: &ModelArgs, a: RunArgs) -> Result<i32> {
     let prompt_text = if a.prompt == "-" {
@@ -71,7 +77,12 @@ pub fn run(m: &ModelArgs, a: RunArgs) -> Result<i32> {
     } else {
         a.prompt.clone()
     };
-    let engine = match load_engine(m) {
+    // The local engine stays concrete so --show-prompt can render its template.
+    let loaded = remote_engine(m).and_then(|r| match r {
+        Some(r) => Ok(Loaded::Remote(r)),
+        None => load_engine(m).map(Loaded::Local),
+    });
+    let mut loaded = match loaded {
         Ok(e) => e,
         Err(e) if a.json => {
             print_json(&Event::Error {
@@ -81,7 +92,6 @@ pub fn run(m: &ModelArgs, a: RunArgs) -> Result<i32> {
         }
         Err(e) => return Err(e),
     };
-    let mut engine = engine;
     let prompt = if a.raw {
         Prompt::Raw(prompt_text)
     } else {
@@ -94,7 +104,10 @@ pub fn run(m: &ModelArgs, a: RunArgs) -> Result<i32> {
     };
     let req = GenerateRequest {
         prompt,
-        sampling: a.sampling.apply(engine.default_sampling()),
+        sampling: a.sampling.apply(match &loaded {
+            Loaded::Local(l) => l.default_sampling(),
+            Loaded::Remote(r) => r.default_sampling(),
+        }),
         max_tokens: a.max_tokens,
         think: if a.think {
             ThinkMode::On
@@ -109,13 +122,24 @@ pub fn run(m: &ModelArgs, a: RunArgs) -> Result<i32> {
         assistant_prefix: None,
     };
     if a.show_prompt {
-        let p = engine.prepare(&req)?;
-        eprintln!(
-            "--- prompt ({} tokens) ---\n{}\n---",
-            p.tokens.len(),
-            p.text
-        );
+        match &loaded {
+            Loaded::Local(l) => {
+                let p = l.prepare(&req)?;
+                eprintln!(
+                    "--- prompt ({} tokens) ---\n{}\n---",
+                    p.tokens.len(),
+                    p.text
+                );
+            }
+            Loaded::Remote(_) => eprintln!(
+                "(--show-prompt needs the local engine: a remote server renders its own template)"
+            ),
+        }
     }
+    let engine: &mut dyn Engine = match &mut loaded {
+        Loaded::Local(l) => l,
+        Loaded::Remote(r) => r.as_mut(),
+    };
     let ctrl = Arc::new(Control::default());
     {
         let c = ctrl.clone();
@@ -156,6 +180,7 @@ pub fn run(m: &ModelArgs, a: RunArgs) -> Result<i32> {
                 let _ = write!(out, "{text}");
                 let _ = out.flush();
             }
+            Event::Notice { message } => eprintln!("\n[{message}]"),
             Event::TurnFinished { stats, .. } => {
                 if in_thinking && dim {
                     eprint!("\x1b[0m");

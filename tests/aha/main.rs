@@ -5,4 +5,6 @@ mod common;
 mod engine_real;
 mod engine_synth;
 mod pull;
+mod remote;
+mod serve;
 mod tokenizer;
