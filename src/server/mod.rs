@@ -390,12 +390,11 @@ async fn chat(
         Ok(g) => g,
         Err(e) => return e.into_response(),
     };
-    let tools = req.tools.is_some();
+    let tr = Translator::new(r.stops(), req.tools.as_deref());
     let (rx, guard) = match submit(&s, req) {
         Ok(x) => x,
         Err(e) => return e.into_response(),
     };
-    let tr = Translator::new(r.stops(), tools);
     let id = format!("chatcmpl-{}", openai::random_id(24));
     if r.stream {
         let usage = r.stream_options.as_ref().is_some_and(|o| o.include_usage);

@@ -296,6 +296,25 @@ pub fn parse_tool_call(body: &str) -> Option<(String, Value)> {
     Some((name, args))
 }
 
+/// Small models often write a call as bare JSON (or fenced JSON) without the `<tool_call>` tags.
+/// The whole answer counts as calls only if it is nothing but such objects naming offered tools.
+pub fn parse_bare_calls(text: &str, names: &[String]) -> Option<Vec<(String, Value)>> {
+    let mut t = text.trim();
+    if let Some(rest) = t.strip_prefix("```") {
+        t = rest.trim_start_matches("json").trim_end().strip_suffix("```")?.trim();
+    }
+    let mut calls = Vec::new();
+    for v in serde_json::Deserializer::from_str(t).into_iter::<Value>() {
+        let v = v.ok()?;
+        let (name, args) = parse_tool_call(&v.to_string())?;
+        if !names.contains(&name) || (v.get("arguments").is_none() && v.get("parameters").is_none()) {
+            return None;
+        }
+        calls.push((name, args));
+    }
+    (!calls.is_empty()).then_some(calls)
+}
+
 /// Separates `<tool_call>` blocks from answer text as it streams.
 #[derive(Debug, Default)]
 pub struct ToolCallFilter {
@@ -376,6 +395,12 @@ pub enum Out {
 pub struct Translator {
     stop: StopFilter,
     tools: Option<ToolCallFilter>,
+    /// Offered tool names (for bare JSON calls).
+    names: Vec<String>,
+    /// The answer so far while it may be a bare JSON call (it began with `{` or a fence).
+    bare: Option<String>,
+    /// Whether answer text has been released (a bare call can only be the whole answer).
+    released: bool,
     calls: usize,
     /// Stats of the finished turn.
     pub stats: Option<TurnStats>,
@@ -384,11 +409,19 @@ pub struct Translator {
 }
 
 impl Translator {
-    /// `tools`: whether tool calls are to be extracted from the text.
-    pub fn new(stops: Vec<String>, tools: bool) -> Self {
+    /// `tools`: the offered tools, whose calls are extracted from the text.
+    pub fn new(stops: Vec<String>, tools: Option<&[Value]>) -> Self {
+        let names = tools
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|t| t["function"]["name"].as_str().map(str::to_string))
+            .collect();
         Self {
             stop: StopFilter::new(stops),
-            tools: tools.then(ToolCallFilter::default),
+            tools: tools.map(|_| ToolCallFilter::default()),
+            names,
+            bare: None,
+            released: false,
             calls: 0,
             stats: None,
             error: None,
@@ -404,12 +437,41 @@ impl Translator {
         if text.is_empty() {
             return;
         }
-        match self.tools.as_mut() {
-            None => out.push(Out::Content(text)),
-            Some(f) => {
-                let pieces = f.push(&text);
-                self.pieces(pieces, out)
+        let Some(f) = self.tools.as_mut() else {
+            out.push(Out::Content(text));
+            return;
+        };
+        let text = if self.released {
+            text
+        } else {
+            // Hold the answer while it may be a bare JSON call.
+            let held = self.bare.get_or_insert_with(String::new);
+            held.push_str(&text);
+            let t = held.trim_start();
+            if t.is_empty() || t.starts_with('{') || t.starts_with("```") {
+                return;
             }
+            self.released = true;
+            self.bare.take().unwrap_or_default()
+        };
+        let pieces = f.push(&text);
+        self.pieces(pieces, out)
+    }
+
+    /// End of the answer: a held bare call, or the held text through the tag filter.
+    fn flush_answer(&mut self, out: &mut Vec<Out>) {
+        if let Some(held) = self.bare.take() {
+            if let Some(calls) = parse_bare_calls(&held, &self.names) {
+                let pieces = calls.into_iter().map(|(n, a)| Piece::Call(n, a)).collect();
+                self.pieces(pieces, out);
+            } else if let Some(f) = self.tools.as_mut() {
+                let pieces = f.push(&held);
+                self.pieces(pieces, out);
+            }
+        }
+        if let Some(f) = self.tools.as_mut() {
+            let pieces = f.finish();
+            self.pieces(pieces, out);
         }
     }
 
@@ -442,10 +504,7 @@ impl Translator {
             Event::TurnFinished { stats, .. } => {
                 let t = self.stop.finish();
                 self.answer(t, &mut out);
-                if let Some(f) = self.tools.as_mut() {
-                    let pieces = f.finish();
-                    self.pieces(pieces, &mut out);
-                }
+                self.flush_answer(&mut out);
                 self.stats = Some(stats);
             }
             Event::Error { message } => self.error = Some(message),
@@ -528,6 +587,26 @@ mod tests {
             .collect();
         assert_eq!(text, "Sure.\n");
         assert!(pieces.contains(&Piece::Call("get_weather".into(), json!({"city": "Paris"}))));
+    }
+
+    #[test]
+    fn bare_json_calls_need_an_offered_name() {
+        let names = vec!["get_weather".to_string()];
+        let t = "```json\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}}\n```";
+        assert_eq!(
+            parse_bare_calls(t, &names),
+            Some(vec![("get_weather".into(), json!({"city": "Paris"}))])
+        );
+        assert!(parse_bare_calls("{\"name\": \"other\", \"arguments\": {}}", &names).is_none());
+        assert!(parse_bare_calls("{\"a\": 1}", &names).is_none());
+        let tools = vec![json!({"type": "function", "function": {"name": "get_weather"}})];
+        let mut tr = Translator::new(vec![], Some(&tools));
+        let mut out = tr.event(Event::AnswerDelta { text: "{\"name\": \"get_weather\", ".into(), logprob: None, entropy: None });
+        assert!(out.is_empty());
+        out.extend(tr.event(Event::AnswerDelta { text: "\"arguments\": {\"city\": \"Paris\"}}".into(), logprob: None, entropy: None }));
+        out.extend(tr.event(Event::TurnFinished { stats: TurnStats::default(), tokens: vec![] }));
+        assert!(matches!(&out[..], [Out::ToolCall(_)]), "{out:?}");
+        assert_eq!(tr.finish_reason(), "tool_calls");
     }
 
     #[test]
