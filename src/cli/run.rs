@@ -66,7 +66,7 @@ pub fn print_stats(s: &TurnStats) {
 
 /// The engine `aha run` uses.
 enum Loaded {
-    Local(crate::engine::LocalEngine),
+    Local(Box<crate::engine::LocalEngine>),
     Remote(Box<dyn Engine>),
 }
 
@@ -80,7 +80,7 @@ pub fn run(m: &ModelArgs, a: RunArgs) -> Result<i32> {
     // The local engine stays concrete so --show-prompt can render its template.
     let loaded = remote_engine(m).and_then(|r| match r {
         Some(r) => Ok(Loaded::Remote(r)),
-        None => load_engine(m).map(Loaded::Local),
+        None => load_engine(m).map(|l| Loaded::Local(Box::new(l))),
     });
     let mut loaded = match loaded {
         Ok(e) => e,
@@ -137,7 +137,7 @@ pub fn run(m: &ModelArgs, a: RunArgs) -> Result<i32> {
         }
     }
     let engine: &mut dyn Engine = match &mut loaded {
-        Loaded::Local(l) => l,
+        Loaded::Local(l) => l.as_mut(),
         Loaded::Remote(r) => r.as_mut(),
     };
     let ctrl = Arc::new(Control::default());

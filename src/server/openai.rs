@@ -301,13 +301,18 @@ pub fn parse_tool_call(body: &str) -> Option<(String, Value)> {
 pub fn parse_bare_calls(text: &str, names: &[String]) -> Option<Vec<(String, Value)>> {
     let mut t = text.trim();
     if let Some(rest) = t.strip_prefix("```") {
-        t = rest.trim_start_matches("json").trim_end().strip_suffix("```")?.trim();
+        t = rest
+            .trim_start_matches("json")
+            .trim_end()
+            .strip_suffix("```")?
+            .trim();
     }
     let mut calls = Vec::new();
     for v in serde_json::Deserializer::from_str(t).into_iter::<Value>() {
         let v = v.ok()?;
         let (name, args) = parse_tool_call(&v.to_string())?;
-        if !names.contains(&name) || (v.get("arguments").is_none() && v.get("parameters").is_none()) {
+        if !names.contains(&name) || (v.get("arguments").is_none() && v.get("parameters").is_none())
+        {
             return None;
         }
         calls.push((name, args));
@@ -601,10 +606,21 @@ mod tests {
         assert!(parse_bare_calls("{\"a\": 1}", &names).is_none());
         let tools = vec![json!({"type": "function", "function": {"name": "get_weather"}})];
         let mut tr = Translator::new(vec![], Some(&tools));
-        let mut out = tr.event(Event::AnswerDelta { text: "{\"name\": \"get_weather\", ".into(), logprob: None, entropy: None });
+        let mut out = tr.event(Event::AnswerDelta {
+            text: "{\"name\": \"get_weather\", ".into(),
+            logprob: None,
+            entropy: None,
+        });
         assert!(out.is_empty());
-        out.extend(tr.event(Event::AnswerDelta { text: "\"arguments\": {\"city\": \"Paris\"}}".into(), logprob: None, entropy: None }));
-        out.extend(tr.event(Event::TurnFinished { stats: TurnStats::default(), tokens: vec![] }));
+        out.extend(tr.event(Event::AnswerDelta {
+            text: "\"arguments\": {\"city\": \"Paris\"}}".into(),
+            logprob: None,
+            entropy: None,
+        }));
+        out.extend(tr.event(Event::TurnFinished {
+            stats: TurnStats::default(),
+            tokens: vec![],
+        }));
         assert!(matches!(&out[..], [Out::ToolCall(_)]), "{out:?}");
         assert_eq!(tr.finish_reason(), "tool_calls");
     }

@@ -28,7 +28,15 @@ impl Server {
         // Pulled once; served by its registry name, which is the model id clients use.
         model("qwen2.5-coder-0.5b");
         let mut child = bin()
-            .args(["serve", "--port", "0", "--threads", "2", "-m", "qwen2.5-coder-0.5b"])
+            .args([
+                "serve",
+                "--port",
+                "0",
+                "--threads",
+                "2",
+                "-m",
+                "qwen2.5-coder-0.5b",
+            ])
             .args(extra)
             .env_remove("AHA_API_KEY")
             .stdout(Stdio::null())
