@@ -459,3 +459,54 @@ fn cancel_interrupts_a_silent_server_promptly() {
     assert_eq!(r.stats().finish_reason, "cancelled");
     assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
 }
+
+#[test]
+fn aha_run_engine_flag_uses_the_configured_server() {
+    let f = fake(vec![stream(sse(&[
+        delta(json!({"reasoning_content": "thinking"})),
+        delta(json!({"content": "answer"})),
+        finish("stop"),
+    ]))]);
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("config.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[engines.fake]\nbase_url = \"{}\"\nmodel = \"test-model\"\n",
+            f.url
+        ),
+    )
+    .unwrap();
+    let out = super::common::bin()
+        .args(["run", "--engine", "fake", "--json", "hi"])
+        .env("AHA_CONFIG", &cfg)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    let types: Vec<String> = stdout
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap()["type"].to_string())
+        .collect();
+    assert_eq!(
+        types,
+        [
+            "\"thinking_delta\"",
+            "\"answer_delta\"",
+            "\"turn_finished\""
+        ]
+    );
+    // A typo in the config file is an error that names the key.
+    std::fs::write(
+        &cfg,
+        "[engines.fake]\nbase_url = \"http://x\"\nmodle = \"m\"\n",
+    )
+    .unwrap();
+    let out = super::common::bin()
+        .args(["run", "--engine", "fake", "hi"])
+        .env("AHA_CONFIG", &cfg)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("modle"), "{err}");
+}
