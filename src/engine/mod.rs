@@ -453,25 +453,27 @@ impl LocalEngine {
         let mut first_token_at: Option<Instant> = None;
         let mut generated = 0usize;
         let mut decoder = tokenizer::StreamDecoder::default();
-        let emit_segments =
-            |emit: &mut dyn FnMut(Event), segs: Vec<Segment>, lp: Option<f32>, ent: Option<f32>| {
-                let one = segs.len() == 1;
-                for s in segs {
-                    let (lp, ent) = if one { (lp, ent) } else { (None, None) };
-                    emit(match s {
-                        Segment::Thinking(text) => Event::ThinkingDelta {
-                            text,
-                            logprob: lp,
-                            entropy: ent,
-                        },
-                        Segment::Answer(text) => Event::AnswerDelta {
-                            text,
-                            logprob: lp,
-                            entropy: ent,
-                        },
-                    });
-                }
-            };
+        let emit_segments = |emit: &mut dyn FnMut(Event),
+                             segs: Vec<Segment>,
+                             lp: Option<f32>,
+                             ent: Option<f32>| {
+            let one = segs.len() == 1;
+            for s in segs {
+                let (lp, ent) = if one { (lp, ent) } else { (None, None) };
+                emit(match s {
+                    Segment::Thinking(text) => Event::ThinkingDelta {
+                        text,
+                        logprob: lp,
+                        entropy: ent,
+                    },
+                    Segment::Answer(text) => Event::AnswerDelta {
+                        text,
+                        logprob: lp,
+                        entropy: ent,
+                    },
+                });
+            }
+        };
         while generated < req.max_tokens {
             if ctrl.is_paused() && !ctrl.cancelled() {
                 emit(Event::Paused);

@@ -138,24 +138,18 @@ impl SynthSpec {
             0.02
         };
         let mut out = vec![0f32; n];
-        out.par_chunks_mut(BLOCK)
-            .enumerate()
-            .for_each(|(b, chunk)| {
-                let s = self
-                    .seed
-                    .wrapping_mul(0x9E37_79B9_7F4A_7C15)
-                    .wrapping_add((index as u64) << 32)
-                    .wrapping_add(b as u64);
-                let mut rng = StdRng::seed_from_u64(s);
-                for v in chunk {
-                    let u: f32 = rng.gen::<f32>() * 2.0 - 1.0;
-                    *v = if is_norm {
-                        1.0 + 0.1 * u
-                    } else {
-                        u * scale * 1.7
-                    };
-                }
-            });
+        out.par_chunks_mut(BLOCK).enumerate().for_each(|(b, chunk)| {
+            let s = self
+                .seed
+                .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+                .wrapping_add((index as u64) << 32)
+                .wrapping_add(b as u64);
+            let mut rng = StdRng::seed_from_u64(s);
+            for v in chunk {
+                let u: f32 = rng.gen::<f32>() * 2.0 - 1.0;
+                *v = if is_norm { 1.0 + 0.1 * u } else { u * scale * 1.7 };
+            }
+        });
         out
     }
 
@@ -163,7 +157,8 @@ impl SynthSpec {
     /// single-threaded), concatenating the blocks' bytes: block-quantized rows are independent.
     fn quantize(vals: Vec<f32>, shape: &[usize], dtype: GgmlDType) -> Result<QTensor> {
         use rayon::prelude::*;
-        if shape.len() != 2 || matches!(dtype, GgmlDType::F32 | GgmlDType::F16 | GgmlDType::BF16) {
+        if shape.len() != 2 || matches!(dtype, GgmlDType::F32 | GgmlDType::F16 | GgmlDType::BF16)
+        {
             let t = Tensor::from_vec(vals, shape, &Device::Cpu)?;
             return Ok(QTensor::quantize(&t, dtype)?);
         }
