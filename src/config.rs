@@ -36,7 +36,6 @@ pub struct SamplingConfig {
     pub repeat_penalty: Option<f32>,
     pub repeat_last_n: Option<usize>,
     pub seed: Option<u64>,
-    pub max_tokens: Option<usize>,
 }
 
 impl SamplingConfig {

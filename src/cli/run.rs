@@ -104,10 +104,15 @@ pub fn run(m: &ModelArgs, a: RunArgs) -> Result<i32> {
     };
     let req = GenerateRequest {
         prompt,
-        sampling: a.sampling.apply(match &loaded {
-            Loaded::Local(l) => l.default_sampling(),
-            Loaded::Remote(r) => r.default_sampling(),
-        }),
+        // Model defaults, then the config's [sampling], then the flags.
+        sampling: a.sampling.apply(
+            crate::config::Config::load()?
+                .sampling
+                .apply(match &loaded {
+                    Loaded::Local(l) => l.default_sampling(),
+                    Loaded::Remote(r) => r.default_sampling(),
+                }),
+        ),
         max_tokens: a.max_tokens,
         think: if a.think {
             ThinkMode::On

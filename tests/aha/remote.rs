@@ -472,7 +472,7 @@ fn aha_run_engine_flag_uses_the_configured_server() {
     std::fs::write(
         &cfg,
         format!(
-            "[engines.fake]\nbase_url = \"{}\"\nmodel = \"test-model\"\n",
+            "[sampling]\ntemperature = 0.25\n[engines.fake]\nbase_url = \"{}\"\nmodel = \"test-model\"\n",
             f.url
         ),
     )
@@ -496,6 +496,8 @@ fn aha_run_engine_flag_uses_the_configured_server() {
             "\"turn_finished\""
         ]
     );
+    // The config's [sampling] reached the server.
+    assert_eq!(f.bodies.lock().unwrap()[0]["temperature"], 0.25);
     // A typo in the config file is an error that names the key.
     std::fs::write(
         &cfg,
