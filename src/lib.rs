@@ -5,7 +5,9 @@
 
 pub mod agent;
 pub mod cli;
+pub mod config;
 pub mod engine;
 pub mod protocol;
 pub mod sandbox;
+pub mod server;
 pub mod tools;

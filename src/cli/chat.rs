@@ -1,6 +1,6 @@
 //! `aha` without a subcommand: a line-by-line chat in the terminal (the full-screen TUI replaces it).
 
-use super::{load_engine, run::print_stats, ModelArgs};
+use super::{load_any_engine, run::print_stats, ModelArgs};
 use crate::engine::template::ChatMessage;
 use crate::engine::{Control, GenerateRequest, Prompt};
 use crate::protocol::Event;
@@ -10,10 +10,10 @@ use std::sync::Arc;
 
 /// Runs the interactive chat until end of input or `/quit`.
 pub fn chat(m: &ModelArgs) -> Result<i32> {
-    let mut engine = load_engine(m)?;
+    let mut engine = load_any_engine(m)?;
     eprintln!(
         "aha · {} · context {} tokens. Type a message; /clear starts over, /quit leaves. Ctrl-C stops a reply.",
-        engine.name,
+        engine.model_name(),
         engine.context_length()
     );
     let ctrl = Arc::new(Control::default());

@@ -5,6 +5,7 @@ mod chat;
 mod eval;
 mod models;
 mod run;
+mod serve;
 mod undo;
 
 use crate::engine::registry::DEFAULT_MODEL;
@@ -42,6 +43,8 @@ pub enum Command {
     Bench(bench::BenchArgs),
     /// Perplexity of a text file (teacher-forced), for comparing engines.
     Perplexity(bench::PplArgs),
+    /// Serve the local model over an OpenAI-compatible HTTP API (/v1/chat/completions).
+    Serve(serve::ServeArgs),
     /// Print the token ids of TEXT.
     Tokenize { text: String },
     /// Restore the files the agent's last turn changed (repeat to go further back).
@@ -80,6 +83,10 @@ pub struct ModelArgs {
     /// auto, cpu, cuda or cuda:N.
     #[arg(long, global = true, default_value = "auto")]
     pub device: String,
+    /// A remote engine from the config file (`[engines.NAME]`) instead of the local model
+    /// (`aha run` and chat; default: the config's `engine`).
+    #[arg(long, global = true, env = "AHA_ENGINE")]
+    pub engine: Option<String>,
 }
 
 /// Options that shape sampling.
@@ -146,8 +153,38 @@ pub fn set_threads(threads: Option<usize>) {
 /// Resolves and loads the model named by `args` (pulling a known model on first use).
 pub fn load_engine(args: &ModelArgs) -> Result<LocalEngine> {
     let dev = device::select(&args.device)?;
-    let r = registry::resolve(&args.model, true)?;
+    let mut name = args.model.clone();
+    if name == DEFAULT_MODEL && std::env::var_os("AHA_MODEL").is_none() {
+        // The config's default model applies when neither --model nor $AHA_MODEL chose one.
+        if let Some(m) = crate::config::Config::load()?.model {
+            name = m;
+        }
+    }
+    let r = registry::resolve(&name, true)?;
     LocalEngine::load(&r.path, &r.name, &dev)
+}
+
+/// The remote engine `args` select (`--engine NAME`, else the config's `engine`), if any.
+pub fn remote_engine(args: &ModelArgs) -> Result<Option<Box<dyn crate::engine::Engine>>> {
+    let cfg = crate::config::Config::load()?;
+    match args.engine.as_deref().or(cfg.engine.as_deref()) {
+        Some(name) if name != "local" => {
+            let r = cfg.remote(name)?;
+            Ok(Some(Box::new(crate::engine::remote::RemoteEngine::new(
+                name, r,
+            )?)))
+        }
+        _ => Ok(None),
+    }
+}
+
+/// The engine `args` select: a configured remote engine or the local model. `aha bench`,
+/// `perplexity` and `serve` use [`load_engine`] (local only).
+pub fn load_any_engine(args: &ModelArgs) -> Result<Box<dyn crate::engine::Engine>> {
+    match remote_engine(args)? {
+        Some(e) => Ok(e),
+        None => Ok(Box::new(load_engine(args)?)),
+    }
 }
 
 /// Runs the parsed command line; returns the process exit code.
@@ -161,6 +198,7 @@ pub fn dispatch(cli: Cli) -> Result<i32> {
         Some(Command::Models { json }) => models::list(json),
         Some(Command::Bench(a)) => bench::bench(m, a),
         Some(Command::Perplexity(a)) => bench::perplexity(m, a),
+        Some(Command::Serve(a)) => serve::serve(m, a),
         Some(Command::Synth { shape, dtype, out }) => synth(&shape, &dtype, &out),
         Some(Command::EvalTools(a)) => eval::eval_tools(m, a),
         Some(Command::Undo { workspace }) => undo::undo(workspace),

@@ -1,8 +1,8 @@
 //! `aha run`: one generation from the command line, as text or as JSON events.
 
-use super::{load_engine, ModelArgs, SamplingArgs};
+use super::{load_engine, remote_engine, ModelArgs, SamplingArgs};
 use crate::engine::template::ChatMessage;
-use crate::engine::{Control, GenerateRequest, Prompt, ThinkMode};
+use crate::engine::{Control, Engine, GenerateRequest, Prompt, ThinkMode};
 use crate::protocol::{Event, TurnStats};
 use anyhow::Result;
 use clap::Args;
@@ -155,6 +155,12 @@ impl Printer {
     }
 }
 
+/// The engine `aha run` uses.
+enum Loaded {
+    Local(Box<crate::engine::LocalEngine>),
+    Remote(Box<dyn Engine>),
+}
+
 /// Runs `aha run`.
 pub fn run(m: &ModelArgs, a: RunArgs) -> Result<i32> {
     let prompt_text = if a.prompt == "-" {
@@ -162,7 +168,12 @@ pub fn run(m: &ModelArgs, a: RunArgs) -> Result<i32> {
     } else {
         a.prompt.clone()
     };
-    let engine = match load_engine(m) {
+    // The local engine stays concrete so --show-prompt can render its template.
+    let loaded = remote_engine(m).and_then(|r| match r {
+        Some(r) => Ok(Loaded::Remote(r)),
+        None => load_engine(m).map(|l| Loaded::Local(Box::new(l))),
+    });
+    let mut loaded = match loaded {
         Ok(e) => e,
         Err(e) if a.json => {
             print_json(&Event::Error {
@@ -172,7 +183,6 @@ pub fn run(m: &ModelArgs, a: RunArgs) -> Result<i32> {
         }
         Err(e) => return Err(e),
     };
-    let mut engine = engine;
     let prompt = if a.raw {
         Prompt::Raw(prompt_text)
     } else {
@@ -185,7 +195,15 @@ pub fn run(m: &ModelArgs, a: RunArgs) -> Result<i32> {
     };
     let req = GenerateRequest {
         prompt,
-        sampling: a.sampling.apply(engine.default_sampling()),
+        // Model defaults, then the config's [sampling], then the flags.
+        sampling: a.sampling.apply(
+            crate::config::Config::load()?
+                .sampling
+                .apply(match &loaded {
+                    Loaded::Local(l) => l.default_sampling(),
+                    Loaded::Remote(r) => r.default_sampling(),
+                }),
+        ),
         max_tokens: a.max_tokens,
         think: if a.think {
             ThinkMode::On
@@ -201,12 +219,19 @@ pub fn run(m: &ModelArgs, a: RunArgs) -> Result<i32> {
         constrain_tools: true,
     };
     if a.show_prompt {
-        let p = engine.prepare(&req)?;
-        eprintln!(
-            "--- prompt ({} tokens) ---\n{}\n---",
-            p.tokens.len(),
-            p.text
-        );
+        match &loaded {
+            Loaded::Local(l) => {
+                let p = l.prepare(&req)?;
+                eprintln!(
+                    "--- prompt ({} tokens) ---\n{}\n---",
+                    p.tokens.len(),
+                    p.text
+                );
+            }
+            Loaded::Remote(_) => eprintln!(
+                "(--show-prompt needs the local engine: a remote server renders its own template)"
+            ),
+        }
     }
     let ctrl = Arc::new(Control::default());
     {
@@ -226,8 +251,16 @@ pub fn run(m: &ModelArgs, a: RunArgs) -> Result<i32> {
     };
     let json = a.json;
     if a.agent {
-        return run_agent(engine, &a, req, ctrl, printer);
+        let boxed: Box<dyn Engine> = match loaded {
+            Loaded::Local(l) => l,
+            Loaded::Remote(r) => r,
+        };
+        return run_agent(boxed, &a, req, ctrl, printer);
     }
+    let engine: &mut dyn Engine = match &mut loaded {
+        Loaded::Local(l) => l.as_mut(),
+        Loaded::Remote(r) => r.as_mut(),
+    };
     let result = engine.generate(&req, &ctrl, &mut |e| {
         if json {
             print_json(&e);
@@ -250,7 +283,7 @@ pub fn run(m: &ModelArgs, a: RunArgs) -> Result<i32> {
 
 /// `aha run --agent`: the same request through the agent loop, with tools, headless.
 fn run_agent(
-    engine: crate::engine::LocalEngine,
+    engine: Box<dyn Engine>,
     a: &RunArgs,
     req: GenerateRequest,
     ctrl: Arc<Control>,
@@ -283,7 +316,7 @@ fn run_agent(
         max_steps: a.max_steps,
         constrain_tools: !a.no_constrain,
     };
-    let h = agent::spawn_with_tools(Box::new(engine), cfg, Some(host));
+    let h = agent::spawn_with_tools(engine, cfg, Some(host));
     h.send(crate::protocol::Op::UserMessage { text });
     let mut code = 0;
     loop {

@@ -5,6 +5,7 @@ pub mod device;
 pub mod local;
 pub mod reasoning;
 pub mod registry;
+pub mod remote;
 pub mod sampler;
 pub mod template;
 pub mod tokenizer;

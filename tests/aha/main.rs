@@ -7,5 +7,7 @@ mod constrain;
 mod engine_real;
 mod engine_synth;
 mod pull;
+mod remote;
 mod sandbox;
+mod serve;
 mod tokenizer;
