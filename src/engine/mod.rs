@@ -602,10 +602,15 @@ impl LocalEngine {
                     // constrain it from here, counting the token just written.
                     if answer_tail.trim().is_empty() && piece.trim_start().starts_with('{') {
                         if let Some(f) = &self.llg {
-                            if let Ok(mut c) = constrain::CallConstraint::new(f, schema) {
-                                if c.consume(token).is_ok() && !c.done() {
-                                    constraint = Some(c);
+                            match constrain::CallConstraint::new(f, schema) {
+                                Ok(mut c) => {
+                                    if c.consume(token).is_ok() && !c.done() {
+                                        constraint = Some(c);
+                                    }
                                 }
+                                Err(e) => emit(Event::Notice {
+                                    message: format!("{e:#}; tool calls are not constrained"),
+                                }),
                             }
                         }
                     }

@@ -99,9 +99,35 @@ pub fn args<T: DeserializeOwned>(tool: &str, v: &Value) -> Result<T> {
         .map_err(|e| anyhow::anyhow!("bad arguments for {tool}: {e}; arguments were {v}"))
 }
 
-/// The JSON schema of `T`, without the annotations a model does not need.
+/// Replaces `{"$ref": "#/$defs/X"}` with the definition itself, so a schema stays valid when it
+/// is embedded in another (chat templates, the tool-call grammar).
+fn inline_refs(v: &mut Value, defs: &serde_json::Map<String, Value>, depth: usize) {
+    if depth > 16 {
+        return;
+    }
+    if let Some(r) = v.get("$ref").and_then(Value::as_str) {
+        if let Some(d) = r.strip_prefix("#/$defs/").and_then(|n| defs.get(n)) {
+            *v = d.clone();
+        }
+    }
+    match v {
+        Value::Object(o) => o.values_mut().for_each(|x| inline_refs(x, defs, depth + 1)),
+        Value::Array(a) => a.iter_mut().for_each(|x| inline_refs(x, defs, depth + 1)),
+        _ => {}
+    }
+}
+
+/// The JSON schema of `T`, self-contained (no `$ref`), without the annotations a model does not
+/// need.
 pub fn schema_of<T: schemars::JsonSchema>() -> Value {
     let mut v = serde_json::to_value(schemars::schema_for!(T)).unwrap_or(Value::Null);
+    if let Some(defs) = v
+        .as_object_mut()
+        .and_then(|o| o.remove("$defs"))
+        .and_then(|d| d.as_object().cloned())
+    {
+        inline_refs(&mut v, &defs, 0);
+    }
     if let Some(o) = v.as_object_mut() {
         o.remove("$schema");
         o.remove("title");
@@ -209,8 +235,13 @@ mod tests {
             let s = t.schema();
             assert_eq!(s["type"], "object", "{}: {s}", t.name());
             assert!(s.get("$schema").is_none());
+            assert!(!s.to_string().contains("$ref"), "{}: {s}", t.name());
         }
         let rc = r.get("run_code").unwrap().schema();
         assert_eq!(rc["required"], serde_json::json!(["language", "code"]));
+        assert_eq!(
+            rc["properties"]["language"]["enum"],
+            serde_json::json!(["python", "bash"])
+        );
     }
 }

@@ -135,3 +135,52 @@ fn hot_sampling_still_gives_valid_calls_when_constrained() {
         "only {ok} of 4 hot calls finished within 120 tokens"
     );
 }
+
+#[test]
+fn the_builtin_tools_schemas_compile_into_the_call_grammar() {
+    let _g = heavy();
+    let mut e = LocalEngine::load(
+        &model("qwen2.5-coder-0.5b"),
+        "qwen2.5-coder-0.5b",
+        &Device::Cpu,
+    )
+    .unwrap();
+    let specs = aha::tools::Registry::builtin().specs();
+    let names: Vec<String> = specs
+        .iter()
+        .map(|s| s["function"]["name"].as_str().unwrap().to_string())
+        .collect();
+    let mut req = GenerateRequest::chat(vec![ChatMessage::new(
+        "user",
+        "Use Python to print the first 10 Fibonacci numbers.",
+    )]);
+    req.tools = Some(specs);
+    req.sampling = SamplingParams {
+        temperature: 1.2,
+        seed: 3,
+        ..SamplingParams::default()
+    };
+    req.max_tokens = 150;
+    req.assistant_prefix = Some("<tool_call>\n".into());
+    let mut answer = String::new();
+    let mut notices = Vec::new();
+    e.generate(&req, &Control::default(), &mut |ev| match ev {
+        Event::AnswerDelta { text, .. } => answer.push_str(&text),
+        Event::Notice { message } => notices.push(message),
+        _ => {}
+    })
+    .unwrap();
+    assert!(notices.is_empty(), "{notices:?}");
+    let call = call_text(&answer);
+    if let Ok(v) = serde_json::from_str::<Value>(&call) {
+        assert!(names.iter().any(|n| v["name"] == n.as_str()), "{answer}");
+        if v["name"] == "run_code" {
+            assert!(
+                matches!(v["arguments"]["language"].as_str(), Some("python" | "bash")),
+                "{answer}"
+            );
+        }
+    } else {
+        assert!(call.starts_with('{'), "{answer}");
+    }
+}
