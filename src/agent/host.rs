@@ -2,7 +2,7 @@
 
 use super::policy::Effect;
 use super::ToolHost;
-use crate::tools::{self, Registry, ToolContext};
+use crate::tools::{Registry, ToolContext};
 use anyhow::{anyhow, Result};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -28,12 +28,7 @@ impl ToolHost for Builtin {
         self.reg.specs()
     }
     fn effect(&self, name: &str) -> Option<Effect> {
-        self.reg.get(name).map(|t| match t.effect() {
-            tools::Effect::ReadOnly => Effect::ReadOnly,
-            tools::Effect::Edit => Effect::Edit,
-            tools::Effect::Execute => Effect::Execute,
-            tools::Effect::Commit => Effect::Commit,
-        })
+        self.reg.get(name).map(|t| t.effect())
     }
     fn preview(&self, name: &str, args: &Value) -> Result<String> {
         self.reg

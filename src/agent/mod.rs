@@ -398,10 +398,7 @@ impl Agent {
             prefix: prefix.clone(),
         });
         let specs = self.tools.as_ref().map(|t| t.specs()).unwrap_or_default();
-        let names: Vec<String> = specs
-            .iter()
-            .filter_map(|s| s["function"]["name"].as_str().map(str::to_string))
-            .collect();
+        let names: Vec<String> = crate::tools::spec_names(&specs);
         let name_refs: Vec<&str> = names.iter().map(String::as_str).collect();
         let mut sum = TurnSum::default();
         let mut prefix = Some(prefix).filter(|p| !p.is_empty());
@@ -595,11 +592,7 @@ impl Agent {
             return (false, "no tools are enabled".into());
         };
         let Some(effect) = host.effect(name) else {
-            let names: Vec<String> = host
-                .specs()
-                .iter()
-                .filter_map(|s| s["function"]["name"].as_str().map(str::to_string))
-                .collect();
+            let names: Vec<String> = crate::tools::spec_names(&host.specs());
             return (
                 false,
                 format!(

@@ -3,18 +3,8 @@
 
 use std::collections::HashSet;
 
-/// What a tool may change.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Effect {
-    /// Reads only (list, read, search, git status/log/diff…).
-    ReadOnly,
-    /// Changes files in the workspace.
-    Edit,
-    /// Runs code.
-    Execute,
-    /// Writes to the repository's history.
-    Commit,
-}
+/// What a tool may change (the tools' own classification).
+pub use crate::tools::Effect;
 
 /// The policy for tool calls.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

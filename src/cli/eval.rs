@@ -124,10 +124,7 @@ pub fn eval_tools(m: &ModelArgs, a: EvalArgs) -> Result<i32> {
             .find(|s| s["function"]["name"] == name)
             .map(|s| s["function"]["parameters"].clone())
     };
-    let names: Vec<String> = specs
-        .iter()
-        .filter_map(|s| s["function"]["name"].as_str().map(str::to_string))
-        .collect();
+    let names: Vec<String> = crate::tools::spec_names(&specs);
     let name_refs: Vec<&str> = names.iter().map(String::as_str).collect();
     let mut engine = load_engine(m)?;
     let ctrl = Control::default();

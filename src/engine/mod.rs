@@ -531,18 +531,7 @@ impl LocalEngine {
                 let one = segs.len() == 1;
                 for s in segs {
                     let (lp, ent) = if one { (lp, ent) } else { (None, None) };
-                    emit(match s {
-                        Segment::Thinking(text) => Event::ThinkingDelta {
-                            text,
-                            logprob: lp,
-                            entropy: ent,
-                        },
-                        Segment::Answer(text) => Event::AnswerDelta {
-                            text,
-                            logprob: lp,
-                            entropy: ent,
-                        },
-                    });
+                    emit(s.into_event(lp, ent));
                 }
             };
         while generated < req.max_tokens {

@@ -47,6 +47,24 @@ impl Segment {
             Segment::Thinking(t) | Segment::Answer(t) => t,
         }
     }
+
+    /// The protocol event for this segment, with the producing token's log-probability and
+    /// entropy when they are known.
+    pub fn into_event(self, logprob: Option<f32>, entropy: Option<f32>) -> crate::protocol::Event {
+        use crate::protocol::Event;
+        match self {
+            Segment::Thinking(text) => Event::ThinkingDelta {
+                text,
+                logprob,
+                entropy,
+            },
+            Segment::Answer(text) => Event::AnswerDelta {
+                text,
+                logprob,
+                entropy,
+            },
+        }
+    }
 }
 
 /// Streaming splitter of reasoning and answer text; see the module docs for the rules.

@@ -486,18 +486,7 @@ impl StreamState {
     fn emit_segments(&mut self, segs: Vec<Segment>, emit: &mut dyn FnMut(Event)) {
         for s in segs {
             self.emitted = true;
-            emit(match s {
-                Segment::Thinking(text) => Event::ThinkingDelta {
-                    text,
-                    logprob: None,
-                    entropy: None,
-                },
-                Segment::Answer(text) => Event::AnswerDelta {
-                    text,
-                    logprob: None,
-                    entropy: None,
-                },
-            });
+            emit(s.into_event(None, None));
         }
     }
 

@@ -158,6 +158,14 @@ pub fn cap(s: &str, max: usize) -> String {
 /// Output sent to the model is capped at this many bytes.
 pub const OUTPUT_CAP: usize = 12_000;
 
+/// The tool names in OpenAI-style function specs.
+pub fn spec_names(specs: &[Value]) -> Vec<String> {
+    specs
+        .iter()
+        .filter_map(|s| s["function"]["name"].as_str().map(str::to_string))
+        .collect()
+}
+
 /// The built-in tools.
 pub struct Registry {
     tools: Vec<Box<dyn Tool>>,
