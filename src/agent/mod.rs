@@ -96,6 +96,18 @@ pub struct EngineInfo {
     pub reasoning: bool,
 }
 
+/// The agent's thread has ended (its handle was dropped, or it panicked).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AgentStopped;
+
+impl std::fmt::Display for AgentStopped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the agent has stopped")
+    }
+}
+
+impl std::error::Error for AgentStopped {}
+
 /// The UI's end of the agent.
 pub struct AgentHandle {
     ops: Sender<Op>,
@@ -132,12 +144,12 @@ impl AgentHandle {
         self.events.try_recv().ok()
     }
 
-    /// The next event, waiting at most `timeout`. `Err(())` once the agent has stopped.
-    pub fn recv_timeout(&self, timeout: Duration) -> Result<Option<Event>, ()> {
+    /// The next event, waiting at most `timeout`; an error once the agent has stopped.
+    pub fn recv_timeout(&self, timeout: Duration) -> Result<Option<Event>, AgentStopped> {
         match self.events.recv_timeout(timeout) {
             Ok(e) => Ok(Some(e)),
             Err(RecvTimeoutError::Timeout) => Ok(None),
-            Err(RecvTimeoutError::Disconnected) => Err(()),
+            Err(RecvTimeoutError::Disconnected) => Err(AgentStopped),
         }
     }
 
@@ -1060,12 +1072,11 @@ mod tests {
         );
         r.h.send(Op::UserMessage { text: "go".into() });
         let id = loop {
-            match r.h.recv_timeout(Duration::from_secs(5)).unwrap().unwrap() {
-                Event::ApprovalRequest { id, summary, .. } => {
-                    assert!(summary.starts_with("exec"));
-                    break id;
-                }
-                _ => {}
+            if let Event::ApprovalRequest { id, summary, .. } =
+                r.h.recv_timeout(Duration::from_secs(5)).unwrap().unwrap()
+            {
+                assert!(summary.starts_with("exec"));
+                break id;
             }
         };
         assert!(

@@ -328,7 +328,7 @@ fn run_agent(
         let e = match h.recv_timeout(std::time::Duration::from_millis(50)) {
             Ok(Some(e)) => e,
             Ok(None) => continue,
-            Err(()) => break,
+            Err(_) => break,
         };
         let done = matches!(e, Event::TurnFinished { .. });
         if let Event::TurnFinished { stats, .. } = &e {
