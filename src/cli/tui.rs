@@ -1,0 +1,79 @@
+//! `aha` with no subcommand: load the model, start the agent and open the workbench TUI; and the
+//! hidden `aha bench-ui` that measures the workbench's drawing.
+
+use super::{load_engine, ModelArgs};
+use crate::agent::{self, AgentConfig};
+use crate::engine::registry::DEFAULT_MODEL;
+use crate::engine::ThinkMode;
+use crate::ui;
+use crate::ui::config::UiConfig;
+use anyhow::{bail, Result};
+use std::io::IsTerminal;
+
+/// Opens the workbench (`--resume [ID]` / `--resume --last` reopen a session).
+pub fn workbench(m: &ModelArgs, resume: Option<Option<String>>, last: bool) -> Result<i32> {
+    if !std::io::stdout().is_terminal() || !std::io::stdin().is_terminal() {
+        bail!("the workbench needs a terminal: use `aha chat` for a line chat, or `aha run PROMPT` for one answer");
+    }
+    let cfg = UiConfig::load()?;
+    let mut args = m.clone();
+    if let Some(model) = &cfg.model {
+        if args.model == DEFAULT_MODEL && std::env::var_os("AHA_MODEL").is_none() {
+            args.model = model.clone();
+        }
+    }
+    if !ui::firstrun::ensure_model(&args.model)? {
+        return Ok(1);
+    }
+    eprintln!("aha: loading {}…", args.model);
+    let engine = load_engine(&args)?;
+    let sampling = cfg
+        .has_sampling()
+        .then(|| cfg.sampling(engine.default_sampling()));
+    let think = match cfg.think.as_deref() {
+        Some("on") => ThinkMode::On,
+        Some("off") => ThinkMode::Off,
+        _ => ThinkMode::Auto,
+    };
+    let acfg = AgentConfig {
+        max_tokens: cfg.max_tokens.unwrap_or(4096),
+        think,
+        think_budget: cfg.think_budget.filter(|b| *b > 0),
+        sampling,
+        system: cfg.system.clone(),
+    };
+    let agent = agent::spawn(Box::new(engine), acfg);
+    let r = match resume {
+        None if last => Some(ui::ResumeArg::Last),
+        None => None,
+        Some(Some(id)) => Some(ui::ResumeArg::Id(id)),
+        Some(None) => Some(ui::ResumeArg::Last),
+    };
+    ui::run_tui(agent, &cfg, r)
+}
+
+/// `aha bench-ui`: frame time for 10 and 10,000 messages, and UI-thread CPU while streaming.
+pub fn bench_ui(secs: f64, tok_s: u32, frames: usize) -> Result<i32> {
+    let mut means = Vec::new();
+    println!("frame time, 120x40 terminal, a reply streaming at the bottom ({frames} frames):");
+    for n in [10usize, 10_000] {
+        let r = ui::bench::frame_times(n, frames, 120, 40)?;
+        println!(
+            "  {:>6} messages: mean {:.3} ms  p95 {:.3} ms  (first frame {:.1} ms)",
+            r.messages, r.mean_ms, r.p95_ms, r.cold_ms
+        );
+        means.push(r.mean_ms);
+    }
+    let ratio = means[1] / means[0].max(1e-9);
+    println!("  ratio 10,000 / 10: {ratio:.2}x (target <= 1.5x)");
+    let c = ui::bench::cpu_load(tok_s, secs, 120, 40)?;
+    println!(
+        "UI thread while streaming {tok_s} tokens/s: {} tokens in {:.2} s, {} frames, CPU {:.3} s = {:.1}% of one core (target < 10%)",
+        c.tokens, c.wall_s, c.frames, c.cpu_s, c.percent
+    );
+    Ok(if ratio <= 1.5 && c.percent < 10.0 {
+        0
+    } else {
+        1
+    })
+}
