@@ -6,3 +6,4 @@ mod engine_real;
 mod engine_synth;
 mod pull;
 mod tokenizer;
+mod tui;
