@@ -22,8 +22,10 @@ pub fn workbench(m: &ModelArgs, resume: Option<Option<String>>, last: bool) -> R
             args.model = model.clone();
         }
     }
-    if !ui::firstrun::ensure_model(&args.model)? {
-        return Ok(1);
+    // First run: offer to pull a missing model, with progress on screen.
+    match ui::firstrun::ensure_model(&args.model)? {
+        Some(name) => args.model = name,
+        None => return Ok(1),
     }
     eprintln!("aha: loading {}…", args.model);
     let engine = load_engine(&args)?;

@@ -60,9 +60,9 @@ pub fn draw(app: &App, f: &mut Frame, area: Rect) {
         .think_budget
         .map_or("off".to_string(), |b| format!("{b} tokens"));
     head.push_str(&format!(
-        " · {state} · {} tokens · {} steps · {} · next-turn budget {budget}",
+        " · {state} · {} tokens · {} · {} · next-turn budget {budget}",
         r.tokens.len(),
-        st.len(),
+        plural(st.len(), "step"),
         plural(
             st.iter().filter(|s| s.correction).count(),
             "self-correction"
