@@ -508,10 +508,8 @@ fn chat_key(app: &mut App, k: KeyEvent) {
             }
             submit(app);
         }
-        KeyCode::Tab => {
-            if popup {
-                complete(app);
-            }
+        KeyCode::Tab if popup => {
+            complete(app);
         }
         KeyCode::Up if popup => app.popup = app.popup.saturating_sub(1),
         KeyCode::Down if popup => app.popup += 1,
@@ -537,10 +535,8 @@ fn chat_key(app: &mut App, k: KeyEvent) {
             let h = app.chat_height() as i64;
             app.scroll_by((h - 2).max(1));
         }
-        KeyCode::Home if m.contains(KeyModifiers::CONTROL) => {
-            if !app.t.entries.is_empty() {
-                app.scroll = Scroll::At { entry: 0, line: 0 };
-            }
+        KeyCode::Home if m.contains(KeyModifiers::CONTROL) && !app.t.entries.is_empty() => {
+            app.scroll = Scroll::At { entry: 0, line: 0 };
         }
         KeyCode::End if m.contains(KeyModifiers::CONTROL) => app.scroll = Scroll::Follow,
         KeyCode::Left => app.composer.left(),

@@ -65,7 +65,7 @@ pub fn reply_events(i: usize, tokens: usize) -> Vec<Event> {
         "## Answer {i}\n\nThe result is **{}**, because:\n\n- first\n- second\n\n",
         i * 7
     );
-    if i % 10 == 0 {
+    if i.is_multiple_of(10) {
         answer.push_str("```rust\nfn main() {\n    println!(\"{}\", 6 * 7);\n}\n```\n\n| a | b |\n|---|---|\n| 1 | 2 |\n");
     }
     for w in answer.split_inclusive(' ') {

@@ -353,8 +353,7 @@ pub fn ensure_model(name: &str) -> Result<Option<String>> {
 pub fn failure_message(name: &str, stderr: &str) -> String {
     let err = stderr
         .lines()
-        .filter(|l| !l.trim().is_empty() && !l.contains("pulling it now"))
-        .last()
+        .rfind(|l| !l.trim().is_empty() && !l.contains("pulling it now"))
         .unwrap_or("the download failed")
         .trim_start_matches("error: ")
         .to_string();

@@ -181,11 +181,7 @@ impl R<'_> {
 
     fn start(&mut self, tag: Tag<'_>, src: &str) {
         match tag {
-            Tag::Paragraph => {
-                if self.lists.is_empty() {
-                    self.block();
-                }
-            }
+            Tag::Paragraph if self.lists.is_empty() => self.block(),
             Tag::Heading { level, .. } => {
                 self.flush();
                 self.block();
@@ -412,7 +408,7 @@ impl R<'_> {
                     spans.push(Span::styled(" │ ", dim));
                 }
                 let cell = r.get(i);
-                let text = cell.map(|c| cell_text(c)).unwrap_or_default();
+                let text = cell.map(&cell_text).unwrap_or_default();
                 let text = truncate(text.trim(), w);
                 let tw = str_width(&text);
                 let gap = w.saturating_sub(tw);

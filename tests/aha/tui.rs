@@ -109,7 +109,9 @@ impl Tmux {
         // The marker is computed so that only the output line, not the typed command, holds it.
         self.type_text("stty -a | tr ' ;' '\\n\\n' | grep -xE -- '-?(echo|icanon)' | tr '\\n' ' '; echo MODES-$((40+2))");
         self.keys(&["Enter"]);
-        let p = self.wait_for("stty output", Duration::from_secs(10), |s| s.contains("MODES-42"));
+        let p = self.wait_for("stty output", Duration::from_secs(10), |s| {
+            s.contains("MODES-42")
+        });
         let line = p.lines().find(|l| l.contains("MODES-42")).unwrap_or("");
         assert!(
             line.contains("icanon")

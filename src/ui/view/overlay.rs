@@ -158,7 +158,7 @@ pub fn help_lines(app: &App) -> Vec<(String, String)> {
 /// The help overlay.
 pub fn help(app: &App, f: &mut Frame, area: Rect) {
     let th = &app.theme;
-    let w = area.width.saturating_sub(4).min(90).max(10);
+    let w = area.width.saturating_sub(4).clamp(10, 90);
     let h = area.height.saturating_sub(2).max(3);
     let r = Rect::new(
         area.x + (area.width - w) / 2,
@@ -201,7 +201,7 @@ pub fn help(app: &App, f: &mut Frame, area: Rect) {
 /// The approval dialog for a tool call.
 pub fn approval(app: &App, a: &Approval, f: &mut Frame, area: Rect) {
     let th = &app.theme;
-    let w = area.width.saturating_sub(4).min(72).max(10);
+    let w = area.width.saturating_sub(4).clamp(10, 72);
     let iw = w.saturating_sub(2) as usize;
     let mut lines = wrap_text(
         &format!("The model wants to run {}:", a.name),
