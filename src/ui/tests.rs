@@ -779,3 +779,19 @@ fn snapshot_slash_popup() {
     typ(&mut a, "/");
     insta::assert_snapshot!(render(&mut a, 80, 24));
 }
+
+#[test]
+fn a_frame_lays_out_only_what_it_shows_however_long_the_transcript() {
+    let mut a = super::bench::synthetic_app(10_000);
+    assert_eq!(a.t.entries.len(), 10_000);
+    render(&mut a, 120, 40);
+    let first = a.layout.borrow().misses;
+    assert!(first < 30, "laid out {first} entries for one screen");
+    key(&mut a, KeyCode::PageUp);
+    key(&mut a, KeyCode::PageUp);
+    render(&mut a, 120, 40);
+    assert!(a.layout.borrow().misses < 60);
+    mkey(&mut a, KeyCode::Home, KeyModifiers::CONTROL);
+    let top = render(&mut a, 120, 40);
+    assert!(top.contains("Question 0:"), "{top}");
+}
