@@ -366,7 +366,13 @@ pub fn resume(
     app.scroll = app::Scroll::Follow;
     app.focus = None;
     app.view = app::View::Chat;
-    app.last_stats = None;
+    // Context used and speeds of the last finished turn, as before.
+    app.last_stats = app
+        .t
+        .entries
+        .iter()
+        .rev()
+        .find_map(|e| e.reply().and_then(|r| r.stats.clone()));
     *clock = Clock::new(loaded.last_t() + 1);
     app.now = clock.now();
     agent.send(Op::Restore {
