@@ -249,3 +249,17 @@ fn a_panic_in_the_ui_loop_restores_the_terminal() {
     );
     t.assert_restored();
 }
+
+#[test]
+fn without_a_terminal_the_workbench_points_to_aha_chat() {
+    for args in [&[][..], &["--resume", "--last"][..], &["--resume", "some-id"][..]] {
+        let out = super::common::bin()
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("needs a terminal") && err.contains("aha chat"), "{args:?}: {err}");
+    }
+}
