@@ -252,7 +252,11 @@ fn a_panic_in_the_ui_loop_restores_the_terminal() {
 
 #[test]
 fn without_a_terminal_the_workbench_points_to_aha_chat() {
-    for args in [&[][..], &["--resume", "--last"][..], &["--resume", "some-id"][..]] {
+    for args in [
+        &[][..],
+        &["--resume", "--last"][..],
+        &["--resume", "some-id"][..],
+    ] {
         let out = super::common::bin()
             .args(args)
             .stdin(std::process::Stdio::null())
@@ -260,6 +264,9 @@ fn without_a_terminal_the_workbench_points_to_aha_chat() {
             .unwrap();
         assert!(!out.status.success());
         let err = String::from_utf8_lossy(&out.stderr);
-        assert!(err.contains("needs a terminal") && err.contains("aha chat"), "{args:?}: {err}");
+        assert!(
+            err.contains("needs a terminal") && err.contains("aha chat"),
+            "{args:?}: {err}"
+        );
     }
 }
