@@ -132,6 +132,9 @@ pub struct App {
     pub last_stats: Option<TurnStats>,
     /// Ops sent that start a turn the agent has not acknowledged yet.
     pub awaiting: bool,
+    /// A stop asked for before the turn started (the agent clears its stop flag when a turn
+    /// starts, so it is sent again then).
+    cancel_pending: bool,
     pub quit: bool,
     /// Wrapped lines per transcript entry, keyed by width and revision.
     pub layout: RefCell<view::chat::LayoutCache>,
@@ -166,6 +169,7 @@ impl App {
             session_id: String::new(),
             last_stats: None,
             awaiting: false,
+            cancel_pending: false,
             quit: false,
             layout: RefCell::new(Default::default()),
         }
@@ -176,6 +180,9 @@ impl App {
         self.t.apply_op(&op, self.now);
         if matches!(op, Op::UserMessage { .. } | Op::Branch { .. }) {
             self.awaiting = true;
+        }
+        if matches!(op, Op::Cancel) && self.t.live.is_none() && self.awaiting {
+            self.cancel_pending = true;
         }
         if matches!(op, Op::Clear) {
             self.scroll = Scroll::Follow;
@@ -234,7 +241,12 @@ impl App {
     pub fn on_event(&mut self, e: &Event) {
         self.t.apply_event(e, self.now);
         match e {
-            Event::TurnStarted { .. } => self.awaiting = false,
+            Event::TurnStarted { .. } => {
+                self.awaiting = false;
+                if std::mem::take(&mut self.cancel_pending) {
+                    self.outbox.push(Op::Cancel);
+                }
+            }
             Event::ApprovalRequest { id, name, summary } => self.approvals.push_back(Approval {
                 id: id.clone(),
                 name: name.clone(),

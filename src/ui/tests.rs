@@ -196,6 +196,26 @@ fn esc_cancels_and_keeps_the_output() {
 }
 
 #[test]
+fn esc_before_the_turn_starts_still_stops_it() {
+    let mut a = app();
+    typ(&mut a, "q");
+    key(&mut a, KeyCode::Enter);
+    a.outbox.clear();
+    key(&mut a, KeyCode::Esc);
+    assert_eq!(a.outbox, [Op::Cancel]);
+    a.outbox.clear();
+    ev(
+        &mut a,
+        Event::TurnStarted {
+            turn: 0,
+            branch_of: None,
+            prefix: String::new(),
+        },
+    );
+    assert_eq!(a.outbox, [Op::Cancel], "sent again once the turn exists");
+}
+
+#[test]
 fn ctrl_c_once_cancels_twice_quits() {
     let mut a = app();
     ask(&mut a, "q");
