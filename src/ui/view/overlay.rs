@@ -4,7 +4,7 @@
 use super::{Areas, MIN_H, MIN_W};
 use crate::ui::app::{App, Approval};
 use crate::ui::commands::COMMANDS;
-use crate::ui::text::{pad, str_width, truncate, wrap_text};
+use crate::ui::text::{pad, wrap_text};
 use ratatui::layout::Rect;
 use ratatui::style::{Modifier, Style};
 use ratatui::text::{Line, Span};
@@ -242,5 +242,4 @@ pub fn approval(app: &App, a: &Approval, f: &mut Frame, area: Rect) {
     for (i, l) in lines.iter().take(inner.height as usize).enumerate() {
         buf.set_line(inner.x, inner.y + i as u16, l, inner.width);
     }
-    let _ = (str_width, truncate);
 }
