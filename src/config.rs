@@ -39,6 +39,17 @@ pub struct SamplingConfig {
 }
 
 impl SamplingConfig {
+    /// Whether any value is set.
+    pub fn is_set(&self) -> bool {
+        self.temperature.is_some()
+            || self.top_p.is_some()
+            || self.top_k.is_some()
+            || self.min_p.is_some()
+            || self.repeat_penalty.is_some()
+            || self.repeat_last_n.is_some()
+            || self.seed.is_some()
+    }
+
     /// `base` with the configured values put over it.
     pub fn apply(
         &self,

@@ -129,6 +129,10 @@ pub enum Op {
     Undo,
     /// Replace the conversation (resuming a session): `messages` as chat messages.
     Restore { messages: Vec<serde_json::Value> },
+    /// Show, as a `notice`, the diff of every file the tools changed in this session.
+    Diff,
+    /// Show, as a `notice`, the tools, what each may do, and the approval policy.
+    Tools,
 }
 
 #[cfg(test)]

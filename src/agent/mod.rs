@@ -392,6 +392,42 @@ impl Agent {
                 };
                 self.emit(msg);
             }
+            Op::Diff => {
+                let message = match self.tools.as_ref().map(|t| t.diff()) {
+                    None => "tools are not enabled in this session".to_string(),
+                    Some(d) if d.trim().is_empty() => {
+                        "the tools have changed no files in this session".to_string()
+                    }
+                    Some(d) => d,
+                };
+                self.emit(Event::Notice { message });
+            }
+            Op::Tools => {
+                let message = match self.tools.as_ref() {
+                    None => "tools are not enabled in this session".to_string(),
+                    Some(t) => {
+                        let mut m = format!("approval policy: {}\n", self.cfg.policy.name());
+                        for spec in t.specs() {
+                            let f = &spec["function"];
+                            let name = f["name"].as_str().unwrap_or("?");
+                            let effect = t
+                                .effect(name)
+                                .map(|e| match e {
+                                    Effect::ReadOnly => "reads",
+                                    Effect::Edit => "edits files",
+                                    Effect::Execute => "runs code",
+                                    Effect::Commit => "commits",
+                                })
+                                .unwrap_or("?");
+                            let desc = f["description"].as_str().unwrap_or("");
+                            let first = desc.split(". ").next().unwrap_or(desc);
+                            m.push_str(&format!("{name} ({effect}): {first}\n"));
+                        }
+                        m
+                    }
+                };
+                self.emit(Event::Notice { message });
+            }
             Op::Cancel | Op::Pause | Op::Resume | Op::Step => {}
         }
     }
@@ -1171,5 +1207,63 @@ mod tests {
         assert!(
             matches!(b, Event::Error { ref message } if message.contains("cannot branch turn 3"))
         );
+    }
+
+    fn next_notice(h: &AgentHandle) -> String {
+        loop {
+            match h.recv_timeout(Duration::from_secs(5)) {
+                Ok(Some(Event::Notice { message })) => return message,
+                Ok(Some(_)) => {}
+                _ => panic!("no notice"),
+            }
+        }
+    }
+
+    #[test]
+    fn tools_op_lists_each_tool_with_what_it_may_do_and_the_policy() {
+        let r = rig(&[], AgentConfig::default());
+        r.h.send(Op::Tools);
+        let m = next_notice(&r.h);
+        assert!(m.contains("approval policy: ask"), "{m}");
+        assert!(m.contains("echo (reads)"), "{m}");
+        assert!(m.contains("write (edits files)"), "{m}");
+        assert!(m.contains("exec (runs code)"), "{m}");
+    }
+
+    #[test]
+    fn diff_op_shows_what_the_real_tools_changed_in_the_session() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("notes.md"), "old line\n").unwrap();
+        let engine = Replies {
+            replies: vec![
+                call(
+                    "write_file",
+                    r#"{"path": "notes.md", "content": "new line\n"}"#,
+                ),
+                "done".to_string(),
+            ]
+            .into(),
+            seen: Arc::new(std::sync::Mutex::new(Vec::new())),
+        };
+        let cfg = AgentConfig {
+            policy: Policy::FullAuto,
+            ..AgentConfig::default()
+        };
+        let host = host::builtin(dir.path()).unwrap();
+        let h = spawn_with_tools(Box::new(engine), cfg, Some(host));
+        h.send(Op::Diff);
+        assert!(next_notice(&h).contains("no files"));
+        h.send(Op::UserMessage {
+            text: "edit".into(),
+        });
+        let evs = collect_turn(&h);
+        assert!(
+            evs.iter()
+                .any(|e| matches!(e, Event::ToolResult { ok: true, .. })),
+            "{evs:?}"
+        );
+        h.send(Op::Diff);
+        let d = next_notice(&h);
+        assert!(d.contains("-old line") && d.contains("+new line"), "{d}");
     }
 }

@@ -1,4 +1,4 @@
-//! `aha` without a subcommand: a line-by-line chat in the terminal (the full-screen TUI replaces it).
+//! `aha chat`: a line-by-line chat in the terminal, for when there is no full-screen terminal.
 
 use super::{load_any_engine, run::print_stats, ModelArgs};
 use crate::engine::template::ChatMessage;

@@ -6,6 +6,7 @@ mod eval;
 mod models;
 mod run;
 mod serve;
+mod tui;
 mod undo;
 
 use crate::engine::registry::DEFAULT_MODEL;
@@ -22,10 +23,32 @@ pub struct Cli {
     pub command: Option<Command>,
     #[command(flatten)]
     pub model: ModelArgs,
+    /// Reopen a saved session in the workbench: its id (or a unique prefix); without an id, the
+    /// most recent one.
+    #[arg(long, num_args = 0..=1, value_name = "ID")]
+    pub resume: Option<Option<String>>,
+    /// With --resume: the most recent session.
+    #[arg(long)]
+    pub last: bool,
 }
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// A line-by-line chat (no full-screen UI; works without a terminal).
+    Chat,
+    /// Measure the workbench's frame time and UI CPU while streaming (no model).
+    #[command(hide = true)]
+    BenchUi {
+        /// Seconds of streaming for the CPU measurement.
+        #[arg(long, default_value_t = 5.0)]
+        secs: f64,
+        /// Tokens per second the scripted source streams.
+        #[arg(long, default_value_t = 200)]
+        tok_s: u32,
+        /// Frames drawn per transcript length.
+        #[arg(long, default_value_t = 200)]
+        frames: usize,
+    },
     /// Generate a reply to PROMPT: reasoning to stderr, answer to stdout (or JSON events with --json).
     Run(run::RunArgs),
     /// Download a model by name.
@@ -192,7 +215,13 @@ pub fn dispatch(cli: Cli) -> Result<i32> {
     set_threads(cli.model.threads);
     let m = &cli.model;
     match cli.command {
-        None => chat::chat(m),
+        None => tui::workbench(m, cli.resume, cli.last),
+        Some(Command::Chat) => chat::chat(m),
+        Some(Command::BenchUi {
+            secs,
+            tok_s,
+            frames,
+        }) => tui::bench_ui(secs, tok_s, frames),
         Some(Command::Run(a)) => run::run(m, a),
         Some(Command::Pull { name }) => models::pull(&name),
         Some(Command::Models { json }) => models::list(json),

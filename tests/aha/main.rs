@@ -11,3 +11,4 @@ mod remote;
 mod sandbox;
 mod serve;
 mod tokenizer;
+mod tui;

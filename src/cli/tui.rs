@@ -1,0 +1,92 @@
+//! `aha` with no subcommand: load the model, start the agent and open the workbench TUI; and the
+//! hidden `aha bench-ui` that measures the workbench's drawing.
+
+use super::{load_engine, remote_engine, ModelArgs};
+use crate::agent::{self, policy::Policy, AgentConfig};
+use crate::engine::registry::DEFAULT_MODEL;
+use crate::engine::ThinkMode;
+use crate::ui;
+use crate::ui::config::UiConfig;
+use anyhow::{bail, Result};
+use std::io::IsTerminal;
+
+/// Opens the workbench (`--resume [ID]` / `--resume --last` reopen a session).
+pub fn workbench(m: &ModelArgs, resume: Option<Option<String>>, last: bool) -> Result<i32> {
+    if !std::io::stdout().is_terminal() || !std::io::stdin().is_terminal() {
+        bail!("the workbench needs a terminal: use `aha chat` for a line chat, or `aha run PROMPT` for one answer");
+    }
+    // The whole file is checked here (a typo anywhere is an error); the UI reads its `[ui]` table.
+    let file = crate::config::Config::load()?;
+    let cfg = UiConfig::from_table(&file.ui)?;
+    let mut args = m.clone();
+    if let Some(model) = &cfg.model {
+        if args.model == DEFAULT_MODEL && std::env::var_os("AHA_MODEL").is_none() {
+            args.model = model.clone();
+        }
+    }
+    let engine: Box<dyn crate::engine::Engine> = match remote_engine(&args)? {
+        Some(e) => e,
+        None => {
+            // First run: offer to pull a missing model, with progress on screen.
+            match ui::firstrun::ensure_model(&args.model)? {
+                Some(name) => args.model = name,
+                None => return Ok(1),
+            }
+            eprintln!("aha: loading {}…", args.model);
+            Box::new(load_engine(&args)?)
+        }
+    };
+    let sampling = (cfg.has_sampling() || file.sampling.is_set())
+        .then(|| cfg.sampling(file.sampling.apply(engine.default_sampling())));
+    let think = match cfg.think.as_deref() {
+        Some("on") => ThinkMode::On,
+        Some("off") => ThinkMode::Off,
+        _ => ThinkMode::Auto,
+    };
+    let workspace = std::env::current_dir()?;
+    let host = agent::host::builtin(&workspace)?;
+    let acfg = AgentConfig {
+        max_tokens: cfg.max_tokens.unwrap_or(4096),
+        think,
+        think_budget: cfg.think_budget.filter(|b| *b > 0),
+        sampling,
+        system: cfg.system.clone(),
+        policy: Policy::Ask,
+        interactive: true,
+        ..AgentConfig::default()
+    };
+    let agent = agent::spawn_with_tools(engine, acfg, Some(host));
+    let r = match resume {
+        None if last => Some(ui::ResumeArg::Last),
+        None => None,
+        Some(Some(id)) => Some(ui::ResumeArg::Id(id)),
+        Some(None) => Some(ui::ResumeArg::Last),
+    };
+    ui::run_tui(agent, &cfg, r)
+}
+
+/// `aha bench-ui`: frame time for 10 and 10,000 messages, and UI-thread CPU while streaming.
+pub fn bench_ui(secs: f64, tok_s: u32, frames: usize) -> Result<i32> {
+    let mut means = Vec::new();
+    println!("frame time, 120x40 terminal, a reply streaming at the bottom ({frames} frames):");
+    for n in [10usize, 10_000] {
+        let r = ui::bench::frame_times(n, frames, 120, 40)?;
+        println!(
+            "  {:>6} messages: mean {:.3} ms  p95 {:.3} ms  (first frame {:.1} ms)",
+            r.messages, r.mean_ms, r.p95_ms, r.cold_ms
+        );
+        means.push(r.mean_ms);
+    }
+    let ratio = means[1] / means[0].max(1e-9);
+    println!("  ratio 10,000 / 10: {ratio:.2}x (target <= 1.5x)");
+    let c = ui::bench::cpu_load(tok_s, secs, 120, 40)?;
+    println!(
+        "UI thread while streaming {tok_s} tokens/s: {} tokens in {:.2} s, {} frames, CPU {:.3} s = {:.1}% of one core (target < 10%)",
+        c.tokens, c.wall_s, c.frames, c.cpu_s, c.percent
+    );
+    Ok(if ratio <= 1.5 && c.percent < 10.0 {
+        0
+    } else {
+        1
+    })
+}

@@ -1,0 +1,211 @@
+//! Slash commands: the list the completion popup offers, and parsing a typed command.
+
+/// A command the composer knows, with a one-line description for the popup and help.
+pub struct CommandInfo {
+    pub name: &'static str,
+    pub args: &'static str,
+    pub help: &'static str,
+}
+
+/// Every slash command, in the order the popup lists them.
+pub const COMMANDS: &[CommandInfo] = &[
+    CommandInfo {
+        name: "/help",
+        args: "",
+        help: "keys and commands",
+    },
+    CommandInfo {
+        name: "/think",
+        args: "on|off|auto|budget N|budget off",
+        help: "thinking for the next turns",
+    },
+    CommandInfo {
+        name: "/model",
+        args: "",
+        help: "the model, device and context; models on disk",
+    },
+    CommandInfo {
+        name: "/clear",
+        args: "",
+        help: "start the conversation over",
+    },
+    CommandInfo {
+        name: "/save",
+        args: "",
+        help: "write the session log to disk now",
+    },
+    CommandInfo {
+        name: "/resume",
+        args: "[ID]",
+        help: "list sessions, or reopen one",
+    },
+    CommandInfo {
+        name: "/export",
+        args: "[PATH]",
+        help: "write the conversation as Markdown",
+    },
+    CommandInfo {
+        name: "/approve",
+        args: "read-only|ask|auto-edit|full-auto",
+        help: "tool approval policy",
+    },
+    CommandInfo {
+        name: "/undo",
+        args: "",
+        help: "restore files the last turn's tools changed",
+    },
+    CommandInfo {
+        name: "/diff",
+        args: "",
+        help: "changes the tools made",
+    },
+    CommandInfo {
+        name: "/tools",
+        args: "",
+        help: "the tools the model may use",
+    },
+    CommandInfo {
+        name: "/index",
+        args: "PATH",
+        help: "index documents for search",
+    },
+    CommandInfo {
+        name: "/search",
+        args: "QUERY",
+        help: "search the document index",
+    },
+    CommandInfo {
+        name: "/quit",
+        args: "",
+        help: "leave aha",
+    },
+];
+
+/// A parsed command line.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Command {
+    Help,
+    Think {
+        mode: Option<String>,
+        budget: Option<Option<usize>>,
+    },
+    Model,
+    Clear,
+    Save,
+    Resume(Option<String>),
+    Export(Option<String>),
+    Approve(String),
+    Diff,
+    Tools,
+    Undo,
+    NotYet(&'static str),
+    Quit,
+}
+
+/// Commands whose name starts with what was typed (the word after `/`).
+pub fn completions(typed: &str) -> Vec<&'static CommandInfo> {
+    let word = typed.split_whitespace().next().unwrap_or(typed);
+    COMMANDS
+        .iter()
+        .filter(|c| c.name.starts_with(word))
+        .collect()
+}
+
+/// Parses `/name args…`; the error is a message for the person who typed it.
+pub fn parse(line: &str) -> Result<Command, String> {
+    let mut words = line.split_whitespace();
+    let name = words.next().unwrap_or("");
+    let args: Vec<&str> = words.collect();
+    let usage = |c: &str| {
+        COMMANDS
+            .iter()
+            .find(|i| i.name == c)
+            .map_or(String::new(), |i| format!("usage: {} {}", i.name, i.args))
+    };
+    Ok(match name {
+        "/help" | "/?" => Command::Help,
+        "/quit" | "/exit" | "/q" => Command::Quit,
+        "/model" | "/models" => Command::Model,
+        "/clear" => Command::Clear,
+        "/save" => Command::Save,
+        "/resume" => Command::Resume(args.first().map(|s| s.to_string())),
+        "/export" => Command::Export((!args.is_empty()).then(|| args.join(" "))),
+        "/undo" => Command::Undo,
+        "/diff" => Command::Diff,
+        "/tools" => Command::Tools,
+        "/index" => Command::NotYet("/index"),
+        "/search" => Command::NotYet("/search"),
+        "/approve" => match args.as_slice() {
+            [p] if matches!(*p, "read-only" | "ask" | "auto-edit" | "full-auto") => {
+                Command::Approve(p.to_string())
+            }
+            _ => return Err(usage("/approve")),
+        },
+        "/think" => match args.as_slice() {
+            [m] if matches!(*m, "on" | "off" | "auto") => Command::Think {
+                mode: Some(m.to_string()),
+                budget: None,
+            },
+            ["budget", "off"] | ["budget", "0"] => Command::Think {
+                mode: None,
+                budget: Some(None),
+            },
+            ["budget", n] => match n.parse::<usize>() {
+                Ok(n) => Command::Think {
+                    mode: None,
+                    budget: Some(Some(n)),
+                },
+                Err(_) => return Err(format!("/think budget: `{n}` is not a number of tokens")),
+            },
+            _ => return Err(usage("/think")),
+        },
+        other => {
+            let near: Vec<&str> = completions(other).iter().map(|c| c.name).collect();
+            return Err(if near.is_empty() {
+                format!("unknown command `{other}`: /help lists them")
+            } else {
+                format!(
+                    "unknown command `{other}`: did you mean {}?",
+                    near.join(", ")
+                )
+            });
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_commands_and_explains_mistakes() {
+        assert_eq!(parse("/quit"), Ok(Command::Quit));
+        assert_eq!(
+            parse("/think budget 256"),
+            Ok(Command::Think {
+                mode: None,
+                budget: Some(Some(256))
+            })
+        );
+        assert_eq!(
+            parse("/think off"),
+            Ok(Command::Think {
+                mode: Some("off".into()),
+                budget: None
+            })
+        );
+        assert!(parse("/think budget many").unwrap_err().contains("many"));
+        assert!(parse("/think sometimes")
+            .unwrap_err()
+            .starts_with("usage: /think"));
+        assert_eq!(
+            parse("/export out.md"),
+            Ok(Command::Export(Some("out.md".into())))
+        );
+        assert_eq!(parse("/search foo"), Ok(Command::NotYet("/search")));
+        assert!(parse("/qui").unwrap_err().contains("/quit"));
+        assert!(parse("/zzz").unwrap_err().contains("/help"));
+        assert_eq!(completions("/t").len(), 2);
+        assert_eq!(completions("/").len(), COMMANDS.len());
+    }
+}
