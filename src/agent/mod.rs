@@ -5,6 +5,7 @@
 //! out. Cancel, pause, resume and step act at once on the shared [`Control`] (the engine checks it
 //! between tokens); everything else is queued for the agent's thread.
 
+pub mod gate;
 pub mod host;
 pub mod parse;
 pub mod policy;
@@ -452,6 +453,7 @@ impl Agent {
         let mut prefix = Some(prefix).filter(|p| !p.is_empty());
         let steps = self.cfg.max_steps.max(1);
         let mut seen_calls: HashSet<String> = HashSet::new();
+        let mut repeats = 0usize;
         for step in 0..steps {
             let (reasoning, answer, ok) = self.generate_once(prefix.take(), &specs, &mut sum);
             let think = if reasoning.trim().is_empty() {
@@ -500,6 +502,7 @@ impl Agent {
                 let t0 = std::time::Instant::now();
                 let key = format!("{} {}", call.name, call.arguments);
                 let (ok, output) = if seen_calls.contains(&key) {
+                    repeats += 1;
                     (
                         false,
                         format!(
@@ -545,6 +548,16 @@ impl Agent {
             }
             if self.ctrl.cancelled() {
                 sum.stats.finish_reason = "cancelled".into();
+                break;
+            }
+            if repeats >= 2 {
+                // Told once that the result is already there, the model asked again: it is stuck.
+                sum.stats.finish_reason = "repeated_call".into();
+                self.emit(Event::Notice {
+                    message:
+                        "stopped: the model kept repeating the same tool call; its result is above"
+                            .into(),
+                });
                 break;
             }
             if step + 1 == steps {
@@ -598,6 +611,11 @@ impl Agent {
         let mut answer = String::new();
         let mut finished: Option<(TurnStats, Vec<u32>)> = None;
         let events = self.events.clone();
+        let mut send = |e: Event| {
+            let _ = events.send(e);
+        };
+        // With tools on, a call's raw text is held back (the UI shows a tool card instead).
+        let mut gate = (!specs.is_empty()).then(gate::AnswerGate::default);
         let r = self.engine.generate(&req, &self.ctrl, &mut |e| match e {
             Event::TurnFinished { stats, tokens } => finished = Some((stats, tokens)),
             e => {
@@ -606,9 +624,23 @@ impl Agent {
                     Event::AnswerDelta { text, .. } => answer.push_str(text),
                     _ => {}
                 }
-                let _ = events.send(e);
+                match (&mut gate, &e) {
+                    (Some(g), Event::AnswerDelta { .. }) => g.push(e, &mut send),
+                    _ => send(e),
+                }
             }
         });
+        if let Some(g) = gate {
+            let names = crate::tools::spec_names(specs);
+            let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+            g.finish(
+                |held| {
+                    let p = parse::parse(held, &refs);
+                    (!p.calls.is_empty() || !p.malformed.is_empty()).then_some(p.text)
+                },
+                &mut send,
+            );
+        }
         if let Some((s, t)) = finished {
             sum.add(s, t);
         }
@@ -1265,5 +1297,48 @@ mod tests {
         h.send(Op::Diff);
         let d = next_notice(&h);
         assert!(d.contains("-old line") && d.contains("+new line"), "{d}");
+    }
+
+    fn answer_text(ev: &[Event]) -> String {
+        ev.iter()
+            .filter_map(|e| match e {
+                Event::AnswerDelta { text, .. } => Some(text.as_str()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_raw_call_text_is_not_streamed_as_answer_but_the_prose_is() {
+        let r = rig(
+            &[
+                &format!("Let me look.{}", call("echo", "{}")),
+                "{\"not\": \"a call\"}",
+            ],
+            AgentConfig::default(),
+        );
+        r.h.send(Op::UserMessage { text: "go".into() });
+        let ev = collect_turn(&r.h);
+        let a = answer_text(&ev);
+        assert!(a.starts_with("Let me look."), "{a}");
+        assert!(!a.contains("tool_call") && !a.contains("\"echo\""), "{a}");
+        assert!(
+            a.ends_with("{\"not\": \"a call\"}"),
+            "JSON that is not a call is released: {a}"
+        );
+    }
+
+    #[test]
+    fn a_model_that_keeps_repeating_one_call_is_stopped_early() {
+        let c = call("echo", "{\"x\": 1}");
+        let r = rig(&[&c, &c, &c, &c, &c, &c, &c, &c], AgentConfig::default());
+        r.h.send(Op::UserMessage { text: "go".into() });
+        let ev = collect_turn(&r.h);
+        assert_eq!(*r.ran.lock().unwrap(), vec!["echo"], "run once");
+        assert_eq!(r.seen.lock().unwrap().len(), 3, "stopped after two repeats");
+        let Some(Event::TurnFinished { stats, .. }) = ev.last() else {
+            panic!()
+        };
+        assert_eq!(stats.finish_reason, "repeated_call");
     }
 }

@@ -46,8 +46,12 @@ pub fn confine(root: &Path, p: &str) -> Result<PathBuf> {
     }
     if !out.starts_with(root) {
         bail!(
-            "path {p} is outside the workspace {} (after resolving links); tools may only touch files inside it",
-            root.display()
+            "path {p} is outside the workspace {} (after resolving links); tools may only touch files inside it: use a path relative to the workspace, such as `{}`",
+            root.display(),
+            Path::new(p)
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "notes.md".into())
         );
     }
     Ok(out)

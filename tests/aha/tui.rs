@@ -270,3 +270,76 @@ fn without_a_terminal_the_workbench_points_to_aha_chat() {
         );
     }
 }
+
+/// The agent in the workbench with the real model: a file edit asks first, in a dialog showing
+/// the diff; approving writes the file, `/diff` shows the session's change and `/undo` takes it
+/// back.
+#[test]
+fn workbench_asks_before_a_tool_edits_and_undo_restores() {
+    let _g = heavy();
+    let m = model("qwen2.5-coder-0.5b");
+    let data = tempfile::tempdir().unwrap();
+    let ws = tempfile::tempdir().unwrap();
+    let cfg = data.path().join("config.toml");
+    // Greedy, so the model's first move is the same on every run.
+    std::fs::write(
+        &cfg,
+        "[ui]\nmax_tokens = 200\n[ui.sampling]\ntemperature = 0.0\nseed = 0\n",
+    )
+    .unwrap();
+    let t = Tmux::start("approve", 110, 32);
+    t.type_text(&format!(
+        "cd {} && AHA_CONFIG={} AHA_DATA_DIR={} {} --model {}",
+        ws.path().display(),
+        cfg.display(),
+        data.path().display(),
+        env!("CARGO_BIN_EXE_aha"),
+        m.display()
+    ));
+    t.keys(&["Enter"]);
+    t.wait_for("the workbench", Duration::from_secs(120), |s| {
+        s.contains("Ask something")
+    });
+    t.type_text("Use write_file to create hello.py containing print('hello').");
+    t.keys(&["Enter"]);
+    let p = t.wait_for("the approval dialog", Duration::from_secs(240), |s| {
+        s.contains("Approval needed")
+    });
+    assert!(p.contains("write_file"), "{p}");
+    assert!(p.contains("+++ b/"), "the dialog shows the diff:\n{p}");
+    assert!(
+        std::fs::read_dir(ws.path()).unwrap().next().is_none(),
+        "nothing is written before approval"
+    );
+    t.keys(&["y"]);
+    let p = t.wait_for("the write", Duration::from_secs(60), |s| s.contains("✓ ok"));
+    let written: Vec<_> = std::fs::read_dir(ws.path())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name() != ".aha")
+        .map(|e| e.path())
+        .collect();
+    assert_eq!(written.len(), 1, "{written:?}\n{p}");
+    // Whatever the model does next, stop it and look at the session's changes.
+    t.keys(&["Escape"]);
+    t.wait_for("idle", Duration::from_secs(60), |s| {
+        s.contains(" idle ") && !s.contains("Approval needed")
+    });
+    t.type_text("/diff");
+    t.keys(&["Enter"]);
+    t.wait_for("the diff", Duration::from_secs(10), |s| {
+        s.contains("@@ -0,0")
+    });
+    t.type_text("/undo");
+    t.keys(&["Enter"]);
+    t.wait_for("the undo", Duration::from_secs(10), |s| {
+        s.contains("restored")
+    });
+    assert!(!written[0].exists(), "undo removes the new file");
+    t.type_text("/quit");
+    t.keys(&["Enter"]);
+    t.wait_for("the shell again", Duration::from_secs(20), |s| {
+        s.matches("READY$").count() >= 2
+    });
+    t.assert_restored();
+}
