@@ -83,8 +83,24 @@ fn agent_computes_a_product_with_run_code() {
             .contains("121932631112635269"),
         "{res}"
     );
-    let a = answer(&ev).replace([',', ' '], "");
-    assert!(a.contains("121932631112635269"), "answer: {}", answer(&ev));
+    // The call's raw JSON never reaches the answer stream.
+    let a = answer(&ev);
+    assert!(!a.contains("\"run_code\""), "answer: {a}");
+    // qwen2.5-coder-0.5b (greedy) then echoes the product back into run_code instead of
+    // replying; the loop must stop that early, not at the step limit.
+    let fin = ev
+        .iter()
+        .rev()
+        .find(|e| e["type"] == "turn_finished")
+        .expect("turn_finished");
+    match fin["stats"]["finish_reason"].as_str().unwrap() {
+        "stop" => assert!(
+            a.replace([',', ' '], "").contains("121932631112635269"),
+            "{a}"
+        ),
+        "repeated_call" => assert!(calls(&ev, "run_code").len() <= 4, "{ev:#?}"),
+        other => panic!("finish_reason {other}: {ev:#?}"),
+    }
 }
 
 #[test]
