@@ -9,6 +9,7 @@ pub mod cli;
 pub mod config;
 pub mod engine;
 pub mod protocol;
+pub mod rag;
 pub mod sandbox;
 pub mod server;
 pub mod session;

@@ -2,6 +2,7 @@
 
 mod bench;
 mod chat;
+mod docs;
 mod eval;
 mod models;
 mod run;
@@ -68,6 +69,10 @@ pub enum Command {
     Perplexity(bench::PplArgs),
     /// Serve the local model over an OpenAI-compatible HTTP API (/v1/chat/completions).
     Serve(serve::ServeArgs),
+    /// Index documents for search (incremental; .gitignore respected).
+    Index(docs::IndexArgs),
+    /// Search the document index: `path:start-end` hits with highlighted snippets.
+    Search(docs::SearchArgs),
     /// Print the token ids of TEXT.
     Tokenize { text: String },
     /// Restore the files the agent's last turn changed (repeat to go further back).
@@ -228,6 +233,8 @@ pub fn dispatch(cli: Cli) -> Result<i32> {
         Some(Command::Bench(a)) => bench::bench(m, a),
         Some(Command::Perplexity(a)) => bench::perplexity(m, a),
         Some(Command::Serve(a)) => serve::serve(m, a),
+        Some(Command::Index(a)) => docs::index(a),
+        Some(Command::Search(a)) => docs::search(a),
         Some(Command::Synth { shape, dtype, out }) => synth(&shape, &dtype, &out),
         Some(Command::EvalTools(a)) => eval::eval_tools(m, a),
         Some(Command::Undo { workspace }) => undo::undo(workspace),
