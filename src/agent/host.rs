@@ -17,10 +17,19 @@ pub struct Builtin {
 
 /// The built-in tools for a workspace.
 pub fn builtin(workspace: &Path) -> Result<Box<dyn ToolHost>> {
-    Ok(Box::new(Builtin {
-        reg: Registry::builtin(),
-        ctx: ToolContext::new(workspace)?,
-    }))
+    builtin_with_index(workspace, None)
+}
+
+/// The built-in tools, searching the document index in `index` (default:
+/// `<workspace>/.aha/index`). `search_docs` is offered only when that index exists.
+pub fn builtin_with_index(workspace: &Path, index: Option<PathBuf>) -> Result<Box<dyn ToolHost>> {
+    let mut ctx = ToolContext::new(workspace)?;
+    ctx.index_dir = index;
+    let mut reg = Registry::builtin();
+    if !crate::rag::exists(&crate::tools::docs::index_dir(&ctx)) {
+        reg.remove("search_docs");
+    }
+    Ok(Box::new(Builtin { reg, ctx }))
 }
 
 impl ToolHost for Builtin {

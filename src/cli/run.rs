@@ -56,6 +56,13 @@ pub struct RunArgs {
     /// With --agent: the workspace root (default: the current directory).
     #[arg(long, requires = "agent")]
     pub workspace: Option<std::path::PathBuf>,
+    /// With --agent: answer as a researcher over the indexed documents (prompts/researcher.md:
+    /// search first, cite every claim as [path:line], say when the documents do not cover it).
+    #[arg(long, requires = "agent")]
+    pub research: bool,
+    /// With --agent: the document index `search_docs` uses (default: WORKSPACE/.aha/index).
+    #[arg(long, env = "AHA_INDEX")]
+    pub index: Option<std::path::PathBuf>,
 }
 
 fn print_json(e: &Event) {
@@ -281,6 +288,9 @@ pub fn run(m: &ModelArgs, a: RunArgs) -> Result<i32> {
     }
 }
 
+/// The researcher's instructions (`--research`).
+pub const RESEARCHER_PROMPT: &str = include_str!("../../prompts/researcher.md");
+
 /// `aha run --agent`: the same request through the agent loop, with tools, headless.
 fn run_agent(
     engine: Box<dyn Engine>,
@@ -303,14 +313,18 @@ fn run_agent(
         Some(w) => w.clone(),
         None => std::env::current_dir()?,
     };
-    let host = agent::host::builtin(&workspace)?;
+    let host = agent::host::builtin_with_index(&workspace, a.index.clone())?;
     let text = msgs.pop().map(|m| m.content).unwrap_or_default();
     let cfg = AgentConfig {
         max_tokens: req.max_tokens,
         think: req.think,
         think_budget: req.think_budget,
         sampling: Some(req.sampling),
-        system: a.system.clone(),
+        system: match (a.research, &a.system) {
+            (true, Some(s)) => Some(format!("{}\n\n{s}", RESEARCHER_PROMPT.trim())),
+            (true, None) => Some(RESEARCHER_PROMPT.trim().to_string()),
+            (false, s) => s.clone(),
+        },
         policy,
         interactive: false,
         max_steps: a.max_steps,

@@ -81,6 +81,11 @@ pub fn default_dir(workspace: &Path) -> PathBuf {
     workspace.join(".aha").join("index")
 }
 
+/// Whether `dir` holds a document index.
+pub fn exists(dir: &Path) -> bool {
+    dir.join(META).exists()
+}
+
 /// An open index.
 pub struct DocIndex {
     index: Index,

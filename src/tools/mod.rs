@@ -4,6 +4,7 @@
 
 pub mod checkpoint;
 pub mod code;
+pub mod docs;
 pub mod files;
 pub mod git;
 pub mod paths;
@@ -187,11 +188,17 @@ impl Registry {
             Box::new(git::GitBlame),
             Box::new(git::GitBranch),
             Box::new(git::GitCommit),
+            Box::new(docs::SearchDocs),
         ];
         Self { tools }
     }
 
-    /// Adds a tool (e.g. `search_docs` when an index exists).
+    /// Takes a tool away (e.g. `search_docs` when there is no index to search).
+    pub fn remove(&mut self, name: &str) {
+        self.tools.retain(|t| t.name() != name);
+    }
+
+    /// Adds a tool.
     pub fn add(&mut self, t: Box<dyn Tool>) {
         self.tools.push(t);
     }

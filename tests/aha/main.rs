@@ -7,6 +7,7 @@ mod constrain;
 mod engine_real;
 mod engine_synth;
 mod pull;
+mod rag;
 mod remote;
 mod sandbox;
 mod serve;
