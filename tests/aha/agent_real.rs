@@ -178,3 +178,42 @@ fn instructions_inside_a_file_approve_nothing() {
         );
     }
 }
+
+/// The researcher path with the real model: the demo corpus indexed with the real binary, the
+/// model calls search_docs and gets the passage that answers, with its file and line.
+#[test]
+fn researcher_searches_the_indexed_demo_corpus() {
+    let _g = heavy();
+    let ws = tempfile::tempdir().unwrap();
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/corpus");
+    for sub in ["en", "ko"] {
+        std::fs::create_dir_all(ws.path().join(sub)).unwrap();
+        for e in std::fs::read_dir(src.join(sub)).unwrap() {
+            let e = e.unwrap();
+            std::fs::copy(e.path(), ws.path().join(sub).join(e.file_name())).unwrap();
+        }
+    }
+    let o = bin()
+        .current_dir(ws.path())
+        .args(["index", "."])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let ev = agent(
+        ws.path(),
+        "read-only",
+        "Use search_docs to find how aha splits Korean text, then answer with a citation.",
+    );
+    let sc = calls(&ev, "search_docs");
+    assert!(!sc.is_empty(), "no search_docs call: {ev:#?}");
+    let id = sc[0]["id"].as_str().unwrap();
+    let res = result_of(&ev, id).expect("a result for the call");
+    assert_eq!(res["ok"], true, "{res}");
+    let first: Value =
+        serde_json::from_str(res["output"].as_str().unwrap().lines().next().unwrap()).unwrap();
+    assert_eq!(first["path"], "en/research.md", "{res}");
+    assert!(
+        first["snippet"].as_str().unwrap().contains("**Korean**"),
+        "{res}"
+    );
+}
