@@ -133,6 +133,11 @@ pub enum Op {
     Diff,
     /// Show, as a `notice`, the tools, what each may do, and the approval policy.
     Tools,
+    /// Index documents (files or folders) into the workspace's document index; the summary comes
+    /// back as a `notice`, and `search_docs` is offered from then on.
+    Index { paths: Vec<String> },
+    /// Search the document index; the hits come back as a `notice`.
+    Search { query: String },
 }
 
 #[cfg(test)]

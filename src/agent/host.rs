@@ -75,4 +75,53 @@ impl ToolHost for Builtin {
             .map(|c| c.diff_session())
             .unwrap_or_default()
     }
+    fn index_docs(&mut self, paths: &[String]) -> Result<String> {
+        let dir = crate::tools::docs::index_dir(&self.ctx);
+        let mut ix = crate::rag::DocIndex::open_or_create(
+            &dir,
+            crate::rag::Analyzer::Both,
+            &self.ctx.workspace,
+            false,
+        )?;
+        let roots: Vec<PathBuf> = if paths.is_empty() {
+            vec![self.ctx.workspace.clone()]
+        } else {
+            // Relative paths are the workspace's; anything readable may be indexed.
+            paths.iter().map(|p| self.ctx.workspace.join(p)).collect()
+        };
+        let r = ix.update(&roots, &crate::rag::IndexOptions::default(), &mut |_| {})?;
+        let (files, chunks) = ix.stats()?;
+        if self.reg.get("search_docs").is_none() {
+            self.reg.add(Box::new(crate::tools::docs::SearchDocs));
+        }
+        let mut m = format!(
+            "indexed {} files ({} chunks) in {:.1} s; {} unchanged, {} removed, {} binary skipped; the index holds {files} files, {chunks} chunks, and the model can now use search_docs",
+            r.indexed, r.chunks, r.seconds, r.unchanged, r.removed, r.binary
+        );
+        for (p, why) in r.failed.iter().take(10) {
+            m.push_str(&format!("\nskipped {p}: {why}"));
+        }
+        if !r.lossy.is_empty() {
+            m.push_str(&format!(
+                "\ndecoded lossily (not UTF-8): {}",
+                r.lossy.join(", ")
+            ));
+        }
+        Ok(m)
+    }
+    fn search_docs(&self, query: &str) -> Result<String> {
+        let ix = crate::rag::DocIndex::open(&crate::tools::docs::index_dir(&self.ctx))?;
+        let hits = ix.search(query, 8)?;
+        if hits.is_empty() {
+            return Ok(format!("no passages match `{query}`"));
+        }
+        let mut m = String::new();
+        for h in hits {
+            m.push_str(&format!(
+                "{}:{}  {:.2}  {}\n    {}\n",
+                h.path, h.line, h.score, h.heading, h.snippet
+            ));
+        }
+        Ok(m.trim_end().to_string())
+    }
 }

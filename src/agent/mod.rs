@@ -86,6 +86,14 @@ pub trait ToolHost: Send {
     fn undo(&mut self) -> anyhow::Result<Vec<PathBuf>>;
     /// A unified diff of everything the tools changed this session.
     fn diff(&self) -> String;
+    /// Indexes documents into the workspace's index; a summary for a person.
+    fn index_docs(&mut self, _paths: &[String]) -> anyhow::Result<String> {
+        anyhow::bail!("this session has no document index")
+    }
+    /// Searches the document index; the hits for a person.
+    fn search_docs(&self, _query: &str) -> anyhow::Result<String> {
+        anyhow::bail!("this session has no document index")
+    }
 }
 
 /// What the UI shows about the engine behind the agent.
@@ -428,6 +436,30 @@ impl Agent {
                     }
                 };
                 self.emit(Event::Notice { message });
+            }
+            Op::Index { paths } => {
+                let e = match self.tools.as_mut().map(|t| t.index_docs(&paths)) {
+                    None => Event::Notice {
+                        message: "tools are not enabled in this session".into(),
+                    },
+                    Some(Ok(message)) => Event::Notice { message },
+                    Some(Err(e)) => Event::Error {
+                        message: format!("index: {e:#}"),
+                    },
+                };
+                self.emit(e);
+            }
+            Op::Search { query } => {
+                let e = match self.tools.as_ref().map(|t| t.search_docs(&query)) {
+                    None => Event::Notice {
+                        message: "tools are not enabled in this session".into(),
+                    },
+                    Some(Ok(message)) => Event::Notice { message },
+                    Some(Err(e)) => Event::Error {
+                        message: format!("search: {e:#}"),
+                    },
+                };
+                self.emit(e);
             }
             Op::Cancel | Op::Pause | Op::Resume | Op::Step => {}
         }

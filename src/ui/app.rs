@@ -34,6 +34,8 @@ pub enum Effect {
     Export(Option<String>),
     /// Reopen a session (`None`: list them).
     Resume(Option<String>),
+    /// Open a file at a line in `$EDITOR` (a citation such as `docs/a.md:12`).
+    Open(String, usize),
 }
 
 /// Where the chat view is scrolled.
@@ -715,6 +717,13 @@ fn command(app: &mut App, line: &str) {
         Command::Undo => app.send(Op::Undo),
         Command::Diff => app.send(Op::Diff),
         Command::Tools => app.send(Op::Tools),
+        Command::Index(paths) => {
+            app.t
+                .notice("indexing… (the summary follows when it is done)".to_string());
+            app.send(Op::Index { paths })
+        }
+        Command::Search(query) => app.send(Op::Search { query }),
+        Command::Open(path, line) => app.effects.push(Effect::Open(path, line)),
         Command::NotYet(name) => app.t.notice(format!("{name} is not available yet")),
     }
 }

@@ -66,8 +66,13 @@ pub const COMMANDS: &[CommandInfo] = &[
     },
     CommandInfo {
         name: "/index",
-        args: "PATH",
-        help: "index documents for search",
+        args: "[PATH…]",
+        help: "index documents for search (default: the workspace)",
+    },
+    CommandInfo {
+        name: "/open",
+        args: "PATH[:LINE]",
+        help: "open a cited source in $EDITOR at the line",
     },
     CommandInfo {
         name: "/search",
@@ -97,6 +102,10 @@ pub enum Command {
     Approve(String),
     Diff,
     Tools,
+    Index(Vec<String>),
+    Search(String),
+    /// `/open path[:line]`: a cited source in `$EDITOR`.
+    Open(String, usize),
     Undo,
     NotYet(&'static str),
     Quit,
@@ -133,8 +142,29 @@ pub fn parse(line: &str) -> Result<Command, String> {
         "/undo" => Command::Undo,
         "/diff" => Command::Diff,
         "/tools" => Command::Tools,
-        "/index" => Command::NotYet("/index"),
-        "/search" => Command::NotYet("/search"),
+        "/index" => Command::Index(args.iter().map(|s| s.to_string()).collect()),
+        "/search" if !args.is_empty() => Command::Search(args.join(" ")),
+        "/search" => return Err(usage("/search")),
+        "/open" => match args.as_slice() {
+            [cite] => {
+                let cite = cite.trim_matches(|c| c == '[' || c == ']');
+                match cite.rsplit_once(':') {
+                    Some((p, l)) if l.chars().all(|c| c.is_ascii_digit()) && !l.is_empty() => {
+                        // path:start-end cites open at the start.
+                        Command::Open(p.to_string(), l.parse().unwrap_or(1))
+                    }
+                    _ => match cite.rsplit_once(':').and_then(|(p, r)| {
+                        r.split_once('-')
+                            .and_then(|(a, _)| a.parse::<usize>().ok())
+                            .map(|l| (p, l))
+                    }) {
+                        Some((p, l)) => Command::Open(p.to_string(), l),
+                        None => Command::Open(cite.to_string(), 1),
+                    },
+                }
+            }
+            _ => return Err(usage("/open")),
+        },
         "/approve" => match args.as_slice() {
             [p] if matches!(*p, "read-only" | "ask" | "auto-edit" | "full-auto") => {
                 Command::Approve(p.to_string())
@@ -202,7 +232,21 @@ mod tests {
             parse("/export out.md"),
             Ok(Command::Export(Some("out.md".into())))
         );
-        assert_eq!(parse("/search foo"), Ok(Command::NotYet("/search")));
+        assert_eq!(
+            parse("/search foo bar"),
+            Ok(Command::Search("foo bar".into()))
+        );
+        assert_eq!(
+            parse("/index docs"),
+            Ok(Command::Index(vec!["docs".into()]))
+        );
+        assert!(parse("/search").unwrap_err().contains("usage"));
+        assert_eq!(
+            parse("/open [docs/a.md:12]"),
+            Ok(Command::Open("docs/a.md".into(), 12))
+        );
+        assert_eq!(parse("/open a.md:3-9"), Ok(Command::Open("a.md".into(), 3)));
+        assert_eq!(parse("/open a.md"), Ok(Command::Open("a.md".into(), 1)));
         assert!(parse("/qui").unwrap_err().contains("/quit"));
         assert!(parse("/zzz").unwrap_err().contains("/help"));
         assert_eq!(completions("/t").len(), 2);

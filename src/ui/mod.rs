@@ -261,7 +261,12 @@ pub fn run_loop<B: Backend>(
             agent.send(op);
         }
         for eff in std::mem::take(&mut app.effects) {
-            effect(app, agent, sessions, clock, eff);
+            if let Effect::Open(path, line) = &eff {
+                open_in_editor(app, path, *line);
+                term.clear()?;
+            } else {
+                effect(app, agent, sessions, clock, eff);
+            }
             dirty = true;
         }
         // Elapsed time and live speed in the status bar move even without tokens.
@@ -289,6 +294,44 @@ pub fn run_loop<B: Backend>(
     }
 }
 
+/// `/open`: the file in `$VISUAL`/`$EDITOR` (else vi) at `line`, the terminal handed over while
+/// it runs.
+fn open_in_editor(app: &mut App, path: &str, line: usize) {
+    let p = PathBuf::from(path);
+    if !p.exists() {
+        app.t.error(format!(
+            "{path} does not exist (paths are relative to where aha started)"
+        ));
+        return;
+    }
+    let editor = std::env::var("VISUAL")
+        .or_else(|_| std::env::var("EDITOR"))
+        .unwrap_or_else(|_| "vi".into());
+    if !terminal::active() {
+        app.t
+            .notice(format!("would open {path}:{line} in {editor}"));
+        return;
+    }
+    let mut words = editor.split_whitespace();
+    let prog = words.next().unwrap_or("vi").to_string();
+    let rest: Vec<String> = words.map(str::to_string).collect();
+    let r = terminal::suspended(|| {
+        std::process::Command::new(&prog)
+            .args(&rest)
+            .arg(format!("+{line}"))
+            .arg(&p)
+            .status()
+    });
+    match r {
+        Ok(Ok(s)) if s.success() => {}
+        Ok(Ok(s)) => app.t.error(format!("{editor} exited with {s}")),
+        Ok(Err(e)) => app
+            .t
+            .error(format!("cannot run {editor}: {e} (set $EDITOR)")),
+        Err(e) => app.t.error(format!("terminal: {e:#}")),
+    }
+}
+
 fn effect(
     app: &mut App,
     agent: &mut dyn AgentLink,
@@ -311,6 +354,7 @@ fn effect(
             },
             Err(e) => app.t.error(format!("{e:#}")),
         },
+        Effect::Open(path, line) => open_in_editor(app, &path, line),
         Effect::Export(p) => {
             let path = p
                 .map(PathBuf::from)

@@ -72,6 +72,29 @@ impl Drop for TerminalGuard {
     }
 }
 
+/// Runs `f` with the terminal given back to the shell (e.g. an editor), then takes it again.
+pub fn suspended<T>(f: impl FnOnce() -> T) -> anyhow::Result<T> {
+    let was = ACTIVE.load(Ordering::SeqCst);
+    restore();
+    let r = f();
+    if was {
+        enable_raw_mode()?;
+        ACTIVE.store(true, Ordering::SeqCst);
+        execute!(
+            std::io::stdout(),
+            EnterAlternateScreen,
+            EnableMouseCapture,
+            EnableBracketedPaste
+        )?;
+    }
+    Ok(r)
+}
+
+/// Whether the real terminal is in the workbench's modes (not a test backend).
+pub fn active() -> bool {
+    ACTIVE.load(Ordering::SeqCst)
+}
+
 /// Puts the terminal back as it was (safe to call more than once, and from the panic hook).
 pub fn restore() {
     if !ACTIVE.swap(false, Ordering::SeqCst) {

@@ -299,12 +299,28 @@ fn slash_commands_complete_and_send_ops() {
             policy: "auto-edit".into()
         }]
     );
-    typ(&mut a, "/search foo");
+    a.outbox.clear();
+    typ(&mut a, "/search 대통령 임기");
     key(&mut a, KeyCode::Enter);
-    assert!(matches!(
-        &a.t.entries.last().unwrap().kind,
-        crate::session::transcript::EntryKind::Notice(n) if n.contains("not available yet")
-    ));
+    assert_eq!(
+        a.outbox,
+        [Op::Search {
+            query: "대통령 임기".into()
+        }]
+    );
+    a.outbox.clear();
+    typ(&mut a, "/index docs");
+    key(&mut a, KeyCode::Enter);
+    assert_eq!(
+        a.outbox,
+        [Op::Index {
+            paths: vec!["docs".into()]
+        }]
+    );
+    typ(&mut a, "/open docs/a.md:7");
+    key(&mut a, KeyCode::Enter);
+    assert_eq!(a.effects, [super::app::Effect::Open("docs/a.md".into(), 7)]);
+    a.effects.clear();
     typ(&mut a, "/export");
     key(&mut a, KeyCode::Enter);
     assert_eq!(a.effects, [super::app::Effect::Export(None)]);
