@@ -163,3 +163,135 @@ pub fn search(a: SearchArgs) -> Result<i32> {
     }
     Ok(0)
 }
+
+#[derive(Debug, Args)]
+pub struct BenchIndexArgs {
+    /// A folder of documents (e.g. the tools/rag_eval corpus).
+    pub source: PathBuf,
+    /// Where the benchmark indexes go (deleted first).
+    #[arg(long, default_value = "/tmp/aha-bench-index")]
+    pub out: PathBuf,
+    /// Chunk counts of the synthetic indexes for query latency.
+    #[arg(long, value_delimiter = ',', default_value = "100000,1000000")]
+    pub sizes: Vec<usize>,
+}
+
+/// Peak resident memory of this process so far, in MB.
+fn peak_rss_mb() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|k| k.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+/// `aha bench-index`: indexing throughput against tantivy's bare `add_document` on the same
+/// chunks, query latency on large synthetic indexes, and peak memory while indexing.
+pub fn bench_index(a: BenchIndexArgs) -> Result<i32> {
+    use std::time::Instant;
+    let _ = std::fs::remove_dir_all(&a.out);
+    std::fs::create_dir_all(&a.out)?;
+    let src = std::fs::canonicalize(&a.source)?;
+    let chunks = rag::index::collect_chunks(&src)?;
+    if chunks.is_empty() {
+        anyhow::bail!("{} has no text to index", src.display());
+    }
+    let text_mb: f64 = chunks.iter().map(|(_, c)| c.text.len()).sum::<usize>() as f64 / 1e6;
+
+    // 1. Our whole pipeline (walk, read, hash, extract, chunk, index) against tantivy alone.
+    let mut ix = DocIndex::open_or_create(&a.out.join("pipeline"), Analyzer::Both, &src, true)?;
+    let t = Instant::now();
+    let rep = ix.update(
+        std::slice::from_ref(&src),
+        &IndexOptions::default(),
+        &mut |_| {},
+    )?;
+    let pipe_s = t.elapsed().as_secs_f64();
+    let mut bare = DocIndex::open_or_create(&a.out.join("bare"), Analyzer::Both, &src, true)?;
+    let t = Instant::now();
+    bare.add_chunks(chunks.iter().cloned(), usize::MAX)?;
+    let bare_s = t.elapsed().as_secs_f64();
+    println!(
+        "throughput on {} ({} files, {:.1} MB of chunk text, {} chunks):",
+        src.display(),
+        rep.indexed,
+        text_mb,
+        rep.chunks
+    );
+    println!(
+        "  aha index (whole pipeline): {:.2} s = {:.1} MB/s; tantivy add_document alone on the same chunks: {:.2} s = {:.1} MB/s; ratio {:.2}",
+        pipe_s,
+        text_mb / pipe_s,
+        bare_s,
+        text_mb / bare_s,
+        bare_s / pipe_s
+    );
+
+    // 2. Large indexes from the chunks, each copy varied so terms do not just repeat.
+    let queries = [
+        "대통령의 임기",
+        "국회의원 선거",
+        "헌법 개정 절차",
+        "근로자의 단결권",
+        "법률안 제출",
+        "Abraham Lincoln assassination",
+        "anarchism property",
+        "moon landing astronaut",
+        "capital city of the state",
+        "\"civil war\"",
+        "KV cache truncation",
+        "running totals",
+    ];
+    const WORDS: [&str; 16] = [
+        "amber", "basalt", "cobalt", "delta", "ember", "fjord", "garnet", "harbor", "indigo",
+        "juniper", "kelp", "lumen", "마을", "바다", "하늘", "숲",
+    ];
+    for &n in &a.sizes {
+        let dir = a.out.join(format!("n{n}"));
+        let mut big = DocIndex::open_or_create(&dir, Analyzer::Both, &src, true)?;
+        let base = chunks.len();
+        let gen = (0..n).map(|i| {
+            let (k, c) = &chunks[i % base];
+            let copy = i / base;
+            let mut c = c.clone();
+            c.text.push_str(&format!(
+                "\n{} {} copy{copy}",
+                WORDS[copy % WORDS.len()],
+                WORDS[(copy / WORDS.len() + i) % WORDS.len()]
+            ));
+            (format!("copy{copy}/{k}"), c)
+        });
+        let t = Instant::now();
+        let mb: f64 = chunks.iter().map(|(_, c)| c.text.len()).sum::<usize>() as f64 / 1e6
+            * n as f64
+            / base as f64;
+        big.add_chunks(gen, 200_000)?;
+        let build_s = t.elapsed().as_secs_f64();
+        let big = DocIndex::open(&dir)?;
+        for q in &queries {
+            big.search(q, 10)?; // warm
+        }
+        let mut lat = Vec::new();
+        for _ in 0..5 {
+            for q in &queries {
+                let t = Instant::now();
+                big.search(q, 10)?;
+                lat.push(t.elapsed().as_secs_f64() * 1e3);
+            }
+        }
+        lat.sort_by(|a, b| a.total_cmp(b));
+        let pct = |p: f64| lat[((lat.len() - 1) as f64 * p).round() as usize];
+        println!(
+            "{n} chunks ({mb:.0} MB of text, built in {build_s:.0} s): query p50 {:.1} ms, p99 {:.1} ms ({} queries); peak RSS so far {:.0} MB",
+            pct(0.5),
+            pct(0.99),
+            lat.len(),
+            peak_rss_mb()
+        );
+    }
+    Ok(0)
+}

@@ -73,6 +73,9 @@ pub enum Command {
     Index(docs::IndexArgs),
     /// Search the document index: `path:start-end` hits with highlighted snippets.
     Search(docs::SearchArgs),
+    /// Measure indexing throughput, query latency on large indexes and indexing memory.
+    #[command(name = "bench-index", hide = true)]
+    BenchIndex(docs::BenchIndexArgs),
     /// Print the token ids of TEXT.
     Tokenize { text: String },
     /// Restore the files the agent's last turn changed (repeat to go further back).
@@ -235,6 +238,7 @@ pub fn dispatch(cli: Cli) -> Result<i32> {
         Some(Command::Serve(a)) => serve::serve(m, a),
         Some(Command::Index(a)) => docs::index(a),
         Some(Command::Search(a)) => docs::search(a),
+        Some(Command::BenchIndex(a)) => docs::bench_index(a),
         Some(Command::Synth { shape, dtype, out }) => synth(&shape, &dtype, &out),
         Some(Command::EvalTools(a)) => eval::eval_tools(m, a),
         Some(Command::Undo { workspace }) => undo::undo(workspace),

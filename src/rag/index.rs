@@ -81,6 +81,31 @@ pub fn default_dir(workspace: &Path) -> PathBuf {
     workspace.join(".aha").join("index")
 }
 
+/// The chunks of every text file under `root` (as `aha index` would make them), paths relative
+/// to `root`, without indexing them.
+pub fn collect_chunks(root: &Path) -> Result<Vec<(String, Chunk)>> {
+    let mut out = Vec::new();
+    for e in ignore::WalkBuilder::new(root).require_git(false).build() {
+        let e = e?;
+        if !e.file_type().is_some_and(|t| t.is_file()) {
+            continue;
+        }
+        let Ok(bytes) = std::fs::read(e.path()) else {
+            continue;
+        };
+        if let Ok(x) = extract::extract(e.path(), &bytes) {
+            let key = e
+                .path()
+                .strip_prefix(root)
+                .unwrap_or(e.path())
+                .to_string_lossy()
+                .into_owned();
+            out.extend(chunk(&x.text, x.kind).into_iter().map(|c| (key.clone(), c)));
+        }
+    }
+    Ok(out)
+}
+
 /// Whether `dir` holds a document index.
 pub fn exists(dir: &Path) -> bool {
     dir.join(META).exists()
@@ -418,6 +443,27 @@ impl DocIndex {
         writer.wait_merging_threads().ok();
         rep.seconds = t0.elapsed().as_secs_f64();
         Ok(rep)
+    }
+
+    /// Adds ready-made chunks straight to tantivy, committing every `commit_every` (benchmarks:
+    /// tantivy's own `add_document` speed on our chunks, and large synthetic indexes).
+    pub fn add_chunks(
+        &mut self,
+        chunks: impl Iterator<Item = (String, Chunk)>,
+        commit_every: usize,
+    ) -> Result<usize> {
+        let mut writer: IndexWriter = self.index.writer_with_num_threads(1, 64 << 20)?;
+        let mut n = 0;
+        for (key, c) in chunks {
+            writer.add_document(self.chunk_doc(&key, &c))?;
+            n += 1;
+            if n % commit_every.max(1) == 0 {
+                writer.commit()?;
+            }
+        }
+        writer.commit()?;
+        writer.wait_merging_threads().ok();
+        Ok(n)
     }
 
     fn chunk_doc(&self, key: &str, c: &Chunk) -> TantivyDocument {
