@@ -226,3 +226,38 @@ fn search_docs_tool_returns_the_same_hits_as_the_cli() {
         out.output
     );
 }
+
+#[test]
+fn bad_inputs_are_reported_and_the_rest_is_indexed() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path();
+    // An empty corpus indexes to an empty index that answers with nothing.
+    let rep = index_json(p);
+    assert_eq!(rep["indexed"], 0, "{rep}");
+    assert!(search(p, "anything").is_empty());
+
+    std::fs::write(p.join("fake.md"), b"\x00\x00PK\x03\x04 not text").unwrap();
+    std::fs::write(p.join("good.md"), "# Good\n\nA quokka lives here.\n").unwrap();
+    // One 40 MB line: over the size limit, reported, not read.
+    std::fs::write(p.join("huge.txt"), "quokka ".repeat(6_000_000)).unwrap();
+    std::fs::create_dir_all(p.join("loop")).unwrap();
+    std::os::unix::fs::symlink("..", p.join("loop/up")).unwrap();
+    let rep = index_json(p);
+    assert_eq!(rep["indexed"], 1, "{rep}");
+    assert_eq!(rep["binary"], 1, "the binary .md: {rep}");
+    let failed = rep["failed"].to_string();
+    assert!(
+        failed.contains("huge.txt") && failed.contains("larger than"),
+        "{rep}"
+    );
+    assert_eq!(paths(&search(p, "quokka")), ["good.md"]);
+
+    // A query with nothing searchable says so.
+    let o = run(p, &["search", "?!.,"]);
+    assert!(!o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("no searchable words"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
