@@ -25,8 +25,8 @@ pub struct Config {
     pub ui: toml::Table,
 }
 
-/// `[sampling]`: overrides of the model's recommended settings.
-#[derive(Debug, Clone, Default, Deserialize)]
+/// `[sampling]` (and `[ui.sampling]`): overrides of the model's recommended settings.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SamplingConfig {
     pub temperature: Option<f32>,

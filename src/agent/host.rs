@@ -95,8 +95,8 @@ impl ToolHost for Builtin {
             self.reg.add(Box::new(crate::tools::docs::SearchDocs));
         }
         let mut m = format!(
-            "indexed {} files ({} chunks) in {:.1} s; {} unchanged, {} removed, {} binary skipped; the index holds {files} files, {chunks} chunks, and the model can now use search_docs",
-            r.indexed, r.chunks, r.seconds, r.unchanged, r.removed, r.binary
+            "{}; the index holds {files} files, {chunks} chunks, and the model can now use search_docs",
+            r.summary()
         );
         for (p, why) in r.failed.iter().take(10) {
             m.push_str(&format!("\nskipped {p}: {why}"));

@@ -377,92 +377,73 @@ impl Agent {
                     ),
                 }),
             },
-            Op::Undo => {
-                let msg = match self.tools.as_mut().map(|t| t.undo()) {
-                    None => Event::Notice {
-                        message: "tools are not enabled in this session".into(),
-                    },
-                    Some(Ok(paths)) if paths.is_empty() => Event::Notice {
-                        message: "nothing to undo".into(),
-                    },
-                    Some(Ok(paths)) => Event::Notice {
-                        message: format!(
-                            "restored {}",
-                            paths
-                                .iter()
-                                .map(|p| p.display().to_string())
-                                .collect::<Vec<_>>()
-                                .join(", ")
-                        ),
-                    },
-                    Some(Err(e)) => Event::Error {
-                        message: format!("undo failed: {e:#}"),
-                    },
-                };
-                self.emit(msg);
-            }
-            Op::Diff => {
-                let message = match self.tools.as_ref().map(|t| t.diff()) {
-                    None => "tools are not enabled in this session".to_string(),
-                    Some(d) if d.trim().is_empty() => {
-                        "the tools have changed no files in this session".to_string()
-                    }
-                    Some(d) => d,
-                };
-                self.emit(Event::Notice { message });
-            }
-            Op::Tools => {
-                let message = match self.tools.as_ref() {
-                    None => "tools are not enabled in this session".to_string(),
-                    Some(t) => {
-                        let mut m = format!("approval policy: {}\n", self.cfg.policy.name());
-                        for spec in t.specs() {
-                            let f = &spec["function"];
-                            let name = f["name"].as_str().unwrap_or("?");
-                            let effect = t
-                                .effect(name)
-                                .map(|e| match e {
-                                    Effect::ReadOnly => "reads",
-                                    Effect::Edit => "edits files",
-                                    Effect::Execute => "runs code",
-                                    Effect::Commit => "commits",
-                                })
-                                .unwrap_or("?");
-                            let desc = f["description"].as_str().unwrap_or("");
-                            let first = desc.split(". ").next().unwrap_or(desc);
-                            m.push_str(&format!("{name} ({effect}): {first}\n"));
-                        }
-                        m
-                    }
-                };
-                self.emit(Event::Notice { message });
-            }
-            Op::Index { paths } => {
-                let e = match self.tools.as_mut().map(|t| t.index_docs(&paths)) {
-                    None => Event::Notice {
-                        message: "tools are not enabled in this session".into(),
-                    },
-                    Some(Ok(message)) => Event::Notice { message },
-                    Some(Err(e)) => Event::Error {
-                        message: format!("index: {e:#}"),
-                    },
-                };
-                self.emit(e);
-            }
-            Op::Search { query } => {
-                let e = match self.tools.as_ref().map(|t| t.search_docs(&query)) {
-                    None => Event::Notice {
-                        message: "tools are not enabled in this session".into(),
-                    },
-                    Some(Ok(message)) => Event::Notice { message },
-                    Some(Err(e)) => Event::Error {
-                        message: format!("search: {e:#}"),
-                    },
-                };
-                self.emit(e);
-            }
+            Op::Undo => self.tool_op("undo failed", |t, _| {
+                let paths = t.undo()?;
+                Ok(if paths.is_empty() {
+                    "nothing to undo".into()
+                } else {
+                    format!(
+                        "restored {}",
+                        paths
+                            .iter()
+                            .map(|p| p.display().to_string())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )
+                })
+            }),
+            Op::Diff => self.tool_op("diff", |t, _| {
+                let d = t.diff();
+                Ok(if d.trim().is_empty() {
+                    "the tools have changed no files in this session".into()
+                } else {
+                    d
+                })
+            }),
+            Op::Tools => self.tool_op("tools", |t, policy| {
+                let mut m = format!("approval policy: {}\n", policy.name());
+                for spec in t.specs() {
+                    let f = &spec["function"];
+                    let name = f["name"].as_str().unwrap_or("?");
+                    let effect = t
+                        .effect(name)
+                        .map(|e| match e {
+                            Effect::ReadOnly => "reads",
+                            Effect::Edit => "edits files",
+                            Effect::Execute => "runs code",
+                            Effect::Commit => "commits",
+                        })
+                        .unwrap_or("?");
+                    let desc = f["description"].as_str().unwrap_or("");
+                    let first = desc.split(". ").next().unwrap_or(desc);
+                    m.push_str(&format!("{name} ({effect}): {first}\n"));
+                }
+                Ok(m)
+            }),
+            Op::Index { paths } => self.tool_op("index", |t, _| t.index_docs(&paths)),
+            Op::Search { query } => self.tool_op("search", |t, _| t.search_docs(&query)),
             Op::Cancel | Op::Pause | Op::Resume | Op::Step => {}
         }
+    }
+
+    /// An op answered by the tools, not the model: its text as a `notice`, its failure as an
+    /// `error` starting with `what`.
+    fn tool_op(
+        &mut self,
+        what: &str,
+        f: impl FnOnce(&mut dyn ToolHost, &Policy) -> anyhow::Result<String>,
+    ) {
+        let policy = self.cfg.policy;
+        let e = match self.tools.as_deref_mut().map(|t| f(t, &policy)) {
+            None => Event::Notice {
+                message: "tools are not enabled in this session".into(),
+            },
+            Some(Ok(message)) => Event::Notice { message },
+            Some(Err(e)) => Event::Error {
+                message: format!("{what}: {e:#}"),
+            },
+        };
+        self.emit(e);
     }
 
     /// One assistant turn: generate from the conversation (continuing `prefix` when branching),
@@ -487,7 +468,8 @@ impl Agent {
         let mut seen_calls: HashSet<String> = HashSet::new();
         let mut repeats = 0usize;
         for step in 0..steps {
-            let (reasoning, answer, ok) = self.generate_once(prefix.take(), &specs, &mut sum);
+            let (reasoning, answer, ok) =
+                self.generate_once(prefix.take(), &specs, &name_refs, &mut sum);
             let think = if reasoning.trim().is_empty() {
                 String::new()
             } else {
@@ -612,6 +594,7 @@ impl Agent {
         &mut self,
         prefix: Option<String>,
         specs: &[Value],
+        names: &[&str],
         sum: &mut TurnSum,
     ) -> (String, String, bool) {
         let mut msgs = Vec::new();
@@ -663,11 +646,9 @@ impl Agent {
             }
         });
         if let Some(g) = gate {
-            let names = crate::tools::spec_names(specs);
-            let refs: Vec<&str> = names.iter().map(String::as_str).collect();
             g.finish(
                 |held| {
-                    let p = parse::parse(held, &refs);
+                    let p = parse::parse(held, names);
                     (!p.calls.is_empty() || !p.malformed.is_empty()).then_some(p.text)
                 },
                 &mut send,

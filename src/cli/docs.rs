@@ -100,10 +100,7 @@ pub fn index(a: IndexArgs) -> Result<i32> {
         return Ok(0);
     }
     let (files, chunks) = ix.stats()?;
-    println!(
-        "indexed {} files ({} chunks) in {:.1} s; {} unchanged, {} removed, {} binary skipped",
-        rep.indexed, rep.chunks, rep.seconds, rep.unchanged, rep.removed, rep.binary
-    );
+    println!("{}", rep.summary());
     if !rep.lossy.is_empty() {
         println!(
             "{} files were not valid UTF-8 and were decoded lossily: {}",
@@ -266,9 +263,7 @@ pub fn bench_index(a: BenchIndexArgs) -> Result<i32> {
             (format!("copy{copy}/{k}"), c)
         });
         let t = Instant::now();
-        let mb: f64 = chunks.iter().map(|(_, c)| c.text.len()).sum::<usize>() as f64 / 1e6
-            * n as f64
-            / base as f64;
+        let mb = text_mb * n as f64 / base as f64;
         big.add_chunks(gen, 200_000)?;
         let build_s = t.elapsed().as_secs_f64();
         let big = DocIndex::open(&dir)?;

@@ -147,6 +147,16 @@ pub struct Report {
     pub seconds: f64,
 }
 
+impl Report {
+    /// One line for a person: what was indexed, skipped and removed.
+    pub fn summary(&self) -> String {
+        format!(
+            "indexed {} files ({} chunks) in {:.1} s; {} unchanged, {} removed, {} binary skipped",
+            self.indexed, self.chunks, self.seconds, self.unchanged, self.removed, self.binary
+        )
+    }
+}
+
 /// Progress of an indexing run, for a progress bar.
 pub struct Progress<'a> {
     pub files: usize,

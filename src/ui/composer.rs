@@ -14,17 +14,7 @@ pub struct Composer {
 /// tabs become four spaces, other control characters are dropped.
 pub fn sanitize_paste(bytes: &[u8]) -> String {
     let s = String::from_utf8_lossy(bytes);
-    let s = s.replace("\r\n", "\n").replace('\r', "\n");
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '\n' => out.push('\n'),
-            '\t' => out.push_str("    "),
-            c if c.is_control() => {}
-            c => out.push(c),
-        }
-    }
-    out
+    super::text::clean(&s.replace("\r\n", "\n").replace('\r', "\n"))
 }
 
 impl Composer {

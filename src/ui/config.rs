@@ -25,21 +25,10 @@ pub struct UiConfig {
     pub fps: Option<u32>,
     /// A system prompt.
     pub system: Option<String>,
-    pub sampling: SamplingConfig,
+    /// Sampling overrides (unset = the model's recommended value), over the file's `[sampling]`.
+    pub sampling: crate::config::SamplingConfig,
     pub colors: ColorConfig,
     pub keys: KeysConfig,
-}
-
-/// Sampling overrides (unset = the model's recommended value).
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct SamplingConfig {
-    pub temperature: Option<f32>,
-    pub top_p: Option<f32>,
-    pub top_k: Option<usize>,
-    pub min_p: Option<f32>,
-    pub repeat_penalty: Option<f32>,
-    pub seed: Option<u64>,
 }
 
 /// Colours: names (`cyan`, `darkgray`), `#rrggbb` or 0–255.
@@ -191,32 +180,13 @@ impl UiConfig {
     }
 
     /// The configured sampling over the model's defaults.
-    pub fn sampling(&self, mut base: SamplingParams) -> SamplingParams {
-        let s = &self.sampling;
-        if let Some(v) = s.temperature {
-            base.temperature = v;
-        }
-        if let Some(v) = s.top_p {
-            base.top_p = v;
-        }
-        if let Some(v) = s.top_k {
-            base.top_k = v;
-        }
-        if let Some(v) = s.min_p {
-            base.min_p = v;
-        }
-        if let Some(v) = s.repeat_penalty {
-            base.repeat_penalty = v;
-        }
-        if let Some(v) = s.seed {
-            base.seed = v;
-        }
-        base
+    pub fn sampling(&self, base: SamplingParams) -> SamplingParams {
+        self.sampling.apply(base)
     }
 
     /// Whether any sampling value is set.
     pub fn has_sampling(&self) -> bool {
-        self.sampling != SamplingConfig::default()
+        self.sampling.is_set()
     }
 }
 

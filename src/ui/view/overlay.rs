@@ -155,11 +155,8 @@ pub fn help_lines(app: &App) -> Vec<(String, String)> {
     v
 }
 
-/// The help overlay.
-pub fn help(app: &App, f: &mut Frame, area: Rect) {
-    let th = &app.theme;
-    let w = area.width.saturating_sub(4).clamp(10, 90);
-    let h = area.height.saturating_sub(2).max(3);
+/// Clears a `w`×`h` box centred in `area`, draws its border and title; returns the inside.
+fn centered_box(app: &App, f: &mut Frame, area: Rect, w: u16, h: u16, title: &str) -> Rect {
     let r = Rect::new(
         area.x + (area.width - w) / 2,
         area.y + (area.height - h) / 2,
@@ -169,10 +166,19 @@ pub fn help(app: &App, f: &mut Frame, area: Rect) {
     f.render_widget(Clear, r);
     let block = Block::default()
         .borders(Borders::ALL)
-        .border_style(th.accent())
-        .title(" Keys · any other key closes ");
+        .border_style(app.theme.accent())
+        .title(title.to_string());
     let inner = block.inner(r);
     f.render_widget(block, r);
+    inner
+}
+
+/// The help overlay.
+pub fn help(app: &App, f: &mut Frame, area: Rect) {
+    let th = &app.theme;
+    let w = area.width.saturating_sub(4).clamp(10, 90);
+    let h = area.height.saturating_sub(2).max(3);
+    let inner = centered_box(app, f, area, w, h, " Keys · any other key closes ");
     let iw = inner.width as usize;
     let kw = (iw / 2).min(32);
     let mut lines: Vec<Line<'static>> = Vec::new();
@@ -254,19 +260,7 @@ pub fn approval(app: &App, a: &Approval, f: &mut Frame, area: Rect) {
     lines.extend(body);
     lines.extend(tail);
     let h = (lines.len() as u16 + 2).min(area.height);
-    let r = Rect::new(
-        area.x + (area.width - w) / 2,
-        area.y + (area.height - h) / 2,
-        w,
-        h,
-    );
-    f.render_widget(Clear, r);
-    let block = Block::default()
-        .borders(Borders::ALL)
-        .border_style(th.accent())
-        .title(" Approval needed ");
-    let inner = block.inner(r);
-    f.render_widget(block, r);
+    let inner = centered_box(app, f, area, w, h, " Approval needed ");
     let buf = f.buffer_mut();
     for (i, l) in lines.iter().take(inner.height as usize).enumerate() {
         buf.set_line(inner.x, inner.y + i as u16, l, inner.width);
