@@ -26,6 +26,8 @@ use std::time::Duration;
 
 /// The agent's standing instructions when tools are offered.
 pub const AGENT_PROMPT: &str = include_str!("../../prompts/agent.md");
+/// Said (as a system message after the tool results) when the model must answer now.
+pub const ANSWER_NOW_PROMPT: &str = include_str!("../../prompts/answer_now.md");
 
 /// What the agent needs to know before its first turn.
 #[derive(Debug, Clone)]
@@ -466,10 +468,33 @@ impl Agent {
         let mut prefix = Some(prefix).filter(|p| !p.is_empty());
         let steps = self.cfg.max_steps.max(1);
         let mut seen_calls: HashSet<String> = HashSet::new();
-        let mut repeats = 0usize;
-        for step in 0..steps {
+        let mut seen_results: HashSet<String> = HashSet::new();
+        // Set when the model must answer now: it repeated a call whose result it already has.
+        let mut insist: Option<&'static str> = None;
+        let mut step = 0usize;
+        loop {
+            if step >= steps && insist.is_none() {
+                // Only with a limit of one step: its calls ran, and no step is left to answer.
+                sum.stats.finish_reason = "step_limit".into();
+                self.emit(Event::Notice {
+                    message: format!(
+                        "stopped after {steps} steps (the step limit); ask again to continue"
+                    ),
+                });
+                break;
+            }
+            // The last step (after tool rounds), or a repeated call, gets no more calls: the model
+            // answers from the results it has instead of being cut off mid-investigation.
+            let last = step + 1 >= steps;
+            let why = insist.or((last && step > 0).then_some("step_limit"));
+            if why.is_some() && self.messages.last().is_some_and(|m| m.role == "tool") {
+                // Small models keep calling unless told; the engine also forbids call text.
+                self.messages
+                    .push(ChatMessage::new("system", ANSWER_NOW_PROMPT.trim()));
+            }
             let (reasoning, answer, ok) =
-                self.generate_once(prefix.take(), &specs, &name_refs, &mut sum);
+                self.generate_once(prefix.take(), &specs, &name_refs, &mut sum, why.is_some());
+            step += 1;
             let think = if reasoning.trim().is_empty() {
                 String::new()
             } else {
@@ -488,8 +513,41 @@ impl Agent {
                     .push(ChatMessage::new("assistant", format!("{think}{answer}")));
                 break;
             }
+            if let Some(why) = why {
+                // Told to answer, it still called (an engine that cannot forbid calls): stop.
+                self.messages.push(ChatMessage::new(
+                    "assistant",
+                    format!("{think}{}", parsed.text),
+                ));
+                sum.stats.finish_reason = why.into();
+                self.emit(Event::Notice {
+                    message: match why {
+                        "step_limit" => format!(
+                            "stopped after {steps} steps (the step limit); ask again to continue"
+                        ),
+                        _ => "stopped: the model kept repeating the same tool call; its result is above"
+                            .into(),
+                    },
+                });
+                break;
+            }
+            let key = |c: &parse::Call| format!("{} {}", c.name, c.arguments);
+            if parsed.malformed.is_empty()
+                && parsed.calls.iter().all(|c| seen_calls.contains(&key(c)))
+            {
+                // Only calls it already made: their results are in the conversation. Ask again
+                // with calls forbidden, so it answers from them.
+                self.emit(Event::Notice {
+                    message: format!(
+                        "the model repeated {} with the same arguments; asking it to answer from the result it has",
+                        parsed.calls[0].name
+                    ),
+                });
+                insist = Some("repeated_call");
+                continue;
+            }
             let ids: Vec<String> = (0..parsed.calls.len())
-                .map(|k| format!("call_{}_{step}_{k}", self.tool_turn))
+                .map(|k| format!("call_{}_{}_{k}", self.tool_turn, step - 1))
                 .collect();
             let mut msg = ChatMessage::new("assistant", format!("{think}{}", parsed.text));
             msg.tool_calls = Some(Value::Array(
@@ -503,7 +561,17 @@ impl Agent {
                     })
                     .collect(),
             ));
+            let round_start = self.messages.len();
             self.messages.push(msg);
+            // Calls whose result repeats an earlier one word for word (say, a program that only
+            // prints the number the previous run printed) tell the model nothing new.
+            let mut redundant = 0usize;
+            let n_calls = parsed.calls.len();
+            let first_name = parsed
+                .calls
+                .first()
+                .map(|c| c.name.clone())
+                .unwrap_or_default();
             for (call, id) in parsed.calls.into_iter().zip(ids) {
                 if self.ctrl.cancelled() {
                     break;
@@ -514,9 +582,7 @@ impl Agent {
                     arguments: call.arguments.clone(),
                 });
                 let t0 = std::time::Instant::now();
-                let key = format!("{} {}", call.name, call.arguments);
-                let (ok, output) = if seen_calls.contains(&key) {
-                    repeats += 1;
+                let (ok, output) = if seen_calls.contains(&key(&call)) {
                     (
                         false,
                         format!(
@@ -525,8 +591,13 @@ impl Agent {
                         ),
                     )
                 } else {
-                    seen_calls.insert(key);
-                    self.call(&id, &call.name, call.arguments)
+                    seen_calls.insert(key(&call));
+                    let (ok, out) = self.call(&id, &call.name, call.arguments);
+                    let seen = format!("{}\u{0}{out}", call.name);
+                    if ok && !seen_results.insert(seen) {
+                        redundant += 1;
+                    }
+                    (ok, out)
                 };
                 self.emit(Event::ToolResult {
                     id: id.clone(),
@@ -540,7 +611,7 @@ impl Agent {
                 self.messages.push(m);
             }
             for (k, bad) in parsed.malformed.into_iter().enumerate() {
-                let id = format!("bad_{}_{step}_{k}", self.tool_turn);
+                let id = format!("bad_{}_{}_{k}", self.tool_turn, step - 1);
                 let output = format!(
                     "Your tool call could not be read: {}. Write it again as <tool_call>{{\"name\": \"<tool>\", \"arguments\": {{...}}}}</tool_call> with valid JSON.",
                     bad.reason
@@ -564,23 +635,20 @@ impl Agent {
                 sum.stats.finish_reason = "cancelled".into();
                 break;
             }
-            if repeats >= 2 {
-                // Told once that the result is already there, the model asked again: it is stuck.
-                sum.stats.finish_reason = "repeated_call".into();
-                self.emit(Event::Notice {
-                    message:
-                        "stopped: the model kept repeating the same tool call; its result is above"
-                            .into(),
-                });
-                break;
-            }
-            if step + 1 == steps {
-                sum.stats.finish_reason = "step_limit".into();
+            if n_calls > 0
+                && redundant == n_calls
+                && self.messages.len() == round_start + 1 + n_calls
+            {
+                // Leave the round out of what the model sees (the events showed it) and have it
+                // answer from the results it already has: small models otherwise loop, feeding
+                // each result back into another call.
+                self.messages.truncate(round_start);
                 self.emit(Event::Notice {
                     message: format!(
-                        "stopped after {steps} steps (the step limit); ask again to continue"
+                        "{first_name} returned the same result as before; asking the model to answer from it"
                     ),
                 });
+                insist = Some("repeated_call");
             }
         }
         self.emit(Event::TurnFinished {
@@ -596,6 +664,7 @@ impl Agent {
         specs: &[Value],
         names: &[&str],
         sum: &mut TurnSum,
+        no_calls: bool,
     ) -> (String, String, bool) {
         let mut msgs = Vec::new();
         let system = match (&self.cfg.system, specs.is_empty()) {
@@ -620,6 +689,7 @@ impl Agent {
             .unwrap_or_else(|| self.engine.default_sampling());
         req.tools = (!specs.is_empty()).then(|| specs.to_vec());
         req.constrain_tools = self.cfg.constrain_tools;
+        req.no_tool_calls = no_calls;
         let prefix_text = prefix.clone().unwrap_or_default();
         req.assistant_prefix = prefix;
         let mut reasoning = String::new();
@@ -1201,10 +1271,22 @@ mod tests {
         assert!(ev
             .iter()
             .any(|e| matches!(e, Event::Notice { message } if message.contains("step limit"))));
-        assert_eq!(r.ran.lock().unwrap().len(), 2);
-        if let Some(Event::TurnFinished { stats, .. }) = ev.last() {
-            assert_eq!(stats.finish_reason, "step_limit");
+        // The last step may not call: the engine is asked for an answer (this scripted one calls
+        // anyway, so the turn stops there without running it).
+        assert_eq!(r.ran.lock().unwrap().len(), 1);
+        {
+            let seen = r.seen.lock().unwrap();
+            assert!(!seen[0].no_tool_calls && seen[1].no_tool_calls);
+            let Prompt::Chat(m) = &seen[1].prompt else {
+                panic!()
+            };
+            assert_eq!(m.last().unwrap().role, "system");
+            assert_eq!(m.last().unwrap().content, ANSWER_NOW_PROMPT.trim());
         }
+        let Some(Event::TurnFinished { stats, .. }) = ev.last() else {
+            panic!()
+        };
+        assert_eq!(stats.finish_reason, "step_limit");
         let r = rig(
             &[&call("exec", "{\"sleep\": true}"), "never"],
             AgentConfig {
@@ -1339,6 +1421,69 @@ mod tests {
             a.ends_with("{\"not\": \"a call\"}"),
             "JSON that is not a call is released: {a}"
         );
+    }
+
+    fn roles(req: &GenerateRequest) -> Vec<String> {
+        let Prompt::Chat(m) = &req.prompt else {
+            panic!()
+        };
+        m.iter().map(|m| m.role.clone()).collect()
+    }
+
+    #[test]
+    fn a_repeated_call_makes_the_model_answer_from_the_result() {
+        let c = call("echo", "{\"x\": 1}");
+        let r = rig(&[&c, &c, "It says echo output."], AgentConfig::default());
+        r.h.send(Op::UserMessage { text: "go".into() });
+        let ev = collect_turn(&r.h);
+        assert_eq!(*r.ran.lock().unwrap(), vec!["echo"], "run once");
+        let seen = r.seen.lock().unwrap();
+        assert_eq!(seen.len(), 3);
+        assert!(seen[2].no_tool_calls, "the third generation may not call");
+        // The repeat is not part of the conversation; an instruction to answer is.
+        assert_eq!(
+            roles(&seen[2]),
+            ["system", "user", "assistant", "tool", "system"]
+        );
+        assert!(ev
+            .iter()
+            .any(|e| matches!(e, Event::Notice { message } if message.contains("repeated echo"))));
+        assert_eq!(answer_text(&ev), "It says echo output.");
+        let Some(Event::TurnFinished { stats, .. }) = ev.last() else {
+            panic!()
+        };
+        assert_eq!(stats.finish_reason, "stop");
+    }
+
+    #[test]
+    fn a_call_that_only_repeats_an_earlier_result_is_left_out_and_the_model_answers() {
+        let r = rig(
+            &[
+                &call("echo", "{\"i\": 1}"),
+                &call("echo", "{\"i\": 2}"),
+                "Done.",
+            ],
+            AgentConfig::default(),
+        );
+        r.h.send(Op::UserMessage { text: "go".into() });
+        let ev = collect_turn(&r.h);
+        assert_eq!(*r.ran.lock().unwrap(), vec!["echo", "echo"], "both ran");
+        assert_eq!(
+            ev.iter()
+                .filter(|e| matches!(e, Event::ToolResult { .. }))
+                .count(),
+            2,
+            "and both are shown"
+        );
+        let seen = r.seen.lock().unwrap();
+        assert_eq!(seen.len(), 3);
+        assert!(!seen[1].no_tool_calls && seen[2].no_tool_calls);
+        assert_eq!(
+            roles(&seen[2]),
+            ["system", "user", "assistant", "tool", "system"],
+            "the second round (same result) is left out"
+        );
+        assert_eq!(answer_text(&ev), "Done.");
     }
 
     #[test]

@@ -90,6 +90,7 @@ pub fn bench(m: &ModelArgs, a: BenchArgs) -> Result<i32> {
         tools: None,
         assistant_prefix: None,
         constrain_tools: true,
+        no_tool_calls: false,
     };
     let (mut pf, mut dc, mut tt) = (vec![], vec![], vec![]);
     for _ in 0..a.reps.max(1) {

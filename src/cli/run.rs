@@ -53,6 +53,10 @@ pub struct RunArgs {
     /// With --agent: do not constrain tool calls to the tools' JSON schemas.
     #[arg(long, requires = "agent")]
     pub no_constrain: bool,
+    /// Forbid tool-call text: the reply must open as prose (what the agent does when a model keeps
+    /// calling instead of answering; also works with --raw, to see what a model answers then)
+    #[arg(long, hide = true)]
+    pub no_tool_calls: bool,
     /// With --agent: the workspace root (default: the current directory).
     #[arg(long, requires = "agent")]
     pub workspace: Option<std::path::PathBuf>,
@@ -224,6 +228,7 @@ pub fn run(m: &ModelArgs, a: RunArgs) -> Result<i32> {
         tools: None,
         assistant_prefix: None,
         constrain_tools: true,
+        no_tool_calls: a.no_tool_calls,
     };
     if a.show_prompt {
         match &loaded {

@@ -51,6 +51,53 @@ pub fn token_bytes(tok: &TextTokenizer, vocab_size: usize) -> Vec<Vec<u8>> {
         .collect()
 }
 
+/// The tokens that would open a tool call, for answering with calls forbidden (`tool_choice`
+/// `none`, or the agent insisting on an answer).
+#[derive(Debug, Clone, Default)]
+pub struct CallOpeners {
+    /// Never allowed in the answer: call-opening tags (`<tool_call>`, DeepSeek's call tokens).
+    pub always: Vec<u32>,
+    /// Not allowed as the answer's first visible token: anything that does not open prose (a
+    /// letter, a digit, Markdown emphasis or a heading). A call written without its tag opens
+    /// with `{`, a code fence, or any other bracket a small model finds around the ban.
+    pub first: Vec<u32>,
+}
+
+impl CallOpeners {
+    pub fn new(tok: &TextTokenizer, vocab_size: usize) -> Self {
+        let mut o = Self::default();
+        for (id, b) in token_bytes(tok, vocab_size).iter().enumerate() {
+            let special = b.first() == Some(&TokTrie::SPECIAL_TOKEN_MARKER);
+            let text = String::from_utf8_lossy(if special { &b[1..] } else { b });
+            let t = text.trim_start();
+            if t.starts_with(CALL_OPEN) || t.starts_with("<｜tool▁call") {
+                o.always.push(id as u32);
+            } else if special || b.is_empty() {
+                // End of turn and the like stay allowed; unused ids are never sampled anyway.
+            } else if let Some(c) = t.chars().next() {
+                // U+FFFD: a piece of a multi-byte character (Korean, Chinese…), allowed.
+                if !(c.is_alphanumeric() || "*#\u{FFFD}".contains(c)) {
+                    o.first.push(id as u32);
+                }
+            }
+        }
+        o
+    }
+
+    /// Masks what may not come next; `started` says whether the answer has visible text yet.
+    pub fn mask(&self, logits: &mut [f32], started: bool) {
+        let ids = self
+            .always
+            .iter()
+            .chain(if started { &[][..] } else { &self.first[..] });
+        for &id in ids {
+            if let Some(l) = logits.get_mut(id as usize) {
+                *l = f32::NEG_INFINITY;
+            }
+        }
+    }
+}
+
 /// Builds the llguidance parser factory for a tokenizer (a trie over the whole vocabulary; build
 /// once per model).
 pub fn factory(tok: &TextTokenizer, vocab_size: usize) -> Result<Arc<ParserFactory>> {

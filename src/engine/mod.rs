@@ -103,6 +103,10 @@ pub struct GenerateRequest {
     pub assistant_prefix: Option<String>,
     /// Constrain tool calls to the offered tools' schemas once the model opens one.
     pub constrain_tools: bool,
+    /// Forbid tool calls: the reply must be an answer (OpenAI's `tool_choice: "none"`; the agent
+    /// uses it when a model keeps calling instead of answering). Any tools stay described in the
+    /// prompt, so the cached prefix still matches.
+    pub no_tool_calls: bool,
 }
 
 impl GenerateRequest {
@@ -118,6 +122,7 @@ impl GenerateRequest {
             tools: None,
             assistant_prefix: None,
             constrain_tools: true,
+            no_tool_calls: false,
         }
     }
 }
@@ -248,6 +253,8 @@ pub struct LocalEngine {
     cached: Vec<u32>,
     /// The tool-call constraint's vocabulary trie, built on first use.
     llg: Option<std::sync::Arc<llguidance::ParserFactory>>,
+    /// Tokens that open a tool call, built on first use of `no_tool_calls`.
+    openers: Option<constrain::CallOpeners>,
 }
 
 impl std::fmt::Debug for LocalEngine {
@@ -308,6 +315,7 @@ impl LocalEngine {
             cache,
             cached: Vec::new(),
             llg: None,
+            openers: None,
         })
     }
 
@@ -412,6 +420,7 @@ impl LocalEngine {
                 }
                 tokens.extend(self.tokenizer.encode(&text)?);
                 let prefix = text[prompt_end..].to_string();
+                tracing::debug!(tokens = tokens.len(), "rendered prompt:\n{text}");
                 Ok(PreparedPrompt {
                     tokens,
                     text,
@@ -516,6 +525,18 @@ impl LocalEngine {
         }
         let mut constraint: Option<constrain::CallConstraint> = None;
         let mut answer_tail = String::new();
+        if req.no_tool_calls && self.openers.is_none() {
+            let (vocab, _) = self.model.output.dims();
+            self.openers = Some(constrain::CallOpeners::new(&self.tokenizer, vocab));
+        }
+        let openers = self.openers.clone().filter(|_| req.no_tool_calls);
+        // Whether the answer shows any text yet (for `no_tool_calls`).
+        let mut answer_started = !parser.in_thinking()
+            && prompt
+                .assistant_prefix
+                .rsplit("</think>")
+                .next()
+                .is_some_and(|a| !a.trim().is_empty());
         // A prefix that already opened a call (a branch, or a caller forcing a call) starts it.
         if let (Some(schema), Some(f), false) = (&call_schema, &self.llg, parser.in_thinking()) {
             if prompt
@@ -549,6 +570,9 @@ impl LocalEngine {
             let (token, lp, ent) = match forced.pop_front() {
                 Some(t) => (t, None, None),
                 None => {
+                    if let (Some(o), false) = (&openers, parser.in_thinking()) {
+                        o.mask(&mut logits, answer_started);
+                    }
                     if let Some(c) = constraint.as_mut() {
                         if let Err(e) = c.mask(&mut logits) {
                             emit(Event::Notice {
@@ -586,6 +610,9 @@ impl LocalEngine {
                 let boundary = parser.in_thinking() && piece.contains("\n\n");
                 let in_answer = !parser.in_thinking();
                 emit_segments(emit, parser.push(&piece), lp, ent);
+                if in_answer && !parser.in_thinking() && !piece.trim().is_empty() {
+                    answer_started = true;
+                }
                 if let (Some(schema), None, true) = (&call_schema, &constraint, in_answer) {
                     // A reply that opens with `{` is a bare call (small models skip the tags):
                     // constrain it from here, counting the token just written.

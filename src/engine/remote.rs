@@ -268,6 +268,9 @@ impl RemoteEngine {
         }
         if let Some(tools) = req.tools.as_ref().filter(|t| !t.is_empty()) {
             o.insert("tools".into(), json!(tools));
+            if req.no_tool_calls {
+                o.insert("tool_choice".into(), json!("none"));
+            }
         }
         Ok(b)
     }

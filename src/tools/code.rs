@@ -101,11 +101,9 @@ fn run_code(a: Value, ctx: &ToolContext) -> Result<ToolOutput> {
         _ => "unknown".into(),
     };
     let ok = o.killed.is_none() && o.exit_code == Some(0);
-    let mut text = format!(
-        "{status} · {:.2} s · protections: {}\n",
-        o.duration.as_secs_f64(),
-        o.protections.join(", ")
-    );
+    // No duration here (the tool_result event carries it): the same program gives the same text,
+    // which is how the agent sees that a call brought nothing new.
+    let mut text = format!("{status} · protections: {}\n", o.protections.join(", "));
     text.push_str(&format!(
         "--- stdout ({} bytes) ---\n{}\n",
         o.stdout_bytes,

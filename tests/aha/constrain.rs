@@ -184,3 +184,51 @@ fn the_builtin_tools_schemas_compile_into_the_call_grammar() {
         assert!(call.starts_with('{'), "{answer}");
     }
 }
+
+#[test]
+fn no_tool_calls_makes_the_model_write_prose_instead_of_a_call() {
+    let _g = heavy();
+    let mut e = LocalEngine::load(
+        &model("qwen2.5-coder-0.5b"),
+        "qwen2.5-coder-0.5b",
+        &Device::Cpu,
+    )
+    .unwrap();
+    let answer = |e: &mut LocalEngine, no_calls: bool, temperature: f32, seed: u64| {
+        let mut req = GenerateRequest::chat(vec![ChatMessage::new(
+            "user",
+            "What is 123456789 * 987654321? Use run_code to compute it.",
+        )]);
+        req.tools = Some(vec![run_code_spec(), git_log_spec()]);
+        req.sampling = SamplingParams {
+            temperature,
+            top_p: 1.0,
+            top_k: 0,
+            seed,
+            ..SamplingParams::default()
+        };
+        req.max_tokens = 24;
+        req.no_tool_calls = no_calls;
+        let mut a = String::new();
+        e.generate(&req, &Control::default(), &mut |ev| {
+            if let Event::AnswerDelta { text, .. } = ev {
+                a.push_str(&text)
+            }
+        })
+        .unwrap();
+        a
+    };
+    // Left alone, the model calls run_code (so the check below can fail).
+    let free = answer(&mut e, false, 0.0, 0);
+    let t = free.trim_start();
+    assert!(t.starts_with('{') || t.starts_with("<tool_call>"), "{free}");
+    for (temperature, seed) in [(0.0, 0), (1.2, 1), (1.2, 2), (1.2, 3)] {
+        let a = answer(&mut e, true, temperature, seed);
+        let first = a.trim_start().chars().next();
+        assert!(
+            first.is_some_and(|c| c.is_alphanumeric() || "*#".contains(c)),
+            "t={temperature} seed={seed}: {a:?}"
+        );
+        assert!(!a.contains("<tool_call>"), "{a:?}");
+    }
+}

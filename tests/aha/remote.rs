@@ -512,3 +512,18 @@ fn aha_run_engine_flag_uses_the_configured_server() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && err.contains("modle"), "{err}");
 }
+
+#[test]
+fn forbidding_tool_calls_sends_tool_choice_none() {
+    let e = engine("http://127.0.0.1:9", "");
+    let mut req = GenerateRequest::chat(vec![ChatMessage::new("user", "hi")]);
+    req.tools = Some(vec![
+        json!({"type": "function", "function": {"name": "w", "parameters": {"type": "object"}}}),
+    ]);
+    let body = e.request_body(&req).unwrap();
+    assert_eq!(body["tools"][0]["function"]["name"], "w");
+    assert!(body.get("tool_choice").is_none());
+    req.no_tool_calls = true;
+    let body = e.request_body(&req).unwrap();
+    assert_eq!(body["tool_choice"], "none", "{body}");
+}
