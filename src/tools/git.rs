@@ -276,8 +276,19 @@ impl ShowArgs {
         let tree = c.tree()?;
         let parent = c.parent(0).ok().and_then(|p| p.tree().ok());
         let d = r.diff_tree_to_tree(parent.as_ref(), Some(&tree), None)?;
+        // A merge names its parents; its diff is against the first one (as `git show -m` would
+        // show first).
+        let merge = if c.parent_count() > 1 {
+            let ps: Vec<String> = c
+                .parent_ids()
+                .map(|p| p.to_string()[..10].to_string())
+                .collect();
+            format!("\nMerge: {} (diff against the first parent)", ps.join(" "))
+        } else {
+            String::new()
+        };
         Ok(format!(
-            "commit {}\nAuthor: {} <{}>\nDate: {}\n\n{}\n\n{}",
+            "commit {}{merge}\nAuthor: {} <{}>\nDate: {}\n\n{}\n\n{}",
             c.id(),
             c.author().name().unwrap_or("?"),
             c.author().email().unwrap_or("?"),
@@ -578,6 +589,42 @@ mod tests {
         assert!(
             !GitCommit.run(json!({"message": "again"}), &c).ok,
             "nothing to commit"
+        );
+        // A merge of `feature` into `old` (made with git2 as a person's git would).
+        let feature = r.head().unwrap().peel_to_commit().unwrap();
+        r.set_head("refs/heads/old").unwrap();
+        r.checkout_head(Some(git2::build::CheckoutBuilder::new().force()))
+            .unwrap();
+        let side = commit(&r, "side.txt", b"side\n", "side work");
+        let side = r.find_commit(side).unwrap();
+        let mut idx = r.merge_commits(&side, &feature, None).unwrap();
+        assert!(!idx.has_conflicts());
+        let tree = r.find_tree(idx.write_tree_to(&r).unwrap()).unwrap();
+        let sig = git2::Signature::now("T", "t@x").unwrap();
+        r.commit(
+            Some("HEAD"),
+            &sig,
+            &sig,
+            "merge feature",
+            &tree,
+            &[&side, &feature],
+        )
+        .unwrap();
+        r.checkout_head(Some(git2::build::CheckoutBuilder::new().force()))
+            .unwrap();
+        let log = GitLog.run(json!({"n": 10}), &c).output;
+        assert!(
+            log.contains("6 commit(s) in total") && log.contains("merge feature"),
+            "{log}"
+        );
+        let sh = GitShow.run(json!({"rev": "HEAD"}), &c).output;
+        assert!(
+            sh.contains("Merge: ") && sh.contains("merge feature"),
+            "{sh}"
+        );
+        assert!(
+            sh.contains("+TWO"),
+            "the diff against the first parent: {sh}"
         );
         assert!(!GitShow.run(json!({"rev": "nope"}), &c).ok);
         assert_eq!(GitCommit.effect(), Effect::Commit);
