@@ -696,11 +696,14 @@ mod tests {
 
     #[test]
     fn kernels_match_dequantized_reference() {
+        // The K-quants (Q4_K, Q6_K) too: their SIMD path is separate code.
         for dt in [
             GgmlDType::Q8_0,
             GgmlDType::Q5_0,
             GgmlDType::Q4_0,
             GgmlDType::Q4_1,
+            GgmlDType::Q4K,
+            GgmlDType::Q6K,
         ] {
             check(dt);
         }
