@@ -318,8 +318,9 @@ fn to_generate(s: &AppState, r: &ChatRequest) -> Result<GenerateRequest, ApiErro
         tools: r.offered_tools(),
         assistant_prefix: None,
         constrain_tools: true,
-        // `tool_choice: "none"`: no tools offered, and no call may be written either.
-        no_tool_calls: matches!(&r.tool_choice, Some(serde_json::Value::String(c)) if c == "none"),
+        // `tool_choice: "none"` offers no tools; the reply is not constrained further, since a
+        // client may well ask for a JSON answer.
+        no_tool_calls: false,
     })
 }
 
