@@ -49,6 +49,9 @@ pub struct AgentConfig {
     pub max_steps: usize,
     /// Constrain tool calls to the offered schemas (local engine).
     pub constrain_tools: bool,
+    /// Insist on an answer when the model repeats itself or reaches the last step (an "answer
+    /// now" message and a generation with calls forbidden). Off only to measure what it changes.
+    pub insist: bool,
 }
 
 impl Default for AgentConfig {
@@ -63,6 +66,7 @@ impl Default for AgentConfig {
             interactive: true,
             max_steps: 8,
             constrain_tools: true,
+            insist: true,
         }
     }
 }
@@ -469,6 +473,7 @@ impl Agent {
         let steps = self.cfg.max_steps.max(1);
         let mut seen_calls: HashSet<String> = HashSet::new();
         let mut seen_results: HashSet<String> = HashSet::new();
+        let mut repeats = 0usize;
         // Set when the model must answer now: it repeated a call whose result it already has.
         let mut insist: Option<&'static str> = None;
         let mut step = 0usize;
@@ -486,7 +491,9 @@ impl Agent {
             // The last step (after tool rounds), or a repeated call, gets no more calls: the model
             // answers from the results it has instead of being cut off mid-investigation.
             let last = step + 1 >= steps;
-            let why = insist.or((last && step > 0).then_some("step_limit"));
+            let why = insist
+                .or((last && step > 0).then_some("step_limit"))
+                .filter(|_| self.cfg.insist);
             if why.is_some() && self.messages.last().is_some_and(|m| m.role == "tool") {
                 // Small models keep calling unless told; the engine also forbids call text.
                 self.messages
@@ -532,7 +539,8 @@ impl Agent {
                 break;
             }
             let key = |c: &parse::Call| format!("{} {}", c.name, c.arguments);
-            if parsed.malformed.is_empty()
+            if self.cfg.insist
+                && parsed.malformed.is_empty()
                 && parsed.calls.iter().all(|c| seen_calls.contains(&key(c)))
             {
                 // Only calls it already made: their results are in the conversation. Ask again
@@ -583,6 +591,7 @@ impl Agent {
                 });
                 let t0 = std::time::Instant::now();
                 let (ok, output) = if seen_calls.contains(&key(&call)) {
+                    repeats += 1;
                     (
                         false,
                         format!(
@@ -635,7 +644,18 @@ impl Agent {
                 sum.stats.finish_reason = "cancelled".into();
                 break;
             }
-            if n_calls > 0
+            if !self.cfg.insist && repeats >= 2 {
+                // Without insisting: told once that the result is there, it asked again.
+                sum.stats.finish_reason = "repeated_call".into();
+                self.emit(Event::Notice {
+                    message:
+                        "stopped: the model kept repeating the same tool call; its result is above"
+                            .into(),
+                });
+                break;
+            }
+            if self.cfg.insist
+                && n_calls > 0
                 && redundant == n_calls
                 && self.messages.len() == round_start + 1 + n_calls
             {

@@ -57,6 +57,10 @@ pub struct RunArgs {
     /// calling instead of answering; also works with --raw, to see what a model answers then)
     #[arg(long, hide = true)]
     pub no_tool_calls: bool,
+    /// With --agent: let a model that repeats itself run on (to measure what insisting on an
+    /// answer changes; tools/agent_eval.py)
+    #[arg(long, hide = true, requires = "agent")]
+    pub no_insist: bool,
     /// With --agent: the workspace root (default: the current directory).
     #[arg(long, requires = "agent")]
     pub workspace: Option<std::path::PathBuf>,
@@ -334,6 +338,7 @@ fn run_agent(
         interactive: false,
         max_steps: a.max_steps,
         constrain_tools: !a.no_constrain,
+        insist: !a.no_insist,
     };
     let h = agent::spawn_with_tools(engine, cfg, Some(host));
     h.send(crate::protocol::Op::UserMessage { text });

@@ -154,11 +154,13 @@ fn workbench_end_to_end_with_the_real_model() {
     assert_eq!(t.display("#{alternate_on}"), "1");
 
     // First prompt: text streams in; Esc stops it and keeps what was written.
-    t.type_text("Write a long story about a robot who learns to paint, in ten chapters.");
+    // A long reply, so that Esc lands mid-stream. (The coder model, told it works on a project,
+    // declines to write stories; it explains data structures at length.)
+    t.type_text("Explain what a linked list is, in detail, with a long example.");
     t.keys(&["Enter"]);
     let p = t.wait_for("output and live speed", Duration::from_secs(120), |s| {
         // Lines of the reply: between the prompt and the rule above the composer.
-        let body = s.split("in ten chapters.").nth(1).unwrap_or("");
+        let body = s.split("with a long example.").nth(1).unwrap_or("");
         let body = body.split("─ Enter send").next().unwrap_or("");
         let lines = body
             .lines()
@@ -208,7 +210,7 @@ fn workbench_end_to_end_with_the_real_model() {
     assert!(users[0]["op"]["text"]
         .as_str()
         .unwrap()
-        .starts_with("Write a long story"));
+        .starts_with("Explain what a linked list is"));
     let finished: Vec<String> = recs
         .iter()
         .filter(|r| kind(r) == "turn_finished")
