@@ -43,7 +43,7 @@ TASKS = [
      "files": {"notes.txt": "".join(f"note {c}\n" for c in "abcdefg")}},
     {"prompt": "Which files are in the src folder?", "expect": r"(?s)(lexer.*parser|parser.*lexer)",
      "files": {"src/lexer.rs": "pub fn lex() {}\n", "src/parser.rs": "pub fn parse() {}\n"}},
-    {"prompt": "What does the function greet in app.py return?", "expect": r"Hello",
+    {"prompt": "What does the function greet in app.py return?", "expect": r"Hello, \{?name\}?",
      "files": {"app.py": 'def greet(name):\n    return f"Hello, {name}!"\n'}},
 ]
 
@@ -98,10 +98,13 @@ def main():
     ap.add_argument("--model", default="qwen2.5-coder-0.5b")
     ap.add_argument("--aha", default="target/release/aha")
     ap.add_argument("--compare", action="store_true")
+    ap.add_argument("--only", type=int, nargs="*", help="task numbers (1-based) to run")
     a = ap.parse_args()
+    a.aha = os.path.abspath(a.aha)
     variants = [True, False] if a.compare else [True]
     totals = {v: 0 for v in variants}
-    for t in TASKS:
+    tasks = [TASKS[i - 1] for i in a.only] if a.only else TASKS
+    for t in tasks:
         for v in variants:
             ok, calls, reason, answer = run(a.aha, a.model, t, v)
             totals[v] += ok
@@ -110,7 +113,7 @@ def main():
             print(f"{'OK  ' if ok else 'MISS'} {tag:9} {reason:13} calls={','.join(calls) or '-':30} "
                   f"{t['prompt'][:45]!r} -> {short!r}", flush=True)
     for v in variants:
-        print(f"{'insisting' if v else 'not insisting'}: {totals[v]}/{len(TASKS)} answers hold the expected fact")
+        print(f"{'insisting' if v else 'not insisting'}: {totals[v]}/{len(tasks)} answers hold the expected fact")
 
 
 if __name__ == "__main__":
