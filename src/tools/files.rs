@@ -39,6 +39,16 @@ impl Tool for ListDir {
         let r = (|| -> Result<String> {
             let a: ListDirArgs = args(self.name(), &a)?;
             let p = confine(&ctx.workspace, &a.path)?;
+            if p.is_file() {
+                // Models often pass a file here; say what it is and what to call instead.
+                let bytes = std::fs::read(&p).with_context(|| format!("cannot read {}", a.path))?;
+                let lines = bytecount_lines(&bytes);
+                bail!(
+                    "{} is a file ({lines} lines, {} bytes), not a directory: read it with read_file",
+                    a.path,
+                    bytes.len()
+                );
+            }
             let mut names: Vec<String> = std::fs::read_dir(&p)
                 .with_context(|| format!("cannot list {}", a.path))?
                 .filter_map(|e| e.ok())
@@ -323,6 +333,12 @@ fn result(r: Result<String>) -> ToolOutput {
     }
 }
 
+/// Lines in a text, counting a last line without its newline.
+fn bytecount_lines(b: &[u8]) -> usize {
+    let n = b.iter().filter(|&&c| c == b'\n').count();
+    n + usize::from(b.last().is_some_and(|&c| c != b'\n'))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -356,6 +372,15 @@ mod tests {
         let l = ListDir.run(json!({"path": "."}), &c);
         assert!(
             l.output.contains("a.txt") && l.output.contains("d/") && !l.output.contains(".aha"),
+            "{}",
+            l.output
+        );
+        // A file given to list_dir: what it is, and the tool to use instead.
+        let l = ListDir.run(json!({"path": "a.txt"}), &c);
+        assert!(
+            !l.ok
+                && l.output.contains("a.txt is a file (3 lines")
+                && l.output.contains("read_file"),
             "{}",
             l.output
         );
