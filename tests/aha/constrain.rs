@@ -55,15 +55,50 @@ fn valid(call: &str) -> bool {
     }
 }
 
-#[test]
-fn token_bytes_spell_each_token() {
-    let _g = heavy();
-    let e = LocalEngine::load(
+/// The real test model.
+fn qwen() -> LocalEngine {
+    LocalEngine::load(
         &model("qwen2.5-coder-0.5b"),
         "qwen2.5-coder-0.5b",
         &Device::Cpu,
     )
+    .unwrap()
+}
+
+/// The product question with run_code and git_log offered, sampled at `temperature` (no top-p or
+/// top-k cut) with `seed`.
+fn product_request(temperature: f32, seed: u64) -> GenerateRequest {
+    let mut req = GenerateRequest::chat(vec![ChatMessage::new(
+        "user",
+        "What is 123456789 * 987654321? Use run_code to compute it.",
+    )]);
+    req.tools = Some(vec![run_code_spec(), git_log_spec()]);
+    req.sampling = SamplingParams {
+        temperature,
+        top_p: 1.0,
+        top_k: 0,
+        seed,
+        ..SamplingParams::default()
+    };
+    req
+}
+
+/// The answer text of one generation.
+fn answer_of(e: &mut LocalEngine, req: &GenerateRequest) -> String {
+    let mut answer = String::new();
+    e.generate(req, &Control::default(), &mut |ev| {
+        if let Event::AnswerDelta { text, .. } = ev {
+            answer.push_str(&text)
+        }
+    })
     .unwrap();
+    answer
+}
+
+#[test]
+fn token_bytes_spell_each_token() {
+    let _g = heavy();
+    let e = qwen();
     let bytes = token_bytes(&e.tokenizer, 152_000);
     for id in (0..151_000u32).step_by(997) {
         let text = e.tokenizer.decode(&[id]).unwrap();
@@ -84,36 +119,14 @@ fn token_bytes_spell_each_token() {
 #[test]
 fn hot_sampling_still_gives_valid_calls_when_constrained() {
     let _g = heavy();
-    let mut e = LocalEngine::load(
-        &model("qwen2.5-coder-0.5b"),
-        "qwen2.5-coder-0.5b",
-        &Device::Cpu,
-    )
-    .unwrap();
+    let mut e = qwen();
     let mut ok = 0;
     for seed in 0..4u64 {
-        let mut req = GenerateRequest::chat(vec![ChatMessage::new(
-            "user",
-            "What is 123456789 * 987654321? Use run_code to compute it.",
-        )]);
-        req.tools = Some(vec![run_code_spec(), git_log_spec()]);
         // A very hot sampler: unconstrained, it wanders off JSON within a few tokens.
-        req.sampling = SamplingParams {
-            temperature: 1.6,
-            top_p: 1.0,
-            top_k: 0,
-            seed,
-            ..SamplingParams::default()
-        };
+        let mut req = product_request(1.6, seed);
         req.max_tokens = 120;
         req.assistant_prefix = Some("<tool_call>\n".into());
-        let mut answer = String::new();
-        e.generate(&req, &Control::default(), &mut |ev| {
-            if let Event::AnswerDelta { text, .. } = ev {
-                answer.push_str(&text)
-            }
-        })
-        .unwrap();
+        let answer = answer_of(&mut e, &req);
         let call = call_text(&answer);
         // The call must at least be a prefix of valid JSON within the token limit; complete
         // calls must be valid.
@@ -139,12 +152,7 @@ fn hot_sampling_still_gives_valid_calls_when_constrained() {
 #[test]
 fn the_builtin_tools_schemas_compile_into_the_call_grammar() {
     let _g = heavy();
-    let mut e = LocalEngine::load(
-        &model("qwen2.5-coder-0.5b"),
-        "qwen2.5-coder-0.5b",
-        &Device::Cpu,
-    )
-    .unwrap();
+    let mut e = qwen();
     let specs = aha::tools::Registry::builtin().specs();
     let names: Vec<String> = specs
         .iter()
@@ -188,35 +196,12 @@ fn the_builtin_tools_schemas_compile_into_the_call_grammar() {
 #[test]
 fn no_tool_calls_makes_the_model_write_prose_instead_of_a_call() {
     let _g = heavy();
-    let mut e = LocalEngine::load(
-        &model("qwen2.5-coder-0.5b"),
-        "qwen2.5-coder-0.5b",
-        &Device::Cpu,
-    )
-    .unwrap();
+    let mut e = qwen();
     let answer = |e: &mut LocalEngine, no_calls: bool, temperature: f32, seed: u64| {
-        let mut req = GenerateRequest::chat(vec![ChatMessage::new(
-            "user",
-            "What is 123456789 * 987654321? Use run_code to compute it.",
-        )]);
-        req.tools = Some(vec![run_code_spec(), git_log_spec()]);
-        req.sampling = SamplingParams {
-            temperature,
-            top_p: 1.0,
-            top_k: 0,
-            seed,
-            ..SamplingParams::default()
-        };
+        let mut req = product_request(temperature, seed);
         req.max_tokens = 24;
         req.no_tool_calls = no_calls;
-        let mut a = String::new();
-        e.generate(&req, &Control::default(), &mut |ev| {
-            if let Event::AnswerDelta { text, .. } = ev {
-                a.push_str(&text)
-            }
-        })
-        .unwrap();
-        a
+        answer_of(e, &req)
     };
     // Left alone, the model calls run_code (so the check below can fail).
     let free = answer(&mut e, false, 0.0, 0);
