@@ -62,6 +62,16 @@ fn result_of<'a>(events: &'a [Value], id: &str) -> Option<&'a Value> {
         .find(|e| e["type"] == "tool_result" && e["id"] == id)
 }
 
+/// The result of the first call to `name`, which must exist and have succeeded.
+fn first_ok_result<'a>(events: &'a [Value], name: &str) -> &'a Value {
+    let c = calls(events, name);
+    assert!(!c.is_empty(), "no {name} call: {events:#?}");
+    let id = c[0]["id"].as_str().unwrap();
+    let res = result_of(events, id).expect("a result for the call");
+    assert_eq!(res["ok"], true, "{res}");
+    res
+}
+
 #[test]
 fn agent_computes_a_product_with_run_code() {
     let _g = heavy();
@@ -71,11 +81,7 @@ fn agent_computes_a_product_with_run_code() {
         "full-auto",
         "What is 123456789 * 987654321? Use run_code to compute it.",
     );
-    let rc = calls(&ev, "run_code");
-    assert!(!rc.is_empty(), "no run_code call: {ev:#?}");
-    let id = rc[0]["id"].as_str().unwrap();
-    let res = result_of(&ev, id).expect("a result for the call");
-    assert_eq!(res["ok"], true, "{res}");
+    let res = first_ok_result(&ev, "run_code");
     assert!(
         res["output"]
             .as_str()
@@ -200,11 +206,7 @@ fn researcher_searches_the_indexed_demo_corpus() {
         "read-only",
         "Use search_docs to find how aha splits Korean text, then answer with a citation.",
     );
-    let sc = calls(&ev, "search_docs");
-    assert!(!sc.is_empty(), "no search_docs call: {ev:#?}");
-    let id = sc[0]["id"].as_str().unwrap();
-    let res = result_of(&ev, id).expect("a result for the call");
-    assert_eq!(res["ok"], true, "{res}");
+    let res = first_ok_result(&ev, "search_docs");
     let first: Value =
         serde_json::from_str(res["output"].as_str().unwrap().lines().next().unwrap()).unwrap();
     assert_eq!(first["path"], "en/research.md", "{res}");
