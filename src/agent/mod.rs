@@ -480,12 +480,7 @@ impl Agent {
         loop {
             if step >= steps && insist.is_none() {
                 // Only with a limit of one step: its calls ran, and no step is left to answer.
-                sum.stats.finish_reason = "step_limit".into();
-                self.emit(Event::Notice {
-                    message: format!(
-                        "stopped after {steps} steps (the step limit); ask again to continue"
-                    ),
-                });
+                self.stop_turn(&mut sum, "step_limit", steps);
                 break;
             }
             // The last step (after tool rounds), or a repeated call, gets no more calls: the model
@@ -526,16 +521,7 @@ impl Agent {
                     "assistant",
                     format!("{think}{}", parsed.text),
                 ));
-                sum.stats.finish_reason = why.into();
-                self.emit(Event::Notice {
-                    message: match why {
-                        "step_limit" => format!(
-                            "stopped after {steps} steps (the step limit); ask again to continue"
-                        ),
-                        _ => "stopped: the model kept repeating the same tool call; its result is above"
-                            .into(),
-                    },
-                });
+                self.stop_turn(&mut sum, why, steps);
                 break;
             }
             let key = |c: &parse::Call| format!("{} {}", c.name, c.arguments);
@@ -646,12 +632,7 @@ impl Agent {
             }
             if !self.cfg.insist && repeats >= 2 {
                 // Without insisting: told once that the result is there, it asked again.
-                sum.stats.finish_reason = "repeated_call".into();
-                self.emit(Event::Notice {
-                    message:
-                        "stopped: the model kept repeating the same tool call; its result is above"
-                            .into(),
-                });
+                self.stop_turn(&mut sum, "repeated_call", steps);
                 break;
             }
             if self.cfg.insist
@@ -674,6 +655,21 @@ impl Agent {
         self.emit(Event::TurnFinished {
             stats: sum.stats,
             tokens: sum.tokens,
+        });
+    }
+
+    /// Ends a turn early: `why` ("step_limit" or "repeated_call") becomes its finish reason, and
+    /// a notice says what happened.
+    fn stop_turn(&self, sum: &mut TurnSum, why: &str, steps: usize) {
+        sum.stats.finish_reason = why.into();
+        self.emit(Event::Notice {
+            message: match why {
+                "step_limit" => {
+                    format!("stopped after {steps} steps (the step limit); ask again to continue")
+                }
+                _ => "stopped: the model kept repeating the same tool call; its result is above"
+                    .into(),
+            },
         });
     }
 

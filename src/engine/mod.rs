@@ -254,7 +254,7 @@ pub struct LocalEngine {
     /// The tool-call constraint's vocabulary trie, built on first use.
     llg: Option<std::sync::Arc<llguidance::ParserFactory>>,
     /// Tokens that open a tool call, built on first use of `no_tool_calls`.
-    openers: Option<constrain::CallOpeners>,
+    openers: Option<std::sync::Arc<constrain::CallOpeners>>,
 }
 
 impl std::fmt::Debug for LocalEngine {
@@ -527,8 +527,12 @@ impl LocalEngine {
         let mut answer_tail = String::new();
         if req.no_tool_calls && self.openers.is_none() {
             let (vocab, _) = self.model.output.dims();
-            self.openers = Some(constrain::CallOpeners::new(&self.tokenizer, vocab));
+            self.openers = Some(std::sync::Arc::new(constrain::CallOpeners::new(
+                &self.tokenizer,
+                vocab,
+            )));
         }
+        // Shared, not copied: the lists hold most of the vocabulary.
         let openers = self.openers.clone().filter(|_| req.no_tool_calls);
         // Whether the answer shows any text yet (for `no_tool_calls`).
         let mut answer_started = !parser.in_thinking()

@@ -42,7 +42,7 @@ impl Tool for ListDir {
             if p.is_file() {
                 // Models often pass a file here; say what it is and what to call instead.
                 let bytes = std::fs::read(&p).with_context(|| format!("cannot read {}", a.path))?;
-                let lines = bytecount_lines(&bytes);
+                let lines = line_count(&bytes);
                 bail!(
                     "{} is a file ({lines} lines, {} bytes), not a directory: read it with read_file",
                     a.path,
@@ -334,7 +334,7 @@ fn result(r: Result<String>) -> ToolOutput {
 }
 
 /// Lines in a text, counting a last line without its newline.
-fn bytecount_lines(b: &[u8]) -> usize {
+fn line_count(b: &[u8]) -> usize {
     let n = b.iter().filter(|&&c| c == b'\n').count();
     n + usize::from(b.last().is_some_and(|&c| c != b'\n'))
 }
