@@ -23,7 +23,10 @@ const model = await llama.loadModel({ modelPath, gpuLayers: 0 });
 const input = readFileSync(0, "utf8");
 
 async function ctxFor(size, batch) {
-  return model.createContext({ contextSize: size, batchSize: batch, threads, sequences: 1 });
+  const opts = { contextSize: size, batchSize: batch, threads, sequences: 1 };
+  // AHA_PEER_FLASH_ATTN=0|1 overrides llama.cpp's own choice ("auto": on, on the CPU).
+  if (process.env.AHA_PEER_FLASH_ATTN) opts.flashAttention = process.env.AHA_PEER_FLASH_ATTN === "1";
+  return model.createContext(opts);
 }
 
 if (mode === "greedy" || mode === "greedy-ids") {

@@ -447,6 +447,22 @@ impl LocalEngine {
         // The last prompt token always goes through the single-token (decode) path, so the first
         // sampled token's logits do not depend on whether the prefix came from the cache: the same
         // seed gives the same reply on a cold and a warm cache.
+        // With llama.cpp's numerics (`AHA_NUMERICS=ggml`) the prompt goes in one batch as
+        // llama.cpp sends it, since how rows are batched changes its rounding.
+        if local::ggml_math::enabled() {
+            let mut logits = None;
+            for chunk in rest.chunks(PREFILL_CHUNK) {
+                if ctrl.cancelled() {
+                    bail!("cancelled during prompt processing");
+                }
+                logits = Some(self.model.forward(chunk, &mut self.cache, false)?);
+                self.cached.extend_from_slice(chunk);
+            }
+            let Some(l) = logits else {
+                bail!("empty prompt");
+            };
+            return Ok((local::model::last_row(&l)?, rest.len()));
+        }
         let (batch, last) = rest.split_at(rest.len().saturating_sub(1));
         for chunk in batch.chunks(PREFILL_CHUNK) {
             if ctrl.cancelled() {

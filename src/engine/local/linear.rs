@@ -73,7 +73,7 @@ impl Linear {
             Self::Quant { q, mm } => {
                 let rows = x.dim(0)?;
                 let cpu = x.device().is_cpu();
-                if rows >= gemm_min_rows() && cpu {
+                if rows >= gemm_min_rows() && cpu && !super::ggml_math::enabled() {
                     let w = q.dequantize(x.device())?;
                     x.matmul(&w.t()?)
                 } else if cpu && super::qkernels::supported(q.dtype()) && x.dtype() == DType::F32 {

@@ -6,3 +6,4 @@ pub mod load;
 pub mod model;
 pub mod qkernels;
 pub mod synth;
+pub mod ggml_math;

@@ -147,13 +147,71 @@ pub struct Transformer {
     pub rope_cache: std::sync::Mutex<Option<(usize, Tensor, Tensor)>>,
 }
 
-fn kv_f16() -> bool {
-    static F: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *F.get_or_init(|| std::env::var("AHA_KV_F16").as_deref() == Ok("1"))
+use super::ggml_math::enabled as ggml_numerics;
+
+static DUMP_CALL: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+fn dump_dir() -> Option<&'static str> {
+    static DIR: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| std::env::var("AHA_DUMP").ok()).as_deref()
 }
 
+/// With `AHA_DUMP=DIR`, writes an activation of the K-th forward call as raw little-endian f32 to
+/// `DIR/K/NAME.bin`, named and laid out (token-major) as llama.cpp's graph names them, so the two
+/// engines can be compared op by op.
+fn dump(name: &str, t: &Tensor) -> Result<()> {
+    let Some(dir) = dump_dir() else {
+        return Ok(());
+    };
+    let call = DUMP_CALL.load(std::sync::atomic::Ordering::Relaxed);
+    let dir = format!("{dir}/{call}");
+    std::fs::create_dir_all(&dir).map_err(candle_core::Error::wrap)?;
+    let v = t.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+    let bytes: Vec<u8> = v.iter().flat_map(|f| f.to_le_bytes()).collect();
+    std::fs::write(format!("{dir}/{name}.bin"), bytes).map_err(candle_core::Error::wrap)
+}
+
+/// Rotary embedding on the CPU for `x` of shape `(1, heads, n, d)`, rounding as llama.cpp does:
+/// `x0·cos − x1·sin` and `x0·sin + x1·cos` each with the first product fused (one rounding).
+/// Pairs are `(i, i + d/2)` (NeoX style) or `(2i, 2i + 1)` when `interleaved`.
+fn rope_cpu(x: &Tensor, cos: &Tensor, sin: &Tensor, interleaved: bool) -> Result<Tensor> {
+    let (_, heads, n, d) = x.dims4()?;
+    let half = d / 2;
+    let mut xs = x.flatten_all()?.to_vec1::<f32>()?;
+    let cos = cos.flatten_all()?.to_vec1::<f32>()?;
+    let sin = sin.flatten_all()?.to_vec1::<f32>()?;
+    for hd in 0..heads {
+        for t in 0..n {
+            let row = &mut xs[(hd * n + t) * d..(hd * n + t + 1) * d];
+            for i in 0..half {
+                let (c, s) = (cos[t * half + i], sin[t * half + i]);
+                let (a, b) = if interleaved { (2 * i, 2 * i + 1) } else { (i, i + half) };
+                let (x0, x1) = (row[a], row[b]);
+                row[a] = x0.mul_add(c, -(x1 * s));
+                row[b] = x0.mul_add(s, x1 * c);
+            }
+        }
+    }
+    Tensor::from_vec(xs, x.shape(), x.device())
+}
+
+/// RMS normalisation. On the CPU it rounds as llama.cpp does (squares summed in f64, the scale
+/// `1/sqrtf(mean + eps)` in f32, then `x · scale · w`), so the two engines agree bit for bit here.
 fn rms_norm(x: &Tensor, w: &Tensor, eps: f64) -> Result<Tensor> {
-    candle_nn::ops::rms_norm(x, w, eps as f32)
+    if !x.device().is_cpu() || x.dtype() != DType::F32 || w.dtype() != DType::F32 {
+        return candle_nn::ops::rms_norm(x, w, eps as f32);
+    }
+    let dim = w.dim(0)?;
+    let xs = x.flatten_all()?.to_vec1::<f32>()?;
+    let ws = w.to_vec1::<f32>()?;
+    let mut out = Vec::with_capacity(xs.len());
+    for row in xs.chunks_exact(dim) {
+        let sum: f64 = row.iter().map(|v| (v * v) as f64).sum();
+        let mean = (sum / dim as f64) as f32;
+        let scale = 1.0f32 / (mean + eps as f32).sqrt();
+        out.extend(row.iter().zip(&ws).map(|(v, w)| v * scale * w));
+    }
+    Tensor::from_vec(out, x.shape(), x.device())
 }
 
 fn add_bias(x: Tensor, b: &Option<Tensor>) -> Result<Tensor> {
@@ -189,17 +247,17 @@ impl Transformer {
                 .max(4096)
                 .min(self.cfg.n_ctx.max(need));
             let half = self.cfg.head_dim / 2;
-            let base = self.cfg.rope_base as f64;
-            let inv: Vec<f32> = (0..half)
-                .map(|i| (1.0 / base.powf(2.0 * i as f64 / self.cfg.head_dim as f64)) as f32)
-                .collect();
+            // Angles as llama.cpp computes them (f32, each frequency the previous one times
+            // base^(-2/d)), so both engines rotate by the same rounded angles.
+            let step = self.cfg.rope_base.powf(-2.0 / self.cfg.head_dim as f32);
             let mut cos = Vec::with_capacity(len * half);
             let mut sin = Vec::with_capacity(len * half);
             for p in 0..len {
-                for f in &inv {
-                    let a = p as f32 * f;
+                let mut a = p as f32;
+                for _ in 0..half {
                     cos.push(a.cos());
                     sin.push(a.sin());
+                    a *= step;
                 }
             }
             let cos = Tensor::from_vec(cos, (len, half), &self.device)?.to_dtype(self.dtype)?;
@@ -212,10 +270,10 @@ impl Transformer {
         }
     }
 
-    /// With `AHA_KV_F16=1`, rounds an attention operand to f16 as llama.cpp's f16 cache and
-    /// attention do (for token-by-token comparisons); otherwise returns it unchanged.
+    /// With `AHA_NUMERICS=ggml`, rounds keys and values to f16 as llama.cpp's f16 cache does;
+    /// otherwise returns them unchanged.
     fn kv_round(&self, t: Tensor) -> Result<Tensor> {
-        if kv_f16() {
+        if ggml_numerics() {
             t.to_dtype(DType::F16)?.to_dtype(self.dtype)
         } else {
             Ok(t)
@@ -223,6 +281,9 @@ impl Transformer {
     }
 
     fn rope(&self, x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
+        if x.device().is_cpu() && x.dtype() == DType::F32 {
+            return rope_cpu(x, cos, sin, self.cfg.rope_interleaved);
+        }
         if self.cfg.rope_interleaved {
             candle_nn::rotary_emb::rope_i(x, cos, sin)
         } else {
@@ -259,6 +320,9 @@ impl Transformer {
                 self.cfg.n_ctx
             )
         }
+        if dump_dir().is_some() {
+            DUMP_CALL.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
         let cfg = &self.cfg;
         let (h, kvh, d) = (cfg.n_head, cfg.n_kv_head, cfg.head_dim);
         let g = h / kvh;
@@ -283,6 +347,7 @@ impl Transformer {
         for (li, b) in self.blocks.iter().enumerate() {
             let residual = &x;
             let xn = rms_norm(&x, &b.attn_norm, cfg.rms_eps)?;
+            dump(&format!("attn_norm-{li}"), &xn)?;
             let (q, k, v) = match &b.qkv {
                 Some((w, bias)) => {
                     let qkv = add_bias(xn.matmul(&w.t()?)?, bias)?;
@@ -303,27 +368,48 @@ impl Transformer {
             let v = v.reshape((n, kvh, d))?.transpose(0, 1)?.contiguous()?;
             let q = self.rope(&q, &cos, &sin)?;
             let k = self.rope(&k, &cos, &sin)?.squeeze(0)?;
+            dump(&format!("Qcur-{li}"), &q.transpose(1, 2)?)?;
+            dump(&format!("Kcur-{li}"), &k.transpose(0, 1)?)?;
+            dump(&format!("Vcur-{li}"), &v.transpose(0, 1)?)?;
             let (k, v) = (self.kv_round(k)?, self.kv_round(v)?);
             let (ka, va) = cache.layer_mut(li).append(&k, &v, cfg.n_ctx)?;
-            // Grouped-query attention without copying keys: (kvh, g*n, d) x (kvh, d, total).
-            let q = q.reshape((kvh, g * n, d))?;
-            let q = self.kv_round(q)?;
-            let att = q.matmul(&ka.t()?)?;
-            let att = if b.q_prescaled { att } else { (att * scale)? };
-            let att = match &mask {
-                Some(m) => att.broadcast_add(m)?,
-                None => att,
+            let y = if ggml_numerics() && self.device.is_cpu() && self.dtype == DType::F32 {
+                let qs = q.squeeze(0)?.transpose(0, 1)?.flatten_all()?.to_vec1::<f32>()?;
+                let ks = ka.flatten_all()?.to_vec1::<f32>()?;
+                let vs = va.flatten_all()?.to_vec1::<f32>()?;
+                let s = if b.q_prescaled { 1.0 } else { scale as f32 };
+                let y = super::ggml_math::attention(&qs, &ks, &vs, n, pos, h, kvh, d, total, s);
+                Tensor::from_vec(y, (n, h * d), &self.device)?
+            } else {
+                // Grouped-query attention without copying keys: (kvh, g*n, d) x (kvh, d, total).
+                let q = q.reshape((kvh, g * n, d))?;
+                let att = q.matmul(&ka.t()?)?;
+                let att = if b.q_prescaled { att } else { (att * scale)? };
+                let att = match &mask {
+                    Some(m) => att.broadcast_add(m)?,
+                    None => att,
+                };
+                let att = candle_nn::ops::softmax_last_dim(&att)?;
+                let y = att.matmul(&va)?; // (kvh, g*n, d)
+                y.reshape((h, n, d))?
+                    .transpose(0, 1)?
+                    .contiguous()?
+                    .reshape((n, h * d))?
             };
-            let att = self.kv_round(candle_nn::ops::softmax_last_dim(&att)?)?;
-            let y = att.matmul(&va)?; // (kvh, g*n, d)
-            let y = y
-                .reshape((h, n, d))?
-                .transpose(0, 1)?
-                .contiguous()?
-                .reshape((n, h * d))?;
+            dump(&format!("kqv_out-{li}"), &y)?;
             let y = b.wo.forward(&y)?;
+            dump(&format!("attn_out-{li}"), &y)?;
             let x1 = (residual + y)?;
+            // Only the last row's logits are wanted: the last layer's feed-forward runs on it
+            // alone (as in llama.cpp, whose Q4_K rounding depends on the rows in a batch).
+            let x1 = if li + 1 == self.blocks.len() && !all_logits && n > 1 {
+                x1.narrow(0, n - 1, 1)?
+            } else {
+                x1
+            };
+            dump(&format!("ffn_inp-{li}"), &x1)?;
             let xn = rms_norm(&x1, &b.ffn_norm, cfg.rms_eps)?;
+            dump(&format!("ffn_norm-{li}"), &xn)?;
             let (gate, up) = match &b.gate_up {
                 Some(w) => {
                     let gu = xn.matmul(&w.t()?)?;
@@ -332,16 +418,31 @@ impl Transformer {
                 }
                 None => (b.w_gate.forward(&xn)?, b.w_up.forward(&xn)?),
             };
-            let y = b.w_down.forward(&(candle_nn::ops::silu(&gate)? * up)?)?;
+            dump(&format!("ffn_gate-{li}"), &gate)?;
+            dump(&format!("ffn_up-{li}"), &up)?;
+            let sw = if ggml_numerics() && self.device.is_cpu() && self.dtype == DType::F32 {
+                let gs = gate.flatten_all()?.to_vec1::<f32>()?;
+                let us = up.flatten_all()?.to_vec1::<f32>()?;
+                Tensor::from_vec(super::ggml_math::swiglu(&gs, &us), gate.shape(), &self.device)?
+            } else {
+                (candle_nn::ops::silu(&gate)? * up)?
+            };
+            dump(&format!("ffn_swiglu-{li}"), &sw)?;
+            let y = b.w_down.forward(&sw)?;
+            dump(&format!("ffn_out-{li}"), &y)?;
             x = (x1 + y)?;
+            dump(&format!("l_out-{li}"), &x)?;
         }
-        let x = if all_logits {
+        let x = if all_logits || x.dim(0)? == 1 {
             x
         } else {
             x.narrow(0, n - 1, 1)?
         };
         let x = rms_norm(&x, &self.norm, cfg.rms_eps)?;
-        self.output.forward(&x)?.to_dtype(DType::F32)
+        dump("result_norm", &x)?;
+        let logits = self.output.forward(&x)?.to_dtype(DType::F32)?;
+        dump("result_output", &logits)?;
+        Ok(logits)
     }
 }
 

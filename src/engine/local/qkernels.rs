@@ -62,29 +62,57 @@ pub struct QuantRow {
     /// Per block, the sums of each group of 4 codes (the lanes of a byte dot product), negated:
     /// starting a dot product there subtracts a constant code offset for free.
     pub neg_lanes: Vec<[i32; 8]>,
+    /// Sum of the codes of each 16 values (the K-quant dot products' `bsums`).
+    pub sum16: Vec<i32>,
 }
 
 impl QuantRow {
-    /// Quantizes `x` (its length a multiple of 32).
+    /// Quantizes `x` (its length a multiple of 32) for weights with 32-value blocks, rounding as
+    /// llama.cpp's `q8_0` does: codes `round_ties_even(x · 127/amax)`, the scale `amax/127`
+    /// stored as f16. Matching its rounding makes the two engines agree at near-ties.
     pub fn quantize(x: &[f32]) -> Self {
         let nb = x.len() / QK;
         let mut qs = vec![0i8; nb * QK];
         let mut d = vec![0f32; nb];
-        let mut s = vec![0f32; nb];
         for b in 0..nb {
             let xs = &x[b * QK..(b + 1) * QK];
             let amax = xs.iter().fold(0f32, |m, v| m.max(v.abs()));
-            let scale = amax / 127.0;
-            let inv = if scale > 0.0 { 1.0 / scale } else { 0.0 };
-            let mut sum = 0i32;
+            d[b] = f16::from_f32(amax / 127.0).to_f32();
+            let inv = if amax != 0.0 { 127.0 / amax } else { 0.0 };
             for (q, v) in qs[b * QK..(b + 1) * QK].iter_mut().zip(xs) {
-                let r = (v * inv).round().clamp(-127.0, 127.0) as i8;
-                *q = r;
-                sum += r as i32;
+                *q = (v * inv).round_ties_even() as i8;
             }
-            d[b] = scale;
-            s[b] = scale * sum as f32;
         }
+        Self::finish(qs, d)
+    }
+
+    /// Quantizes `x` (its length a multiple of 256) for K-quant weights, as llama.cpp's `q8_K`
+    /// does: one scale per 256 values (`1 / (127/amax)`, kept in f32), codes rounded to nearest
+    /// even. Every block of 32 inside carries that scale.
+    pub fn quantize_k(x: &[f32]) -> Self {
+        let mut qs = vec![0i8; x.len()];
+        let mut d = vec![0f32; x.len() / QK];
+        for (b, xs) in x.chunks_exact(256).enumerate() {
+            let amax = xs.iter().fold(0f32, |m, v| m.max(v.abs()));
+            if amax == 0.0 {
+                continue;
+            }
+            let iscale = 127.0 / amax;
+            for (q, v) in qs[b * 256..(b + 1) * 256].iter_mut().zip(xs) {
+                *q = (iscale * v).round_ties_even().min(127.0) as i8;
+            }
+            d[b * 8..(b + 1) * 8].fill(1.0 / iscale);
+        }
+        Self::finish(qs, d)
+    }
+
+    /// Block sums and lane sums of the codes.
+    fn finish(qs: Vec<i8>, d: Vec<f32>) -> Self {
+        let s = qs
+            .chunks_exact(QK)
+            .zip(&d)
+            .map(|(b, d)| d * b.iter().map(|&v| v as i32).sum::<i32>() as f32)
+            .collect();
         let neg_lanes = qs
             .chunks_exact(QK)
             .map(|b| {
@@ -95,11 +123,25 @@ impl QuantRow {
                 l
             })
             .collect();
+        let sum16 = qs
+            .chunks_exact(16)
+            .map(|b| b.iter().map(|&v| v as i32).sum())
+            .collect();
         Self {
             qs,
             d,
             s,
             neg_lanes,
+            sum16,
+        }
+    }
+
+    /// Quantizes `x` as llama.cpp does for weights of format `dt`.
+    pub fn quantize_for(dt: GgmlDType, x: &[f32]) -> Self {
+        if block_len(dt) == 256 && x.len() % 256 == 0 {
+            Self::quantize_k(x)
+        } else {
+            Self::quantize(x)
         }
     }
 }
@@ -195,79 +237,95 @@ fn scale_min_k4(j: usize, q: &[u8]) -> (u8, u8) {
     }
 }
 
-/// Unpacks a K-quant superblock into 256 signed codes and a float scale per 16 values, plus the
-/// per-32 offset (Q4_K's mins, already scaled); value = scale16 * code - offset32.
-fn unpack_k(
-    dt: GgmlDType,
-    blk: &[u8],
-    codes: &mut [i8; 256],
-    sc16: &mut [f32; 16],
-    off32: &mut [f32; 8],
-) {
-    match dt {
-        GgmlDType::Q4K => {
-            let d = f16_at(blk, 0);
-            let dmin = f16_at(blk, 2);
+/// A K-quant row times `x`, rounded as llama.cpp's x86 kernels do. Every superblock's integer
+/// dot product is exact; only the float steps differ between orders, so they follow ggml:
+/// - Q4_K (its repacked `q4_K_8x8` kernel): per superblock, `Σ scale·codes·x` and
+///   `Σ min·sum(x)` as integers, each accumulated with one fused multiply-add by `d·dx` and
+///   `dmin·dx`; the row is the first sum minus the second.
+/// - Q6_K (`ggml_vec_dot_q6_K_q8_K`, AVX2): eight integer lanes (lane `L` holds the values
+///   `4L..4L+4` of every 32, unsigned codes, minus `32·scale·sum(x)` of the 16-groups `2L, 2L+1`),
+///   each accumulated with a fused multiply-add by `dx·d`, then summed as 4+4, 2+2, 1+1.
+///
+/// With `per64` (llama.cpp's Q4_K kernel for rows of the prompt in groups of four), Q4_K's
+/// float steps come every 64 values instead of every superblock.
+fn dot_row_k_scalar(dt: GgmlDType, row: &[u8], x: &QuantRow, per64: bool) -> f32 {
+    let bb = block_bytes(dt);
+    if dt == GgmlDType::Q4K {
+        let (mut acc, mut accm) = (0f32, 0f32);
+        for (sb, blk) in row.chunks_exact(bb).enumerate() {
+            let (d, dmin) = (f16_at(blk, 0), f16_at(blk, 2));
             let scales = &blk[4..16];
             let qs = &blk[16..144];
+            let xq = &x.qs[sb * 256..(sb + 1) * 256];
+            let (mut isum, mut imin) = (0i32, 0i32);
             for j in 0..4 {
                 let (s0, m0) = scale_min_k4(2 * j, scales);
                 let (s1, m1) = scale_min_k4(2 * j + 1, scales);
+                let (mut p0, mut p1) = (0i32, 0i32);
                 for l in 0..32 {
-                    codes[64 * j + l] = (qs[32 * j + l] & 0xF) as i8;
-                    codes[64 * j + 32 + l] = (qs[32 * j + l] >> 4) as i8;
+                    p0 += (qs[32 * j + l] & 0xF) as i32 * xq[64 * j + l] as i32;
+                    p1 += (qs[32 * j + l] >> 4) as i32 * xq[64 * j + 32 + l] as i32;
                 }
-                sc16[4 * j] = d * s0 as f32;
-                sc16[4 * j + 1] = d * s0 as f32;
-                sc16[4 * j + 2] = d * s1 as f32;
-                sc16[4 * j + 3] = d * s1 as f32;
-                off32[2 * j] = dmin * m0 as f32;
-                off32[2 * j + 1] = dmin * m1 as f32;
-            }
-        }
-        GgmlDType::Q6K => {
-            let ql = &blk[0..128];
-            let qh = &blk[128..192];
-            let sc = &blk[192..208];
-            let d = f16_at(blk, 208);
-            for n in 0..2 {
-                let (ql, qh) = (&ql[64 * n..], &qh[32 * n..]);
-                for l in 0..32 {
-                    let y = &mut codes[128 * n..];
-                    y[l] = ((ql[l] & 0xF) | ((qh[l] & 3) << 4)) as i8 - 32;
-                    y[l + 32] = ((ql[l + 32] & 0xF) | (((qh[l] >> 2) & 3) << 4)) as i8 - 32;
-                    y[l + 64] = ((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) as i8 - 32;
-                    y[l + 96] = ((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) as i8 - 32;
+                let b = sb * 16 + 4 * j;
+                let (i, m) = (
+                    s0 as i32 * p0 + s1 as i32 * p1,
+                    m0 as i32 * (x.sum16[b] + x.sum16[b + 1])
+                        + m1 as i32 * (x.sum16[b + 2] + x.sum16[b + 3]),
+                );
+                if per64 {
+                    let dx = x.d[sb * 8];
+                    acc = (i as f32).mul_add(d * dx, acc);
+                    accm = (m as f32).mul_add(dmin * dx, accm);
+                } else {
+                    isum += i;
+                    imin += m;
                 }
             }
-            for (i, v) in sc16.iter_mut().enumerate() {
-                *v = d * sc[i] as i8 as f32;
+            if !per64 {
+                let dx = x.d[sb * 8];
+                acc = (isum as f32).mul_add(d * dx, acc);
+                accm = (imin as f32).mul_add(dmin * dx, accm);
             }
-            *off32 = [0.0; 8];
         }
-        _ => {}
+        return acc - accm;
     }
+    let mut acc = [0f32; 8];
+    for (sb, blk) in row.chunks_exact(bb).enumerate() {
+        let (ql, qh, sc) = (&blk[0..128], &blk[128..192], &blk[192..208]);
+        let xq = &x.qs[sb * 256..(sb + 1) * 256];
+        let mut lanes = [0i32; 8];
+        for n in 0..2 {
+            for l in 0..32 {
+                let (a, b, h) = (ql[64 * n + l], ql[64 * n + 32 + l], qh[32 * n + l]);
+                let codes = [
+                    (a & 0xF) | ((h & 3) << 4),
+                    (b & 0xF) | (((h >> 2) & 3) << 4),
+                    (a >> 4) | (((h >> 4) & 3) << 4),
+                    (b >> 4) | (((h >> 6) & 3) << 4),
+                ];
+                for (k, c) in codes.iter().enumerate() {
+                    let p = 128 * n + 32 * k + l;
+                    lanes[l / 4] += *c as i32 * xq[p] as i32 * sc[p / 16] as i8 as i32;
+                }
+            }
+        }
+        for (l, v) in lanes.iter_mut().enumerate() {
+            let g = sb * 16 + 2 * l;
+            *v -= 32
+                * (sc[2 * l] as i8 as i32 * x.sum16[g] + sc[2 * l + 1] as i8 as i32 * x.sum16[g + 1]);
+        }
+        let d = x.d[sb * 8] * f16_at(blk, 208);
+        for (a, v) in acc.iter_mut().zip(lanes) {
+            *a = d.mul_add(v as f32, *a);
+        }
+    }
+    let h = [acc[0] + acc[4], acc[1] + acc[5], acc[2] + acc[6], acc[3] + acc[7]];
+    (h[0] + h[2]) + (h[1] + h[3])
 }
 
-fn dot_row_scalar(dt: GgmlDType, row: &[u8], x: &QuantRow) -> f32 {
+fn dot_row_scalar(dt: GgmlDType, row: &[u8], x: &QuantRow, per64: bool) -> f32 {
     if block_len(dt) == 256 {
-        let bb = block_bytes(dt);
-        let mut acc = 0f32;
-        let (mut codes, mut sc16, mut off32) = ([0i8; 256], [0f32; 16], [0f32; 8]);
-        for (sb, blk) in row.chunks_exact(bb).enumerate() {
-            unpack_k(dt, blk, &mut codes, &mut sc16, &mut off32);
-            for h in 0..16 {
-                let xb = sb * 8 + h / 2;
-                let s: i32 = (0..16)
-                    .map(|i| codes[16 * h + i] as i32 * x.qs[sb * 256 + 16 * h + i] as i32)
-                    .sum();
-                acc += sc16[h] * x.d[xb] * s as f32;
-            }
-            for (j, o) in off32.iter().enumerate() {
-                acc -= o * x.s[sb * 8 + j];
-            }
-        }
-        return acc;
+        return dot_row_k_scalar(dt, row, x, per64);
     }
     let bb = block_bytes(dt);
     let mut acc = 0f32;
@@ -424,23 +482,24 @@ mod x86 {
         }
     }
 
-    /// One K-quant row: 256-value superblocks. Codes are unpacked with SIMD, scales per 16
-    /// values are applied per 4-lane half of each 32-value dot product.
+    /// One K-quant row: 256-value superblocks, the same arithmetic as [`super::dot_row_k_scalar`]
+    /// (integer dot products per superblock, ggml's float steps), codes unpacked with SIMD.
     #[inline(always)]
     unsafe fn row_k<const VNNI: bool>(
         dt: GgmlDType,
         row: *const u8,
         nsb: usize,
         x: &QuantRow,
+        per64: bool,
     ) -> f32 {
-        let mut acc = _mm256_setzero_ps();
-        let mut off = 0f32;
         let m4 = _mm256_set1_epi8(0x0F);
         let m3 = _mm256_set1_epi8(3);
+        let (mut acc, mut accm) = (0f32, 0f32);
+        let mut acc6 = _mm256_setzero_ps();
         for sb in 0..nsb {
             let xq = x.qs.as_ptr().add(sb * 256);
-            let xd = x.d.as_ptr().add(sb * 8);
-            let xs = x.s.as_ptr().add(sb * 8);
+            let dx = *x.d.get_unchecked(sb * 8);
+            let s16 = x.sum16.as_ptr().add(sb * 16);
             _mm_prefetch::<_MM_HINT_T0>(row.add(sb * block_bytes(dt) + PREFETCH) as *const i8);
             _mm_prefetch::<_MM_HINT_T0>(row.add(sb * block_bytes(dt) + PREFETCH + 64) as *const i8);
             _mm_prefetch::<_MM_HINT_T0>(row.add(sb * block_bytes(dt) + PREFETCH + 128) as *const i8);
@@ -450,6 +509,8 @@ mod x86 {
                 let dmin = half(blk.add(2));
                 let scales = std::slice::from_raw_parts(blk.add(4), 12);
                 let qs = blk.add(16);
+                let mut isum = _mm256_setzero_si256();
+                let mut imin = 0i32;
                 for j in 0..4 {
                     let q = _mm256_loadu_si256(qs.add(32 * j) as *const __m256i);
                     let lo = _mm256_and_si256(q, m4);
@@ -458,20 +519,28 @@ mod x86 {
                     let (s1, mn1) = scale_min_k4(2 * j + 1, scales);
                     let x0 = _mm256_loadu_si256(xq.add(64 * j) as *const __m256i);
                     let x1 = _mm256_loadu_si256(xq.add(64 * j + 32) as *const __m256i);
-                    let p0 = _mm256_cvtepi32_ps(dot::<VNNI>(false, lo, x0));
-                    let p1 = _mm256_cvtepi32_ps(dot::<VNNI>(false, hi, x1));
-                    acc = _mm256_fmadd_ps(_mm256_set1_ps(d * s0 as f32 * *xd.add(2 * j)), p0, acc);
-                    acc = _mm256_fmadd_ps(
-                        _mm256_set1_ps(d * s1 as f32 * *xd.add(2 * j + 1)),
-                        p1,
-                        acc,
-                    );
-                    off += dmin * (mn0 as f32 * *xs.add(2 * j) + mn1 as f32 * *xs.add(2 * j + 1));
+                    let p0 = _mm256_mullo_epi32(dot::<VNNI>(false, lo, x0), _mm256_set1_epi32(s0 as i32));
+                    let p1 = _mm256_mullo_epi32(dot::<VNNI>(false, hi, x1), _mm256_set1_epi32(s1 as i32));
+                    let m = mn0 as i32 * (*s16.add(4 * j) + *s16.add(4 * j + 1))
+                        + mn1 as i32 * (*s16.add(4 * j + 2) + *s16.add(4 * j + 3));
+                    if per64 {
+                        let i = hsum_i32(_mm256_add_epi32(p0, p1));
+                        acc = (i as f32).mul_add(d * dx, acc);
+                        accm = (m as f32).mul_add(dmin * dx, accm);
+                    } else {
+                        isum = _mm256_add_epi32(isum, _mm256_add_epi32(p0, p1));
+                        imin += m;
+                    }
+                }
+                if !per64 {
+                    acc = (hsum_i32(isum) as f32).mul_add(d * dx, acc);
+                    accm = (imin as f32).mul_add(dmin * dx, accm);
                 }
             } else {
                 let blk = row.add(sb * 210);
                 let d = half(blk.add(208));
                 let sc = blk.add(192) as *const i8;
+                let mut lanes = _mm256_setzero_si256();
                 for n in 0..2 {
                     let ql0 = _mm256_loadu_si256(blk.add(64 * n) as *const __m256i);
                     let ql1 = _mm256_loadu_si256(blk.add(64 * n + 32) as *const __m256i);
@@ -485,37 +554,48 @@ mod x86 {
                         };
                         _mm256_slli_epi16(_mm256_and_si256(v, m3), 4)
                     };
-                    let c32 = _mm256_set1_epi8(32);
+                    // Unsigned 6-bit codes; the offset of 32 is taken off per lane below.
                     let codes = [
-                        _mm256_sub_epi8(_mm256_or_si256(_mm256_and_si256(ql0, m4), h(0)), c32),
-                        _mm256_sub_epi8(_mm256_or_si256(_mm256_and_si256(ql1, m4), h(2)), c32),
-                        _mm256_sub_epi8(
-                            _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql0, 4), m4), h(4)),
-                            c32,
-                        ),
-                        _mm256_sub_epi8(
-                            _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql1, 4), m4), h(6)),
-                            c32,
-                        ),
+                        _mm256_or_si256(_mm256_and_si256(ql0, m4), h(0)),
+                        _mm256_or_si256(_mm256_and_si256(ql1, m4), h(2)),
+                        _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql0, 4), m4), h(4)),
+                        _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql1, 4), m4), h(6)),
                     ];
                     for (k, c) in codes.iter().enumerate() {
-                        // 32 values: x block 4n+k, weight scales 8n+2k (first 16) and 8n+2k+1.
-                        let xb = 4 * n + k;
-                        let xv = _mm256_loadu_si256(xq.add(32 * xb) as *const __m256i);
-                        let p = _mm256_cvtepi32_ps(dot::<VNNI>(true, *c, xv));
-                        let f = d * *xd.add(xb);
-                        let sa = *sc.add(8 * n + 2 * k) as f32 * f;
-                        let sb2 = *sc.add(8 * n + 2 * k + 1) as f32 * f;
-                        acc = _mm256_fmadd_ps(
-                            _mm256_setr_ps(sa, sa, sa, sa, sb2, sb2, sb2, sb2),
-                            p,
-                            acc,
+                        // 32 values: weight scales 8n+2k (first 16) and 8n+2k+1 (last 16).
+                        let xv = _mm256_loadu_si256(xq.add(32 * (4 * n + k)) as *const __m256i);
+                        let (a, b) = (*sc.add(8 * n + 2 * k) as i32, *sc.add(8 * n + 2 * k + 1) as i32);
+                        let p = dot::<VNNI>(false, *c, xv);
+                        lanes = _mm256_add_epi32(
+                            lanes,
+                            _mm256_mullo_epi32(p, _mm256_setr_epi32(a, a, a, a, b, b, b, b)),
                         );
                     }
                 }
+                let mut sub = [0i32; 8];
+                for (l, v) in sub.iter_mut().enumerate() {
+                    *v = 32
+                        * (*sc.add(2 * l) as i32 * *s16.add(2 * l)
+                            + *sc.add(2 * l + 1) as i32 * *s16.add(2 * l + 1));
+                }
+                lanes = _mm256_sub_epi32(lanes, _mm256_loadu_si256(sub.as_ptr() as *const __m256i));
+                acc6 = _mm256_fmadd_ps(_mm256_set1_ps(dx * d), _mm256_cvtepi32_ps(lanes), acc6);
             }
         }
-        hsum(acc) - off
+        if dt == GgmlDType::Q4K {
+            acc - accm
+        } else {
+            hsum(acc6)
+        }
+    }
+
+    /// Sum of 8 i32 lanes (exact).
+    #[inline(always)]
+    unsafe fn hsum_i32(v: __m256i) -> i32 {
+        let s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+        let s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0b01_00_11_10));
+        let s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0b10_11_00_01));
+        _mm_cvtsi128_si32(s)
     }
 
     const F_Q8_0: u8 = 0;
@@ -554,6 +634,7 @@ mod x86 {
                 row_bytes: usize,
                 x: &QuantRow,
                 out: &mut [f32],
+                per64: bool,
             ) {
                 let n = out.len();
                 debug_assert!(w.len() >= n * row_bytes);
@@ -562,7 +643,7 @@ mod x86 {
                 if block_len(dt) == 256 {
                     let nsb = row_bytes / block_bytes(dt);
                     for (r, y) in out.iter_mut().enumerate() {
-                        *y = row_k::<$vnni>(dt, p.add(r * row_bytes), nsb, x);
+                        *y = row_k::<$vnni>(dt, p.add(r * row_bytes), nsb, x, per64);
                     }
                     return;
                 }
@@ -584,8 +665,16 @@ mod x86 {
     );
 }
 
-/// `out[i] = row_i · x` for consecutive rows of raw block bytes.
-fn dot_rows(dt: GgmlDType, w: &[u8], row_bytes: usize, x: &QuantRow, out: &mut [f32]) {
+/// `out[i] = row_i · x` for consecutive rows of raw block bytes (`per64`: see
+/// [`dot_row_k_scalar`]).
+fn dot_rows(
+    dt: GgmlDType,
+    w: &[u8],
+    row_bytes: usize,
+    x: &QuantRow,
+    out: &mut [f32],
+    per64: bool,
+) {
     assert!(
         w.len() >= out.len() * row_bytes
             && x.qs.len() / block_len(dt) * block_bytes(dt) >= row_bytes
@@ -594,37 +683,44 @@ fn dot_rows(dt: GgmlDType, w: &[u8], row_bytes: usize, x: &QuantRow, out: &mut [
         #[cfg(target_arch = "x86_64")]
         // SAFETY: `isa()` reports these only after run-time feature detection; the assert above
         // keeps every block read inside `w` and `x`.
-        Isa::Avx512Vnni => unsafe { x86::rows_vnni(dt, w, row_bytes, x, out) },
+        Isa::Avx512Vnni => unsafe { x86::rows_vnni(dt, w, row_bytes, x, out, per64) },
         #[cfg(target_arch = "x86_64")]
         // SAFETY: as above.
-        Isa::Avx2 => unsafe { x86::rows_avx2(dt, w, row_bytes, x, out) },
+        Isa::Avx2 => unsafe { x86::rows_avx2(dt, w, row_bytes, x, out, per64) },
         _ => {
             for (i, y) in out.iter_mut().enumerate() {
-                *y = dot_row_scalar(dt, &w[i * row_bytes..(i + 1) * row_bytes], x);
+                *y = dot_row_scalar(dt, &w[i * row_bytes..(i + 1) * row_bytes], x, per64);
             }
         }
     }
 }
 
 /// `y = W x` for `W` of `rows × cols` in `dt` (raw GGUF bytes) and each row of `xs` (`n × cols`).
-/// Writes `n × rows` values into `out`.
+/// Writes `n × rows` values into `out`. The rows of `xs` are one batch: llama.cpp multiplies
+/// Q4_K weights with the rows of a batch in groups of four with different float steps than
+/// the rest (`per64`), and this follows it so that the two agree on a prompt bit for bit.
 pub fn matvec(dt: GgmlDType, w: &[u8], rows: usize, cols: usize, xs: &[f32], out: &mut [f32]) {
     let bb = block_bytes(dt);
     let row_bytes = cols / block_len(dt) * bb;
     debug_assert_eq!(w.len(), rows * row_bytes);
-    let qx: Vec<QuantRow> = xs.chunks_exact(cols).map(QuantRow::quantize).collect();
+    let qx: Vec<QuantRow> = xs
+        .chunks_exact(cols)
+        .map(|x| QuantRow::quantize_for(dt, x))
+        .collect();
     let threads = rayon::current_num_threads().max(1);
     // Enough chunks to balance, few enough that scheduling stays cheap.
     let chunk = rows.div_ceil(threads * 4).max(16).div_ceil(4) * 4;
+    let grouped = qx.len() - qx.len() % 4;
     for (i, x) in qx.iter().enumerate() {
+        let per64 = dt == GgmlDType::Q4K && i < grouped;
         let o = &mut out[i * rows..(i + 1) * rows];
         if threads == 1 || rows <= chunk {
-            dot_rows(dt, w, row_bytes, x, o);
+            dot_rows(dt, w, row_bytes, x, o, per64);
             continue;
         }
         o.par_chunks_mut(chunk).enumerate().for_each(|(c, dst)| {
             let r0 = c * chunk;
-            dot_rows(dt, &w[r0 * row_bytes..], row_bytes, x, dst);
+            dot_rows(dt, &w[r0 * row_bytes..], row_bytes, x, dst, per64);
         });
     }
 }
@@ -660,7 +756,7 @@ mod tests {
         let scalar: Vec<f32> = (0..rows)
             .map(|r| {
                 let rb = cols / block_len(dt) * block_bytes(dt);
-                dot_row_scalar(dt, &bytes[r * rb..(r + 1) * rb], &QuantRow::quantize(&x))
+                dot_row_scalar(dt, &bytes[r * rb..(r + 1) * rb], &QuantRow::quantize_for(dt, &x), false)
             })
             .collect();
         for r in 0..rows {
