@@ -6,6 +6,8 @@
 //! speed and used where agreement with llama.cpp matters more than the last few per cent of speed
 //! (`AHA_NUMERICS=ggml`, see `Transformer::forward`).
 
+#![allow(unsafe_code)]
+
 use half::f16;
 
 /// `AHA_NUMERICS=ggml`: the forward pass rounds as llama.cpp's CPU backend does everywhere
@@ -82,35 +84,29 @@ pub fn attention(
     let mut out = vec![0f32; n * h * d];
     let mut qh = vec![0f32; d];
     let mut acc = vec![0f32; d];
+    #[cfg(target_arch = "x86_64")]
+    let simd = d % 64 == 0 && std::arch::is_x86_feature_detected!("avx2")
+        && std::arch::is_x86_feature_detected!("fma")
+        && std::arch::is_x86_feature_detected!("f16c");
     for i in 0..n {
         for head in 0..h {
             let kv = head / group;
             for (a, b) in qh.iter_mut().zip(&q[(i * h + head) * d..(i * h + head + 1) * d]) {
                 *a = round_f16(*b);
             }
-            acc.fill(0.0);
-            let (mut s_sum, mut m) = (0f32, f32::NEG_INFINITY);
             // Causal: row i sees the cache up to its own position.
-            for c in 0..=(pos + i).min(total - 1) {
-                let kr = &k[(kv * total + c) * d..(kv * total + c + 1) * d];
-                let vr = &v[(kv * total + c) * d..(kv * total + c + 1) * d];
-                let s = dot_f16(kr, &qh) * scale;
-                let (mut ms, mut vs) = (1f32, 1f32);
-                if s > m {
-                    let old = m;
-                    m = s;
-                    ms = (old - m).exp();
-                    for a in acc.iter_mut() {
-                        *a = round_f16(*a * ms);
-                    }
-                } else {
-                    vs = (s - m).exp();
-                }
-                for (a, x) in acc.iter_mut().zip(vr) {
-                    *a = round_f16(x.mul_add(vs, *a));
-                }
-                s_sum = s_sum * ms + vs;
-            }
+            let seen = (pos + i).min(total - 1) + 1;
+            let ks = &k[kv * total * d..(kv * total + seen) * d];
+            let vs = &v[kv * total * d..(kv * total + seen) * d];
+            #[cfg(target_arch = "x86_64")]
+            let s_sum = if simd {
+                // SAFETY: the features were detected above; slices hold `seen` rows of `d`.
+                unsafe { x86::head(&qh, ks, vs, d, scale, &mut acc) }
+            } else {
+                head_scalar(&qh, ks, vs, d, scale, &mut acc)
+            };
+            #[cfg(not(target_arch = "x86_64"))]
+            let s_sum = head_scalar(&qh, ks, vs, d, scale, &mut acc);
             let inv = if s_sum == 0.0 { 0.0 } else { 1.0 / s_sum };
             let o = &mut out[(i * h + head) * d..(i * h + head + 1) * d];
             for (o, a) in o.iter_mut().zip(&acc) {
@@ -119,6 +115,95 @@ pub fn attention(
         }
     }
     out
+}
+
+/// One query row of one head over the keys and values it sees (rows of `d`): leaves the
+/// unnormalised weighted sum of values (f16 values) in `acc`, returns the sum of weights.
+fn head_scalar(q: &[f32], k: &[f32], v: &[f32], d: usize, scale: f32, acc: &mut [f32]) -> f32 {
+    acc.fill(0.0);
+    let (mut s_sum, mut m) = (0f32, f32::NEG_INFINITY);
+    for (kr, vr) in k.chunks_exact(d).zip(v.chunks_exact(d)) {
+        let s = dot_f16(kr, q) * scale;
+        let (mut ms, mut vs) = (1f32, 1f32);
+        if s > m {
+            let old = m;
+            m = s;
+            ms = (old - m).exp();
+            for a in acc.iter_mut() {
+                *a = round_f16(*a * ms);
+            }
+        } else {
+            vs = (s - m).exp();
+        }
+        for (a, x) in acc.iter_mut().zip(vr) {
+            *a = round_f16(x.mul_add(vs, *a));
+        }
+        s_sum = s_sum * ms + vs;
+    }
+    s_sum
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use std::arch::x86_64::*;
+
+    /// Rounds 8 lanes to f16 and back.
+    #[inline(always)]
+    unsafe fn r16(x: __m256) -> __m256 {
+        _mm256_cvtph_ps(_mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(x))
+    }
+
+    /// [`super::dot_f16`] for `d` a multiple of 64, each 16-lane accumulator as two 8-lane
+    /// halves (lane-wise sums are the same), then the same folding.
+    #[inline(always)]
+    unsafe fn dot(x: *const f32, y: *const f32, d: usize) -> f32 {
+        let mut acc = [_mm256_setzero_ps(); 8];
+        for i in (0..d).step_by(64) {
+            for (j, a) in acc.iter_mut().enumerate() {
+                let o = i + j * 8;
+                *a = _mm256_fmadd_ps(_mm256_loadu_ps(x.add(o)), _mm256_loadu_ps(y.add(o)), *a);
+            }
+        }
+        // acc[2j], acc[2j+1]: lanes 0..8 and 8..16 of ggml's accumulator j.
+        let lo = _mm256_add_ps(_mm256_add_ps(acc[0], acc[4]), _mm256_add_ps(acc[2], acc[6]));
+        let hi = _mm256_add_ps(_mm256_add_ps(acc[1], acc[5]), _mm256_add_ps(acc[3], acc[7]));
+        let u = _mm256_add_ps(hi, lo);
+        let w = _mm_add_ps(_mm256_extractf128_ps(u, 1), _mm256_castps256_ps128(u));
+        let z = _mm_add_ps(w, _mm_movehl_ps(w, w));
+        _mm_cvtss_f32(_mm_add_ss(z, _mm_shuffle_ps(z, z, 1)))
+    }
+
+    /// [`super::head_scalar`] with 8-lane vectors (the same roundings, element by element).
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn head(q: &[f32], k: &[f32], v: &[f32], d: usize, scale: f32, acc: &mut [f32]) -> f32 {
+        acc.fill(0.0);
+        let (mut s_sum, mut m) = (0f32, f32::NEG_INFINITY);
+        let rows = k.len() / d;
+        let a = acc.as_mut_ptr();
+        for c in 0..rows {
+            let s = dot(k.as_ptr().add(c * d), q.as_ptr(), d) * scale;
+            let (mut ms, mut vs) = (1f32, 1f32);
+            if s > m {
+                let old = m;
+                m = s;
+                ms = (old - m).exp();
+                let msv = _mm256_set1_ps(ms);
+                for o in (0..d).step_by(8) {
+                    _mm256_storeu_ps(a.add(o), r16(_mm256_mul_ps(_mm256_loadu_ps(a.add(o)), msv)));
+                }
+            } else {
+                vs = (s - m).exp();
+            }
+            let vsv = _mm256_set1_ps(vs);
+            let vr = v.as_ptr().add(c * d);
+            for o in (0..d).step_by(8) {
+                let y = _mm256_fmadd_ps(_mm256_loadu_ps(vr.add(o)), vsv, _mm256_loadu_ps(a.add(o)));
+                _mm256_storeu_ps(a.add(o), r16(y));
+            }
+            s_sum = s_sum * ms + vs;
+        }
+        s_sum
+    }
 }
 
 /// `e^x` as ggml's AVX-512 `ggml_v_expf` computes it: `x = n·ln2 + b` with `n` rounded to an

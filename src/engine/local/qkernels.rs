@@ -482,24 +482,153 @@ mod x86 {
         }
     }
 
-    /// One K-quant row: 256-value superblocks, the same arithmetic as [`super::dot_row_k_scalar`]
-    /// (integer dot products per superblock, ggml's float steps), codes unpacked with SIMD.
+    /// `RW` weight rows times `RX` activation rows, each weight block unpacked once for all
+    /// `RX` rows (prompt processing). Every output's arithmetic is that of [`rows`].
+    /// `out[j * out_stride + r] = row_r · xs[j]`.
     #[inline(always)]
-    unsafe fn row_k<const VNNI: bool>(
+    unsafe fn tile<const RW: usize, const RX: usize, const VNNI: bool, const F: u8>(
+        w: *const u8,
+        row_bytes: usize,
+        xs: &[QuantRow],
+        out: &mut [f32],
+        out_stride: usize,
+    ) {
+        let bb = match F {
+            F_Q8_0 => 34,
+            F_Q5_0 => 22,
+            F_Q4_0 => 18,
+            _ => 20,
+        };
+        let nb = row_bytes / bb;
+        let signed = F == F_Q8_0;
+        let bias = match F {
+            F_Q5_0 => 16.0,
+            F_Q4_0 => 8.0,
+            _ => 0.0,
+        };
+        let mut acc = [[_mm256_setzero_ps(); RX]; RW];
+        let mut off = [[0f32; RX]; RW];
+        for b in 0..nb {
+            for r in 0..RW {
+                let blk = w.add(r * row_bytes + b * bb);
+                let d = half(blk);
+                let c = codes::<VNNI, F>(blk);
+                for j in 0..RX {
+                    let x = xs.get_unchecked(j);
+                    let xv = _mm256_loadu_si256(x.qs.as_ptr().add(b * QK) as *const __m256i);
+                    let xd = *x.d.get_unchecked(b);
+                    let p = if VNNI && (F == F_Q5_0 || F == F_Q4_0) {
+                        let l = _mm256_loadu_si256(x.neg_lanes.as_ptr().add(b) as *const __m256i);
+                        let init = if F == F_Q5_0 {
+                            _mm256_slli_epi32(l, 4)
+                        } else {
+                            _mm256_slli_epi32(l, 3)
+                        };
+                        _mm256_dpbusd_epi32(init, c, xv)
+                    } else {
+                        dot::<VNNI>(signed, c, xv)
+                    };
+                    acc[r][j] =
+                        _mm256_fmadd_ps(_mm256_set1_ps(d * xd), _mm256_cvtepi32_ps(p), acc[r][j]);
+                    let xsum = *x.s.get_unchecked(b);
+                    if F == F_Q4_1 {
+                        off[r][j] += half(blk.add(2)) * xsum;
+                    } else if !VNNI {
+                        off[r][j] -= bias * d * xsum;
+                    }
+                }
+            }
+        }
+        for r in 0..RW {
+            for j in 0..RX {
+                out[j * out_stride + r] = hsum(acc[r][j]) + off[r][j];
+            }
+        }
+    }
+
+    #[inline(always)]
+    unsafe fn tiles<const VNNI: bool, const F: u8>(
+        w: *const u8,
+        row_bytes: usize,
+        nw: usize,
+        xs: &[QuantRow],
+        out: &mut [f32],
+        out_stride: usize,
+    ) {
+        let mut j = 0;
+        while j < xs.len() {
+            let rx = (xs.len() - j).min(4);
+            let mut r = 0;
+            while r < nw {
+                let o = &mut out[j * out_stride + r..];
+                let wp = w.add(r * row_bytes);
+                let xj = &xs[j..];
+                match (nw - r >= 2, rx) {
+                    (true, 4) => tile::<2, 4, VNNI, F>(wp, row_bytes, xj, o, out_stride),
+                    (true, 3) => tile::<2, 3, VNNI, F>(wp, row_bytes, xj, o, out_stride),
+                    (true, 2) => tile::<2, 2, VNNI, F>(wp, row_bytes, xj, o, out_stride),
+                    (true, _) => tile::<2, 1, VNNI, F>(wp, row_bytes, xj, o, out_stride),
+                    (false, 4) => tile::<1, 4, VNNI, F>(wp, row_bytes, xj, o, out_stride),
+                    (false, 3) => tile::<1, 3, VNNI, F>(wp, row_bytes, xj, o, out_stride),
+                    (false, 2) => tile::<1, 2, VNNI, F>(wp, row_bytes, xj, o, out_stride),
+                    (false, _) => tile::<1, 1, VNNI, F>(wp, row_bytes, xj, o, out_stride),
+                }
+                r += if nw - r >= 2 { 2 } else { 1 };
+            }
+            j += rx;
+        }
+    }
+
+    macro_rules! tiles_fn {
+        ($name:ident, $feat:literal, $vnni:literal) => {
+            /// `nw` consecutive weight rows times every row of `xs` (32-value block formats):
+            /// `out[j * out_stride + r] = row_r · xs[j]`.
+            #[target_feature(enable = $feat)]
+            pub unsafe fn $name(
+                dt: GgmlDType,
+                w: &[u8],
+                row_bytes: usize,
+                nw: usize,
+                xs: &[QuantRow],
+                out: &mut [f32],
+                out_stride: usize,
+            ) {
+                debug_assert!(w.len() >= nw * row_bytes);
+                let p = w.as_ptr();
+                match dt {
+                    GgmlDType::Q8_0 => tiles::<$vnni, F_Q8_0>(p, row_bytes, nw, xs, out, out_stride),
+                    GgmlDType::Q5_0 => tiles::<$vnni, F_Q5_0>(p, row_bytes, nw, xs, out, out_stride),
+                    GgmlDType::Q4_0 => tiles::<$vnni, F_Q4_0>(p, row_bytes, nw, xs, out, out_stride),
+                    _ => tiles::<$vnni, F_Q4_1>(p, row_bytes, nw, xs, out, out_stride),
+                }
+            }
+        };
+    }
+
+    tiles_fn!(tiles_avx2, "avx2,fma,f16c", false);
+    tiles_fn!(
+        tiles_vnni,
+        "avx2,fma,f16c,avx512f,avx512vl,avx512bw,avx512vnni",
+        true
+    );
+
+    /// One K-quant weight row times `RX` activation rows: 256-value superblocks, the same
+    /// arithmetic as [`super::dot_row_k_scalar`] (integer dot products per superblock, ggml's
+    /// float steps); each superblock's codes are unpacked once for all `RX` rows.
+    #[inline(always)]
+    unsafe fn row_k<const VNNI: bool, const RX: usize>(
         dt: GgmlDType,
         row: *const u8,
         nsb: usize,
-        x: &QuantRow,
+        xs: &[QuantRow],
         per64: bool,
-    ) -> f32 {
+    ) -> [f32; RX] {
         let m4 = _mm256_set1_epi8(0x0F);
         let m3 = _mm256_set1_epi8(3);
-        let (mut acc, mut accm) = (0f32, 0f32);
-        let mut acc6 = _mm256_setzero_ps();
+        let mut acc = [0f32; RX];
+        let mut accm = [0f32; RX];
+        let mut acc6 = [_mm256_setzero_ps(); RX];
         for sb in 0..nsb {
-            let xq = x.qs.as_ptr().add(sb * 256);
-            let dx = *x.d.get_unchecked(sb * 8);
-            let s16 = x.sum16.as_ptr().add(sb * 16);
             _mm_prefetch::<_MM_HINT_T0>(row.add(sb * block_bytes(dt) + PREFETCH) as *const i8);
             _mm_prefetch::<_MM_HINT_T0>(row.add(sb * block_bytes(dt) + PREFETCH + 64) as *const i8);
             _mm_prefetch::<_MM_HINT_T0>(row.add(sb * block_bytes(dt) + PREFETCH + 128) as *const i8);
@@ -509,38 +638,60 @@ mod x86 {
                 let dmin = half(blk.add(2));
                 let scales = std::slice::from_raw_parts(blk.add(4), 12);
                 let qs = blk.add(16);
-                let mut isum = _mm256_setzero_si256();
-                let mut imin = 0i32;
+                // Codes of the 8 sub-blocks of 32, their scales and mins.
+                let mut codes = [_mm256_setzero_si256(); 8];
+                let mut sc = [0i32; 8];
+                let mut mn = [0i32; 8];
                 for j in 0..4 {
                     let q = _mm256_loadu_si256(qs.add(32 * j) as *const __m256i);
-                    let lo = _mm256_and_si256(q, m4);
-                    let hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
-                    let (s0, mn0) = scale_min_k4(2 * j, scales);
-                    let (s1, mn1) = scale_min_k4(2 * j + 1, scales);
-                    let x0 = _mm256_loadu_si256(xq.add(64 * j) as *const __m256i);
-                    let x1 = _mm256_loadu_si256(xq.add(64 * j + 32) as *const __m256i);
-                    let p0 = _mm256_mullo_epi32(dot::<VNNI>(false, lo, x0), _mm256_set1_epi32(s0 as i32));
-                    let p1 = _mm256_mullo_epi32(dot::<VNNI>(false, hi, x1), _mm256_set1_epi32(s1 as i32));
-                    let m = mn0 as i32 * (*s16.add(4 * j) + *s16.add(4 * j + 1))
-                        + mn1 as i32 * (*s16.add(4 * j + 2) + *s16.add(4 * j + 3));
-                    if per64 {
-                        let i = hsum_i32(_mm256_add_epi32(p0, p1));
-                        acc = (i as f32).mul_add(d * dx, acc);
-                        accm = (m as f32).mul_add(dmin * dx, accm);
-                    } else {
-                        isum = _mm256_add_epi32(isum, _mm256_add_epi32(p0, p1));
-                        imin += m;
-                    }
+                    codes[2 * j] = _mm256_and_si256(q, m4);
+                    codes[2 * j + 1] = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
+                    let (s0, m0) = scale_min_k4(2 * j, scales);
+                    let (s1, m1) = scale_min_k4(2 * j + 1, scales);
+                    (sc[2 * j], sc[2 * j + 1]) = (s0 as i32, s1 as i32);
+                    (mn[2 * j], mn[2 * j + 1]) = (m0 as i32, m1 as i32);
                 }
-                if !per64 {
-                    acc = (hsum_i32(isum) as f32).mul_add(d * dx, acc);
-                    accm = (imin as f32).mul_add(dmin * dx, accm);
+                for (r, x) in xs.iter().enumerate().take(RX) {
+                    let xq = x.qs.as_ptr().add(sb * 256);
+                    let dx = *x.d.get_unchecked(sb * 8);
+                    let s16 = x.sum16.as_ptr().add(sb * 16);
+                    let mut isum = _mm256_setzero_si256();
+                    let mut imin = 0i32;
+                    for j in 0..4 {
+                        let x0 = _mm256_loadu_si256(xq.add(64 * j) as *const __m256i);
+                        let x1 = _mm256_loadu_si256(xq.add(64 * j + 32) as *const __m256i);
+                        let p0 = _mm256_mullo_epi32(
+                            dot::<VNNI>(false, codes[2 * j], x0),
+                            _mm256_set1_epi32(sc[2 * j]),
+                        );
+                        let p1 = _mm256_mullo_epi32(
+                            dot::<VNNI>(false, codes[2 * j + 1], x1),
+                            _mm256_set1_epi32(sc[2 * j + 1]),
+                        );
+                        let m = mn[2 * j] * (*s16.add(4 * j) + *s16.add(4 * j + 1))
+                            + mn[2 * j + 1] * (*s16.add(4 * j + 2) + *s16.add(4 * j + 3));
+                        if per64 {
+                            let i = hsum_i32(_mm256_add_epi32(p0, p1));
+                            acc[r] = (i as f32).mul_add(d * dx, acc[r]);
+                            accm[r] = (m as f32).mul_add(dmin * dx, accm[r]);
+                        } else {
+                            isum = _mm256_add_epi32(isum, _mm256_add_epi32(p0, p1));
+                            imin += m;
+                        }
+                    }
+                    if !per64 {
+                        acc[r] = (hsum_i32(isum) as f32).mul_add(d * dx, acc[r]);
+                        accm[r] = (imin as f32).mul_add(dmin * dx, accm[r]);
+                    }
                 }
             } else {
                 let blk = row.add(sb * 210);
                 let d = half(blk.add(208));
                 let sc = blk.add(192) as *const i8;
-                let mut lanes = _mm256_setzero_si256();
+                // Unsigned 6-bit codes of the 8 groups of 32; the offset of 32 is taken off per
+                // lane below. Group 4n+k has weight scales 8n+2k (first 16) and 8n+2k+1.
+                let mut codes = [_mm256_setzero_si256(); 8];
+                let mut scv = [_mm256_setzero_si256(); 8];
                 for n in 0..2 {
                     let ql0 = _mm256_loadu_si256(blk.add(64 * n) as *const __m256i);
                     let ql1 = _mm256_loadu_si256(blk.add(64 * n + 32) as *const __m256i);
@@ -554,40 +705,101 @@ mod x86 {
                         };
                         _mm256_slli_epi16(_mm256_and_si256(v, m3), 4)
                     };
-                    // Unsigned 6-bit codes; the offset of 32 is taken off per lane below.
-                    let codes = [
-                        _mm256_or_si256(_mm256_and_si256(ql0, m4), h(0)),
-                        _mm256_or_si256(_mm256_and_si256(ql1, m4), h(2)),
-                        _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql0, 4), m4), h(4)),
-                        _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql1, 4), m4), h(6)),
-                    ];
-                    for (k, c) in codes.iter().enumerate() {
-                        // 32 values: weight scales 8n+2k (first 16) and 8n+2k+1 (last 16).
-                        let xv = _mm256_loadu_si256(xq.add(32 * (4 * n + k)) as *const __m256i);
+                    codes[4 * n] = _mm256_or_si256(_mm256_and_si256(ql0, m4), h(0));
+                    codes[4 * n + 1] = _mm256_or_si256(_mm256_and_si256(ql1, m4), h(2));
+                    codes[4 * n + 2] =
+                        _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql0, 4), m4), h(4));
+                    codes[4 * n + 3] =
+                        _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql1, 4), m4), h(6));
+                    for k in 0..4 {
                         let (a, b) = (*sc.add(8 * n + 2 * k) as i32, *sc.add(8 * n + 2 * k + 1) as i32);
-                        let p = dot::<VNNI>(false, *c, xv);
-                        lanes = _mm256_add_epi32(
-                            lanes,
-                            _mm256_mullo_epi32(p, _mm256_setr_epi32(a, a, a, a, b, b, b, b)),
-                        );
+                        scv[4 * n + k] = _mm256_setr_epi32(a, a, a, a, b, b, b, b);
                     }
                 }
-                let mut sub = [0i32; 8];
-                for (l, v) in sub.iter_mut().enumerate() {
-                    *v = 32
-                        * (*sc.add(2 * l) as i32 * *s16.add(2 * l)
-                            + *sc.add(2 * l + 1) as i32 * *s16.add(2 * l + 1));
+                for (r, x) in xs.iter().enumerate().take(RX) {
+                    let xq = x.qs.as_ptr().add(sb * 256);
+                    let dx = *x.d.get_unchecked(sb * 8);
+                    let s16 = x.sum16.as_ptr().add(sb * 16);
+                    let mut lanes = _mm256_setzero_si256();
+                    for (g, c) in codes.iter().enumerate() {
+                        let xv = _mm256_loadu_si256(xq.add(32 * g) as *const __m256i);
+                        lanes = _mm256_add_epi32(
+                            lanes,
+                            _mm256_mullo_epi32(dot::<VNNI>(false, *c, xv), scv[g]),
+                        );
+                    }
+                    let mut sub = [0i32; 8];
+                    for (l, v) in sub.iter_mut().enumerate() {
+                        *v = 32
+                            * (*sc.add(2 * l) as i32 * *s16.add(2 * l)
+                                + *sc.add(2 * l + 1) as i32 * *s16.add(2 * l + 1));
+                    }
+                    lanes =
+                        _mm256_sub_epi32(lanes, _mm256_loadu_si256(sub.as_ptr() as *const __m256i));
+                    acc6[r] =
+                        _mm256_fmadd_ps(_mm256_set1_ps(dx * d), _mm256_cvtepi32_ps(lanes), acc6[r]);
                 }
-                lanes = _mm256_sub_epi32(lanes, _mm256_loadu_si256(sub.as_ptr() as *const __m256i));
-                acc6 = _mm256_fmadd_ps(_mm256_set1_ps(dx * d), _mm256_cvtepi32_ps(lanes), acc6);
             }
         }
-        if dt == GgmlDType::Q4K {
-            acc - accm
-        } else {
-            hsum(acc6)
+        let mut out = [0f32; RX];
+        for r in 0..RX {
+            out[r] = if dt == GgmlDType::Q4K {
+                acc[r] - accm[r]
+            } else {
+                hsum(acc6[r])
+            };
         }
+        out
     }
+
+    macro_rules! tiles_k_fn {
+        ($name:ident, $feat:literal, $vnni:literal) => {
+            /// `nw` consecutive K-quant weight rows times every row of `xs`:
+            /// `out[j * out_stride + r] = row_r · xs[j]`. Rows of `xs` come in groups of four
+            /// (llama.cpp's `per64` rounding for Q4_K) and a tail of fewer.
+            #[target_feature(enable = $feat)]
+            pub unsafe fn $name(
+                dt: GgmlDType,
+                w: &[u8],
+                row_bytes: usize,
+                nw: usize,
+                xs: &[QuantRow],
+                out: &mut [f32],
+                out_stride: usize,
+            ) {
+                debug_assert!(w.len() >= nw * row_bytes);
+                let nsb = row_bytes / block_bytes(dt);
+                let p = w.as_ptr();
+                let mut j = 0;
+                while j < xs.len() {
+                    let rx = (xs.len() - j).min(4);
+                    for r in 0..nw {
+                        let wr = p.add(r * row_bytes);
+                        let xj = &xs[j..];
+                        let mut put = |v: &[f32]| {
+                            for (i, v) in v.iter().enumerate() {
+                                out[(j + i) * out_stride + r] = *v;
+                            }
+                        };
+                        match rx {
+                            4 => put(&row_k::<$vnni, 4>(dt, wr, nsb, xj, true)),
+                            3 => put(&row_k::<$vnni, 3>(dt, wr, nsb, xj, false)),
+                            2 => put(&row_k::<$vnni, 2>(dt, wr, nsb, xj, false)),
+                            _ => put(&row_k::<$vnni, 1>(dt, wr, nsb, xj, false)),
+                        }
+                    }
+                    j += rx;
+                }
+            }
+        };
+    }
+
+    tiles_k_fn!(tiles_k_avx2, "avx2,fma,f16c", false);
+    tiles_k_fn!(
+        tiles_k_vnni,
+        "avx2,fma,f16c,avx512f,avx512vl,avx512bw,avx512vnni",
+        true
+    );
 
     /// Sum of 8 i32 lanes (exact).
     #[inline(always)]
@@ -643,7 +855,7 @@ mod x86 {
                 if block_len(dt) == 256 {
                     let nsb = row_bytes / block_bytes(dt);
                     for (r, y) in out.iter_mut().enumerate() {
-                        *y = row_k::<$vnni>(dt, p.add(r * row_bytes), nsb, x, per64);
+                        *y = row_k::<$vnni, 1>(dt, p.add(r * row_bytes), nsb, std::slice::from_ref(x), per64)[0];
                     }
                     return;
                 }
@@ -695,6 +907,42 @@ fn dot_rows(
     }
 }
 
+/// The weight rows in `w` times every row of `xs` into `out` (`xs.len() × rows`), with each
+/// weight block unpacked once for several rows. False where there is no such kernel (K-quants,
+/// CPUs without AVX2): the caller then goes row by row.
+fn dot_tile(dt: GgmlDType, w: &[u8], row_bytes: usize, xs: &[QuantRow], out: &mut [f32]) -> bool {
+    let nw = w.len() / row_bytes;
+    if out.len() != xs.len() * nw {
+        return false;
+    }
+    for x in xs {
+        assert!(x.qs.len() / block_len(dt) * block_bytes(dt) >= row_bytes);
+    }
+    if block_len(dt) != QK {
+        // K-quants: the groups of four must line up with the batch's (see `matvec`).
+        match isa() {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: the features were detected at run time; the asserts keep reads in bounds.
+            Isa::Avx512Vnni => unsafe { x86::tiles_k_vnni(dt, w, row_bytes, nw, xs, out, nw) },
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: as above.
+            Isa::Avx2 => unsafe { x86::tiles_k_avx2(dt, w, row_bytes, nw, xs, out, nw) },
+            _ => return false,
+        }
+        return true;
+    }
+    match isa() {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: the features were detected at run time; the asserts keep reads in bounds.
+        Isa::Avx512Vnni => unsafe { x86::tiles_vnni(dt, w, row_bytes, nw, xs, out, nw) },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: as above.
+        Isa::Avx2 => unsafe { x86::tiles_avx2(dt, w, row_bytes, nw, xs, out, nw) },
+        _ => return false,
+    }
+    true
+}
+
 /// `y = W x` for `W` of `rows × cols` in `dt` (raw GGUF bytes) and each row of `xs` (`n × cols`).
 /// Writes `n × rows` values into `out`. The rows of `xs` are one batch: llama.cpp multiplies
 /// Q4_K weights with the rows of a batch in groups of four with different float steps than
@@ -708,20 +956,50 @@ pub fn matvec(dt: GgmlDType, w: &[u8], rows: usize, cols: usize, xs: &[f32], out
         .map(|x| QuantRow::quantize_for(dt, x))
         .collect();
     let threads = rayon::current_num_threads().max(1);
-    // Enough chunks to balance, few enough that scheduling stays cheap.
-    let chunk = rows.div_ceil(threads * 4).max(16).div_ceil(4) * 4;
     let grouped = qx.len() - qx.len() % 4;
-    for (i, x) in qx.iter().enumerate() {
-        let per64 = dt == GgmlDType::Q4K && i < grouped;
-        let o = &mut out[i * rows..(i + 1) * rows];
+    let per64 = |i: usize| dt == GgmlDType::Q4K && i < grouped;
+    if qx.len() == 1 {
+        // Decode: one activation row, the weight rows split across the pool.
+        // Enough chunks to balance, few enough that scheduling stays cheap.
+        let chunk = rows.div_ceil(threads * 4).max(16).div_ceil(4) * 4;
         if threads == 1 || rows <= chunk {
-            dot_rows(dt, w, row_bytes, x, o, per64);
-            continue;
+            dot_rows(dt, w, row_bytes, &qx[0], out, per64(0));
+            return;
         }
-        o.par_chunks_mut(chunk).enumerate().for_each(|(c, dst)| {
+        out.par_chunks_mut(chunk).enumerate().for_each(|(c, dst)| {
             let r0 = c * chunk;
-            dot_rows(dt, &w[r0 * row_bytes..], row_bytes, x, dst, per64);
+            dot_rows(dt, &w[r0 * row_bytes..], row_bytes, &qx[0], dst, per64(0));
         });
+        return;
+    }
+    // Prompt: a few weight rows (about 16 KB, they stay in L1) times a tile of activation rows
+    // (in L2), so the weights are read from memory once per tile instead of once per row. The
+    // arithmetic per output is the same as in decode.
+    const TILE: usize = 64;
+    let chunk = (16384 / row_bytes.max(1)).clamp(4, 64) / 4 * 4;
+    let nchunks = rows.div_ceil(chunk);
+    for t0 in (0..qx.len()).step_by(TILE) {
+        let tile = &qx[t0..(t0 + TILE).min(qx.len())];
+        let parts: Vec<Vec<f32>> = (0..nchunks)
+            .into_par_iter()
+            .map(|c| {
+                let (r0, r1) = (c * chunk, ((c + 1) * chunk).min(rows));
+                let mut part = vec![0f32; tile.len() * (r1 - r0)];
+                if !dot_tile(dt, &w[r0 * row_bytes..r1 * row_bytes], row_bytes, tile, &mut part) {
+                    for (i, x) in tile.iter().enumerate() {
+                        let dst = &mut part[i * (r1 - r0)..(i + 1) * (r1 - r0)];
+                        dot_rows(dt, &w[r0 * row_bytes..], row_bytes, x, dst, per64(t0 + i));
+                    }
+                }
+                part
+            })
+            .collect();
+        for (c, part) in parts.iter().enumerate() {
+            let (r0, r1) = (c * chunk, ((c + 1) * chunk).min(rows));
+            for (i, src) in part.chunks_exact(r1 - r0).enumerate() {
+                out[(t0 + i) * rows + r0..(t0 + i) * rows + r1].copy_from_slice(src);
+            }
+        }
     }
 }
 
@@ -803,5 +1081,70 @@ mod tests {
         ] {
             check(dt);
         }
+    }
+
+    /// A batch of rows goes through the tiled kernels; each output must be bit for bit what the
+    /// row-at-a-time path gives (K-quants: what the scalar reference gives, with llama.cpp's
+    /// per-64 steps for the rows in whole groups of four).
+    #[test]
+    fn batched_rows_equal_row_at_a_time_bit_for_bit() {
+        let (rows, cols, n) = (40, 512, 7);
+        let w: Vec<f32> = (0..rows * cols)
+            .map(|i| (((i * 2654435761usize) % 1000) as f32 / 500.0 - 1.0) * 0.3)
+            .collect();
+        let xs: Vec<f32> = (0..n * cols)
+            .map(|i| ((i * 7 % 13) as f32 - 6.0) / 5.0 + if i % 97 == 0 { 40.0 } else { 0.0 })
+            .collect();
+        let wt = Tensor::from_vec(w, (rows, cols), &Device::Cpu).unwrap();
+        for dt in [
+            GgmlDType::Q8_0,
+            GgmlDType::Q5_0,
+            GgmlDType::Q4_0,
+            GgmlDType::Q4K,
+            GgmlDType::Q6K,
+        ] {
+            let bytes = QTensor::quantize(&wt, dt).unwrap().data().unwrap().to_vec();
+            let mut batched = vec![0f32; n * rows];
+            matvec(dt, &bytes, rows, cols, &xs, &mut batched);
+            let rb = cols / block_len(dt) * block_bytes(dt);
+            for i in 0..n {
+                let x = &xs[i * cols..(i + 1) * cols];
+                let want: Vec<f32> = if block_len(dt) == 256 {
+                    let qx = QuantRow::quantize_for(dt, x);
+                    let per64 = dt == GgmlDType::Q4K && i < 4;
+                    (0..rows)
+                        .map(|r| dot_row_scalar(dt, &bytes[r * rb..(r + 1) * rb], &qx, per64))
+                        .collect()
+                } else {
+                    let mut one = vec![0f32; rows];
+                    matvec(dt, &bytes, rows, cols, x, &mut one);
+                    one
+                };
+                assert_eq!(&batched[i * rows..(i + 1) * rows], &want[..], "{dt:?} row {i}");
+            }
+        }
+    }
+
+    #[test]
+    fn activations_are_rounded_as_llama_cpp_rounds_them() {
+        // q8_0: scale amax/127 kept as f16, codes rounded half to even.
+        let mut x = vec![0f32; 32];
+        x[0] = 127.0;
+        x[1] = 2.5; // 2.5 · 127/127 = 2.5 → 2 (ties to even)
+        x[2] = 3.5; // → 4
+        let q = QuantRow::quantize(&x);
+        assert_eq!((q.qs[0], q.qs[1], q.qs[2]), (127, 2, 4));
+        assert_eq!(q.d[0], 1.0);
+        let x: Vec<f32> = (0..32).map(|i| i as f32 * 0.1).collect();
+        let q = QuantRow::quantize(&x);
+        assert_eq!(q.d[0], f16::from_f32(3.1 / 127.0).to_f32());
+        // q8_K: one scale per 256 values, 1/(127/amax) in f32, on every block of 32 inside.
+        let x: Vec<f32> = (0..256).map(|i| (i as f32 - 100.0) * 0.01).collect();
+        let q = QuantRow::quantize_k(&x);
+        let amax = x.iter().fold(0f32, |m, v| m.max(v.abs()));
+        assert!(q.d.iter().all(|&d| d == 1.0 / (127.0 / amax)));
+        assert_eq!(q.qs[255], 127);
+        assert_eq!(q.sum16.len(), 16);
+        assert_eq!(q.sum16[0], q.qs[..16].iter().map(|&v| v as i32).sum::<i32>());
     }
 }
