@@ -159,7 +159,7 @@ fn dump_dir() -> Option<&'static str> {
 /// With `AHA_DUMP=DIR`, writes an activation of the K-th forward call as raw little-endian f32 to
 /// `DIR/K/NAME.bin`, named and laid out (token-major) as llama.cpp's graph names them, so the two
 /// engines can be compared op by op.
-fn dump(name: &str, t: &Tensor) -> Result<()> {
+fn dump(name: std::fmt::Arguments<'_>, t: &Tensor) -> Result<()> {
     let Some(dir) = dump_dir() else {
         return Ok(());
     };
@@ -347,7 +347,7 @@ impl Transformer {
         for (li, b) in self.blocks.iter().enumerate() {
             let residual = &x;
             let xn = rms_norm(&x, &b.attn_norm, cfg.rms_eps)?;
-            dump(&format!("attn_norm-{li}"), &xn)?;
+            dump(format_args!("attn_norm-{li}"), &xn)?;
             let (q, k, v) = match &b.qkv {
                 Some((w, bias)) => {
                     let qkv = add_bias(xn.matmul(&w.t()?)?, bias)?;
@@ -368,9 +368,9 @@ impl Transformer {
             let v = v.reshape((n, kvh, d))?.transpose(0, 1)?.contiguous()?;
             let q = self.rope(&q, &cos, &sin)?;
             let k = self.rope(&k, &cos, &sin)?.squeeze(0)?;
-            dump(&format!("Qcur-{li}"), &q.transpose(1, 2)?)?;
-            dump(&format!("Kcur-{li}"), &k.transpose(0, 1)?)?;
-            dump(&format!("Vcur-{li}"), &v.transpose(0, 1)?)?;
+            dump(format_args!("Qcur-{li}"), &q.transpose(1, 2)?)?;
+            dump(format_args!("Kcur-{li}"), &k.transpose(0, 1)?)?;
+            dump(format_args!("Vcur-{li}"), &v.transpose(0, 1)?)?;
             let (k, v) = (self.kv_round(k)?, self.kv_round(v)?);
             let (ka, va) = cache.layer_mut(li).append(&k, &v, cfg.n_ctx)?;
             let y = if ggml_numerics() && self.device.is_cpu() && self.dtype == DType::F32 {
@@ -396,9 +396,9 @@ impl Transformer {
                     .contiguous()?
                     .reshape((n, h * d))?
             };
-            dump(&format!("kqv_out-{li}"), &y)?;
+            dump(format_args!("kqv_out-{li}"), &y)?;
             let y = b.wo.forward(&y)?;
-            dump(&format!("attn_out-{li}"), &y)?;
+            dump(format_args!("attn_out-{li}"), &y)?;
             let x1 = (residual + y)?;
             // Only the last row's logits are wanted: the last layer's feed-forward runs on it
             // alone (as in llama.cpp, whose Q4_K rounding depends on the rows in a batch).
@@ -407,9 +407,9 @@ impl Transformer {
             } else {
                 x1
             };
-            dump(&format!("ffn_inp-{li}"), &x1)?;
+            dump(format_args!("ffn_inp-{li}"), &x1)?;
             let xn = rms_norm(&x1, &b.ffn_norm, cfg.rms_eps)?;
-            dump(&format!("ffn_norm-{li}"), &xn)?;
+            dump(format_args!("ffn_norm-{li}"), &xn)?;
             let (gate, up) = match &b.gate_up {
                 Some(w) => {
                     let gu = xn.matmul(&w.t()?)?;
@@ -418,8 +418,8 @@ impl Transformer {
                 }
                 None => (b.w_gate.forward(&xn)?, b.w_up.forward(&xn)?),
             };
-            dump(&format!("ffn_gate-{li}"), &gate)?;
-            dump(&format!("ffn_up-{li}"), &up)?;
+            dump(format_args!("ffn_gate-{li}"), &gate)?;
+            dump(format_args!("ffn_up-{li}"), &up)?;
             let sw = if ggml_numerics() && self.device.is_cpu() && self.dtype == DType::F32 {
                 let gs = gate.flatten_all()?.to_vec1::<f32>()?;
                 let us = up.flatten_all()?.to_vec1::<f32>()?;
@@ -427,11 +427,11 @@ impl Transformer {
             } else {
                 (candle_nn::ops::silu(&gate)? * up)?
             };
-            dump(&format!("ffn_swiglu-{li}"), &sw)?;
+            dump(format_args!("ffn_swiglu-{li}"), &sw)?;
             let y = b.w_down.forward(&sw)?;
-            dump(&format!("ffn_out-{li}"), &y)?;
+            dump(format_args!("ffn_out-{li}"), &y)?;
             x = (x1 + y)?;
-            dump(&format!("l_out-{li}"), &x)?;
+            dump(format_args!("l_out-{li}"), &x)?;
         }
         let x = if all_logits || x.dim(0)? == 1 {
             x
@@ -439,9 +439,9 @@ impl Transformer {
             x.narrow(0, n - 1, 1)?
         };
         let x = rms_norm(&x, &self.norm, cfg.rms_eps)?;
-        dump("result_norm", &x)?;
+        dump(format_args!("result_norm"), &x)?;
         let logits = self.output.forward(&x)?.to_dtype(DType::F32)?;
-        dump("result_output", &logits)?;
+        dump(format_args!("result_output"), &logits)?;
         Ok(logits)
     }
 }

@@ -64,6 +64,9 @@ pub struct QuantRow {
     pub neg_lanes: Vec<[i32; 8]>,
     /// Sum of the codes of each 16 values (the K-quant dot products' `bsums`).
     pub sum16: Vec<i32>,
+    /// Per block, the sum of the values as llama.cpp's `q8_1` keeps it for Q4_1 weights:
+    /// `amax/127 · Σcodes` rounded to f16.
+    pub s1: Vec<f32>,
 }
 
 impl QuantRow {
@@ -74,16 +77,22 @@ impl QuantRow {
         let nb = x.len() / QK;
         let mut qs = vec![0i8; nb * QK];
         let mut d = vec![0f32; nb];
+        let mut s1 = vec![0f32; nb];
         for b in 0..nb {
             let xs = &x[b * QK..(b + 1) * QK];
             let amax = xs.iter().fold(0f32, |m, v| m.max(v.abs()));
             d[b] = f16::from_f32(amax / 127.0).to_f32();
             let inv = if amax != 0.0 { 127.0 / amax } else { 0.0 };
+            let mut sum = 0i32;
             for (q, v) in qs[b * QK..(b + 1) * QK].iter_mut().zip(xs) {
                 *q = (v * inv).round_ties_even() as i8;
+                sum += *q as i32;
             }
+            s1[b] = f16::from_f32(amax / 127.0 * sum as f32).to_f32();
         }
-        Self::finish(qs, d)
+        let mut row = Self::finish(qs, d);
+        row.s1 = s1;
+        row
     }
 
     /// Quantizes `x` (its length a multiple of 256) for K-quant weights, as llama.cpp's `q8_K`
@@ -133,6 +142,7 @@ impl QuantRow {
             s,
             neg_lanes,
             sum16,
+            s1: Vec::new(),
         }
     }
 
@@ -334,7 +344,7 @@ fn dot_row_scalar(dt: GgmlDType, row: &[u8], x: &QuantRow, per64: bool) -> f32 {
         let (d, m) = unpack_scalar(dt, blk, &mut w);
         let xq = &x.qs[b * QK..(b + 1) * QK];
         let s: i32 = w.iter().zip(xq).map(|(a, b)| *a as i32 * *b as i32).sum();
-        acc += d * x.d[b] * s as f32 + m * x.s[b];
+        acc += d * x.d[b] * s as f32 + m * x.s1.get(b).copied().unwrap_or(x.s[b]);
     }
     acc
 }
@@ -448,7 +458,11 @@ mod x86 {
         for b in 0..nb {
             let xv = _mm256_loadu_si256(xq.add(b * QK) as *const __m256i);
             let xd = *x.d.get_unchecked(b);
-            let xs = *x.s.get_unchecked(b);
+            let xs = if F == F_Q4_1 {
+                *x.s1.get_unchecked(b)
+            } else {
+                *x.s.get_unchecked(b)
+            };
             let init = if VNNI && (F == F_Q5_0 || F == F_Q4_0) {
                 let l = _mm256_loadu_si256(x.neg_lanes.as_ptr().add(b) as *const __m256i);
                 if F == F_Q5_0 {
@@ -530,7 +544,11 @@ mod x86 {
                     };
                     acc[r][j] =
                         _mm256_fmadd_ps(_mm256_set1_ps(d * xd), _mm256_cvtepi32_ps(p), acc[r][j]);
-                    let xsum = *x.s.get_unchecked(b);
+                    let xsum = if F == F_Q4_1 {
+                        *x.s1.get_unchecked(b)
+                    } else {
+                        *x.s.get_unchecked(b)
+                    };
                     if F == F_Q4_1 {
                         off[r][j] += half(blk.add(2)) * xsum;
                     } else if !VNNI {
@@ -1100,6 +1118,7 @@ mod tests {
             GgmlDType::Q8_0,
             GgmlDType::Q5_0,
             GgmlDType::Q4_0,
+            GgmlDType::Q4_1,
             GgmlDType::Q4K,
             GgmlDType::Q6K,
         ] {
@@ -1137,7 +1156,11 @@ mod tests {
         assert_eq!(q.d[0], 1.0);
         let x: Vec<f32> = (0..32).map(|i| i as f32 * 0.1).collect();
         let q = QuantRow::quantize(&x);
-        assert_eq!(q.d[0], f16::from_f32(3.1 / 127.0).to_f32());
+        let amax = x[31];
+        assert_eq!(q.d[0], f16::from_f32(amax / 127.0).to_f32());
+        // q8_1's block sum (Q4_1 weights): the unrounded scale times Σcodes, rounded to f16.
+        let sum: i32 = q.qs.iter().map(|&v| v as i32).sum();
+        assert_eq!(q.s1[0], f16::from_f32(amax / 127.0 * sum as f32).to_f32());
         // q8_K: one scale per 256 values, 1/(127/amax) in f32, on every block of 32 inside.
         let x: Vec<f32> = (0..256).map(|i| (i as f32 - 100.0) * 0.01).collect();
         let q = QuantRow::quantize_k(&x);
