@@ -173,3 +173,54 @@ fn think_budget_closes_reasoning_and_the_model_answers() {
         stats.thinking_tokens
     );
 }
+
+/// Greedy token ids of `aha run --raw` for `prompt` with the given `AHA_NUMERICS`.
+fn greedy_ids(numerics: &str, prompt: &str, n: usize) -> Vec<u64> {
+    let m = model("qwen2.5-coder-0.5b");
+    let out = super::common::bin()
+        .env("AHA_NUMERICS", numerics)
+        .args(["run", "-m"])
+        .arg(&m)
+        .args(["-t", "2", "--raw", "--json", "--temperature", "0", "--max-tokens"])
+        .arg(n.to_string())
+        .arg(prompt)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let last = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .last()
+        .map(str::to_string)
+        .unwrap_or_default();
+    let v: serde_json::Value = serde_json::from_str(&last).unwrap();
+    v["tokens"].as_array().unwrap().iter().map(|t| t.as_u64().unwrap()).collect()
+}
+
+/// With `AHA_NUMERICS=ggml` aha rounds as llama.cpp's CPU backend does and writes exactly
+/// llama.cpp's greedy tokens. The expected ids are llama.cpp's own (node-llama-cpp 3.21.1, same
+/// GGUF, 2 threads: `tools/llama_peer.mjs greedy-ids`); these two prompts part from aha's default
+/// numerics at a near-tie (tokens 10 and 18), so the test fails if the emulation drifts.
+#[test]
+fn ggml_numerics_reproduce_llama_cpp_greedy_tokens() {
+    let _g = heavy();
+    let cases: [(&str, &[u64]); 2] = [
+        (
+            "def fibonacci(n):\n",
+            &[
+                262, 421, 308, 2651, 220, 15, 510, 286, 470, 4167, 262, 4409, 308, 621, 220, 16,
+                510, 286, 470, 508, 15, 921, 262, 4409, 308, 621, 220, 17, 510, 286, 470, 508,
+            ],
+        ),
+        (
+            "The three primary colors are",
+            &[
+                2518, 11, 6303, 11, 323, 6176, 13, 8886, 1894, 702, 264, 4911, 1372, 315, 11067,
+                13, 576, 1372, 315, 11067, 315, 1817, 1894, 374, 438, 11017, 1447, 12, 3731, 25,
+                220, 18,
+            ],
+        ),
+    ];
+    for (prompt, llama) in cases {
+        assert_eq!(greedy_ids("ggml", prompt, 32), llama, "prompt {prompt:?}");
+    }
+}
