@@ -444,9 +444,6 @@ impl LocalEngine {
         self.cache.truncate(common);
         self.cached.truncate(common);
         let rest = &tokens[common..];
-        // The last prompt token always goes through the single-token (decode) path, so the first
-        // sampled token's logits do not depend on whether the prefix came from the cache: the same
-        // seed gives the same reply on a cold and a warm cache.
         // With llama.cpp's numerics (`AHA_NUMERICS=ggml`) the prompt goes in one batch as
         // llama.cpp sends it, since how rows are batched changes its rounding.
         if local::ggml_math::enabled() {
@@ -463,6 +460,9 @@ impl LocalEngine {
             };
             return Ok((local::model::last_row(&l)?, rest.len()));
         }
+        // Otherwise the last prompt token always goes through the single-token (decode) path, so
+        // the first sampled token's logits do not depend on whether the prefix came from the
+        // cache: the same seed gives the same reply on a cold and a warm cache.
         let (batch, last) = rest.split_at(rest.len().saturating_sub(1));
         for chunk in batch.chunks(PREFILL_CHUNK) {
             if ctrl.cancelled() {
