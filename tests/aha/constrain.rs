@@ -37,10 +37,6 @@ fn call_text(answer: &str) -> String {
     a.trim().to_string()
 }
 
-fn valid(call: &str) -> bool {
-    serde_json::from_str::<Value>(call).is_ok_and(|v| valid_value(&v))
-}
-
 fn valid_value(v: &Value) -> bool {
     match v["name"].as_str() {
         Some("run_code") => {
@@ -135,11 +131,17 @@ fn hot_sampling_still_gives_valid_calls_when_constrained() {
         let mut values = serde_json::Deserializer::from_str(&call).into_iter::<Value>();
         match values.next() {
             Some(Ok(v)) => {
-                assert!(valid_value(&v), "seed {seed}: invalid constrained call: {answer}");
+                assert!(
+                    valid_value(&v),
+                    "seed {seed}: invalid constrained call: {answer}"
+                );
                 ok += 1;
             }
             Some(Err(e)) if e.is_eof() => {
-                assert!(call.starts_with('{'), "seed {seed}: not even the start of an object: {answer}")
+                assert!(
+                    call.starts_with('{'),
+                    "seed {seed}: not even the start of an object: {answer}"
+                )
             }
             other => panic!("seed {seed}: not a JSON object ({other:?}): {answer}"),
         }

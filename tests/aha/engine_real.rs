@@ -181,19 +181,36 @@ fn greedy_ids(numerics: &str, prompt: &str, n: usize) -> Vec<u64> {
         .env("AHA_NUMERICS", numerics)
         .args(["run", "-m"])
         .arg(&m)
-        .args(["-t", "2", "--raw", "--json", "--temperature", "0", "--max-tokens"])
+        .args([
+            "-t",
+            "2",
+            "--raw",
+            "--json",
+            "--temperature",
+            "0",
+            "--max-tokens",
+        ])
         .arg(n.to_string())
         .arg(prompt)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let last = String::from_utf8_lossy(&out.stdout)
         .lines()
         .last()
         .map(str::to_string)
         .unwrap_or_default();
     let v: serde_json::Value = serde_json::from_str(&last).unwrap();
-    v["tokens"].as_array().unwrap().iter().map(|t| t.as_u64().unwrap()).collect()
+    v["tokens"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_u64().unwrap())
+        .collect()
 }
 
 /// With `AHA_NUMERICS=ggml` aha rounds as llama.cpp's CPU backend does and writes exactly

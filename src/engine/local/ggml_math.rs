@@ -85,13 +85,17 @@ pub fn attention(
     let mut qh = vec![0f32; d];
     let mut acc = vec![0f32; d];
     #[cfg(target_arch = "x86_64")]
-    let simd = d % 64 == 0 && std::arch::is_x86_feature_detected!("avx2")
+    let simd = d.is_multiple_of(64)
+        && std::arch::is_x86_feature_detected!("avx2")
         && std::arch::is_x86_feature_detected!("fma")
         && std::arch::is_x86_feature_detected!("f16c");
     for i in 0..n {
         for head in 0..h {
             let kv = head / group;
-            for (a, b) in qh.iter_mut().zip(&q[(i * h + head) * d..(i * h + head + 1) * d]) {
+            for (a, b) in qh
+                .iter_mut()
+                .zip(&q[(i * h + head) * d..(i * h + head + 1) * d])
+            {
                 *a = round_f16(*b);
             }
             // Causal: row i sees the cache up to its own position.
@@ -175,7 +179,14 @@ mod x86 {
 
     /// [`super::head_scalar`] with 8-lane vectors (the same roundings, element by element).
     #[target_feature(enable = "avx2,fma,f16c")]
-    pub unsafe fn head(q: &[f32], k: &[f32], v: &[f32], d: usize, scale: f32, acc: &mut [f32]) -> f32 {
+    pub unsafe fn head(
+        q: &[f32],
+        k: &[f32],
+        v: &[f32],
+        d: usize,
+        scale: f32,
+        acc: &mut [f32],
+    ) -> f32 {
         acc.fill(0.0);
         let (mut s_sum, mut m) = (0f32, f32::NEG_INFINITY);
         let rows = k.len() / d;
@@ -259,9 +270,17 @@ mod tests {
 
     #[test]
     fn dot_f16_sums_like_a_plain_dot_product() {
-        let x: Vec<f32> = (0..130).map(|i| round_f16((i as f32 * 0.37).sin())).collect();
-        let y: Vec<f32> = (0..130).map(|i| round_f16((i as f32 * 0.11).cos())).collect();
-        let want: f64 = x.iter().zip(&y).map(|(a, b)| (*a as f64) * (*b as f64)).sum();
+        let x: Vec<f32> = (0..130)
+            .map(|i| round_f16((i as f32 * 0.37).sin()))
+            .collect();
+        let y: Vec<f32> = (0..130)
+            .map(|i| round_f16((i as f32 * 0.11).cos()))
+            .collect();
+        let want: f64 = x
+            .iter()
+            .zip(&y)
+            .map(|(a, b)| (*a as f64) * (*b as f64))
+            .sum();
         assert!((dot_f16(&x, &y) as f64 - want).abs() < 1e-5);
     }
 

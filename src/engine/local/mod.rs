@@ -1,9 +1,9 @@
 //! The local engine's model: loading, forward pass, KV cache, weight kernels.
 
+pub mod ggml_math;
 pub mod kv_cache;
 pub mod linear;
 pub mod load;
 pub mod model;
 pub mod qkernels;
 pub mod synth;
-pub mod ggml_math;

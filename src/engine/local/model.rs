@@ -153,7 +153,8 @@ static DUMP_CALL: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsiz
 
 fn dump_dir() -> Option<&'static str> {
     static DIR: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
-    DIR.get_or_init(|| std::env::var("AHA_DUMP").ok()).as_deref()
+    DIR.get_or_init(|| std::env::var("AHA_DUMP").ok())
+        .as_deref()
 }
 
 /// With `AHA_DUMP=DIR`, writes an activation of the K-th forward call as raw little-endian f32 to
@@ -185,7 +186,11 @@ fn rope_cpu(x: &Tensor, cos: &Tensor, sin: &Tensor, interleaved: bool) -> Result
             let row = &mut xs[(hd * n + t) * d..(hd * n + t + 1) * d];
             for i in 0..half {
                 let (c, s) = (cos[t * half + i], sin[t * half + i]);
-                let (a, b) = if interleaved { (2 * i, 2 * i + 1) } else { (i, i + half) };
+                let (a, b) = if interleaved {
+                    (2 * i, 2 * i + 1)
+                } else {
+                    (i, i + half)
+                };
                 let (x0, x1) = (row[a], row[b]);
                 row[a] = x0.mul_add(c, -(x1 * s));
                 row[b] = x0.mul_add(s, x1 * c);
@@ -374,7 +379,11 @@ impl Transformer {
             let (k, v) = (self.kv_round(k)?, self.kv_round(v)?);
             let (ka, va) = cache.layer_mut(li).append(&k, &v, cfg.n_ctx)?;
             let y = if ggml_numerics() && self.device.is_cpu() && self.dtype == DType::F32 {
-                let qs = q.squeeze(0)?.transpose(0, 1)?.flatten_all()?.to_vec1::<f32>()?;
+                let qs = q
+                    .squeeze(0)?
+                    .transpose(0, 1)?
+                    .flatten_all()?
+                    .to_vec1::<f32>()?;
                 let ks = ka.flatten_all()?.to_vec1::<f32>()?;
                 let vs = va.flatten_all()?.to_vec1::<f32>()?;
                 let s = if b.q_prescaled { 1.0 } else { scale as f32 };
@@ -423,7 +432,11 @@ impl Transformer {
             let sw = if ggml_numerics() && self.device.is_cpu() && self.dtype == DType::F32 {
                 let gs = gate.flatten_all()?.to_vec1::<f32>()?;
                 let us = up.flatten_all()?.to_vec1::<f32>()?;
-                Tensor::from_vec(super::ggml_math::swiglu(&gs, &us), gate.shape(), &self.device)?
+                Tensor::from_vec(
+                    super::ggml_math::swiglu(&gs, &us),
+                    gate.shape(),
+                    &self.device,
+                )?
             } else {
                 (candle_nn::ops::silu(&gate)? * up)?
             };

@@ -148,7 +148,7 @@ impl QuantRow {
 
     /// Quantizes `x` as llama.cpp does for weights of format `dt`.
     pub fn quantize_for(dt: GgmlDType, x: &[f32]) -> Self {
-        if block_len(dt) == 256 && x.len() % 256 == 0 {
+        if block_len(dt) == 256 && x.len().is_multiple_of(256) {
             Self::quantize_k(x)
         } else {
             Self::quantize(x)
@@ -322,14 +322,20 @@ fn dot_row_k_scalar(dt: GgmlDType, row: &[u8], x: &QuantRow, per64: bool) -> f32
         for (l, v) in lanes.iter_mut().enumerate() {
             let g = sb * 16 + 2 * l;
             *v -= 32
-                * (sc[2 * l] as i8 as i32 * x.sum16[g] + sc[2 * l + 1] as i8 as i32 * x.sum16[g + 1]);
+                * (sc[2 * l] as i8 as i32 * x.sum16[g]
+                    + sc[2 * l + 1] as i8 as i32 * x.sum16[g + 1]);
         }
         let d = x.d[sb * 8] * f16_at(blk, 208);
         for (a, v) in acc.iter_mut().zip(lanes) {
             *a = d.mul_add(v as f32, *a);
         }
     }
-    let h = [acc[0] + acc[4], acc[1] + acc[5], acc[2] + acc[6], acc[3] + acc[7]];
+    let h = [
+        acc[0] + acc[4],
+        acc[1] + acc[5],
+        acc[2] + acc[6],
+        acc[3] + acc[7],
+    ];
     (h[0] + h[2]) + (h[1] + h[3])
 }
 
@@ -430,75 +436,9 @@ mod x86 {
         _mm_cvtss_f32(_mm_cvtph_ps(v))
     }
 
-    /// `R` rows at once (sharing each activation block), `out[r] = row_r · x`.
-    #[inline(always)]
-    unsafe fn rows<const R: usize, const VNNI: bool, const F: u8>(
-        w: *const u8,
-        row_bytes: usize,
-        x: &QuantRow,
-        out: &mut [f32],
-    ) {
-        let bb = match F {
-            F_Q8_0 => 34,
-            F_Q5_0 => 22,
-            F_Q4_0 => 18,
-            _ => 20,
-        };
-        let nb = row_bytes / bb;
-        let signed = F == F_Q8_0;
-        // The constant subtracted from every code (Q4_1 has a per-block offset instead).
-        let bias = match F {
-            F_Q5_0 => 16.0,
-            F_Q4_0 => 8.0,
-            _ => 0.0,
-        };
-        let mut acc = [_mm256_setzero_ps(); R];
-        let mut off = [0f32; R];
-        let xq = x.qs.as_ptr();
-        for b in 0..nb {
-            let xv = _mm256_loadu_si256(xq.add(b * QK) as *const __m256i);
-            let xd = *x.d.get_unchecked(b);
-            let xs = if F == F_Q4_1 {
-                *x.s1.get_unchecked(b)
-            } else {
-                *x.s.get_unchecked(b)
-            };
-            let init = if VNNI && (F == F_Q5_0 || F == F_Q4_0) {
-                let l = _mm256_loadu_si256(x.neg_lanes.as_ptr().add(b) as *const __m256i);
-                if F == F_Q5_0 {
-                    _mm256_slli_epi32(l, 4)
-                } else {
-                    _mm256_slli_epi32(l, 3)
-                }
-            } else {
-                _mm256_setzero_si256()
-            };
-            for r in 0..R {
-                let blk = w.add(r * row_bytes + b * bb);
-                _mm_prefetch::<_MM_HINT_T0>(blk.add(PREFETCH) as *const i8);
-                let d = half(blk);
-                let p = if VNNI && (F == F_Q5_0 || F == F_Q4_0) {
-                    // Σ (code - bias)·x = dpbusd starting from -bias·(lane sums of x).
-                    _mm256_dpbusd_epi32(init, codes::<VNNI, F>(blk), xv)
-                } else {
-                    dot::<VNNI>(signed, codes::<VNNI, F>(blk), xv)
-                };
-                acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(d * xd), _mm256_cvtepi32_ps(p), acc[r]);
-                if F == F_Q4_1 {
-                    off[r] += half(blk.add(2)) * xs;
-                } else if !VNNI {
-                    off[r] -= bias * d * xs;
-                }
-            }
-        }
-        for r in 0..R {
-            out[r] = hsum(acc[r]) + off[r];
-        }
-    }
-
     /// `RW` weight rows times `RX` activation rows, each weight block unpacked once for all
-    /// `RX` rows (prompt processing). Every output's arithmetic is that of [`rows`].
-    /// `out[j * out_stride + r] = row_r · xs[j]`.
+    /// `RX` rows and each activation block shared by the `RW` weight rows. Decode uses it with
+    /// one activation row, the prompt with up to four. `out[j * out_stride + r] = row_r · xs[j]`.
     #[inline(always)]
     unsafe fn tile<const RW: usize, const RX: usize, const VNNI: bool, const F: u8>(
         w: *const u8,
@@ -522,37 +462,51 @@ mod x86 {
         };
         let mut acc = [[_mm256_setzero_ps(); RX]; RW];
         let mut off = [[0f32; RX]; RW];
+        let mut xv = [_mm256_setzero_si256(); RX];
+        let mut init = [_mm256_setzero_si256(); RX];
+        let mut xd = [0f32; RX];
+        let mut xsum = [0f32; RX];
         for b in 0..nb {
+            // Each activation block once, shared by the RW weight rows.
+            for j in 0..RX {
+                let x = xs.get_unchecked(j);
+                xv[j] = _mm256_loadu_si256(x.qs.as_ptr().add(b * QK) as *const __m256i);
+                xd[j] = *x.d.get_unchecked(b);
+                xsum[j] = if F == F_Q4_1 {
+                    *x.s1.get_unchecked(b)
+                } else {
+                    *x.s.get_unchecked(b)
+                };
+                if VNNI && (F == F_Q5_0 || F == F_Q4_0) {
+                    // Σ (code - bias)·x = dpbusd starting from -bias·(lane sums of x).
+                    let l = _mm256_loadu_si256(x.neg_lanes.as_ptr().add(b) as *const __m256i);
+                    init[j] = if F == F_Q5_0 {
+                        _mm256_slli_epi32(l, 4)
+                    } else {
+                        _mm256_slli_epi32(l, 3)
+                    };
+                }
+            }
             for r in 0..RW {
                 let blk = w.add(r * row_bytes + b * bb);
+                _mm_prefetch::<_MM_HINT_T0>(blk.add(PREFETCH) as *const i8);
                 let d = half(blk);
                 let c = codes::<VNNI, F>(blk);
                 for j in 0..RX {
-                    let x = xs.get_unchecked(j);
-                    let xv = _mm256_loadu_si256(x.qs.as_ptr().add(b * QK) as *const __m256i);
-                    let xd = *x.d.get_unchecked(b);
                     let p = if VNNI && (F == F_Q5_0 || F == F_Q4_0) {
-                        let l = _mm256_loadu_si256(x.neg_lanes.as_ptr().add(b) as *const __m256i);
-                        let init = if F == F_Q5_0 {
-                            _mm256_slli_epi32(l, 4)
-                        } else {
-                            _mm256_slli_epi32(l, 3)
-                        };
-                        _mm256_dpbusd_epi32(init, c, xv)
+                        _mm256_dpbusd_epi32(init[j], c, xv[j])
                     } else {
-                        dot::<VNNI>(signed, c, xv)
+                        dot::<VNNI>(signed, c, xv[j])
                     };
-                    acc[r][j] =
-                        _mm256_fmadd_ps(_mm256_set1_ps(d * xd), _mm256_cvtepi32_ps(p), acc[r][j]);
-                    let xsum = if F == F_Q4_1 {
-                        *x.s1.get_unchecked(b)
-                    } else {
-                        *x.s.get_unchecked(b)
-                    };
+                    acc[r][j] = _mm256_fmadd_ps(
+                        _mm256_set1_ps(d * xd[j]),
+                        _mm256_cvtepi32_ps(p),
+                        acc[r][j],
+                    );
                     if F == F_Q4_1 {
-                        off[r][j] += half(blk.add(2)) * xsum;
+                        off[r][j] += half(blk.add(2)) * xsum[j];
                     } else if !VNNI {
-                        off[r][j] -= bias * d * xsum;
+                        off[r][j] -= bias * d * xsum[j];
                     }
                 }
             }
@@ -599,7 +553,7 @@ mod x86 {
 
     macro_rules! tiles_fn {
         ($name:ident, $feat:literal, $vnni:literal) => {
-            /// `nw` consecutive weight rows times every row of `xs` (32-value block formats):
+            /// `nw` consecutive weight rows times every row of `xs`:
             /// `out[j * out_stride + r] = row_r · xs[j]`.
             #[target_feature(enable = $feat)]
             pub unsafe fn $name(
@@ -614,9 +568,18 @@ mod x86 {
                 debug_assert!(w.len() >= nw * row_bytes);
                 let p = w.as_ptr();
                 match dt {
-                    GgmlDType::Q8_0 => tiles::<$vnni, F_Q8_0>(p, row_bytes, nw, xs, out, out_stride),
-                    GgmlDType::Q5_0 => tiles::<$vnni, F_Q5_0>(p, row_bytes, nw, xs, out, out_stride),
-                    GgmlDType::Q4_0 => tiles::<$vnni, F_Q4_0>(p, row_bytes, nw, xs, out, out_stride),
+                    GgmlDType::Q4K | GgmlDType::Q6K => {
+                        tiles_k::<$vnni>(dt, p, row_bytes, nw, xs, out, out_stride)
+                    }
+                    GgmlDType::Q8_0 => {
+                        tiles::<$vnni, F_Q8_0>(p, row_bytes, nw, xs, out, out_stride)
+                    }
+                    GgmlDType::Q5_0 => {
+                        tiles::<$vnni, F_Q5_0>(p, row_bytes, nw, xs, out, out_stride)
+                    }
+                    GgmlDType::Q4_0 => {
+                        tiles::<$vnni, F_Q4_0>(p, row_bytes, nw, xs, out, out_stride)
+                    }
                     _ => tiles::<$vnni, F_Q4_1>(p, row_bytes, nw, xs, out, out_stride),
                 }
             }
@@ -730,7 +693,10 @@ mod x86 {
                     codes[4 * n + 3] =
                         _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql1, 4), m4), h(6));
                     for k in 0..4 {
-                        let (a, b) = (*sc.add(8 * n + 2 * k) as i32, *sc.add(8 * n + 2 * k + 1) as i32);
+                        let (a, b) = (
+                            *sc.add(8 * n + 2 * k) as i32,
+                            *sc.add(8 * n + 2 * k + 1) as i32,
+                        );
                         scv[4 * n + k] = _mm256_setr_epi32(a, a, a, a, b, b, b, b);
                     }
                 }
@@ -770,54 +736,41 @@ mod x86 {
         out
     }
 
-    macro_rules! tiles_k_fn {
-        ($name:ident, $feat:literal, $vnni:literal) => {
-            /// `nw` consecutive K-quant weight rows times every row of `xs`:
-            /// `out[j * out_stride + r] = row_r · xs[j]`. Rows of `xs` come in groups of four
-            /// (llama.cpp's `per64` rounding for Q4_K) and a tail of fewer.
-            #[target_feature(enable = $feat)]
-            pub unsafe fn $name(
-                dt: GgmlDType,
-                w: &[u8],
-                row_bytes: usize,
-                nw: usize,
-                xs: &[QuantRow],
-                out: &mut [f32],
-                out_stride: usize,
-            ) {
-                debug_assert!(w.len() >= nw * row_bytes);
-                let nsb = row_bytes / block_bytes(dt);
-                let p = w.as_ptr();
-                let mut j = 0;
-                while j < xs.len() {
-                    let rx = (xs.len() - j).min(4);
-                    for r in 0..nw {
-                        let wr = p.add(r * row_bytes);
-                        let xj = &xs[j..];
-                        let mut put = |v: &[f32]| {
-                            for (i, v) in v.iter().enumerate() {
-                                out[(j + i) * out_stride + r] = *v;
-                            }
-                        };
-                        match rx {
-                            4 => put(&row_k::<$vnni, 4>(dt, wr, nsb, xj, true)),
-                            3 => put(&row_k::<$vnni, 3>(dt, wr, nsb, xj, false)),
-                            2 => put(&row_k::<$vnni, 2>(dt, wr, nsb, xj, false)),
-                            _ => put(&row_k::<$vnni, 1>(dt, wr, nsb, xj, false)),
-                        }
+    /// `nw` consecutive K-quant weight rows times every row of `xs`:
+    /// `out[j * out_stride + r] = row_r · xs[j]`. Rows of `xs` come in groups of four
+    /// (llama.cpp's `per64` rounding for Q4_K) and a tail of fewer.
+    #[inline(always)]
+    unsafe fn tiles_k<const VNNI: bool>(
+        dt: GgmlDType,
+        p: *const u8,
+        row_bytes: usize,
+        nw: usize,
+        xs: &[QuantRow],
+        out: &mut [f32],
+        out_stride: usize,
+    ) {
+        let nsb = row_bytes / block_bytes(dt);
+        let mut j = 0;
+        while j < xs.len() {
+            let rx = (xs.len() - j).min(4);
+            for r in 0..nw {
+                let wr = p.add(r * row_bytes);
+                let xj = &xs[j..];
+                let mut put = |v: &[f32]| {
+                    for (i, v) in v.iter().enumerate() {
+                        out[(j + i) * out_stride + r] = *v;
                     }
-                    j += rx;
+                };
+                match rx {
+                    4 => put(&row_k::<VNNI, 4>(dt, wr, nsb, xj, true)),
+                    3 => put(&row_k::<VNNI, 3>(dt, wr, nsb, xj, false)),
+                    2 => put(&row_k::<VNNI, 2>(dt, wr, nsb, xj, false)),
+                    _ => put(&row_k::<VNNI, 1>(dt, wr, nsb, xj, false)),
                 }
             }
-        };
+            j += rx;
+        }
     }
-
-    tiles_k_fn!(tiles_k_avx2, "avx2,fma,f16c", false);
-    tiles_k_fn!(
-        tiles_k_vnni,
-        "avx2,fma,f16c,avx512f,avx512vl,avx512bw,avx512vnni",
-        true
-    );
 
     /// Sum of 8 i32 lanes (exact).
     #[inline(always)]
@@ -843,13 +796,14 @@ mod x86 {
         out: &mut [f32],
     ) {
         let n = out.len();
+        let xs = std::slice::from_ref(x);
         let mut r = 0;
         while r + 4 <= n {
-            rows::<4, VNNI, F>(p.add(r * row_bytes), row_bytes, x, &mut out[r..r + 4]);
+            tile::<4, 1, VNNI, F>(p.add(r * row_bytes), row_bytes, xs, &mut out[r..r + 4], n);
             r += 4;
         }
         while r < n {
-            rows::<1, VNNI, F>(p.add(r * row_bytes), row_bytes, x, &mut out[r..r + 1]);
+            tile::<1, 1, VNNI, F>(p.add(r * row_bytes), row_bytes, xs, &mut out[r..r + 1], n);
             r += 1;
         }
     }
@@ -873,7 +827,13 @@ mod x86 {
                 if block_len(dt) == 256 {
                     let nsb = row_bytes / block_bytes(dt);
                     for (r, y) in out.iter_mut().enumerate() {
-                        *y = row_k::<$vnni, 1>(dt, p.add(r * row_bytes), nsb, std::slice::from_ref(x), per64)[0];
+                        *y = row_k::<$vnni, 1>(
+                            dt,
+                            p.add(r * row_bytes),
+                            nsb,
+                            std::slice::from_ref(x),
+                            per64,
+                        )[0];
                     }
                     return;
                 }
@@ -897,14 +857,7 @@ mod x86 {
 
 /// `out[i] = row_i · x` for consecutive rows of raw block bytes (`per64`: see
 /// [`dot_row_k_scalar`]).
-fn dot_rows(
-    dt: GgmlDType,
-    w: &[u8],
-    row_bytes: usize,
-    x: &QuantRow,
-    out: &mut [f32],
-    per64: bool,
-) {
+fn dot_rows(dt: GgmlDType, w: &[u8], row_bytes: usize, x: &QuantRow, out: &mut [f32], per64: bool) {
     assert!(
         w.len() >= out.len() * row_bytes
             && x.qs.len() / block_len(dt) * block_bytes(dt) >= row_bytes
@@ -926,8 +879,9 @@ fn dot_rows(
 }
 
 /// The weight rows in `w` times every row of `xs` into `out` (`xs.len() × rows`), with each
-/// weight block unpacked once for several rows. False where there is no such kernel (K-quants,
-/// CPUs without AVX2): the caller then goes row by row.
+/// weight block unpacked once for several rows (K-quants: the groups of four must line up with
+/// the batch's, see `matvec`). False where there is no such kernel (CPUs without AVX2): the
+/// caller then goes row by row.
 fn dot_tile(dt: GgmlDType, w: &[u8], row_bytes: usize, xs: &[QuantRow], out: &mut [f32]) -> bool {
     let nw = w.len() / row_bytes;
     if out.len() != xs.len() * nw {
@@ -935,19 +889,6 @@ fn dot_tile(dt: GgmlDType, w: &[u8], row_bytes: usize, xs: &[QuantRow], out: &mu
     }
     for x in xs {
         assert!(x.qs.len() / block_len(dt) * block_bytes(dt) >= row_bytes);
-    }
-    if block_len(dt) != QK {
-        // K-quants: the groups of four must line up with the batch's (see `matvec`).
-        match isa() {
-            #[cfg(target_arch = "x86_64")]
-            // SAFETY: the features were detected at run time; the asserts keep reads in bounds.
-            Isa::Avx512Vnni => unsafe { x86::tiles_k_vnni(dt, w, row_bytes, nw, xs, out, nw) },
-            #[cfg(target_arch = "x86_64")]
-            // SAFETY: as above.
-            Isa::Avx2 => unsafe { x86::tiles_k_avx2(dt, w, row_bytes, nw, xs, out, nw) },
-            _ => return false,
-        }
-        return true;
     }
     match isa() {
         #[cfg(target_arch = "x86_64")]
@@ -1003,7 +944,13 @@ pub fn matvec(dt: GgmlDType, w: &[u8], rows: usize, cols: usize, xs: &[f32], out
             .map(|c| {
                 let (r0, r1) = (c * chunk, ((c + 1) * chunk).min(rows));
                 let mut part = vec![0f32; tile.len() * (r1 - r0)];
-                if !dot_tile(dt, &w[r0 * row_bytes..r1 * row_bytes], row_bytes, tile, &mut part) {
+                if !dot_tile(
+                    dt,
+                    &w[r0 * row_bytes..r1 * row_bytes],
+                    row_bytes,
+                    tile,
+                    &mut part,
+                ) {
                     for (i, x) in tile.iter().enumerate() {
                         let dst = &mut part[i * (r1 - r0)..(i + 1) * (r1 - r0)];
                         dot_rows(dt, &w[r0 * row_bytes..], row_bytes, x, dst, per64(t0 + i));
@@ -1052,7 +999,12 @@ mod tests {
         let scalar: Vec<f32> = (0..rows)
             .map(|r| {
                 let rb = cols / block_len(dt) * block_bytes(dt);
-                dot_row_scalar(dt, &bytes[r * rb..(r + 1) * rb], &QuantRow::quantize_for(dt, &x), false)
+                dot_row_scalar(
+                    dt,
+                    &bytes[r * rb..(r + 1) * rb],
+                    &QuantRow::quantize_for(dt, &x),
+                    false,
+                )
             })
             .collect();
         for r in 0..rows {
@@ -1139,7 +1091,11 @@ mod tests {
                     matvec(dt, &bytes, rows, cols, x, &mut one);
                     one
                 };
-                assert_eq!(&batched[i * rows..(i + 1) * rows], &want[..], "{dt:?} row {i}");
+                assert_eq!(
+                    &batched[i * rows..(i + 1) * rows],
+                    &want[..],
+                    "{dt:?} row {i}"
+                );
             }
         }
     }
@@ -1168,6 +1124,9 @@ mod tests {
         assert!(q.d.iter().all(|&d| d == 1.0 / (127.0 / amax)));
         assert_eq!(q.qs[255], 127);
         assert_eq!(q.sum16.len(), 16);
-        assert_eq!(q.sum16[0], q.qs[..16].iter().map(|&v| v as i32).sum::<i32>());
+        assert_eq!(
+            q.sum16[0],
+            q.qs[..16].iter().map(|&v| v as i32).sum::<i32>()
+        );
     }
 }
