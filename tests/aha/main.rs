@@ -1,11 +1,13 @@
 //! Integration tests through the public interface and the real binary, grouped by topic.
 
 mod agent_real;
+mod attacker;
 mod cli;
 mod common;
 mod constrain;
 mod engine_real;
 mod engine_synth;
+mod escape;
 mod pull;
 mod rag;
 mod remote;
