@@ -306,27 +306,8 @@ impl RemoteEngine {
                 if tx.send(Msg::Connected).is_err() {
                     return;
                 }
-                let mut rd = std::io::BufReader::new(resp.into_reader());
-                let mut line = String::new();
-                loop {
-                    line.clear();
-                    match rd.read_line(&mut line) {
-                        Ok(0) => {
-                            let _ = tx.send(Msg::End(None));
-                            return;
-                        }
-                        Ok(_) => {
-                            let l = line.trim_end_matches(['\r', '\n']).to_string();
-                            if tx.send(Msg::Line(l)).is_err() {
-                                return;
-                            }
-                        }
-                        Err(e) => {
-                            let _ = tx.send(Msg::End(Some(e.to_string())));
-                            return;
-                        }
-                    }
-                }
+                let rd = std::io::BufReader::new(resp.into_reader());
+                read_lines(rd, |m| tx.send(m).is_ok());
             }
             Err(e) => {
                 let _ = tx.send(Msg::Failed(ctx.classify(e)));
@@ -689,6 +670,153 @@ fn sse_field(line: &str) -> std::result::Result<Option<&str>, ()> {
     }
 }
 
+/// Reads response lines as the HTTP thread forwards them, until the end, an error (invalid UTF-8
+/// cuts the stream) or `send` refusing more.
+fn read_lines(mut rd: impl BufRead, mut send: impl FnMut(Msg) -> bool) {
+    let mut line = String::new();
+    loop {
+        line.clear();
+        match rd.read_line(&mut line) {
+            Ok(0) => {
+                send(Msg::End(None));
+                return;
+            }
+            Ok(_) => {
+                let l = line.trim_end_matches(['\r', '\n']).to_string();
+                if !send(Msg::Line(l)) {
+                    return;
+                }
+            }
+            Err(e) => {
+                send(Msg::End(Some(e.to_string())));
+                return;
+            }
+        }
+    }
+}
+
+/// Gathers SSE lines into events (`data:` lines joined until a blank line) and hands each
+/// complete one to the [`StreamState`].
+#[derive(Default)]
+struct SseEvents {
+    data: String,
+    done: bool,
+}
+
+impl SseEvents {
+    fn line(
+        &mut self,
+        st: &mut StreamState,
+        line: &str,
+        emit: &mut dyn FnMut(Event),
+    ) -> Result<()> {
+        if line.is_empty() {
+            return dispatch(st, &mut self.data, &mut self.done, emit);
+        }
+        match sse_field(line) {
+            Ok(Some(d)) => {
+                if !self.data.is_empty() {
+                    self.data.push('\n');
+                }
+                self.data.push_str(d);
+            }
+            Ok(None) => {}
+            Err(()) => st.malformed += 1,
+        }
+        Ok(())
+    }
+
+    /// The stream ended: an event without its closing blank line still counts.
+    fn end(&mut self, st: &mut StreamState, emit: &mut dyn FnMut(Event)) -> Result<()> {
+        if self.data.is_empty() {
+            return Ok(());
+        }
+        dispatch(st, &mut self.data, &mut self.done, emit)
+    }
+}
+
+/// What [`decode_sse`] made of a response body.
+#[derive(Debug)]
+pub struct SseDecoded {
+    /// The events, in order, as `generate` emits them (without its notices and `TurnFinished`).
+    pub events: Vec<Event>,
+    /// `[DONE]` arrived.
+    pub done: bool,
+    /// Lines that were not SSE, and `data:` payloads that were not JSON.
+    pub malformed: usize,
+    /// Why the stream ended early: cut (not UTF-8) or an error the server sent mid-stream.
+    pub error: Option<String>,
+}
+
+/// The remote engine's SSE reader without the network: the response body arrives in `reads`
+/// (each one read as the socket would return it), goes through the same line reader, event
+/// assembly and delta decoding as [`RemoteEngine::generate`]. For fuzzing and property tests.
+pub fn decode_sse<'a>(
+    reads: impl IntoIterator<Item = &'a [u8]>,
+    reasoning_model: bool,
+) -> SseDecoded {
+    /// Hands out one piece per `read` call, as a socket returns segments.
+    struct Pieces<'a, I> {
+        rest: I,
+        cur: &'a [u8],
+    }
+    impl<'a, I: Iterator<Item = &'a [u8]>> std::io::Read for Pieces<'a, I> {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            while self.cur.is_empty() {
+                match self.rest.next() {
+                    Some(p) => self.cur = p,
+                    None => return Ok(0),
+                }
+            }
+            let n = buf.len().min(self.cur.len());
+            buf[..n].copy_from_slice(&self.cur[..n]);
+            self.cur = &self.cur[n..];
+            Ok(n)
+        }
+    }
+    let mut msgs = Vec::new();
+    let rd = std::io::BufReader::new(Pieces {
+        rest: reads.into_iter(),
+        cur: &[],
+    });
+    read_lines(rd, |m| {
+        msgs.push(m);
+        true
+    });
+    let mut st = StreamState::new(reasoning_model);
+    let mut sse = SseEvents::default();
+    let mut events = Vec::new();
+    let mut emit = |e: Event| events.push(e);
+    let mut error = None;
+    for m in msgs {
+        let r = match m {
+            Msg::Line(l) => sse.line(&mut st, &l, &mut emit),
+            Msg::End(cut) => {
+                let r = sse.end(&mut st, &mut emit);
+                if !sse.done {
+                    error = cut.map(|e| format!("the stream was cut: {e}"));
+                }
+                r
+            }
+            Msg::Connected | Msg::Failed(_) => Ok(()),
+        };
+        if let Err(e) = r {
+            error = Some(e.to_string());
+            break;
+        }
+        if sse.done {
+            break;
+        }
+    }
+    st.finish(&mut emit);
+    SseDecoded {
+        events,
+        done: sse.done,
+        malformed: st.malformed,
+        error,
+    }
+}
+
 impl Engine for RemoteEngine {
     fn model_name(&self) -> String {
         self.cfg.model.clone()
@@ -782,11 +910,10 @@ impl Engine for RemoteEngine {
             }
         };
         // Stream.
-        let mut data = String::new();
+        let mut sse = SseEvents::default();
         let mut last_byte = Instant::now();
         let mut incomplete: Option<String> = None;
-        let mut done = false;
-        while !done {
+        while !sse.done {
             if ctrl.is_paused() && !ctrl.cancelled() {
                 emit(Event::Paused);
                 while ctrl.is_paused() && !ctrl.cancelled() {
@@ -813,13 +940,11 @@ impl Engine for RemoteEngine {
                 Err(mpsc::RecvTimeoutError::Disconnected) => Msg::End(Some("lost".into())),
             };
             last_byte = Instant::now();
-            let line = match msg {
-                Msg::Line(l) => l,
+            match msg {
+                Msg::Line(l) => sse.line(&mut st, &l, emit)?,
                 Msg::End(err) => {
-                    if !data.is_empty() {
-                        self.dispatch(&mut st, &mut data, &mut done, emit)?;
-                    }
-                    if !done {
+                    sse.end(&mut st, emit)?;
+                    if !sse.done {
                         incomplete = Some(match err {
                             Some(e) => format!("the stream was cut: {e}"),
                             None => "the stream ended before [DONE]".to_string(),
@@ -828,20 +953,6 @@ impl Engine for RemoteEngine {
                     break;
                 }
                 Msg::Connected | Msg::Failed(_) => continue,
-            };
-            if line.is_empty() {
-                self.dispatch(&mut st, &mut data, &mut done, emit)?;
-                continue;
-            }
-            match sse_field(&line) {
-                Ok(Some(d)) => {
-                    if !data.is_empty() {
-                        data.push('\n');
-                    }
-                    data.push_str(d);
-                }
-                Ok(None) => {}
-                Err(()) => st.malformed += 1,
             }
         }
         st.finish(emit);
@@ -873,40 +984,37 @@ impl Engine for RemoteEngine {
     }
 }
 
-impl RemoteEngine {
-    /// Handles one complete SSE event's data.
-    fn dispatch(
-        &self,
-        st: &mut StreamState,
-        data: &mut String,
-        done: &mut bool,
-        emit: &mut dyn FnMut(Event),
-    ) -> Result<()> {
-        let d = std::mem::take(data);
-        let d = d.trim();
-        if d.is_empty() {
-            return Ok(());
-        }
-        if d == "[DONE]" {
-            *done = true;
-            return Ok(());
-        }
-        match serde_json::from_str::<Value>(d) {
-            Ok(v) => st.chunk(&v, emit),
-            Err(_) => {
-                // Servers that forget the blank line between events: try each line alone.
-                for l in d.lines().filter(|l| !l.trim().is_empty()) {
-                    let l = l.trim();
-                    if l == "[DONE]" {
-                        *done = true;
-                    } else if let Ok(v) = serde_json::from_str::<Value>(l) {
-                        st.chunk(&v, emit)?;
-                    } else {
-                        st.malformed += 1;
-                    }
+/// Handles one complete SSE event's data.
+fn dispatch(
+    st: &mut StreamState,
+    data: &mut String,
+    done: &mut bool,
+    emit: &mut dyn FnMut(Event),
+) -> Result<()> {
+    let d = std::mem::take(data);
+    let d = d.trim();
+    if d.is_empty() {
+        return Ok(());
+    }
+    if d == "[DONE]" {
+        *done = true;
+        return Ok(());
+    }
+    match serde_json::from_str::<Value>(d) {
+        Ok(v) => st.chunk(&v, emit),
+        Err(_) => {
+            // Servers that forget the blank line between events: try each line alone.
+            for l in d.lines().filter(|l| !l.trim().is_empty()) {
+                let l = l.trim();
+                if l == "[DONE]" {
+                    *done = true;
+                } else if let Ok(v) = serde_json::from_str::<Value>(l) {
+                    st.chunk(&v, emit)?;
+                } else {
+                    st.malformed += 1;
                 }
-                Ok(())
             }
+            Ok(())
         }
     }
 }
