@@ -826,11 +826,11 @@ proptest! {
         prop_assert_eq!(got, msgs);
 
         let short = &body[..cut % body.len()];
-        let e = parse_request(short).err().expect("a cut body is refused");
+        let e = parse_request(short).expect_err("a cut body is refused");
         prop_assert_eq!(e.status.as_u16(), 400);
 
         req[&unknown] = json!(1);
-        let e = parse_request(&serde_json::to_vec(&req).unwrap()).err().expect("unknown field refused");
+        let e = parse_request(&serde_json::to_vec(&req).unwrap()).expect_err("unknown field refused");
         prop_assert_eq!(e.status.as_u16(), 400);
         prop_assert_eq!(e.param.as_deref(), Some(unknown.as_str()));
     }
