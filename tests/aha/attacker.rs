@@ -97,7 +97,10 @@ impl Attacker {
                 });
             }
         });
+        // Readable by every user: a test may run aha as an unprivileged user.
         let dir = tempfile::tempdir().unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
         let config = dir.path().join("config.toml");
         std::fs::write(
             &config,
