@@ -140,11 +140,18 @@ fn row9_a_hard_link_to_a_file_outside_is_neither_read_nor_written() {
         assert_refused(x, &["hl.txt", "hard link"]);
         assert!(!x.1.contains("TOP SECRET"), "leaked: {}", x.1);
     }
-    let seen = serde_json::to_string(&*a.requests.lock().unwrap()).unwrap();
-    assert!(
-        !seen.contains("TOP SECRET"),
-        "the model was sent the secret"
-    );
+    // What the agent sent back to the model, apart from the model's own calls (the patch names
+    // the line it would replace).
+    for req in a.requests.lock().unwrap().iter() {
+        for m in req["messages"].as_array().into_iter().flatten() {
+            if m["role"] != "assistant" {
+                assert!(
+                    !m.to_string().contains("TOP SECRET"),
+                    "sent to the model: {m}"
+                );
+            }
+        }
+    }
     assert_eq!(snapshot(&s.outside), before, "something outside changed");
     // Nothing of it was copied into the workspace or the undo store either.
     for (p, body) in snapshot(&s.ws) {
