@@ -97,6 +97,16 @@ pub fn confine_writable(root: &Path, p: &str) -> Result<PathBuf> {
             "path {p} is inside {AHA_DIR}/, aha's own folder (the undo store and the document index); the file tools may read it but never change it"
         );
     }
+    // A hook or `core.fsmonitor` written into a repository's .git would run, outside the
+    // sandbox, the next time the user runs git there.
+    let rel = out.strip_prefix(root).unwrap_or(&out);
+    if rel.components().any(|c| {
+        matches!(c, Component::Normal(n) if n.to_str().is_some_and(|n| n.eq_ignore_ascii_case(".git")))
+    }) {
+        bail!(
+            "path {p} is inside a .git folder (git's hooks and config run code outside the sandbox); the file tools never change it: use the git_* tools"
+        );
+    }
     Ok(out)
 }
 
@@ -568,5 +578,11 @@ mod tests {
             "reading is allowed"
         );
         assert!(confine_writable(&root, ".ahax/file").is_ok());
+        // git's hooks and config run code outside the sandbox: never written by the tools.
+        for p in [".git/hooks/pre-commit", ".git/config", "sub/.git/hooks/x", ".GIT/config"] {
+            let e = confine_writable(&root, p).unwrap_err().to_string();
+            assert!(e.contains(".git folder"), "{p}: {e}");
+        }
+        assert!(confine_writable(&root, ".gitignore").is_ok());
     }
 }
