@@ -178,6 +178,16 @@ enum Loaded {
 
 /// Runs `aha run`.
 pub fn run(m: &ModelArgs, a: RunArgs) -> Result<i32> {
+    // Out-of-range sampling flags are refused before a model loads, naming the flag.
+    use crate::engine::sampler::{validate_max_tokens, SamplingParams};
+    if let Err(e) = validate_max_tokens(a.max_tokens)
+        .and_then(|()| a.sampling.apply(SamplingParams::default()).validate())
+    {
+        anyhow::bail!(
+            "{}",
+            e.message_for(&format!("--{}", e.field.replace('_', "-")))
+        );
+    }
     let prompt_text = if a.prompt == "-" {
         std::io::read_to_string(std::io::stdin())?
     } else {
@@ -234,6 +244,10 @@ pub fn run(m: &ModelArgs, a: RunArgs) -> Result<i32> {
         constrain_tools: true,
         no_tool_calls: a.no_tool_calls,
     };
+    // The flags were checked above; what is left to go wrong came from the config file.
+    if let Err(e) = req.sampling.validate() {
+        anyhow::bail!("{} ([sampling] {} in the config file)", e, e.field);
+    }
     if a.show_prompt {
         match &loaded {
             Loaded::Local(l) => {
