@@ -275,7 +275,7 @@ fn check_tensor_table(content: &Content, file_len: u64) -> Result<()> {
                 )
             })?;
         let bs = dt.block_size() as u64;
-        if elems % bs != 0 {
+        if !elems.is_multiple_of(bs) {
             bail!(
                 "tensor {name} has {elems} elements, not a whole number of {dt:?} blocks of {bs}"
             );
@@ -285,7 +285,7 @@ fn check_tensor_table(content: &Content, file_len: u64) -> Result<()> {
             .ok_or_else(|| {
                 anyhow!("tensor {name} of shape {dims:?} ({dt:?}) would take more than 2^64 bytes")
             })?;
-        if info.offset % align != 0 {
+        if !info.offset.is_multiple_of(align) {
             bail!(
                 "tensor {name}'s data offset {} is not a multiple of the file's alignment {align}; the file is corrupt or was written wrongly",
                 info.offset
