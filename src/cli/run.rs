@@ -291,13 +291,16 @@ pub fn run(m: &ModelArgs, a: RunArgs) -> Result<i32> {
         Loaded::Local(l) => l.as_mut(),
         Loaded::Remote(r) => r.as_mut(),
     };
-    let result = engine.generate(&req, &ctrl, &mut |e| {
-        if json {
-            print_json(&e);
-        } else {
-            printer.on(e);
-        }
-    });
+    let result = crate::tools::catch_panic(|| {
+        engine.generate(&req, &ctrl, &mut |e| {
+            if json {
+                print_json(&e);
+            } else {
+                printer.on(e);
+            }
+        })
+    })
+    .unwrap_or_else(|p| Err(anyhow::anyhow!("the engine failed: {p}")));
     match result {
         Ok(s) if s.finish_reason == "cancelled" => Ok(130),
         Ok(_) => Ok(0),
@@ -366,7 +369,18 @@ fn run_agent(
         let e = match h.recv_timeout(std::time::Duration::from_millis(50)) {
             Ok(Some(e)) => e,
             Ok(None) => continue,
-            Err(_) => break,
+            Err(_) => {
+                // The thread is gone before the turn ended: say so, whatever came before.
+                let e = Event::Error {
+                    message: agent::AGENT_STOPPED_MESSAGE.into(),
+                };
+                if a.json {
+                    print_json(&e);
+                } else {
+                    printer.on(e);
+                }
+                return Ok(1);
+            }
         };
         let done = matches!(e, Event::TurnFinished { .. });
         if let Event::TurnFinished { stats, .. } = &e {

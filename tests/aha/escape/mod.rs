@@ -2,5 +2,6 @@
 //! the public interface as an attacker would, and fails if the attack gets through. The sandbox
 //! rows (1–7) live in `sandbox.rs`; the workspace, index, panic and server rows here.
 
+mod robust;
 mod server;
 mod workspace;
