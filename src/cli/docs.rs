@@ -53,7 +53,20 @@ pub struct SearchArgs {
 fn index_dir(given: &Option<PathBuf>) -> Result<PathBuf> {
     Ok(match given {
         Some(d) => d.clone(),
-        None => rag::default_dir(&std::env::current_dir()?),
+        None => {
+            let ws = std::env::current_dir()?;
+            // A `.aha` that is a link (a cloned repository may ship one) would send the index's
+            // files wherever it points.
+            let aha = ws.join(".aha");
+            if std::fs::symlink_metadata(&aha).is_ok_and(|m| m.is_symlink()) {
+                anyhow::bail!(
+                    "{} is a symbolic link; aha keeps its index in a real .aha folder inside the workspace. Remove the link (`rm {}`) or pass --index DIR",
+                    aha.display(),
+                    aha.display()
+                );
+            }
+            rag::default_dir(&ws)
+        }
     })
 }
 
