@@ -122,9 +122,7 @@ fn v1(
     pids: u64,
 ) -> Option<RunGroup> {
     let dir_of = |ctrl: &str| -> Option<PathBuf> {
-        let (_, path) = own
-            .iter()
-            .find(|(c, _)| c.split(',').any(|x| x == ctrl))?;
+        let (_, path) = own.iter().find(|(c, _)| c.split(',').any(|x| x == ctrl))?;
         let (_, _, mnt) = mounts
             .iter()
             .find(|(t, o, _)| t == "cgroup" && o.split(',').any(|x| x == ctrl))?;
@@ -142,7 +140,10 @@ fn v1(
     }
     write(&mem_dir.join("memory.limit_in_bytes"), &memory.to_string()).ok()?;
     // Swap counts too where the kernel accounts it (memsw ≥ memory is required).
-    let _ = write(&mem_dir.join("memory.memsw.limit_in_bytes"), &memory.to_string());
+    let _ = write(
+        &mem_dir.join("memory.memsw.limit_in_bytes"),
+        &memory.to_string(),
+    );
     write(&pids_dir.join("pids.max"), &pids.to_string()).ok()?;
     Some(g)
 }

@@ -107,7 +107,9 @@ pub fn main(argv: &[String]) -> i32 {
     // user's terminal is refused even before Landlock and seccomp look at it.
     match nix::unistd::setsid() {
         Ok(_) => say("protection new session (no controlling terminal)".into()),
-        Err(e) => say(format!("error setsid failed ({e}): the terminal is reachable")),
+        Err(e) => say(format!(
+            "error setsid failed ({e}): the terminal is reachable"
+        )),
     }
     let stdin = match &a.stdin {
         Some(p) => match std::fs::File::open(p) {
@@ -152,10 +154,12 @@ pub fn main(argv: &[String]) -> i32 {
     }
     let owner = if root { NOBODY } else { uid.as_raw() };
     let owner_gid = if root { NOBODY } else { gid.as_raw() };
-    match mount_ns
-        .then(|| run_folder_tmpfs(&a.dir, a.disk, a.inodes, owner, owner_gid, &files))
-        .unwrap_or(Err("no mount namespace".into()))
-    {
+    let quota = if mount_ns {
+        run_folder_tmpfs(&a.dir, a.disk, a.inodes, owner, owner_gid, &files)
+    } else {
+        Err("no mount namespace".into())
+    };
+    match quota {
         Ok(()) => say(format!(
             "protection run folder quota (tmpfs {} MiB, {} files)",
             a.disk >> 20,
@@ -166,7 +170,9 @@ pub fn main(argv: &[String]) -> i32 {
             if root {
                 let _ = chown_tree(&a.dir, NOBODY, NOBODY);
             }
-            say(format!("error no run folder quota ({e}): only the file size limit holds"))
+            say(format!(
+                "error no run folder quota ({e}): only the file size limit holds"
+            ))
         }
     }
 
@@ -218,9 +224,7 @@ pub fn main(argv: &[String]) -> i32 {
     }
 
     let mut cmd = Command::new(&a.program[0]);
-    cmd.args(&a.program[1..])
-        .current_dir(&a.dir)
-        .stdin(stdin);
+    cmd.args(&a.program[1..]).current_dir(&a.dir).stdin(stdin);
     if root {
         // RLIMIT_NPROC does not bind root: run as nobody, which also cannot read root's files.
         cmd.uid(NOBODY).gid(NOBODY);

@@ -91,7 +91,10 @@ fn programs() -> Result<[seccompiler::BpfProgram; 2], String> {
     };
     rules.insert(
         libc::SYS_ioctl,
-        vec![rule(vec![request(TIOCSTI)?])?, rule(vec![request(TIOCLINUX)?])?],
+        vec![
+            rule(vec![request(TIOCSTI)?])?,
+            rule(vec![request(TIOCLINUX)?])?,
+        ],
     );
     // socket(AF_UNIX, …): no unix sockets by path or name (socketpair stays allowed).
     let family = SeccompCondition::new(

@@ -579,7 +579,12 @@ mod tests {
         );
         assert!(confine_writable(&root, ".ahax/file").is_ok());
         // git's hooks and config run code outside the sandbox: never written by the tools.
-        for p in [".git/hooks/pre-commit", ".git/config", "sub/.git/hooks/x", ".GIT/config"] {
+        for p in [
+            ".git/hooks/pre-commit",
+            ".git/config",
+            "sub/.git/hooks/x",
+            ".GIT/config",
+        ] {
             let e = confine_writable(&root, p).unwrap_err().to_string();
             assert!(e.contains(".git folder"), "{p}: {e}");
         }

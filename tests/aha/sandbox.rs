@@ -358,7 +358,10 @@ for fd in (0, 1, 2):
         !std::path::Path::new(&marker).exists(),
         "the shell ran a command the sandboxed program typed"
     );
-    assert!(out.contains("new session (no controlling terminal)"), "{out}");
+    assert!(
+        out.contains("new session (no controlling terminal)"),
+        "{out}"
+    );
 }
 
 /// Row 2: a host service listening on a unix socket path was reachable.
@@ -378,7 +381,11 @@ fn row2_host_unix_socket_is_unreachable() {
     let (o, _) = run(&ctx, "python", &code, 10);
     assert!(o.output.contains("denied"), "{}", o.output);
     assert!(!o.output.contains("CONNECTED"), "{}", o.output);
-    assert!(o.output.contains("pair ok"), "socketpair must still work: {}", o.output);
+    assert!(
+        o.output.contains("pair ok"),
+        "socketpair must still work: {}",
+        o.output
+    );
     assert!(l.accept().is_err(), "the service saw a connection");
     assert_clean();
 }
@@ -433,7 +440,10 @@ fn row5_forged_report_lines_kill_nothing_and_show_nothing() {
     use std::os::unix::fs::PermissionsExt;
     use std::os::unix::process::CommandExt;
     let uid = 1234;
-    let home = tempfile::Builder::new().prefix("aha-user").tempdir_in("/tmp").unwrap();
+    let home = tempfile::Builder::new()
+        .prefix("aha-user")
+        .tempdir_in("/tmp")
+        .unwrap();
     std::fs::set_permissions(home.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     // The binary must be reachable for that user (/root is private).
     let exe = home.path().join("aha");
@@ -442,7 +452,12 @@ fn row5_forged_report_lines_kill_nothing_and_show_nothing() {
     let data = home.path().join("data");
     for d in [&ws, &data] {
         std::fs::create_dir(d).unwrap();
-        nix::unistd::chown(d, Some(nix::unistd::Uid::from_raw(uid)), Some(nix::unistd::Gid::from_raw(uid))).unwrap();
+        nix::unistd::chown(
+            d,
+            Some(nix::unistd::Uid::from_raw(uid)),
+            Some(nix::unistd::Gid::from_raw(uid)),
+        )
+        .unwrap();
     }
     let mut victim = std::process::Command::new("sleep")
         .arg("60")
@@ -490,7 +505,16 @@ time.sleep(60)
         json!({"language": "python", "code": code, "timeout_s": 2}),
     )]);
     let out = std::process::Command::new(&exe)
-        .args(["run", "--agent", "--engine", "attacker", "--json", "--approve", "full-auto", "--workspace"])
+        .args([
+            "run",
+            "--agent",
+            "--engine",
+            "attacker",
+            "--json",
+            "--approve",
+            "full-auto",
+            "--workspace",
+        ])
         .arg(&ws)
         .arg("go")
         .env_clear()
@@ -515,7 +539,10 @@ time.sleep(60)
     assert!(alive, "aha killed an unrelated process of the user");
     for (_, o) in &res {
         let first = o.lines().next().unwrap_or("");
-        assert!(!first.contains("forged"), "forged protections shown: {first}");
+        assert!(
+            !first.contains("forged"),
+            "forged protections shown: {first}"
+        );
         assert!(first.contains("user namespace"), "{first}");
     }
 }
@@ -533,7 +560,11 @@ fn row6_memory_is_limited_per_run_not_per_process() {
         "no per-run memory limit held: {}",
         status_line(&o)
     );
-    assert!(done <= 2, "{done} processes held 700 MiB at once: {}", o.output);
+    assert!(
+        done <= 2,
+        "{done} processes held 700 MiB at once: {}",
+        o.output
+    );
     assert_clean();
 }
 
@@ -554,7 +585,11 @@ fn row7_disk_and_file_count_are_capped() {
     assert!(num("total bytes ") <= 64 << 20, "{}", o.output);
     assert!(o.output.contains("files stopped"), "{}", o.output);
     assert!(num("total files ") <= 4096, "{}", o.output);
-    assert!(status_line(&o).contains("run folder quota"), "{}", status_line(&o));
+    assert!(
+        status_line(&o).contains("run folder quota"),
+        "{}",
+        status_line(&o)
+    );
     assert!(t < Duration::from_secs(25), "{t:?}");
     assert_clean();
 }
@@ -565,10 +600,19 @@ fn run_folder_is_private_to_the_sandbox_user() {
     let (_g, _ws, ctx) = setup();
     let code = "import os\ns = os.stat('.')\nprint('mode %o uid %d me %d' % (s.st_mode & 0o7777, s.st_uid, os.getuid()))\n";
     let (o, _) = run(&ctx, "python", code, 10);
-    let line = o.output.lines().find(|l| l.starts_with("mode ")).unwrap_or("");
+    let line = o
+        .output
+        .lines()
+        .find(|l| l.starts_with("mode "))
+        .unwrap_or("");
     let f: Vec<&str> = line.split_whitespace().collect();
     assert_eq!(f.get(1), Some(&"700"), "{}", o.output);
-    assert_eq!(f.get(3), f.get(5), "the folder is not the program's own: {}", o.output);
+    assert_eq!(
+        f.get(3),
+        f.get(5),
+        "the folder is not the program's own: {}",
+        o.output
+    );
     assert_clean();
 }
 
@@ -591,7 +635,11 @@ print(subprocess.run(['echo', 'subprocess ok'], capture_output=True, text=True).
     let (o, _) = run(&ctx, "python", code, 10);
     assert!(!o.output.contains("ALLOWED"), "{}", o.output);
     assert_eq!(o.output.matches("EPERM").count(), 10, "{}", o.output);
-    assert!(o.output.contains("thread ok") && o.output.contains("subprocess ok"), "{}", o.output);
+    assert!(
+        o.output.contains("thread ok") && o.output.contains("subprocess ok"),
+        "{}",
+        o.output
+    );
     assert!(status_line(&o).contains("seccomp"), "{}", status_line(&o));
     assert_clean();
 }

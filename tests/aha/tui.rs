@@ -83,7 +83,12 @@ impl Tmux {
         String::from_utf8_lossy(&o.stdout).trim().to_string()
     }
 
-    pub(crate) fn wait_for(&self, what: &str, timeout: Duration, f: impl Fn(&str) -> bool) -> String {
+    pub(crate) fn wait_for(
+        &self,
+        what: &str,
+        timeout: Duration,
+        f: impl Fn(&str) -> bool,
+    ) -> String {
         let t0 = Instant::now();
         loop {
             let p = self.pane();
