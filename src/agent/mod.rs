@@ -16,6 +16,7 @@ use crate::engine::{Control, Engine, GenerateRequest, Prompt, ThinkMode};
 use crate::protocol::{Event, Op, TurnStats};
 use policy::{Decision, Effect, Policy};
 use serde_json::{json, Value};
+use std::cell::Cell;
 use std::collections::{HashSet, VecDeque};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -130,7 +131,13 @@ pub struct AgentHandle {
     ctrl: Arc<Control>,
     info: EngineInfo,
     thread: Option<JoinHandle<()>>,
+    /// The agent's thread ended and `try_recv` has said so once.
+    stop_reported: AtomicBool,
 }
+
+/// What the UI is told when the agent's thread is gone while it waits for events.
+pub const AGENT_STOPPED_MESSAGE: &str =
+    "the agent stopped unexpectedly (an internal error); restart aha to continue (AHA_LOG=warn shows the cause)";
 
 impl AgentHandle {
     /// Sends an op. Cancel, pause, resume and step take effect immediately.
@@ -154,9 +161,19 @@ impl AgentHandle {
         let _ = self.ops.send(op);
     }
 
-    /// The next event, if one is waiting.
+    /// The next event, if one is waiting. Once the agent's thread has ended for good (it can only
+    /// do so on an internal error while the handle lives), one `Error` event says so, so that a UI
+    /// waiting for a turn to end shows a failure instead of waiting forever.
     pub fn try_recv(&self) -> Option<Event> {
-        self.events.try_recv().ok()
+        match self.events.try_recv() {
+            Ok(e) => Some(e),
+            Err(mpsc::TryRecvError::Empty) => None,
+            Err(mpsc::TryRecvError::Disconnected) => {
+                (!self.stop_reported.swap(true, Ordering::SeqCst)).then(|| Event::Error {
+                    message: AGENT_STOPPED_MESSAGE.into(),
+                })
+            }
+        }
     }
 
     /// The next event, waiting at most `timeout`; an error once the agent has stopped.
@@ -223,6 +240,7 @@ pub fn spawn_with_tools(
         pending: VecDeque::new(),
         approved: HashSet::new(),
         tool_turn: 0,
+        in_turn: Cell::new(false),
     };
     let thread = std::thread::Builder::new()
         .name("aha-agent".into())
@@ -234,6 +252,7 @@ pub fn spawn_with_tools(
         ctrl,
         info,
         thread,
+        stop_reported: AtomicBool::new(false),
     }
 }
 
@@ -255,6 +274,8 @@ pub struct Agent {
     approved: HashSet<String>,
     /// Counts turns for the tools' undo groups.
     tool_turn: u64,
+    /// A turn has started and its `TurnFinished` is not out yet.
+    in_turn: Cell<bool>,
 }
 
 /// The stats of a user turn, summed over its generations.
@@ -288,6 +309,11 @@ impl TurnSum {
 
 impl Agent {
     fn emit(&self, e: Event) {
+        match &e {
+            Event::TurnStarted { .. } => self.in_turn.set(true),
+            Event::TurnFinished { .. } => self.in_turn.set(false),
+            _ => {}
+        }
         let _ = self.events.send(e);
     }
 
@@ -300,7 +326,23 @@ impl Agent {
                     Err(_) => return,
                 },
             };
-            self.handle(op);
+            // The tools and the engine catch their own panics; this is the last line, for a bug in
+            // the loop itself: the op fails with an error, a turn in flight still ends with its
+            // `TurnFinished`, and the agent keeps serving the next op.
+            if let Err(p) = crate::tools::catch_panic(|| self.handle(op)) {
+                self.emit(Event::Error {
+                    message: format!("the agent failed: {p}"),
+                });
+                if self.in_turn.get() {
+                    self.emit(Event::TurnFinished {
+                        stats: TurnStats {
+                            finish_reason: "error".into(),
+                            ..TurnStats::default()
+                        },
+                        tokens: Vec::new(),
+                    });
+                }
+            }
         }
     }
 
@@ -440,7 +482,11 @@ impl Agent {
         f: impl FnOnce(&mut dyn ToolHost, &Policy) -> anyhow::Result<String>,
     ) {
         let policy = self.cfg.policy;
-        let e = match self.tools.as_deref_mut().map(|t| f(t, &policy)) {
+        let r = self
+            .tools
+            .as_deref_mut()
+            .map(|t| crate::tools::catch_panic(|| f(t, &policy)).unwrap_or_else(|p| Err(p.into())));
+        let e = match r {
             None => Event::Notice {
                 message: "tools are not enabled in this session".into(),
             },
@@ -717,20 +763,27 @@ impl Agent {
         };
         // With tools on, a call's raw text is held back (the UI shows a tool card instead).
         let mut gate = (!specs.is_empty()).then(gate::AnswerGate::default);
-        let r = self.engine.generate(&req, &self.ctrl, &mut |e| match e {
-            Event::TurnFinished { stats, tokens } => finished = Some((stats, tokens)),
-            e => {
-                match &e {
-                    Event::ThinkingDelta { text, .. } => reasoning.push_str(text),
-                    Event::AnswerDelta { text, .. } => answer.push_str(text),
-                    _ => {}
+        let engine = &mut self.engine;
+        let ctrl = &self.ctrl;
+        // A generation that panics (a kernel's bounds check, a template on odd input) fails like
+        // one that returns an error: the turn ends and the agent serves the next one.
+        let r = crate::tools::catch_panic(|| {
+            engine.generate(&req, ctrl, &mut |e| match e {
+                Event::TurnFinished { stats, tokens } => finished = Some((stats, tokens)),
+                e => {
+                    match &e {
+                        Event::ThinkingDelta { text, .. } => reasoning.push_str(text),
+                        Event::AnswerDelta { text, .. } => answer.push_str(text),
+                        _ => {}
+                    }
+                    match (&mut gate, &e) {
+                        (Some(g), Event::AnswerDelta { .. }) => g.push(e, &mut send),
+                        _ => send(e),
+                    }
                 }
-                match (&mut gate, &e) {
-                    (Some(g), Event::AnswerDelta { .. }) => g.push(e, &mut send),
-                    _ => send(e),
-                }
-            }
-        });
+            })
+        })
+        .unwrap_or_else(|p| Err(anyhow::anyhow!("the engine failed: {p}")));
         if let Some(g) = gate {
             g.finish(
                 |held| {
@@ -740,6 +793,7 @@ impl Agent {
                 &mut send,
             );
         }
+        let got_stats = finished.is_some();
         if let Some((s, t)) = finished {
             sum.add(s, t);
         }
@@ -749,6 +803,15 @@ impl Agent {
                 self.emit(Event::Error {
                     message: format!("{e:#}"),
                 });
+                if !got_stats {
+                    // Otherwise the turn would report the previous step's reason (or none).
+                    sum.stats.finish_reason = if self.ctrl.cancelled() {
+                        "cancelled"
+                    } else {
+                        "error"
+                    }
+                    .into();
+                }
                 false
             }
         };
@@ -780,9 +843,10 @@ impl Agent {
                 ),
             );
         };
-        let preview = match host.preview(name, &args) {
-            Ok(p) => p,
-            Err(e) => return (false, format!("invalid arguments for {name}: {e:#}")),
+        let preview = match crate::tools::catch_panic(|| host.preview(name, &args)) {
+            Ok(Ok(p)) => p,
+            Ok(Err(e)) => return (false, format!("invalid arguments for {name}: {e:#}")),
+            Err(p) => return (false, tool_panicked(name, &p)),
         };
         match self.cfg.policy.decide(name, effect, &self.approved) {
             Decision::Run => {}
@@ -818,7 +882,10 @@ impl Agent {
         let cancel = self.ctrl.cancel.clone();
         let turn = self.tool_turn;
         match self.tools.as_mut() {
-            Some(h) => h.run(name, args, turn, cancel),
+            // A tool that panics (a library on a damaged file) fails this call only: the model
+            // reads why, and the turn goes on to its end.
+            Some(h) => crate::tools::catch_panic(|| h.run(name, args, turn, cancel))
+                .unwrap_or_else(|p| (false, tool_panicked(name, &p))),
             None => (false, "no tools are enabled".into()),
         }
     }
@@ -848,6 +915,11 @@ impl Agent {
             }
         }
     }
+}
+
+/// The result of a tool call that panicked, for the model and the person reading the tool card.
+fn tool_panicked(name: &str, p: &crate::tools::Panicked) -> String {
+    format!("{name} failed with an {p}. This is a fault in the tool, not in your call; do not retry it, answer with what you have.")
 }
 
 /// The reasoning text inside a branch prefix (which may carry a leading `<think>`).
@@ -1008,6 +1080,9 @@ mod tests {
         ) -> anyhow::Result<TurnStats> {
             self.seen.lock().unwrap().push(req.clone());
             let text = self.replies.pop_front().unwrap_or_else(|| "done".into());
+            if text == "PANIC" {
+                panic!("index out of bounds: the len is 3 but the index is 7");
+            }
             emit(Event::AnswerDelta {
                 text,
                 logprob: None,
@@ -1057,6 +1132,9 @@ mod tests {
             _turn: u64,
             cancel: Arc<AtomicBool>,
         ) -> (bool, String) {
+            if args["panic"] == true {
+                panic!("assertion failed: buf.len() >= 8");
+            }
             if args["sleep"] == true {
                 while !cancel.load(Ordering::SeqCst) {
                     std::thread::sleep(Duration::from_millis(5));
@@ -1098,6 +1176,100 @@ mod tests {
 
     fn call(name: &str, args: &str) -> String {
         format!("<tool_call>{{\"name\": \"{name}\", \"arguments\": {args}}}</tool_call>")
+    }
+
+    #[test]
+    fn a_tool_that_panics_fails_its_call_and_the_turn_and_the_agent_go_on() {
+        let r = rig(
+            &[&call("echo", "{\"panic\": true}"), "Answered.", "Second."],
+            AgentConfig::default(),
+        );
+        r.h.send(Op::UserMessage { text: "go".into() });
+        let ev = collect_turn(&r.h);
+        let results: Vec<_> = ev
+            .iter()
+            .filter_map(|e| match e {
+                Event::ToolResult { ok, output, .. } => Some((*ok, output.clone())),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(results.len(), 1, "{ev:?}");
+        assert!(!results[0].0);
+        assert!(
+            results[0]
+                .1
+                .contains("echo failed with an internal error: assertion failed: buf.len() >= 8"),
+            "{}",
+            results[0].1
+        );
+        assert!(answer_text(&ev).contains("Answered."));
+        let finished = ev
+            .iter()
+            .filter(|e| matches!(e, Event::TurnFinished { .. }))
+            .count();
+        assert_eq!(finished, 1);
+        // The agent is still there for the next turn.
+        r.h.send(Op::UserMessage {
+            text: "again".into(),
+        });
+        assert!(answer_text(&collect_turn(&r.h)).contains("Second."));
+    }
+
+    #[test]
+    fn an_engine_that_panics_is_an_error_and_the_turn_still_finishes() {
+        let r = rig(&["PANIC", "Fine now."], AgentConfig::default());
+        r.h.send(Op::UserMessage { text: "go".into() });
+        let ev = collect_turn(&r.h);
+        let errors: Vec<_> = ev
+            .iter()
+            .filter_map(|e| match e {
+                Event::Error { message } => Some(message.clone()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            errors,
+            vec!["the engine failed: internal error: index out of bounds: the len is 3 but the index is 7".to_string()]
+        );
+        let Some(Event::TurnFinished { stats, .. }) = ev.last() else {
+            panic!("{ev:?}")
+        };
+        assert_eq!(stats.finish_reason, "error");
+        r.h.send(Op::UserMessage {
+            text: "again".into(),
+        });
+        assert!(answer_text(&collect_turn(&r.h)).contains("Fine now."));
+    }
+
+    #[test]
+    fn a_handle_whose_agent_thread_is_gone_reports_it_once() {
+        let (ops, _op_rx) = mpsc::channel();
+        let (ev_tx, events) = mpsc::channel();
+        ev_tx
+            .send(Event::Notice {
+                message: "last words".into(),
+            })
+            .unwrap();
+        drop(ev_tx);
+        let h = AgentHandle {
+            ops,
+            events,
+            ctrl: Arc::new(Control::default()),
+            info: EngineInfo {
+                model: "m".into(),
+                device: "cpu".into(),
+                context_length: 0,
+                reasoning: false,
+            },
+            thread: None,
+            stop_reported: AtomicBool::new(false),
+        };
+        assert!(matches!(h.try_recv(), Some(Event::Notice { .. })));
+        assert!(
+            matches!(h.try_recv(), Some(Event::Error { message }) if message == AGENT_STOPPED_MESSAGE)
+        );
+        assert_eq!(h.try_recv(), None, "said once");
+        assert_eq!(h.recv_timeout(Duration::from_millis(1)), Err(AgentStopped));
     }
 
     #[test]

@@ -53,7 +53,20 @@ pub struct SearchArgs {
 fn index_dir(given: &Option<PathBuf>) -> Result<PathBuf> {
     Ok(match given {
         Some(d) => d.clone(),
-        None => rag::default_dir(&std::env::current_dir()?),
+        None => {
+            let ws = std::env::current_dir()?;
+            // A `.aha` that is a link (a cloned repository may ship one) would send the index's
+            // files wherever it points.
+            let aha = ws.join(".aha");
+            if std::fs::symlink_metadata(&aha).is_ok_and(|m| m.is_symlink()) {
+                anyhow::bail!(
+                    "{} is a symbolic link; aha keeps its index in a real .aha folder inside the workspace. Remove the link (`rm {}`) or pass --index DIR",
+                    aha.display(),
+                    aha.display()
+                );
+            }
+            rag::default_dir(&ws)
+        }
     })
 }
 
@@ -120,14 +133,17 @@ pub fn index(a: IndexArgs) -> Result<i32> {
 }
 
 pub fn search(a: SearchArgs) -> Result<i32> {
+    use std::fmt::Write as _;
     let dir = index_dir(&a.index)?;
     let ix = DocIndex::open(&dir)?;
     let q = a.query.join(" ");
     let hits = ix.search(&q, a.k)?;
+    let mut out = String::new();
     if a.json {
         for h in &hits {
-            println!("{}", serde_json::to_string(h)?);
+            let _ = writeln!(out, "{}", serde_json::to_string(h)?);
         }
+        print_all(&out)?;
         return Ok(0);
     }
     if hits.is_empty() {
@@ -143,7 +159,7 @@ pub fn search(a: SearchArgs) -> Result<i32> {
             format!("  {}", h.heading)
         };
         if tty {
-            println!("\x1b[1m{loc}\x1b[0m  {:.2}{heading}", h.score);
+            let _ = writeln!(out, "\x1b[1m{loc}\x1b[0m  {:.2}{heading}", h.score);
             let mut s = String::new();
             for (i, part) in h.snippet.split("**").enumerate() {
                 if i % 2 == 1 {
@@ -152,13 +168,25 @@ pub fn search(a: SearchArgs) -> Result<i32> {
                     s.push_str(part);
                 }
             }
-            println!("    {s}");
+            let _ = writeln!(out, "    {s}");
         } else {
-            println!("{loc}  {:.2}{heading}", h.score);
-            println!("    {}", h.snippet);
+            let _ = writeln!(out, "{loc}  {:.2}{heading}", h.score);
+            let _ = writeln!(out, "    {}", h.snippet);
         }
     }
+    print_all(&out)?;
     Ok(0)
+}
+
+/// Writes to stdout; a reader that went away (`aha search … | head -1`) is not an error, where
+/// `println!` would panic.
+fn print_all(s: &str) -> Result<()> {
+    use std::io::Write;
+    let mut o = std::io::stdout().lock();
+    match o.write_all(s.as_bytes()).and_then(|_| o.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        r => Ok(r?),
+    }
 }
 
 #[derive(Debug, Args)]

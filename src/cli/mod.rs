@@ -124,19 +124,19 @@ pub struct ModelArgs {
 #[derive(Debug, Clone, Args)]
 pub struct SamplingArgs {
     /// 0 = greedy. Default: 0.6 for reasoning models, 0.7 otherwise.
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub temperature: Option<f32>,
     /// Default: 0.95.
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub top_p: Option<f32>,
     /// 0 = off.
     #[arg(long)]
     pub top_k: Option<usize>,
     /// 0 = off.
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub min_p: Option<f32>,
     /// 1 = off.
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub repeat_penalty: Option<f32>,
     /// Random seed: the same seed and settings give the same output. Default: 42.
     #[arg(long)]

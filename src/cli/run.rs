@@ -178,6 +178,16 @@ enum Loaded {
 
 /// Runs `aha run`.
 pub fn run(m: &ModelArgs, a: RunArgs) -> Result<i32> {
+    // Out-of-range sampling flags are refused before a model loads, naming the flag.
+    use crate::engine::sampler::{validate_max_tokens, SamplingParams};
+    if let Err(e) = validate_max_tokens(a.max_tokens)
+        .and_then(|()| a.sampling.apply(SamplingParams::default()).validate())
+    {
+        anyhow::bail!(
+            "{}",
+            e.message_for(&format!("--{}", e.field.replace('_', "-")))
+        );
+    }
     let prompt_text = if a.prompt == "-" {
         std::io::read_to_string(std::io::stdin())?
     } else {
@@ -234,6 +244,10 @@ pub fn run(m: &ModelArgs, a: RunArgs) -> Result<i32> {
         constrain_tools: true,
         no_tool_calls: a.no_tool_calls,
     };
+    // The flags were checked above; what is left to go wrong came from the config file.
+    if let Err(e) = req.sampling.validate() {
+        anyhow::bail!("{} ([sampling] {} in the config file)", e, e.field);
+    }
     if a.show_prompt {
         match &loaded {
             Loaded::Local(l) => {
@@ -277,13 +291,16 @@ pub fn run(m: &ModelArgs, a: RunArgs) -> Result<i32> {
         Loaded::Local(l) => l.as_mut(),
         Loaded::Remote(r) => r.as_mut(),
     };
-    let result = engine.generate(&req, &ctrl, &mut |e| {
-        if json {
-            print_json(&e);
-        } else {
-            printer.on(e);
-        }
-    });
+    let result = crate::tools::catch_panic(|| {
+        engine.generate(&req, &ctrl, &mut |e| {
+            if json {
+                print_json(&e);
+            } else {
+                printer.on(e);
+            }
+        })
+    })
+    .unwrap_or_else(|p| Err(anyhow::anyhow!("the engine failed: {p}")));
     match result {
         Ok(s) if s.finish_reason == "cancelled" => Ok(130),
         Ok(_) => Ok(0),
@@ -352,7 +369,18 @@ fn run_agent(
         let e = match h.recv_timeout(std::time::Duration::from_millis(50)) {
             Ok(Some(e)) => e,
             Ok(None) => continue,
-            Err(_) => break,
+            Err(_) => {
+                // The thread is gone before the turn ended: say so, whatever came before.
+                let e = Event::Error {
+                    message: agent::AGENT_STOPPED_MESSAGE.into(),
+                };
+                if a.json {
+                    print_json(&e);
+                } else {
+                    printer.on(e);
+                }
+                return Ok(1);
+            }
         };
         let done = matches!(e, Event::TurnFinished { .. });
         if let Event::TurnFinished { stats, .. } = &e {

@@ -4,6 +4,7 @@ use super::{load_engine, ModelArgs};
 use crate::server::{serve as run_server, ServeOptions};
 use anyhow::Result;
 use clap::Args;
+use std::time::Duration;
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {
@@ -28,13 +29,24 @@ pub struct ServeArgs {
     /// max_tokens when a request gives none.
     #[arg(long, default_value_t = 2048)]
     pub max_tokens: usize,
+    /// Connections open at once. At the cap, the connection idle longest (still sending its
+    /// request, or between requests) is closed to make room; when all are busy, HTTP 503.
+    #[arg(long, default_value_t = 512, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: u32,
+    /// Seconds a client has to send a request's headers (and the most a kept-alive connection
+    /// may idle between requests).
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    pub header_timeout: u64,
+    /// Seconds a client has to send a request's body once its headers are in; then HTTP 408.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    pub body_timeout: u64,
 }
 
 /// Runs `aha serve` until interrupted.
 pub fn serve(m: &ModelArgs, a: ServeArgs) -> Result<i32> {
     let engine = load_engine(m)?;
     run_server(
-        Box::new(engine),
+        engine,
         ServeOptions {
             host: a.host,
             port: a.port,
@@ -43,6 +55,9 @@ pub fn serve(m: &ModelArgs, a: ServeArgs) -> Result<i32> {
             max_body: a.max_body,
             think: a.think,
             max_tokens: a.max_tokens,
+            max_connections: a.max_connections as usize,
+            header_timeout: Duration::from_secs(a.header_timeout),
+            body_timeout: Duration::from_secs(a.body_timeout),
         },
     )?;
     Ok(0)

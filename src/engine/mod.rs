@@ -266,8 +266,19 @@ impl std::fmt::Debug for LocalEngine {
 }
 
 impl LocalEngine {
-    /// Loads a `.gguf` file or a safetensors checkpoint folder.
+    /// Loads a `.gguf` file or a safetensors checkpoint folder. A parser that panics on a
+    /// damaged file (tokenizer, template, weights) gives an error, not a dead program.
     pub fn load(path: &Path, name: &str, device: &Device) -> Result<Self> {
+        crate::tools::catch_panic(|| Self::load_unguarded(path, name, device)).unwrap_or_else(|e| {
+            Err(anyhow::anyhow!(
+                "{} cannot be loaded ({}); the file may be damaged: download it again (`aha pull NAME`) or check the path",
+                path.display(),
+                e.0
+            ))
+        })
+    }
+
+    fn load_unguarded(path: &Path, name: &str, device: &Device) -> Result<Self> {
         let (model, tokenizer, template_src) = if path.is_dir() {
             let model = local::load::load_safetensors_dir(path, device)?;
             let tok = TextTokenizer::from_file(&path.join("tokenizer.json"))?;

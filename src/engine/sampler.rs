@@ -1,4 +1,6 @@
-//! Choosing the next token from logits: temperature, top-k, top-p, min-p, repetition penalty, seed.
+//! Choosing the next token from logits: temperature, top-k, top-p, min-p, repetition penalty, seed,
+//! and the ranges those settings must lie in (`SamplingParams::validate`, shared by `aha run`'s
+//! flags and `aha serve`'s requests so both refuse the same values with the same words).
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -56,6 +58,75 @@ impl SamplingParams {
             ..Self::default()
         }
     }
+}
+
+/// A sampling setting outside the range the sampler can use.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{field} {value} is out of range: it must be {expected}")]
+pub struct InvalidSampling {
+    /// The setting as `SamplingParams` names it (`temperature`, `top_p`, `repeat_penalty`, …), or
+    /// `max_tokens`; callers turn it into their own spelling (a flag, a JSON field).
+    pub field: &'static str,
+    /// The value as given.
+    pub value: String,
+    /// The allowed range, in words.
+    pub expected: &'static str,
+}
+
+impl InvalidSampling {
+    /// The same error with the setting spelt as the caller spells it (`--top-p`, `repetition_penalty`).
+    pub fn message_for(&self, name: &str) -> String {
+        format!(
+            "{name} {} is out of range: it must be {}",
+            self.value, self.expected
+        )
+    }
+}
+
+impl SamplingParams {
+    /// Checks every setting. Values outside these ranges either mean nothing (a negative
+    /// temperature, a top-p of 0 keeps no token) or turn the distribution into NaNs and infinities
+    /// (a non-finite temperature or penalty), so they are refused rather than clamped.
+    pub fn validate(&self) -> Result<(), InvalidSampling> {
+        let bad = |field, value: f32, expected| InvalidSampling {
+            field,
+            value: value.to_string(),
+            expected,
+        };
+        let t = self.temperature;
+        if !(t.is_finite() && (0.0..=2.0).contains(&t)) {
+            return Err(bad("temperature", t, "a number from 0 to 2 (0 = greedy)"));
+        }
+        let p = self.top_p;
+        if !(p.is_finite() && p > 0.0 && p <= 1.0) {
+            return Err(bad("top_p", p, "a number above 0 and at most 1 (1 = off)"));
+        }
+        let m = self.min_p;
+        if !(m.is_finite() && (0.0..=1.0).contains(&m)) {
+            return Err(bad("min_p", m, "a number from 0 to 1 (0 = off)"));
+        }
+        let r = self.repeat_penalty;
+        if !(r.is_finite() && r > 0.0) {
+            return Err(bad(
+                "repeat_penalty",
+                r,
+                "a finite number above 0 (1 = off)",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Checks a limit on generated tokens: 0 would ask for a reply that cannot have any text.
+pub fn validate_max_tokens(n: usize) -> Result<(), InvalidSampling> {
+    if n == 0 {
+        return Err(InvalidSampling {
+            field: "max_tokens",
+            value: n.to_string(),
+            expected: "at least 1",
+        });
+    }
+    Ok(())
 }
 
 /// A chosen token, with the log-probability the model gave it and the entropy of the distribution.
@@ -263,6 +334,56 @@ mod tests {
             let t = s.sample(&mut [3.0, 3.0, -5.0, -5.0], &[]).token;
             assert!(t < 2);
         }
+    }
+
+    #[test]
+    fn validate_refuses_out_of_range_values_and_accepts_the_edges() {
+        let with = |f: fn(&mut SamplingParams)| {
+            let mut p = SamplingParams::default();
+            f(&mut p);
+            p.validate().map_err(|e| e.field)
+        };
+        assert_eq!(with(|p| p.temperature = -1.0), Err("temperature"));
+        assert_eq!(with(|p| p.temperature = f32::INFINITY), Err("temperature"));
+        assert_eq!(with(|p| p.temperature = f32::NAN), Err("temperature"));
+        assert_eq!(with(|p| p.temperature = 2.01), Err("temperature"));
+        assert_eq!(with(|p| p.top_p = 0.0), Err("top_p"));
+        assert_eq!(with(|p| p.top_p = -1.0), Err("top_p"));
+        assert_eq!(with(|p| p.top_p = 1.5), Err("top_p"));
+        assert_eq!(with(|p| p.min_p = -0.1), Err("min_p"));
+        assert_eq!(with(|p| p.min_p = 1.1), Err("min_p"));
+        assert_eq!(with(|p| p.repeat_penalty = 0.0), Err("repeat_penalty"));
+        assert_eq!(
+            with(|p| p.repeat_penalty = f32::INFINITY),
+            Err("repeat_penalty")
+        );
+        for ok in [
+            SamplingParams::default(),
+            SamplingParams::greedy(),
+            SamplingParams::r1(),
+            SamplingParams {
+                temperature: 2.0,
+                top_p: 1e-6,
+                min_p: 1.0,
+                top_k: 0,
+                repeat_penalty: 100.0,
+                ..SamplingParams::default()
+            },
+        ] {
+            assert_eq!(ok.validate(), Ok(()), "{ok:?}");
+        }
+        assert!(validate_max_tokens(0).is_err());
+        assert!(validate_max_tokens(1).is_ok());
+        let e = SamplingParams {
+            top_p: 1.5,
+            ..SamplingParams::default()
+        }
+        .validate()
+        .unwrap_err();
+        assert_eq!(
+            e.message_for("--top-p"),
+            "--top-p 1.5 is out of range: it must be a number above 0 and at most 1 (1 = off)"
+        );
     }
 
     #[test]

@@ -335,11 +335,11 @@ fn walk(node: ego_tree::NodeRef<'_, scraper::Node>, out: &mut String) {
 /// files; that is caught and reported like any other failure.
 fn pdf(bytes: &[u8]) -> Result<Extracted> {
     let owned = bytes.to_vec();
-    let r = std::panic::catch_unwind(move || pdf_extract::extract_text_from_mem_by_pages(&owned));
+    let r = crate::tools::catch_panic(move || pdf_extract::extract_text_from_mem_by_pages(&owned));
     let pages = match r {
         Ok(Ok(p)) => p,
         Ok(Err(e)) => return Err(anyhow!("cannot read the PDF: {e}")),
-        Err(_) => return Err(anyhow!("cannot read the PDF: its parser failed")),
+        Err(e) => return Err(anyhow!("cannot read the PDF: its parser failed ({})", e.0)),
     };
     let text = pages
         .iter()

@@ -6,7 +6,7 @@
 use super::analyzer::{Analyzer, TOKENIZER};
 use super::chunk::{chunk, Chunk};
 use super::extract::{self, Skip};
-use anyhow::{bail, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -177,6 +177,10 @@ pub struct IndexOptions {
 impl DocIndex {
     /// Opens the index in `dir`, or says how to make one.
     pub fn open(dir: &Path) -> Result<Self> {
+        guard(dir, || Self::open_unguarded(dir))
+    }
+
+    fn open_unguarded(dir: &Path) -> Result<Self> {
         let meta_path = dir.join(META);
         if !meta_path.exists() {
             bail!(
@@ -197,7 +201,7 @@ impl DocIndex {
         })?;
         let index = Index::open_in_dir(dir).with_context(|| {
             format!(
-                "cannot open the index at {}; delete it and run `aha index` again",
+                "cannot open the index at {}; rebuild it with `aha index --rebuild PATH…`",
                 dir.display()
             )
         })?;
@@ -277,6 +281,10 @@ impl DocIndex {
 
     /// Path → content hash of every file in the last commit.
     fn hashes(&self) -> Result<HashMap<String, String>> {
+        guard(&self.dir, || self.hashes_unguarded())
+    }
+
+    fn hashes_unguarded(&self) -> Result<HashMap<String, String>> {
         let reader = self.index.reader()?;
         let s = reader.searcher();
         let q = TermQuery::new(
@@ -303,6 +311,23 @@ impl DocIndex {
 
     /// Indexes the files under `roots` (files or folders), incrementally.
     pub fn update(
+        &mut self,
+        roots: &[PathBuf],
+        opts: &IndexOptions,
+        progress: &mut dyn FnMut(&Progress),
+    ) -> Result<Report> {
+        // Reading the index is guarded in `hashes`; a panic past that (the chunker on an odd
+        // file, tantivy's writer) is not evidence of a damaged index, so it is worded apart.
+        match crate::tools::catch_panic(|| self.update_unguarded(roots, opts, progress)) {
+            Ok(r) => r,
+            Err(p) => Err(anyhow!(
+                "indexing stopped on an {p}{}; what was committed before stays searchable. If it happens again, rebuild the index with `aha index --rebuild PATH…`",
+                damaged_files(&self.dir)
+            )),
+        }
+    }
+
+    fn update_unguarded(
         &mut self,
         roots: &[PathBuf],
         opts: &IndexOptions,
@@ -495,7 +520,7 @@ impl DocIndex {
     /// Number of files and chunks in the last commit.
     pub fn stats(&self) -> Result<(usize, usize)> {
         let files = self.hashes()?.len();
-        let n = self.index.reader()?.searcher().num_docs() as usize;
+        let n = guard(&self.dir, || Ok(self.index.reader()?.searcher().num_docs()))? as usize;
         Ok((files, n.saturating_sub(files)))
     }
 
@@ -559,10 +584,27 @@ impl DocIndex {
     /// The `k` best chunks for `q`.
     pub fn search(&self, q: &str, k: usize) -> Result<Vec<Hit>> {
         let query = self.query(q)?;
+        guard(&self.dir, || {
+            self.search_unguarded(&*query, k).with_context(|| {
+                let d = self.dir.display();
+                match damaged_files(&self.dir) {
+                    bad if bad.is_empty() => format!(
+                        "cannot read the document index at {d}; if it is corrupt, rebuild it with `aha index --rebuild PATH…`"
+                    ),
+                    bad => format!(
+                        "the document index at {d} is corrupt ({}); rebuild it with `aha index --rebuild PATH…`",
+                        bad.trim_start_matches("; ")
+                    ),
+                }
+            })
+        })
+    }
+
+    fn search_unguarded(&self, query: &dyn Query, k: usize) -> Result<Vec<Hit>> {
         let reader = self.index.reader()?;
         let s = reader.searcher();
-        let top = s.search(&*query, &TopDocs::with_limit(k.max(1)))?;
-        let mut gen = tantivy::snippet::SnippetGenerator::create(&s, &*query, self.f.body)?;
+        let top = s.search(query, &TopDocs::with_limit(k.max(1)))?;
+        let mut gen = tantivy::snippet::SnippetGenerator::create(&s, query, self.f.body)?;
         gen.set_max_num_chars(240);
         let mut out = Vec::new();
         for (score, addr) in top {
@@ -604,6 +646,36 @@ impl DocIndex {
             });
         }
         Ok(out)
+    }
+}
+
+/// Runs `f` on the index in `dir`, turning a panic into an error that says the index is damaged
+/// and how to rebuild it. tantivy trusts its own files: flipped bytes in a segment make its
+/// readers panic (out-of-bounds reads in the term dictionary, failed assertions in the decoders)
+/// rather than return an error.
+fn guard<T>(dir: &Path, f: impl FnOnce() -> Result<T>) -> Result<T> {
+    match crate::tools::catch_panic(f) {
+        Ok(r) => r,
+        Err(p) => Err(anyhow!(
+            "the document index at {} is corrupt ({}{}); rebuild it with `aha index --rebuild PATH…` (the paths you indexed), or delete that folder and index again",
+            dir.display(),
+            p.0,
+            damaged_files(dir)
+        )),
+    }
+}
+
+/// "; damaged: a.term, b.idx" naming the segment files whose checksums fail, when tantivy can
+/// tell (only computed after a failure: it reads the whole index).
+fn damaged_files(dir: &Path) -> String {
+    let check = crate::tools::catch_panic(|| Index::open_in_dir(dir)?.validate_checksum());
+    match check {
+        Ok(Ok(bad)) if !bad.is_empty() => {
+            let mut names: Vec<String> = bad.iter().map(|p| p.display().to_string()).collect();
+            names.sort();
+            format!("; damaged: {}", names.join(", "))
+        }
+        _ => String::new(),
     }
 }
 

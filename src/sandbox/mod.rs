@@ -1,16 +1,19 @@
 //! Isolation for `run_code` (Linux). The program runs under a launcher — aha itself, re-executed
-//! as `aha __sandbox` — that puts it in its own process group, new network and PID namespaces,
-//! under rlimits, as an unprivileged user when aha runs as root, with Landlock allowing writes
-//! only to a fresh temporary directory and reads only of system folders (not the home folder).
-//! The environment is cleared. A wall-clock timeout, a cancel, or too much output kills the
-//! whole group; since the program is the first process of its PID namespace, everything it
-//! started (daemons included) dies with it. Each result says which protections were in force.
+//! as `aha __sandbox` — that puts it in a new session (no controlling terminal), new network,
+//! PID and mount namespaces, a size-capped tmpfs as its folder, a control group for memory and
+//! processes where one can be had, rlimits, an unprivileged user when aha runs as root, Landlock
+//! (writes only in its folder, reads only of system folders) and a seccomp filter. The
+//! environment is cleared. A wall-clock timeout, a cancel, or too much output kills it; since the
+//! program is the first process of its PID namespace, everything it started (daemons included)
+//! dies with it. The launcher reports through a pipe the program never holds, and each result
+//! says which protections were in force.
 
+pub mod cgroup;
 pub mod launch;
+mod seccomp;
 
 use anyhow::{Context, Result};
-use std::io::{Read, Write};
-use std::os::unix::process::CommandExt;
+use std::io::Read;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -32,6 +35,10 @@ pub struct Limits {
     pub keep: usize,
     /// Output beyond which the run is killed, bytes.
     pub max_output: u64,
+    /// Size of the run folder (a tmpfs), bytes.
+    pub disk: u64,
+    /// Files and folders the run folder may hold.
+    pub inodes: u64,
 }
 
 impl Default for Limits {
@@ -44,6 +51,8 @@ impl Default for Limits {
             open_files: 128,
             keep: 32 << 10,
             max_output: 64 << 20,
+            disk: 64 << 20,
+            inodes: 4096,
         }
     }
 }
@@ -144,21 +153,33 @@ pub fn run(
     cancel: &AtomicBool,
 ) -> Result<Outcome> {
     let t0 = Instant::now();
-    // The launcher's report (protections, the program's pid) goes to a folder only root (or
-    // this user) can write, beside the program's folder.
+    // The program's input waits in a folder only this user can read (the program gets it as
+    // its standard input, never the path).
     let ctl = tempfile::Builder::new().prefix("aha-sbx-ctl").tempdir()?;
-    let report = ctl.path().join("report");
+    let input = ctl.path().join("stdin");
+    if let Some(text) = stdin {
+        std::fs::write(&input, text)?;
+    }
+    // The report pipe: its write end is the launcher's standard input; the program never has it.
+    let (report_r, report_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+        .context("cannot make the sandbox's report pipe")?;
+    let group = cgroup::create(limits.memory, limits.processes);
+    let group_description = group.as_ref().map(|g| g.description.clone());
     let mut cmd = Command::new(launcher_exe()?);
-    cmd.arg("__sandbox")
-        .arg("--dir")
-        .arg(dir)
-        .arg("--report")
-        .arg(&report)
-        .args(["--cpu", &(limits.timeout.as_secs() + 1).to_string()])
+    cmd.arg("__sandbox").arg("--dir").arg(dir);
+    if stdin.is_some() {
+        cmd.arg("--stdin").arg(&input);
+    }
+    for g in group.iter().flat_map(|g| g.dirs()) {
+        cmd.arg("--cgroup").arg(g);
+    }
+    cmd.args(["--cpu", &(limits.timeout.as_secs() + 1).to_string()])
         .args(["--mem", &limits.memory.to_string()])
         .args(["--nproc", &limits.processes.to_string()])
         .args(["--fsize", &limits.file_size.to_string()])
         .args(["--nofile", &limits.open_files.to_string()])
+        .args(["--disk", &limits.disk.to_string()])
+        .args(["--inodes", &limits.inodes.to_string()])
         .arg("--")
         .arg(program)
         .args(args)
@@ -169,18 +190,32 @@ pub fn run(
         .env("LANG", "C.UTF-8")
         .env("PYTHONDONTWRITEBYTECODE", "1")
         .current_dir(dir)
-        .process_group(0)
-        .stdin(Stdio::piped())
+        // The launcher makes its own session (and so its own process group) with setsid.
+        .stdin(Stdio::from(report_w))
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     let mut child = cmd.spawn().context("cannot start the sandbox launcher")?;
+    drop(cmd);
     let pgid = child.id() as i32;
-    if let Some(mut w) = child.stdin.take() {
-        let data = stdin.unwrap_or_default().to_string();
+    let report = Arc::new(Mutex::new(String::new()));
+    let report_t = {
+        let report = report.clone();
+        let mut r = std::fs::File::from(report_r);
         std::thread::spawn(move || {
-            let _ = w.write_all(data.as_bytes());
-        });
-    }
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = r.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                if let Ok(mut rep) = report.lock() {
+                    // A launcher says a few lines; anything beyond 64 KiB is not it.
+                    if rep.len() < 64 << 10 {
+                        rep.push_str(&String::from_utf8_lossy(&buf[..n]));
+                    }
+                }
+            }
+        })
+    };
     let seen = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let out_t = child
         .stdout
@@ -238,13 +273,19 @@ pub fn run(
     );
     let out = out_t.and_then(|t| t.join().ok());
     let err = err_t.and_then(|t| t.join().ok());
-    let rep = std::fs::read_to_string(&report).unwrap_or_default();
+    // The launcher has exited, so its end of the pipe is closed and the reader sees the end.
+    let _ = report_t.join();
+    let rep = report.lock().map(|r| r.clone()).unwrap_or_default();
+    drop(group);
     let mut protections = vec!["process group".to_string(), "cleared environment".into()];
     protections.extend(
         rep.lines()
             .filter_map(|l| l.strip_prefix("protection "))
             .map(str::to_string),
     );
+    if let Some(g) = &group_description {
+        protections.push(g.clone());
+    }
     let launcher_error = rep
         .lines()
         .find_map(|l| l.strip_prefix("error "))
@@ -277,18 +318,19 @@ pub fn run(
 
 /// Kills the launcher's process group and the program (which may have left the group), whose
 /// death ends its PID namespace.
-fn kill_group(pgid: i32, report: &std::path::Path) {
+fn kill_group(pgid: i32, report: &Mutex<String>) {
     use nix::sys::signal::{killpg, Signal};
     use nix::unistd::Pid;
     kill_program(report);
     let _ = killpg(Pid::from_raw(pgid), Signal::SIGKILL);
 }
 
-/// Kills the program the launcher started (its pid is in the report).
-fn kill_program(report: &std::path::Path) {
+/// Kills the program the launcher started (its pid is in the launcher's report, which only the
+/// launcher can write).
+fn kill_program(report: &Mutex<String>) {
     use nix::sys::signal::{kill, Signal};
     use nix::unistd::Pid;
-    if let Ok(rep) = std::fs::read_to_string(report) {
+    if let Ok(rep) = report.lock() {
         for pid in rep
             .lines()
             .filter_map(|l| l.strip_prefix("pid "))

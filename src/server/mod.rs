@@ -1,18 +1,23 @@
-//! `aha serve`: the local engine behind an OpenAI-compatible HTTP API (axum, SSE streaming).
+//! `aha serve`: the local engine behind an OpenAI-compatible HTTP API (axum on hyper, SSE
+//! streaming).
 //!
 //! One engine runs on its own OS thread and takes jobs in order; HTTP handlers only translate.
 //! Each job carries its own event channel, so a stream gets only its own tokens. A client that
-//! goes away drops its receiver, which cancels its job (waiting or running).
+//! goes away drops its receiver, which cancels its job (waiting or running). When the engine takes
+//! a job it first checks that the prompt fits the context, and the handler answers 400 if not.
+//! Sockets, header and body deadlines are `conns`' business.
 
+pub mod conns;
 pub mod openai;
 
-use crate::engine::{Control, Engine, GenerateRequest, Prompt, ThinkMode};
+use crate::engine::sampler::validate_max_tokens;
+use crate::engine::{Control, Engine, GenerateRequest, LocalEngine, Prompt, ThinkMode};
 use crate::protocol::Event;
 use anyhow::{Context, Result};
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::body::{Body, Bytes};
+use axum::extract::{Request, State};
+use axum::http::header::{CONNECTION, CONTENT_LENGTH};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -21,7 +26,18 @@ use openai::{ApiError, ChatRequest, Out, Translator};
 use serde_json::{json, Value};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use tokio::sync::mpsc;
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+use tokio_stream::StreamExt;
+
+/// How long a streaming request waits for the engine's verdict on its prompt before the stream
+/// opens anyway. With the engine free the verdict comes at once and a prompt too long for the
+/// context is a 400; a stream queued behind others opens within this (and keeps alive), since
+/// clients give up on a server that sends nothing, and a late rejection arrives as an error event.
+const STREAM_VERDICT_WAIT: Duration = Duration::from_secs(5);
+
+/// Descriptors the process needs besides client sockets: the listener, the runtime, stdio, files.
+const FD_RESERVE: u64 = 64;
 
 /// How `aha serve` runs.
 #[derive(Debug, Clone)]
@@ -39,6 +55,12 @@ pub struct ServeOptions {
     pub think: bool,
     /// Default max_tokens when a request gives none.
     pub max_tokens: usize,
+    /// Sockets open at once; at the cap the longest-idle connection makes room.
+    pub max_connections: usize,
+    /// Time to send a whole request head (and the most a kept-alive connection may idle).
+    pub header_timeout: Duration,
+    /// Time to send a whole request body once the head is in; then 408.
+    pub body_timeout: Duration,
 }
 
 /// Counters for `/health`.
@@ -56,7 +78,16 @@ struct Job {
     req: GenerateRequest,
     ctrl: Arc<Control>,
     tx: mpsc::UnboundedSender<Event>,
+    /// Whether the engine takes the prompt, sent before any event.
+    verdict: oneshot::Sender<Result<(), ApiError>>,
     _slot: Slot,
+}
+
+/// A submitted job as its handler holds it.
+struct Submitted {
+    rx: mpsc::UnboundedReceiver<Event>,
+    guard: CancelOnDrop,
+    verdict: oneshot::Receiver<Result<(), ApiError>>,
 }
 
 /// A place in the queue, given back when dropped.
@@ -86,25 +117,65 @@ struct AppState {
     jobs: mpsc::UnboundedSender<Job>,
 }
 
+/// Whether the engine can take this request's prompt: it renders, and it fits the context.
+/// The engine renders it again when it generates; that costs milliseconds against a generation,
+/// and keeps the check exactly what the engine will read.
+fn check_prompt(engine: &LocalEngine, req: &GenerateRequest) -> Result<(), ApiError> {
+    let prompt = engine.prepare(req).map_err(|e| {
+        ApiError::bad_request(
+            format!("the messages cannot be put through the model's chat template: {e:#}"),
+            Some("messages".into()),
+        )
+    })?;
+    let (n, n_ctx) = (prompt.tokens.len(), engine.context_length());
+    if n == 0 {
+        return Err(ApiError::bad_request(
+            "the prompt is empty",
+            Some("messages".into()),
+        ));
+    }
+    if n >= n_ctx {
+        let mut e = ApiError::bad_request(
+            format!(
+                "the prompt is {n} tokens but the context of {} holds {n_ctx}; shorten the messages and leave room for the reply",
+                engine.name
+            ),
+            Some("messages".into()),
+        );
+        e.code = Some("context_length_exceeded");
+        return Err(e);
+    }
+    Ok(())
+}
+
 /// Runs the engine's job loop on the current (dedicated) thread until the channel closes.
-fn engine_loop(
-    mut engine: Box<dyn Engine>,
-    mut jobs: mpsc::UnboundedReceiver<Job>,
-    c: Arc<Counters>,
-) {
+fn engine_loop(mut engine: LocalEngine, mut jobs: mpsc::UnboundedReceiver<Job>, c: Arc<Counters>) {
     while let Some(job) = jobs.blocking_recv() {
-        if job.ctrl.cancelled() || job.tx.is_closed() {
+        let Job {
+            req,
+            ctrl,
+            tx,
+            verdict,
+            _slot,
+        } = job;
+        if ctrl.cancelled() || tx.is_closed() {
             c.cancelled.fetch_add(1, Ordering::SeqCst);
             tracing::info!("job dropped before it started (client gone)");
             continue;
         }
+        let checked = check_prompt(&engine, &req);
+        let fits = checked.is_ok();
+        let _ = verdict.send(checked);
+        if !fits {
+            continue;
+        }
         c.running.fetch_add(1, Ordering::SeqCst);
         let t0 = std::time::Instant::now();
-        let ctrl = job.ctrl.clone();
-        let tx = job.tx.clone();
-        let r = engine.generate(&job.req, &job.ctrl, &mut |e| {
-            if tx.send(e).is_err() {
-                ctrl.cancel();
+        let cancel = ctrl.clone();
+        let events = tx.clone();
+        let r = engine.generate(&req, &ctrl, &mut |e| {
+            if events.send(e).is_err() {
+                cancel.cancel();
             }
         });
         c.running.fetch_sub(1, Ordering::SeqCst);
@@ -122,7 +193,7 @@ fn engine_loop(
             }
             Err(e) => {
                 c.failed.fetch_add(1, Ordering::SeqCst);
-                let _ = job.tx.send(Event::Error {
+                let _ = tx.send(Event::Error {
                     message: format!("{e:#}"),
                 });
             }
@@ -130,8 +201,32 @@ fn engine_loop(
     }
 }
 
+/// Raises the open-file limit as far as `want` connections need (up to the hard limit) and
+/// returns how many connections fit under it.
+fn fit_connections(want: usize) -> usize {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
+        return want;
+    };
+    // One more than the cap: the newcomer that makes room is open while the one it replaces closes.
+    let need = (want as u64).saturating_add(FD_RESERVE + 1);
+    let mut limit = soft;
+    if need > soft && setrlimit(Resource::RLIMIT_NOFILE, need.min(hard), hard).is_ok() {
+        limit = need.min(hard);
+    }
+    let fits = limit.saturating_sub(FD_RESERVE + 1).max(1);
+    if fits < want as u64 {
+        eprintln!(
+            "aha serve: the open-file limit is {limit}, so at most {fits} connections instead of {want} (raise it with `ulimit -n`)"
+        );
+        return fits as usize;
+    }
+    want
+}
+
 /// Serves `engine` until the process is stopped.
-pub fn serve(engine: Box<dyn Engine>, opts: ServeOptions) -> Result<()> {
+pub fn serve(engine: LocalEngine, mut opts: ServeOptions) -> Result<()> {
+    opts.max_connections = fit_connections(opts.max_connections);
     let counters = Arc::new(Counters::default());
     let (jobs_tx, jobs_rx) = mpsc::unbounded_channel();
     let state = Arc::new(AppState {
@@ -157,26 +252,29 @@ pub fn serve(engine: Box<dyn Engine>, opts: ServeOptions) -> Result<()> {
             .with_context(|| format!("cannot listen on {}:{}", opts.host, opts.port))?;
         let addr = listener.local_addr()?;
         eprintln!(
-            "aha serve: {} on {device} at http://{addr}/v1 (queue {}, {})",
+            "aha serve: {} on {device} at http://{addr}/v1 (queue {}, {} connections, {})",
             state.model,
             opts.queue,
+            opts.max_connections,
             if opts.api_key.is_some() {
                 "API key required"
             } else {
                 "no API key"
             }
         );
-        axum::serve(listener, router(state))
-            .with_graceful_shutdown(async {
-                let _ = tokio::signal::ctrl_c().await;
-            })
-            .await
-            .context("server error")
+        let limits = conns::Limits {
+            max_connections: opts.max_connections,
+            header_timeout: opts.header_timeout,
+        };
+        conns::serve(listener, router(state), limits, async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await;
+        Ok(())
     })
 }
 
 fn router(state: Arc<AppState>) -> Router {
-    let max_body = state.opts.max_body;
     Router::new()
         .route("/health", get(health))
         .route("/v1/models", get(models))
@@ -188,8 +286,26 @@ fn router(state: Arc<AppState>) -> Router {
                 "no such endpoint",
             )
         })
-        .layer(DefaultBodyLimit::max(max_body))
+        .method_not_allowed_fallback(wrong_method)
         .with_state(state)
+}
+
+/// 405 with a body that says which method the endpoint takes (axum's own has no body).
+async fn wrong_method(method: axum::http::Method, uri: axum::http::Uri) -> Response {
+    let (allow, path) = if uri.path() == "/v1/chat/completions" {
+        ("POST", "/v1/chat/completions")
+    } else {
+        ("GET", uri.path())
+    };
+    let mut r = ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "invalid_request_error",
+        format!("{path} takes {allow}, not {method}"),
+    )
+    .into_response();
+    r.headers_mut()
+        .insert(axum::http::header::ALLOW, HeaderValue::from_static(allow));
+    r
 }
 
 fn check_key(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
@@ -294,6 +410,22 @@ fn to_generate(s: &AppState, r: &ChatRequest) -> Result<GenerateRequest, ApiErro
     if let Some(seed) = r.seed {
         sampling.seed = seed;
     }
+    sampling.validate().map_err(|e| {
+        // The request names the penalty as OpenAI-compatible servers do.
+        let field = match e.field {
+            "repeat_penalty" => "repetition_penalty",
+            f => f,
+        };
+        ApiError::bad_request(e.message_for(field), Some(field.into()))
+    })?;
+    r.check_penalties()?;
+    let (max_field, max_tokens) = match (r.max_completion_tokens, r.max_tokens) {
+        (Some(n), _) => ("max_completion_tokens", n),
+        (None, Some(n)) => ("max_tokens", n),
+        (None, None) => ("max_tokens", s.opts.max_tokens),
+    };
+    validate_max_tokens(max_tokens)
+        .map_err(|e| ApiError::bad_request(e.message_for(max_field), Some(max_field.into())))?;
     let enable = r
         .chat_template_kwargs
         .as_ref()
@@ -308,10 +440,7 @@ fn to_generate(s: &AppState, r: &ChatRequest) -> Result<GenerateRequest, ApiErro
     Ok(GenerateRequest {
         prompt: Prompt::Chat(r.chat_messages()),
         sampling,
-        max_tokens: r
-            .max_completion_tokens
-            .or(r.max_tokens)
-            .unwrap_or(s.opts.max_tokens),
+        max_tokens,
         think,
         think_budget: None,
         ignore_eos: false,
@@ -325,10 +454,7 @@ fn to_generate(s: &AppState, r: &ChatRequest) -> Result<GenerateRequest, ApiErro
 }
 
 /// Takes a queue place and hands the job to the engine thread.
-fn submit(
-    s: &AppState,
-    req: GenerateRequest,
-) -> Result<(mpsc::UnboundedReceiver<Event>, CancelOnDrop), ApiError> {
+fn submit(s: &AppState, req: GenerateRequest) -> Result<Submitted, ApiError> {
     let c = &s.counters;
     if c.in_flight.fetch_add(1, Ordering::SeqCst) >= s.opts.queue {
         c.in_flight.fetch_sub(1, Ordering::SeqCst);
@@ -346,46 +472,115 @@ fn submit(
     let slot = Slot(c.clone());
     let ctrl = Arc::new(Control::default());
     let (tx, rx) = mpsc::unbounded_channel();
+    let (verdict_tx, verdict) = oneshot::channel();
     s.jobs
         .send(Job {
             req,
             ctrl: ctrl.clone(),
             tx,
+            verdict: verdict_tx,
             _slot: slot,
         })
-        .map_err(|_| {
-            ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "server_error",
-                "the engine has stopped",
-            )
-        })?;
-    Ok((rx, CancelOnDrop(ctrl)))
+        .map_err(|_| engine_stopped())?;
+    Ok(Submitted {
+        rx,
+        guard: CancelOnDrop(ctrl),
+        verdict,
+    })
 }
 
-async fn chat(
-    State(s): State<Arc<AppState>>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Response {
-    if let Err(e) = check_key(&s, &headers) {
+fn engine_stopped() -> ApiError {
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "server_error",
+        "the engine has stopped",
+    )
+}
+
+/// The engine's verdict on a prompt, or the engine is gone (it drops a job only when its
+/// client has gone, or when its thread has ended).
+fn verdict_of(v: Result<Result<(), ApiError>, oneshot::error::RecvError>) -> Result<(), ApiError> {
+    v.unwrap_or_else(|_| Err(engine_stopped()))
+}
+
+fn too_large(max_body: usize) -> Response {
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "invalid_request_error",
+        format!("the request body is larger than {max_body} bytes (aha serve --max-body)"),
+    )
+    .into_response()
+}
+
+/// Reads a whole request body within the size limit and the body deadline.
+async fn read_body(
+    opts: &ServeOptions,
+    headers: &HeaderMap,
+    body: Body,
+    conn: Option<&conns::ConnHandle>,
+) -> Result<Bytes, Response> {
+    let declared = headers
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if declared.is_some_and(|n| n > opts.max_body as u64) {
+        return Err(too_large(opts.max_body));
+    }
+    // Until its body is in, a request has asked for nothing: a client that trickles it may have
+    // its connection closed to make room for others.
+    let _receiving = conn.map(conns::ConnHandle::receiving);
+    let read = async {
+        let mut data = body.into_data_stream();
+        let mut buf = Vec::new();
+        while let Some(chunk) = data.next().await {
+            let chunk = chunk.map_err(|e| {
+                ApiError::bad_request(format!("cannot read the request body: {e}"), None)
+                    .into_response()
+            })?;
+            if buf.len() + chunk.len() > opts.max_body {
+                return Err(too_large(opts.max_body));
+            }
+            buf.extend_from_slice(&chunk);
+        }
+        Ok(Bytes::from(buf))
+    };
+    match tokio::time::timeout(opts.body_timeout, read).await {
+        Ok(r) => r,
+        Err(_) => {
+            let mut r = ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "invalid_request_error",
+                format!(
+                    "the request body did not arrive within {} s (aha serve --body-timeout)",
+                    opts.body_timeout.as_secs_f64()
+                ),
+            )
+            .into_response();
+            // The rest of the body may still come; it is not read, so the connection ends here.
+            r.headers_mut()
+                .insert(CONNECTION, HeaderValue::from_static("close"));
+            Err(r)
+        }
+    }
+}
+
+async fn chat(State(s): State<Arc<AppState>>, req: Request) -> Response {
+    let (parts, body) = req.into_parts();
+    if let Err(e) = check_key(&s, &parts.headers) {
         return e.into_response();
     }
-    let body = match body {
+    let conn = parts.extensions.get::<conns::ConnHandle>();
+    let body = match read_body(&s.opts, &parts.headers, body, conn).await {
         Ok(b) => b,
-        Err(rej) => {
-            let status = rej.status();
-            let msg = if status == StatusCode::PAYLOAD_TOO_LARGE {
-                format!(
-                    "the request body is larger than {} bytes (aha serve --max-body)",
-                    s.opts.max_body
-                )
-            } else {
-                rej.body_text()
-            };
-            return ApiError::new(status, "invalid_request_error", msg).into_response();
-        }
+        Err(r) => return r,
     };
+    if body.trim_ascii().is_empty() {
+        return ApiError::bad_request(
+            r#"the request body is empty: send a JSON object such as {"messages": [{"role": "user", "content": "Hello"}]}"#,
+            None,
+        )
+        .into_response();
+    }
     let r = match openai::parse_request(&body) {
         Ok(r) => r,
         Err(e) => return e.into_response(),
@@ -395,15 +590,29 @@ async fn chat(
         Err(e) => return e.into_response(),
     };
     let tr = Translator::new(r.stops(), req.tools.as_deref());
-    let (rx, guard) = match submit(&s, req) {
+    let Submitted {
+        rx,
+        guard,
+        mut verdict,
+    } = match submit(&s, req) {
         Ok(x) => x,
         Err(e) => return e.into_response(),
     };
     let id = format!("chatcmpl-{}", openai::random_id(24));
     if r.stream {
         let usage = r.stream_options.as_ref().is_some_and(|o| o.include_usage);
-        stream_reply(s.model.clone(), id, rx, guard, tr, usage).into_response()
+        let pending = match tokio::time::timeout(STREAM_VERDICT_WAIT, &mut verdict).await {
+            Ok(v) => match verdict_of(v) {
+                Ok(()) => None,
+                Err(e) => return e.into_response(),
+            },
+            Err(_) => Some(verdict),
+        };
+        stream_reply(s.model.clone(), id, rx, guard, tr, usage, pending).into_response()
     } else {
+        if let Err(e) = verdict_of(verdict.await) {
+            return e.into_response();
+        }
         whole_reply(&s.model, id, rx, guard, tr).await
     }
 }
@@ -473,6 +682,7 @@ fn stream_reply(
     guard: CancelOnDrop,
     mut tr: Translator,
     include_usage: bool,
+    verdict: Option<oneshot::Receiver<Result<(), ApiError>>>,
 ) -> impl IntoResponse {
     let (out_tx, out_rx) = mpsc::channel::<Result<SseEvent, std::convert::Infallible>>(64);
     let created = now_secs();
@@ -495,6 +705,19 @@ fn stream_reply(
         };
         if !send(chunk(json!({"role": "assistant", "content": ""}), None)).await {
             return;
+        }
+        // Queued past STREAM_VERDICT_WAIT: a refused prompt is reported in the stream.
+        if let Some(v) = verdict {
+            let v = tokio::select! {
+                v = v => v,
+                // The client left while queued: returning drops the guard, which cancels the job.
+                () = out_tx.closed() => return,
+            };
+            if let Err(e) = verdict_of(v) {
+                let _ = send(e.body()).await;
+                let _ = out_tx.send(Ok(SseEvent::default().data("[DONE]"))).await;
+                return;
+            }
         }
         while let Some(e) = rx.recv().await {
             for o in tr.event(e) {

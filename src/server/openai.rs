@@ -156,11 +156,49 @@ pub fn parse_request(body: &[u8]) -> Result<ChatRequest, ApiError> {
                 Some(field),
             );
         }
+        if let Some((field, why)) = bad_field(body) {
+            return ApiError::bad_request(format!("invalid `{field}`: {why}"), Some(field));
+        }
         ApiError::bad_request(format!("malformed request body: {msg}"), None)
     })
 }
 
+/// serde reports a value of the wrong type by line and column only; this finds the top-level
+/// field that holds it, by decoding each field alone. Only runs on a request already refused.
+fn bad_field(body: &[u8]) -> Option<(String, String)> {
+    let Ok(Value::Object(fields)) = serde_json::from_slice::<Value>(body) else {
+        return None;
+    };
+    fields.into_iter().find_map(|(k, v)| {
+        let mut alone = serde_json::Map::new();
+        if k != "messages" {
+            alone.insert("messages".into(), json!([]));
+        }
+        alone.insert(k.clone(), v);
+        serde_json::from_value::<ChatRequest>(Value::Object(alone))
+            .err()
+            .map(|e| (k, e.to_string()))
+    })
+}
+
 impl ChatRequest {
+    /// OpenAI's range for the penalties aha accepts but does not apply: a client sending more is
+    /// told, as OpenAI would tell it, rather than silently given something else.
+    pub fn check_penalties(&self) -> Result<(), ApiError> {
+        for (field, v) in [
+            ("presence_penalty", self.presence_penalty),
+            ("frequency_penalty", self.frequency_penalty),
+        ] {
+            if let Some(v) = v.filter(|v| !(v.is_finite() && (-2.0..=2.0).contains(v))) {
+                return Err(ApiError::bad_request(
+                    format!("{field} {v} is out of range: it must be a number from -2 to 2"),
+                    Some(field.into()),
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// The conversation as the engine takes it.
     pub fn chat_messages(&self) -> Vec<ChatMessage> {
         self.messages
@@ -572,6 +610,14 @@ mod tests {
         assert_eq!(ok.chat_messages()[0].content, "hi");
         assert_eq!(ok.stops(), vec!["x"]);
         assert!(parse_request(b"{not json").is_err());
+        let e = parse_request(br#"{"messages":[{"role":"user","content":"hi"}],"top_k":-1}"#)
+            .unwrap_err();
+        assert_eq!(e.param.as_deref(), Some("top_k"), "{}", e.message);
+        assert!(e.message.contains("top_k"), "{}", e.message);
+        let e = parse_request(br#"{"messages":[{"role":"user"}],"stream":"yes"}"#).unwrap_err();
+        assert_eq!(e.param.as_deref(), Some("stream"), "{}", e.message);
+        let e = parse_request(br#"{"messages":"hi"}"#).unwrap_err();
+        assert_eq!(e.param.as_deref(), Some("messages"), "{}", e.message);
     }
 
     #[test]

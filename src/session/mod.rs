@@ -2,6 +2,11 @@
 //! `Event`s the agent reported, flushed at turn boundaries (a kill -9 loses at most the turn in
 //! flight). Loading is tolerant: lines that do not parse are skipped and reported; replaying the
 //! rest through [`transcript::Transcript`] rebuilds the conversation with its branches.
+//!
+//! What one record may hold is capped both ways: any JSON string longer than [`FIELD_MAX`] bytes
+//! keeps its start and a marker saying how much was cut, as it is written and again as it is read
+//! (the reader streams each line through the cap, so an old or hostile log with a 50 MB delta
+//! never sits in memory whole), and a line still longer than [`LINE_MAX`] is skipped.
 
 pub mod export;
 pub mod transcript;
@@ -15,6 +20,11 @@ use std::path::{Path, PathBuf};
 
 /// Version of the log format written in each header.
 pub const FORMAT: u32 = 1;
+
+/// The most bytes one string of a record keeps (as JSON text, escapes included).
+pub const FIELD_MAX: usize = 2 << 20;
+/// A line longer than this once its strings are capped (a huge array) is skipped when reading.
+pub const LINE_MAX: usize = 16 << 20;
 
 /// One line of a session log.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -131,13 +141,12 @@ impl SessionLog {
     /// Opens an existing log to append to it (resuming). A last line cut short by a crash is
     /// ended first so the next record starts on its own line.
     pub fn append(path: &Path) -> Result<Self> {
-        let needs_newline = std::fs::read(path)
-            .map(|b| b.last().is_some_and(|c| *c != b'\n'))
-            .unwrap_or(false);
         let f = OpenOptions::new()
+            .read(true)
             .append(true)
             .open(path)
             .with_context(|| format!("cannot open {}", path.display()))?;
+        let needs_newline = last_byte(&f).is_some_and(|c| c != b'\n');
         let mut out = BufWriter::new(f);
         if needs_newline {
             out.write_all(b"\n")?;
@@ -154,7 +163,12 @@ impl SessionLog {
     }
 
     fn write(&mut self, r: &Record) -> Result<()> {
-        serde_json::to_writer(&mut self.out, r)?;
+        let mut w = CapWriter {
+            inner: &mut self.out,
+            cap: Capper::new(FIELD_MAX),
+            buf: Vec::new(),
+        };
+        serde_json::to_writer(&mut w, r)?;
         self.out.write_all(b"\n")?;
         Ok(())
     }
@@ -259,13 +273,22 @@ pub fn load(path: &Path) -> Result<Loaded> {
     let mut n = 0;
     loop {
         buf.clear();
-        let got = r
-            .read_until(b'\n', &mut buf)
+        let (got, whole) = read_capped_line(&mut r, &mut buf)
             .with_context(|| format!("cannot read {}", path.display()))?;
         if got == 0 {
             break;
         }
         n += 1;
+        if !whole {
+            l.skipped.push((
+                n,
+                format!(
+                    "line {n} is longer than {} MB even with its long texts cut",
+                    LINE_MAX >> 20
+                ),
+            ));
+            continue;
+        }
         let Ok(line) = std::str::from_utf8(&buf) else {
             l.skipped.push((n, "not UTF-8".into()));
             continue;
@@ -287,6 +310,190 @@ pub fn load(path: &Path) -> Result<Loaded> {
         }
     }
     Ok(l)
+}
+
+/// The last byte of a file, without reading the rest.
+fn last_byte(f: &File) -> Option<u8> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut f = f;
+    f.seek(SeekFrom::End(-1)).ok()?;
+    let mut b = [0u8; 1];
+    f.read_exact(&mut b).ok()?;
+    Some(b[0])
+}
+
+/// Reads one line (up to and without its `\n`) into `out` through a [`Capper`], never holding
+/// more than [`LINE_MAX`] bytes of it. Returns the bytes consumed (0 at the end of the file) and
+/// whether the line fit.
+fn read_capped_line(r: &mut impl BufRead, out: &mut Vec<u8>) -> std::io::Result<(usize, bool)> {
+    let mut cap = Capper::new(FIELD_MAX);
+    let (mut consumed, mut fits) = (0usize, true);
+    loop {
+        let avail = r.fill_buf()?;
+        if avail.is_empty() {
+            break;
+        }
+        let (part, done) = match avail.iter().position(|&b| b == b'\n') {
+            Some(i) => (&avail[..i], i + 1),
+            None => (avail, avail.len()),
+        };
+        if fits {
+            for &b in part {
+                cap.push(b, out);
+            }
+            if out.len() > LINE_MAX {
+                fits = false;
+                out.clear();
+                out.shrink_to(0);
+            }
+        }
+        let ended = done > part.len();
+        r.consume(done);
+        consumed += done;
+        if ended {
+            break;
+        }
+    }
+    if fits {
+        cap.finish(out);
+    }
+    Ok((consumed, fits))
+}
+
+/// Cuts every JSON string in a stream of JSON text to at most `max` bytes, adding a marker that
+/// says how many were cut. Works a byte at a time with a few bytes of state, so text of any
+/// length goes through in bounded memory; it cuts only between whole characters and whole
+/// escapes (a surrogate pair counts as one), so valid JSON stays valid.
+struct Capper {
+    max: usize,
+    in_str: bool,
+    /// An escape or a multi-byte character not yet complete.
+    unit: Vec<u8>,
+    /// The length `unit` will have when complete (0: no unit pending).
+    need: usize,
+    /// Bytes of the current string kept, and cut.
+    kept: usize,
+    cut: usize,
+}
+
+impl Capper {
+    fn new(max: usize) -> Self {
+        Self {
+            max,
+            in_str: false,
+            unit: Vec::with_capacity(12),
+            need: 0,
+            kept: 0,
+            cut: 0,
+        }
+    }
+
+    fn push(&mut self, b: u8, out: &mut Vec<u8>) {
+        if !self.in_str {
+            out.push(b);
+            if b == b'"' {
+                (self.in_str, self.kept, self.cut) = (true, 0, 0);
+            }
+            return;
+        }
+        if self.need == 0 {
+            self.need = match b {
+                b'"' => {
+                    self.close(out);
+                    out.push(b);
+                    self.in_str = false;
+                    return;
+                }
+                b'\\' => 2,
+                0xC0..=0xDF => 2,
+                0xE0..=0xEF => 3,
+                0xF0..=0xF7 => 4,
+                _ => return self.unit_done(&[b], out),
+            };
+            self.unit.push(b);
+            return;
+        }
+        self.unit.push(b);
+        if self.unit[0] == b'\\' {
+            let len = self.unit.len();
+            if len == 2 && b == b'u' {
+                self.need = 6;
+            } else if len == 6 && self.need == 6 && high_surrogate(&self.unit[2..6]) {
+                // Its low half follows as another `\uXXXX`: the pair is one character.
+                self.need = 12;
+            } else if self.need == 12 && ((len == 7 && b != b'\\') || (len == 8 && b != b'u')) {
+                // Not a pair after all: the first escape is a unit, the rest starts afresh.
+                let rest = self.unit.split_off(6);
+                let first = std::mem::take(&mut self.unit);
+                self.need = 0;
+                self.unit_done(&first, out);
+                for r in rest {
+                    self.push(r, out);
+                }
+                return;
+            }
+        }
+        if self.unit.len() >= self.need {
+            let u = std::mem::take(&mut self.unit);
+            self.need = 0;
+            self.unit_done(&u, out);
+            self.unit = u;
+            self.unit.clear();
+        }
+    }
+
+    fn unit_done(&mut self, u: &[u8], out: &mut Vec<u8>) {
+        if self.cut == 0 && self.kept + u.len() <= self.max {
+            out.extend_from_slice(u);
+            self.kept += u.len();
+        } else {
+            self.cut += u.len();
+        }
+    }
+
+    /// The end of a string: the marker, if anything was cut.
+    fn close(&mut self, out: &mut Vec<u8>) {
+        if self.cut > 0 {
+            out.extend_from_slice(format!(" [… {} bytes cut …]", self.cut).as_bytes());
+            self.cut = 0;
+        }
+    }
+
+    /// The end of the text: a string left open (a line cut short) still says what was cut.
+    fn finish(&mut self, out: &mut Vec<u8>) {
+        if self.in_str {
+            self.close(out);
+        }
+    }
+}
+
+/// `\uD800`–`\uDBFF`, given the four hex digits.
+fn high_surrogate(hex: &[u8]) -> bool {
+    std::str::from_utf8(hex)
+        .ok()
+        .and_then(|h| u16::from_str_radix(h, 16).ok())
+        .is_some_and(|v| (0xD800..=0xDBFF).contains(&v))
+}
+
+/// A writer that sends JSON text through a [`Capper`] (records as they are written).
+struct CapWriter<'a, W: Write> {
+    inner: &'a mut W,
+    cap: Capper,
+    buf: Vec<u8>,
+}
+
+impl<W: Write> Write for CapWriter<'_, W> {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        self.buf.clear();
+        for &b in data {
+            self.cap.push(b, &mut self.buf);
+        }
+        self.inner.write_all(&self.buf)?;
+        Ok(data.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
 }
 
 /// A session on disk, for listings.
@@ -374,3 +581,71 @@ pub fn replay(l: &Loaded) -> transcript::Transcript {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod cap_tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn cap_text(json: &str, max: usize) -> String {
+        let mut c = Capper::new(max);
+        let mut out = Vec::new();
+        for &b in json.as_bytes() {
+            c.push(b, &mut out);
+        }
+        c.finish(&mut out);
+        String::from_utf8(out).expect("capped text stays UTF-8")
+    }
+
+    #[test]
+    fn long_strings_keep_their_start_and_a_marker_and_the_json_stays_valid() {
+        let json =
+            r#"{"a":"0123456789","b":["x\"y\\z"],"c":"\ud83d\ude00\ud83d\ude00\u00e9ééé","d":5}"#;
+        let v: serde_json::Value = serde_json::from_str(&cap_text(json, 8)).unwrap();
+        assert_eq!(v["a"], "01234567 [… 2 bytes cut …]");
+        assert_eq!(v["b"][0], "x\"y\\z", "escapes count as written (7 bytes)");
+        // A surrogate pair is one unit of 12 bytes: it does not fit in 8 and is not split.
+        assert!(v["c"].as_str().unwrap().starts_with(" [… "), "{}", v["c"]);
+        assert_eq!(v["d"], 5);
+        let v: serde_json::Value = serde_json::from_str(&cap_text(json, 14)).unwrap();
+        assert_eq!(v["c"], "😀 [… 24 bytes cut …]");
+        assert_eq!(cap_text(json, 100), json, "short strings pass unchanged");
+    }
+
+    #[test]
+    fn a_line_is_read_through_the_cap_across_buffer_boundaries() {
+        let long = "é".repeat(FIELD_MAX);
+        let text = format!("{{\"t\":\"{long}\"}}\r\n{{\"t\":\"b\"}}");
+        let mut r = BufReader::with_capacity(7, text.as_bytes());
+        let mut buf = Vec::new();
+        let (n, fits) = read_capped_line(&mut r, &mut buf).unwrap();
+        assert!(fits);
+        assert_eq!(n, text.find('\n').unwrap() + 1);
+        let v: serde_json::Value = serde_json::from_slice(buf.trim_ascii()).unwrap();
+        let t = v["t"].as_str().unwrap();
+        assert!(t.starts_with("éé") && t.ends_with(&format!("[… {FIELD_MAX} bytes cut …]")));
+        buf.clear();
+        read_capped_line(&mut r, &mut buf).unwrap();
+        assert_eq!(buf, br#"{"t":"b"}"#);
+        buf.clear();
+        assert_eq!(read_capped_line(&mut r, &mut buf).unwrap().0, 0);
+    }
+
+    proptest! {
+        #[test]
+        fn any_record_text_capped_still_parses(s in any::<String>(), t in "[\\x00-\\x7f😀é\"\\\\]{0,40}", max in 1usize..40) {
+            let json = serde_json::json!({"a": s, "b": [t, 1, {"c": s}]}).to_string();
+            let capped = cap_text(&json, max);
+            let v: serde_json::Value = serde_json::from_str(&capped).unwrap();
+            for (got, orig) in [(&v["a"], &s), (&v["b"][0], &t), (&v["b"][2]["c"], &s)] {
+                let got = got.as_str().unwrap();
+                match got.find(" [… ") {
+                    Some(at) if got.ends_with(" bytes cut …]") && got != orig => {
+                        prop_assert!(orig.starts_with(&got[..at]));
+                    }
+                    _ => prop_assert_eq!(got, orig.as_str()),
+                }
+            }
+        }
+    }
+}

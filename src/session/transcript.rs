@@ -1,8 +1,24 @@
 //! The conversation as the workbench shows it: user turns, assistant replies (each with its
 //! reasoning tokens, answer, tool cards and branches), notices. Built only from `Op`s the UI sent
-//! and `Event`s the agent reported, so replaying a session log rebuilds it exactly.
+//! and `Event`s the agent reported, so replaying a session log rebuilds it exactly. Each text an
+//! op or event brings is kept up to [`super::FIELD_MAX`] bytes, as the session log keeps it, so
+//! the screen shows what a resumed session will show and one runaway event cannot fill memory.
 
 use crate::protocol::{Event, Op, TurnStats};
+use std::borrow::Cow;
+
+/// `s`, or its first [`super::FIELD_MAX`] bytes and a marker saying how many were cut.
+pub fn capped(s: &str) -> Cow<'_, str> {
+    let max = super::FIELD_MAX;
+    if s.len() <= max {
+        return Cow::Borrowed(s);
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    Cow::Owned(format!("{} [… {} bytes cut …]", &s[..end], s.len() - end))
+}
 
 /// One reasoning token as it arrived.
 #[derive(Debug, Clone, PartialEq)]
@@ -283,7 +299,7 @@ impl Transcript {
     /// Applies an op the UI sent (live, or replayed from a session log).
     pub fn apply_op(&mut self, op: &Op, _now: u64) {
         match op {
-            Op::UserMessage { text } => self.push(EntryKind::User(text.clone())),
+            Op::UserMessage { text } => self.push(EntryKind::User(capped(text).into_owned())),
             Op::Clear => {
                 let next_rev = self.next_rev;
                 *self = Transcript::default();
@@ -300,7 +316,7 @@ impl Transcript {
                 turn,
                 branch_of,
                 prefix,
-            } => self.start_turn(*turn, *branch_of, prefix, now),
+            } => self.start_turn(*turn, *branch_of, &capped(prefix), now),
             Event::ThinkingDelta {
                 text,
                 logprob,
@@ -310,11 +326,12 @@ impl Transcript {
                     // An engine that reports no turn_started (older logs): open a reply.
                     self.start_turn(self.turns.len(), None, "", now);
                 }
+                let text = capped(text);
                 if let Some(r) = self.live_mut() {
                     r.first_ms.get_or_insert(now);
-                    r.reasoning.push_str(text);
+                    r.reasoning.push_str(&text);
                     r.tokens.push(Tok {
-                        text: text.clone(),
+                        text: text.into_owned(),
                         logprob: *logprob,
                         entropy: *entropy,
                         t_ms: now,
@@ -326,12 +343,13 @@ impl Transcript {
                 if self.live.is_none() {
                     self.start_turn(self.turns.len(), None, "", now);
                 }
+                let text = capped(text);
                 if let Some(r) = self.live_mut() {
                     r.first_ms.get_or_insert(now);
                     r.thought_ms.get_or_insert(now);
                     r.answer_tokens += 1;
                     match r.parts.last_mut() {
-                        Some(Part::Answer(a)) => a.push_str(text),
+                        Some(Part::Answer(a)) => a.push_str(&text),
                         _ => {
                             // The answer's leading whitespace means nothing on screen.
                             let t = text.trim_start_matches(['\n', ' ']);
@@ -350,7 +368,7 @@ impl Transcript {
                     r.parts.push(Part::Tool(ToolCard {
                         id: id.clone(),
                         name: name.clone(),
-                        arguments: arguments.to_string(),
+                        arguments: capped(&arguments.to_string()).into_owned(),
                         state: ToolState::Running,
                     }));
                 }
@@ -358,13 +376,14 @@ impl Transcript {
             Event::ApprovalRequest { id, name, summary } => {
                 let Some(r) = self.live_mut() else { return };
                 r.thought_ms.get_or_insert(now);
+                let summary = capped(summary).into_owned();
                 match find_card(r, id) {
-                    Some(c) => c.state = ToolState::Approval(summary.clone()),
+                    Some(c) => c.state = ToolState::Approval(summary),
                     None => r.parts.push(Part::Tool(ToolCard {
                         id: id.clone(),
                         name: name.clone(),
                         arguments: String::new(),
-                        state: ToolState::Approval(summary.clone()),
+                        state: ToolState::Approval(summary),
                     })),
                 }
             }
@@ -377,7 +396,7 @@ impl Transcript {
                 if let Some(c) = self.live_mut().and_then(|r| find_card(r, id)) {
                     c.state = ToolState::Done {
                         ok: *ok,
-                        output: output.clone(),
+                        output: capped(output).into_owned(),
                         duration_ms: *duration_ms,
                     };
                 }
@@ -397,15 +416,16 @@ impl Transcript {
                 self.live = None;
             }
             Event::Error { message } => {
+                let message = capped(message);
                 if let Some(r) = self.live_mut() {
                     r.state = ReplyState::Failed;
-                    r.error = Some(message.clone());
+                    r.error = Some(message.to_string());
                     r.ended_ms = Some(now);
                     r.paused = false;
                     r.thought_ms.get_or_insert(now);
                     self.live = None;
                 } else {
-                    self.error(message.clone());
+                    self.error(message.into_owned());
                 }
             }
             Event::Paused => {
@@ -418,7 +438,7 @@ impl Transcript {
                     r.paused = false;
                 }
             }
-            Event::Notice { message } => self.notice(message.clone()),
+            Event::Notice { message } => self.notice(capped(message).into_owned()),
         }
     }
 
@@ -555,4 +575,43 @@ fn find_card<'a>(r: &'a mut Reply, id: &str) -> Option<&'a mut ToolCard> {
         Part::Tool(c) if c.id == id => Some(c),
         _ => None,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_huge_event_is_kept_only_up_to_the_cap_with_the_cut_marked() {
+        let max = super::super::FIELD_MAX;
+        let mut t = Transcript::default();
+        t.apply_op(
+            &Op::UserMessage {
+                text: "é".repeat(max),
+            },
+            0,
+        );
+        t.apply_event(
+            &Event::ThinkingDelta {
+                text: "a".repeat(max + 10),
+                logprob: None,
+                entropy: None,
+            },
+            1,
+        );
+        t.apply_event(
+            &Event::Notice {
+                message: "short".into(),
+            },
+            2,
+        );
+        let EntryKind::User(u) = &t.entries[0].kind else {
+            panic!()
+        };
+        assert!(u.len() <= max + 40 && u.ends_with(&format!(" [… {max} bytes cut …]")));
+        let r = t.entries[1].reply().unwrap();
+        assert_eq!(r.reasoning.len(), r.tokens[0].text.len());
+        assert!(r.reasoning.ends_with(" [… 10 bytes cut …]"));
+        assert!(matches!(&t.entries[2].kind, EntryKind::Notice(m) if m == "short"));
+    }
 }

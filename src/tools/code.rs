@@ -67,10 +67,8 @@ fn run_code(a: Value, ctx: &ToolContext) -> Result<ToolOutput> {
     if a.code.trim().is_empty() {
         bail!("the code is empty");
     }
+    // Private (0700); the launcher gives it to the sandbox user (or mounts the run's tmpfs over it).
     let dir = tempfile::Builder::new().prefix("aha-run").tempdir()?;
-    // The program runs as an unprivileged user: it must be able to write its own folder.
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777))?;
     let (program, file) = match a.language {
         Language::Python => ("python3", "_aha_run.py"),
         Language::Bash => ("bash", "main.sh"),

@@ -1,7 +1,8 @@
 //! Workspace files: list, read (with line numbers), write and patch (both show a diff first and
-//! keep the old content for undo).
+//! keep the old content for undo). Every path goes through `paths`: confined to the workspace,
+//! opened without following links, hard-linked files refused, and `.aha` never written.
 
-use super::paths::{confine, show};
+use super::paths::{self, confine, confine_writable, show};
 use super::{args, cap, schema_of, Effect, Tool, ToolContext, ToolOutput, OUTPUT_CAP};
 use anyhow::{bail, Context, Result};
 use schemars::JsonSchema;
@@ -39,9 +40,9 @@ impl Tool for ListDir {
         let r = (|| -> Result<String> {
             let a: ListDirArgs = args(self.name(), &a)?;
             let p = confine(&ctx.workspace, &a.path)?;
-            if p.is_file() {
+            if std::fs::symlink_metadata(&p).is_ok_and(|m| !m.is_dir()) {
                 // Models often pass a file here; say what it is and what to call instead.
-                let bytes = std::fs::read(&p).with_context(|| format!("cannot read {}", a.path))?;
+                let bytes = paths::read(&ctx.workspace, &p)?;
                 let lines = line_count(&bytes);
                 bail!(
                     "{} is a file ({lines} lines, {} bytes), not a directory: read it with read_file",
@@ -49,18 +50,10 @@ impl Tool for ListDir {
                     bytes.len()
                 );
             }
-            let mut names: Vec<String> = std::fs::read_dir(&p)
-                .with_context(|| format!("cannot list {}", a.path))?
-                .filter_map(|e| e.ok())
-                .filter(|e| e.file_name() != ".aha" && e.file_name() != ".git")
-                .map(|e| {
-                    let n = e.file_name().to_string_lossy().into_owned();
-                    if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
-                        n + "/"
-                    } else {
-                        n
-                    }
-                })
+            let mut names: Vec<String> = paths::list(&ctx.workspace, &p)?
+                .into_iter()
+                .filter(|(n, _)| n != paths::AHA_DIR && n != ".git")
+                .map(|(n, dir)| if dir { n + "/" } else { n })
                 .collect();
             names.sort();
             Ok(format!(
@@ -110,7 +103,7 @@ impl Tool for ReadFile {
         let r = (|| -> Result<String> {
             let a: ReadFileArgs = args(self.name(), &a)?;
             let p = confine(&ctx.workspace, &a.path)?;
-            let bytes = std::fs::read(&p).with_context(|| format!("cannot read {}", a.path))?;
+            let bytes = paths::read(&ctx.workspace, &p)?;
             if bytes.iter().take(8192).any(|&b| b == 0) {
                 bail!("{} is a binary file ({} bytes)", a.path, bytes.len());
             }
@@ -166,15 +159,14 @@ pub fn unified(rel: &str, before: &str, after: &str) -> String {
     format!("--- a/{rel}\n+++ b/{rel}\n{}\n", hunks.join("\n"))
 }
 
+/// Records `p`'s old content for undo (which also refuses a file the tools may not touch), then
+/// writes it.
 fn write_with_checkpoint(ctx: &ToolContext, p: &Path, content: &str) -> Result<()> {
     ctx.checkpoints
         .lock()
         .map_err(|_| anyhow::anyhow!("the undo store is unavailable"))?
         .record(ctx.turn, p)?;
-    if let Some(parent) = p.parent() {
-        std::fs::create_dir_all(parent)?;
-    }
-    std::fs::write(p, content).with_context(|| format!("cannot write {}", p.display()))
+    paths::write(&ctx.workspace, p, content.as_bytes())
 }
 
 impl Tool for WriteFile {
@@ -192,15 +184,17 @@ impl Tool for WriteFile {
     }
     fn preview(&self, a: &Value, ctx: &ToolContext) -> Result<String> {
         let a: WriteFileArgs = args(self.name(), a)?;
-        let p = confine(&ctx.workspace, &a.path)?;
-        let before = std::fs::read_to_string(&p).unwrap_or_default();
+        let p = confine_writable(&ctx.workspace, &a.path)?;
+        let before = paths::read_if_exists(&ctx.workspace, &p)?
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_default();
         Ok(unified(&show(&ctx.workspace, &p), &before, &a.content))
     }
     fn run(&self, a: Value, ctx: &ToolContext) -> ToolOutput {
         let r = (|| -> Result<String> {
             let a: WriteFileArgs = args(self.name(), &a)?;
-            let p = confine(&ctx.workspace, &a.path)?;
-            let existed = p.exists();
+            let p = confine_writable(&ctx.workspace, &a.path)?;
+            let existed = std::fs::symlink_metadata(&p).is_ok();
             write_with_checkpoint(ctx, &p, &a.content)?;
             Ok(format!(
                 "{} {} ({} bytes, {} lines)",
@@ -267,12 +261,14 @@ fn plan(ctx: &ToolContext, diff: &str) -> Result<Vec<(PathBuf, Option<String>)>>
     let mut out = Vec::new();
     for (old, new, text) in files {
         let target = if new == "/dev/null" { &old } else { &new };
-        let p = confine(&ctx.workspace, target)?;
+        let p = confine_writable(&ctx.workspace, target)?;
         let before = if old == "/dev/null" {
             String::new()
         } else {
-            std::fs::read_to_string(confine(&ctx.workspace, &old)?)
-                .with_context(|| format!("cannot read {old} to patch it"))?
+            let bytes = paths::read(&ctx.workspace, &confine(&ctx.workspace, &old)?)
+                .with_context(|| format!("cannot read {old} to patch it"))?;
+            String::from_utf8(bytes)
+                .map_err(|_| anyhow::anyhow!("{old} is not UTF-8 text; it cannot be patched"))?
         };
         let patch = diffy::Patch::from_str(&text)
             .map_err(|e| anyhow::anyhow!("the diff for {target} cannot be parsed: {e}"))?;
@@ -315,7 +311,7 @@ impl Tool for ApplyPatch {
                             .lock()
                             .map_err(|_| anyhow::anyhow!("the undo store is unavailable"))?
                             .record(ctx.turn, &p)?;
-                        std::fs::remove_file(&p)?;
+                        paths::remove(&ctx.workspace, &p)?;
                     }
                 }
                 done.push(show(&ctx.workspace, &p));

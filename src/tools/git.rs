@@ -1,7 +1,9 @@
 //! git through git2 on the workspace's repository: status, diff, log, show, blame, branch,
-//! commit. Nothing here pushes, forces, resets or discards work.
+//! commit. Nothing here pushes, forces, resets or discards work. git reads work-tree files by
+//! name, so a file with more than one hard link is refused before git reads it, as in the file
+//! tools: its content may be a file's outside the workspace.
 
-use super::paths::confine;
+use super::paths::{self, confine};
 use super::{args, cap, schema_of, Effect, Tool, ToolContext, ToolOutput, OUTPUT_CAP};
 use anyhow::{bail, Context, Result};
 use git2::{DiffFormat, DiffOptions, Repository, StatusOptions};
@@ -26,6 +28,17 @@ fn repo_path(ctx: &ToolContext, r: &Repository, p: &str) -> Result<String> {
         .map_err(|_| anyhow::anyhow!("{p} is not in the repository"))?
         .display()
         .to_string())
+}
+
+/// Refuses a work-tree file git would read if it has more than one hard link.
+fn check_worktree_file(r: &Repository, rel: &std::path::Path) -> Result<()> {
+    let Some(wd) = r.workdir() else {
+        return Ok(());
+    };
+    match std::fs::symlink_metadata(wd.join(rel)) {
+        Ok(m) if m.is_file() => paths::check_metadata(&rel.display().to_string(), &m),
+        _ => Ok(()),
+    }
 }
 
 fn out(r: Result<String>) -> ToolOutput {
@@ -160,7 +173,13 @@ impl DiffArgs {
             let head = r.head().ok().and_then(|h| h.peel_to_tree().ok());
             r.diff_tree_to_index(head.as_ref(), None, Some(&mut o))?
         } else {
-            r.diff_index_to_workdir(None, Some(&mut o))?
+            let d = r.diff_index_to_workdir(None, Some(&mut o))?;
+            for delta in d.deltas() {
+                if let Some(p) = delta.new_file().path() {
+                    check_worktree_file(&r, p)?;
+                }
+            }
+            d
         };
         let t = diff_text(&d)?;
         Ok(if t.is_empty() { "no changes".into() } else { t })
@@ -462,6 +481,7 @@ impl CommitArgs {
         let mut idx = r.index()?;
         for p in self.paths.iter().flatten() {
             let rel = repo_path(ctx, &r, p)?;
+            check_worktree_file(&r, std::path::Path::new(&rel))?;
             if r.workdir().is_some_and(|w| w.join(&rel).exists()) {
                 idx.add_path(std::path::Path::new(&rel))?;
             } else {

@@ -159,6 +159,76 @@ pub fn cap(s: &str, max: usize) -> String {
 /// Output sent to the model is capped at this many bytes.
 pub const OUTPUT_CAP: usize = 12_000;
 
+/// A panic caught by [`catch_panic`]: what the panicking code said.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Panicked(pub String);
+
+impl std::fmt::Display for Panicked {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "internal error: {}", self.0)
+    }
+}
+
+impl std::error::Error for Panicked {}
+
+thread_local! {
+    /// How many `catch_panic` calls this thread is inside: the hook stays quiet while it is > 0.
+    static CATCHING: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+    /// The message of the last panic the hook saw while catching (with its location, for the log).
+    static CAUGHT: std::cell::RefCell<Option<String>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Whether this thread is inside [`catch_panic`] (a panic now will be caught and reported as an
+/// error, so a panic hook need not treat it as the end of the program).
+pub fn catching_panics() -> bool {
+    CATCHING.try_with(|c| c.get() > 0).unwrap_or(false)
+}
+
+fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".into())
+}
+
+/// Installed on first use, so it wraps whatever hook is there by then (the workbench's, which
+/// restores the terminal): a caught panic goes to the log instead of the user's screen, and a
+/// panic nobody catches still reaches the previous hook.
+fn install_quiet_hook() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let prev = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if !catching_panics() {
+                return prev(info);
+            }
+            let msg = panic_text(info.payload());
+            let at = info
+                .location()
+                .map(|l| format!(" at {}:{}", l.file(), l.line()))
+                .unwrap_or_default();
+            tracing::warn!("caught a panic: {msg}{at}");
+            let _ = CAUGHT.try_with(|c| *c.borrow_mut() = Some(msg));
+        }));
+    });
+}
+
+/// Runs `f`, turning a panic into an error. Libraries (tantivy on a damaged index, a parser on a
+/// hostile file) may panic on input they did not expect; at the boundaries where aha calls them
+/// that must become an error the user or the model sees, not a dead thread. The panic's message
+/// is not printed to the terminal (it goes to the `AHA_LOG` log).
+pub fn catch_panic<T>(f: impl FnOnce() -> T) -> std::result::Result<T, Panicked> {
+    install_quiet_hook();
+    let _ = CATCHING.try_with(|c| c.set(c.get() + 1));
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+    let _ = CATCHING.try_with(|c| c.set(c.get().saturating_sub(1)));
+    r.map_err(|payload| {
+        let seen = CAUGHT.try_with(|c| c.borrow_mut().take()).ok().flatten();
+        Panicked(seen.unwrap_or_else(|| panic_text(payload.as_ref())))
+    })
+}
+
 /// The tool names in OpenAI-style function specs.
 pub fn spec_names(specs: &[Value]) -> Vec<String> {
     specs
@@ -239,6 +309,27 @@ mod tests {
         assert_eq!(cap("short", 40), "short");
         let k = "한".repeat(50);
         assert!(cap(&k, 31).contains("cut"), "cuts on character boundaries");
+    }
+
+    #[test]
+    fn catch_panic_turns_a_panic_into_its_message_and_leaves_the_thread_working() {
+        assert_eq!(catch_panic(|| 7), Ok(7));
+        let v: Vec<u8> = Vec::new();
+        let i = v.len() + 3;
+        let e = catch_panic(|| v[i]).unwrap_err();
+        assert_eq!(e.0, "index out of bounds: the len is 0 but the index is 3");
+        assert_eq!(
+            e.to_string(),
+            "internal error: index out of bounds: the len is 0 but the index is 3"
+        );
+        // Nested: the inner one is caught there, the outer call still returns normally.
+        let outer = catch_panic(|| {
+            let inner = catch_panic(|| panic!("inner {}", 1));
+            assert!(catching_panics());
+            inner
+        });
+        assert_eq!(outer, Ok(Err(Panicked("inner 1".into()))));
+        assert!(!catching_panics());
     }
 
     #[test]

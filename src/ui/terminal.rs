@@ -122,6 +122,10 @@ fn install_panic_hook() {
     ONCE.call_once(|| {
         let prev = std::panic::take_hook();
         std::panic::set_hook(Box::new(move |info| {
+            // A panic that `tools::catch_panic` turns into an error leaves the workbench running.
+            if crate::tools::catching_panics() {
+                return prev(info);
+            }
             restore();
             super::log(&format!("panic: {info}"));
             prev(info);

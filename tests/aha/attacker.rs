@@ -11,8 +11,6 @@ use std::sync::{Arc, Mutex};
 
 /// A running scripted server and the config file that names it as the engine `attacker`.
 pub struct Attacker {
-    /// `http://127.0.0.1:PORT/v1`.
-    pub base_url: String,
     /// The request bodies received so far (the messages the agent sent).
     pub requests: Arc<Mutex<Vec<Value>>>,
     /// A config file naming this server as the engine `attacker`.
@@ -97,7 +95,10 @@ impl Attacker {
                 });
             }
         });
+        // Readable by every user: a test may run aha as an unprivileged user.
         let dir = tempfile::tempdir().unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
         let config = dir.path().join("config.toml");
         std::fs::write(
             &config,
@@ -107,7 +108,6 @@ impl Attacker {
         )
         .unwrap();
         Attacker {
-            base_url,
             requests,
             config,
             _dir: dir,

@@ -8,12 +8,12 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 /// A tmux server of our own (its own socket) with one pane running a plain shell.
-struct Tmux {
+pub(crate) struct Tmux {
     socket: String,
 }
 
 impl Tmux {
-    fn start(tag: &str, w: u16, h: u16) -> Self {
+    pub(crate) fn start(tag: &str, w: u16, h: u16) -> Self {
         assert!(
             Command::new("tmux").arg("-V").output().is_ok(),
             "tmux is needed for the workbench tests (apt-get install tmux; .ci/run does)"
@@ -54,20 +54,20 @@ impl Tmux {
     }
 
     /// Types text literally.
-    fn type_text(&self, s: &str) {
+    pub(crate) fn type_text(&self, s: &str) {
         self.cmd(&["send-keys", "-t", "t", "-l", s])
             .status()
             .unwrap();
     }
 
     /// Presses keys by tmux name (Enter, Escape, C-c…).
-    fn keys(&self, k: &[&str]) {
+    pub(crate) fn keys(&self, k: &[&str]) {
         let mut args = vec!["send-keys", "-t", "t"];
         args.extend_from_slice(k);
         self.cmd(&args).status().unwrap();
     }
 
-    fn pane(&self) -> String {
+    pub(crate) fn pane(&self) -> String {
         let o = self
             .cmd(&["capture-pane", "-p", "-t", "t"])
             .output()
@@ -83,7 +83,12 @@ impl Tmux {
         String::from_utf8_lossy(&o.stdout).trim().to_string()
     }
 
-    fn wait_for(&self, what: &str, timeout: Duration, f: impl Fn(&str) -> bool) -> String {
+    pub(crate) fn wait_for(
+        &self,
+        what: &str,
+        timeout: Duration,
+        f: impl Fn(&str) -> bool,
+    ) -> String {
         let t0 = Instant::now();
         loop {
             let p = self.pane();

@@ -24,25 +24,17 @@ impl GgufFile {
             .with_context(|| format!("cannot open model file {}", path.display()))?;
         let file_len = f.metadata()?.len();
         let mut r = BufReader::new(f);
-        let content = Content::read(&mut r).map_err(|e| {
-            anyhow!(
-                "{} is not a readable GGUF file ({e}). It may be truncated or corrupt: download it again (`aha pull NAME`) or check the path.",
-                path.display()
-            )
-        })?;
-        // A truncated download keeps a valid header; check that every tensor lies inside the file.
-        for (name, info) in &content.tensor_infos {
-            let elems = info.shape.elem_count();
-            let bs = info.ggml_dtype.block_size();
-            let size = (elems / bs * info.ggml_dtype.type_size()) as u64;
-            let end = content.tensor_data_offset + info.offset + size;
-            if end > file_len {
-                bail!(
-                    "{} is truncated: tensor {name} ends at byte {end} but the file has {file_len} bytes. Download it again (`aha pull NAME`).",
+        // candle's reader trusts some header fields (an alignment of 0 divides by zero).
+        let content = crate::tools::catch_panic(|| Content::read(&mut r))
+            .map_err(|p| anyhow!("{p}"))
+            .and_then(|r| r.map_err(|e| anyhow!("{e}")))
+            .map_err(|e| {
+                anyhow!(
+                    "{} is not a readable GGUF file ({e}). It may be truncated or corrupt: download it again (`aha pull NAME`) or check the path.",
                     path.display()
-                );
-            }
-        }
+                )
+            })?;
+        check_tensor_table(&content, file_len).map_err(|e| anyhow!("{}: {e}", path.display()))?;
         Ok(Self {
             content,
             path: path.to_path_buf(),
@@ -106,8 +98,17 @@ impl GgufFile {
         let head_dim = self
             .get_usize(&format!("{a}.attention.key_length"))
             .unwrap_or(n_embd / n_head.max(1));
-        let vocab_size = match self.content.tensor_infos.get("token_embd.weight") {
-            Some(t) => t.shape.dims()[0],
+        let vocab_size = match self
+            .content
+            .tensor_infos
+            .get("token_embd.weight")
+            .map(|t| t.shape.dims().first())
+        {
+            Some(Some(&n)) => n,
+            Some(None) => bail!(
+                "{}: token_embd.weight has no dimensions",
+                self.path.display()
+            ),
             None => bail!("{}: no token_embd.weight tensor", self.path.display()),
         };
         if n_head == 0 || n_kv_head == 0 || n_head % n_kv_head != 0 {
@@ -135,8 +136,18 @@ impl GgufFile {
         })
     }
 
-    /// Loads every weight onto `device`.
+    /// Loads every weight onto `device`. Shapes that contradict the metadata can make the
+    /// model's constructors panic; that is reported as a broken file, not a crash.
     pub fn load_model(&self, device: &Device) -> Result<Transformer> {
+        crate::tools::catch_panic(|| self.load_model_unguarded(device)).unwrap_or_else(|p| {
+            Err(anyhow!(
+                "{}: the model's weights do not fit together ({p}). The file is damaged or was written wrongly: download it again (`aha pull NAME`).",
+                self.path.display()
+            ))
+        })
+    }
+
+    fn load_model_unguarded(&self, device: &Device) -> Result<Transformer> {
         let cfg = self.config()?;
         // Quantized matmuls take f32 activations on every backend.
         let dtype = DType::F32;
@@ -220,6 +231,82 @@ impl GgufFile {
             rope_cache: Default::default(),
         })
     }
+}
+
+/// The data alignment a GGUF file declares (`general.alignment`, 32 when absent), read as candle
+/// reads it; a value candle would silently ignore, or one that is not a power of two (llama.cpp's
+/// rule), is an error.
+fn alignment(content: &Content) -> Result<u64> {
+    let a = match content.metadata.get("general.alignment") {
+        None => return Ok(32),
+        Some(Value::U8(v)) => u64::from(*v),
+        Some(Value::U16(v)) => u64::from(*v),
+        Some(Value::U32(v)) => u64::from(*v),
+        Some(Value::I8(v)) if *v >= 0 => *v as u64,
+        Some(Value::I16(v)) if *v >= 0 => *v as u64,
+        Some(Value::I32(v)) if *v >= 0 => *v as u64,
+        Some(v) => bail!("general.alignment is {v:?}; it must be a positive 32-bit integer"),
+    };
+    if !a.is_power_of_two() {
+        bail!("general.alignment is {a}; it must be a power of two");
+    }
+    Ok(a)
+}
+
+/// Checks every tensor of the table before any is read: its element count and byte size must
+/// not overflow (they would wrap to a small number and pass the size check), its data must
+/// start on the file's alignment, and end inside the file (a truncated download keeps a valid
+/// header). Without this, such a file loads and computes garbage.
+fn check_tensor_table(content: &Content, file_len: u64) -> Result<()> {
+    let align = alignment(content)?;
+    let mut names: Vec<&String> = content.tensor_infos.keys().collect();
+    names.sort();
+    for name in names {
+        let info = &content.tensor_infos[name];
+        let dims = info.shape.dims();
+        let dt = info.ggml_dtype;
+        let elems = dims
+            .iter()
+            .try_fold(1u64, |n, &d| n.checked_mul(d as u64))
+            .filter(|&n| usize::try_from(n).is_ok())
+            .ok_or_else(|| {
+                anyhow!(
+                    "tensor {name} has shape {dims:?}, more elements than this machine can address"
+                )
+            })?;
+        let bs = dt.block_size() as u64;
+        if !elems.is_multiple_of(bs) {
+            bail!(
+                "tensor {name} has {elems} elements, not a whole number of {dt:?} blocks of {bs}"
+            );
+        }
+        let size = (elems / bs)
+            .checked_mul(dt.type_size() as u64)
+            .ok_or_else(|| {
+                anyhow!("tensor {name} of shape {dims:?} ({dt:?}) would take more than 2^64 bytes")
+            })?;
+        if !info.offset.is_multiple_of(align) {
+            bail!(
+                "tensor {name}'s data offset {} is not a multiple of the file's alignment {align}; the file is corrupt or was written wrongly",
+                info.offset
+            );
+        }
+        let end = content
+            .tensor_data_offset
+            .checked_add(info.offset)
+            .and_then(|s| s.checked_add(size));
+        match end {
+            Some(end) if end <= file_len => {}
+            Some(end) => bail!(
+                "the file is truncated: tensor {name} ends at byte {end} but the file has {file_len} bytes. Download it again (`aha pull NAME`)."
+            ),
+            None => bail!(
+                "tensor {name}'s data offset {} lies past any possible end of the file",
+                info.offset
+            ),
+        }
+    }
+    Ok(())
 }
 
 /// The activations' dtype for dense (safetensors) weights: f32 on CPU, bf16 on GPUs.
