@@ -274,6 +274,11 @@ fn check_tensor_table(content: &Content, file_len: u64) -> Result<()> {
                     "tensor {name} has shape {dims:?}, more elements than this machine can address"
                 )
             })?;
+        // A tensor without elements has no data for candle to point at (its empty buffer is
+        // not aligned for the block type), and no model has one.
+        if elems == 0 {
+            bail!("tensor {name} has shape {dims:?}, with no elements; the file is corrupt");
+        }
         let bs = dt.block_size() as u64;
         if !elems.is_multiple_of(bs) {
             bail!(
