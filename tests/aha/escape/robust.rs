@@ -319,6 +319,21 @@ fn gguf_with_a_misaligned_or_overflowing_tensor_is_refused_naming_it() {
     );
     assert!(!out.contains("panicked"), "{out}");
 
+    // A dimension of 0 (found by the gguf fuzzer): candle would make a slice from an empty,
+    // unaligned buffer.
+    let empty = patched_model(dir.path(), "empty", |b| {
+        let t = tensor_table(b);
+        let (_, dims, _, _) = t.iter().find(|t| t.0 == "output_norm.weight").unwrap();
+        b[*dims..dims + 8].copy_from_slice(&0u64.to_le_bytes());
+    });
+    let (code, out) = run_model(&empty);
+    assert_ne!(code, Some(0), "{out}");
+    assert!(
+        out.contains("output_norm.weight") && out.contains("no elements"),
+        "{out}"
+    );
+    assert!(!out.contains("panicked"), "{out}");
+
     // An alignment of 0 made candle's header reader divide by zero.
     let zero = dir.path().join("zero.gguf");
     let arch = candle_core::quantized::gguf_file::Value::String("qwen2".into());
