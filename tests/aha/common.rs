@@ -31,3 +31,41 @@ pub fn init_threads() {
 pub fn bin() -> std::process::Command {
     std::process::Command::new(env!("CARGO_BIN_EXE_aha"))
 }
+
+/// Spawns `cmd` (an `aha serve …` command line) with its stderr read into a log, and waits up to
+/// three minutes for the line that names its address. Returns the child, its port and the log.
+pub fn spawn_serve(
+    mut cmd: std::process::Command,
+) -> (std::process::Child, u16, std::sync::Arc<Mutex<String>>) {
+    use std::io::BufRead;
+    let mut child = cmd
+        .env_remove("AHA_API_KEY")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("cannot start aha serve");
+    let err = child.stderr.take().expect("stderr is piped");
+    let log = std::sync::Arc::new(Mutex::new(String::new()));
+    let (tx, rx) = std::sync::mpsc::channel();
+    let l = log.clone();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(err).lines() {
+            let Ok(line) = line else { break };
+            if let Some(rest) = line.split("at http://").nth(1) {
+                let port = rest
+                    .split('/')
+                    .next()
+                    .and_then(|a| a.rsplit(':').next())
+                    .and_then(|p| p.parse::<u16>().ok());
+                let _ = tx.send(port);
+            }
+            l.lock().unwrap().push_str(&format!("{line}\n"));
+        }
+    });
+    let port = rx
+        .recv_timeout(std::time::Duration::from_secs(180))
+        .ok()
+        .flatten()
+        .unwrap_or_else(|| panic!("aha serve did not start: {}", log.lock().unwrap()));
+    (child, port, log)
+}

@@ -9,10 +9,10 @@ use aha::engine::template::ChatMessage;
 use aha::engine::{Control, Engine, GenerateRequest, ThinkMode};
 use aha::protocol::Event;
 use serde_json::Value;
-use std::io::{BufRead, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::PathBuf;
-use std::process::{Child, Stdio};
+use std::process::Child;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -27,45 +27,18 @@ impl Server {
     fn start(extra: &[&str]) -> Server {
         // Pulled once; served by its registry name, which is the model id clients use.
         model("qwen2.5-coder-0.5b");
-        let mut child = bin()
-            .args([
-                "serve",
-                "--port",
-                "0",
-                "--threads",
-                "2",
-                "-m",
-                "qwen2.5-coder-0.5b",
-            ])
-            .args(extra)
-            .env_remove("AHA_API_KEY")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let err = child.stderr.take().unwrap();
-        let log = Arc::new(Mutex::new(String::new()));
-        let (tx, rx) = std::sync::mpsc::channel();
-        let l = log.clone();
-        std::thread::spawn(move || {
-            for line in std::io::BufReader::new(err).lines() {
-                let Ok(line) = line else { break };
-                if let Some(rest) = line.split("at http://").nth(1) {
-                    let port = rest
-                        .split('/')
-                        .next()
-                        .and_then(|a| a.rsplit(':').next())
-                        .and_then(|p| p.parse::<u16>().ok());
-                    let _ = tx.send(port);
-                }
-                l.lock().unwrap().push_str(&format!("{line}\n"));
-            }
-        });
-        let port = rx
-            .recv_timeout(Duration::from_secs(180))
-            .ok()
-            .flatten()
-            .unwrap_or_else(|| panic!("aha serve did not start: {}", log.lock().unwrap()));
+        let mut cmd = bin();
+        cmd.args([
+            "serve",
+            "--port",
+            "0",
+            "--threads",
+            "2",
+            "-m",
+            "qwen2.5-coder-0.5b",
+        ])
+        .args(extra);
+        let (child, port, log) = super::common::spawn_serve(cmd);
         Server { child, port, log }
     }
 

@@ -7,9 +7,9 @@
 use crate::common::{bin, heavy, model};
 use nix::sys::resource::{getrlimit, setrlimit, Resource};
 use serde_json::{json, Value};
-use std::io::{BufRead, ErrorKind, Read, Write};
+use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::process::{Child, Stdio};
+use std::process::Child;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -39,34 +39,8 @@ impl Server {
             None => bin(),
         };
         cmd.args(["serve", "--port", "0", "--threads", "2", "-m", MODEL])
-            .args(extra)
-            .env_remove("AHA_API_KEY")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        let mut child = cmd.spawn().expect("cannot start aha serve");
-        let err = child.stderr.take().expect("stderr is piped");
-        let log = Arc::new(Mutex::new(String::new()));
-        let (tx, rx) = std::sync::mpsc::channel();
-        let l = log.clone();
-        std::thread::spawn(move || {
-            for line in std::io::BufReader::new(err).lines() {
-                let Ok(line) = line else { break };
-                if let Some(rest) = line.split("at http://").nth(1) {
-                    let port = rest
-                        .split('/')
-                        .next()
-                        .and_then(|a| a.rsplit(':').next())
-                        .and_then(|p| p.parse::<u16>().ok());
-                    let _ = tx.send(port);
-                }
-                l.lock().unwrap().push_str(&format!("{line}\n"));
-            }
-        });
-        let port = rx
-            .recv_timeout(Duration::from_secs(180))
-            .ok()
-            .flatten()
-            .unwrap_or_else(|| panic!("aha serve did not start: {}", log.lock().unwrap()));
+            .args(extra);
+        let (child, port, log) = crate::common::spawn_serve(cmd);
         Server { child, port, log }
     }
 
