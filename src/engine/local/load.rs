@@ -117,14 +117,43 @@ impl GgufFile {
                 self.path.display()
             );
         }
+        // Sizes read from metadata decide allocations before any tensor is read: a damaged
+        // header must not ask for terabytes (that aborts the process instead of failing).
+        let n_layer = need("block_count")?;
+        let n_ctx = need("context_length")?;
+        let blocks = self
+            .content
+            .tensor_infos
+            .keys()
+            .filter(|k| k.starts_with("blk."))
+            .count();
+        if n_layer == 0 || n_layer > blocks {
+            bail!(
+                "{}: the metadata says {n_layer} blocks but the file holds {blocks} block tensors; the file is damaged",
+                self.path.display()
+            );
+        }
+        let embd_dims = self.content.tensor_infos["token_embd.weight"].shape.dims();
+        if embd_dims.get(1).is_some_and(|&d| d != n_embd) || head_dim == 0 || head_dim > 1 << 16 {
+            bail!(
+                "{}: embedding length {n_embd} and head size {head_dim} do not match token_embd.weight {embd_dims:?}; the file is damaged",
+                self.path.display()
+            );
+        }
+        if n_ctx == 0 || n_ctx > 1 << 24 {
+            bail!(
+                "{}: context length {n_ctx} is out of range (1 to 16M tokens); the file is damaged",
+                self.path.display()
+            );
+        }
         Ok(ModelConfig {
             arch,
-            n_layer: need("block_count")?,
+            n_layer,
             n_head,
             n_kv_head,
             n_embd,
             head_dim,
-            n_ctx: need("context_length")?,
+            n_ctx,
             vocab_size,
             rope_base: self
                 .get_f32(&format!("{a}.rope.freq_base"))
@@ -169,7 +198,7 @@ impl GgufFile {
         let norm = t("output_norm.weight")?
             .dequantize(device)?
             .to_dtype(dtype)?;
-        let mut blocks = Vec::with_capacity(cfg.n_layer);
+        let mut blocks = Vec::with_capacity(cfg.n_layer.min(1024));
         for i in 0..cfg.n_layer {
             let pre = format!("blk.{i}");
             let mut lin = |n: &str| -> Result<Linear> {
@@ -388,7 +417,7 @@ pub fn load_safetensors_dir(dir: &Path, device: &Device) -> Result<Transformer> 
         get(name)?.ok_or_else(|| anyhow!("{}: checkpoint lacks tensor {name}", dir.display()))
     };
     let embed_t = take("model.embed_tokens.weight")?;
-    let mut blocks = Vec::with_capacity(cfg.n_layer);
+    let mut blocks = Vec::with_capacity(cfg.n_layer.min(1024));
     for i in 0..cfg.n_layer {
         let p = format!("model.layers.{i}");
         let wq = Linear::Dense(take(&format!("{p}.self_attn.q_proj.weight"))?);
