@@ -334,6 +334,26 @@ fn gguf_with_a_misaligned_or_overflowing_tensor_is_refused_naming_it() {
     );
     assert!(!out.contains("panicked"), "{out}");
 
+    // A block count of 2^32 - 1 (found by the gguf fuzzer) sized a vector before any tensor
+    // was read, and the failed allocation aborted the process.
+    let blocks = patched_model(dir.path(), "blocks", |b| {
+        let key = b"block_count";
+        let at = b.windows(key.len()).position(|w| w == key).unwrap() + key.len();
+        let ty = u32::from_le_bytes(b[at..at + 4].try_into().unwrap());
+        match ty {
+            4 => b[at + 4..at + 8].copy_from_slice(&u32::MAX.to_le_bytes()),
+            10 => b[at + 4..at + 12].copy_from_slice(&(1u64 << 37).to_le_bytes()),
+            t => panic!("block_count has GGUF type {t}"),
+        }
+    });
+    let (code, out) = run_model(&blocks);
+    assert_ne!(code, Some(0), "{out}");
+    assert!(out.contains("block tensors"), "{out}");
+    assert!(
+        !out.contains("panicked") && !out.contains("memory allocation"),
+        "{out}"
+    );
+
     // An alignment of 0 made candle's header reader divide by zero.
     let zero = dir.path().join("zero.gguf");
     let arch = candle_core::quantized::gguf_file::Value::String("qwen2".into());
