@@ -592,3 +592,26 @@ fn a_session_with_a_50_mb_delta_resumes_in_bounded_memory_and_says_what_was_cut(
         (10 << 20) - session::FIELD_MAX
     )));
 }
+
+/// The smallest file for each crash the gguf fuzzer found (fuzz/regressions/gguf): each is
+/// refused with an error, never a panic or an aborted allocation.
+#[test]
+fn gguf_regressions_from_the_fuzzer_are_refused() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/regressions/gguf");
+    let mut n = 0;
+    for e in std::fs::read_dir(&dir).unwrap().flatten() {
+        let p = e.path();
+        if p.extension().is_none_or(|x| x != "gguf") {
+            continue;
+        }
+        n += 1;
+        let (code, out) = run_model(&p);
+        assert!(code.is_some() && code != Some(0), "{}: {code:?} {out}", p.display());
+        assert!(
+            !out.contains("panicked") && !out.contains("memory allocation"),
+            "{}: {out}",
+            p.display()
+        );
+    }
+    assert!(n >= 6, "the regression files are missing from {}", dir.display());
+}
