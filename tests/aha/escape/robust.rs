@@ -606,12 +606,20 @@ fn gguf_regressions_from_the_fuzzer_are_refused() {
         }
         n += 1;
         let (code, out) = run_model(&p);
-        assert!(code.is_some() && code != Some(0), "{}: {code:?} {out}", p.display());
+        assert!(
+            code.is_some() && code != Some(0),
+            "{}: {code:?} {out}",
+            p.display()
+        );
         assert!(
             !out.contains("panicked") && !out.contains("memory allocation"),
             "{}: {out}",
             p.display()
         );
     }
-    assert!(n >= 6, "the regression files are missing from {}", dir.display());
+    assert!(
+        n >= 6,
+        "the regression files are missing from {}",
+        dir.display()
+    );
 }
