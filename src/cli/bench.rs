@@ -31,6 +31,9 @@ pub struct BenchArgs {
 struct BenchResult {
     model: String,
     device: String,
+    /// The CPU kernel set that multiplied the weights (`avx512vnni`, `avxvnni`, `avx2`,
+    /// `neon-dotprod`, `neon`, `scalar`, `candle`); `null` on a GPU.
+    kernels: Option<&'static str>,
     threads: usize,
     /// Weights read per decoded token, GB: bandwidth ÷ this is the decode ceiling.
     weights_gb_per_token: f64,
@@ -116,6 +119,11 @@ pub fn bench(m: &ModelArgs, a: BenchArgs) -> Result<i32> {
     let r = BenchResult {
         model: engine.name.clone(),
         device: crate::engine::device::describe(&engine.model.device),
+        kernels: engine
+            .model
+            .device
+            .is_cpu()
+            .then(|| crate::engine::local::qkernels::current().name()),
         weights_gb_per_token: engine.model.weight_bytes_per_token() as f64 / 1e9,
         threads: candle_core::utils::get_num_threads(),
         prompt_tokens: a.prompt_tokens,

@@ -59,10 +59,15 @@ fn single_stream(d: Device) -> Device {
     d
 }
 
-/// A short description for status lines, e.g. `cpu (2 threads)` or `cuda:0`.
+/// A short description for status lines, e.g. `cpu (2 threads, avx2)` or `cuda`: on the CPU,
+/// the threads and the kernel set that multiplies the weights.
 pub fn describe(d: &Device) -> String {
     match d {
-        Device::Cpu => format!("cpu ({} threads)", candle_core::utils::get_num_threads()),
+        Device::Cpu => format!(
+            "cpu ({} threads, {})",
+            candle_core::utils::get_num_threads(),
+            super::local::qkernels::current().name()
+        ),
         Device::Cuda(_) => "cuda".to_string(),
         Device::Metal(_) => "metal".to_string(),
     }

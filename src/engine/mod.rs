@@ -279,6 +279,9 @@ impl LocalEngine {
     }
 
     fn load_unguarded(path: &Path, name: &str, device: &Device) -> Result<Self> {
+        if device.is_cpu() {
+            local::qkernels::choose().map_err(anyhow::Error::msg)?;
+        }
         let (model, tokenizer, template_src) = if path.is_dir() {
             let model = local::load::load_safetensors_dir(path, device)?;
             let tok = TextTokenizer::from_file(&path.join("tokenizer.json"))?;

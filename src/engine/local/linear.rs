@@ -76,12 +76,16 @@ impl Linear {
                 if rows >= gemm_min_rows() && cpu && !super::ggml_math::enabled() {
                     let w = q.dequantize(x.device())?;
                     x.matmul(&w.t()?)
-                } else if cpu && super::qkernels::supported(q.dtype()) && x.dtype() == DType::F32 {
+                } else if let (true, true, Some(f)) = (
+                    cpu,
+                    x.dtype() == DType::F32,
+                    super::qkernels::format(q.dtype()),
+                ) {
                     let (out_dim, in_dim) = self.dims();
                     let xs = x.flatten_all()?.to_vec1::<f32>()?;
                     let mut y = vec![0f32; rows * out_dim];
                     let w = q.data()?;
-                    super::qkernels::matvec(q.dtype(), &w, out_dim, in_dim, &xs, &mut y);
+                    super::qkernels::matvec(f, &w, out_dim, in_dim, &xs, &mut y);
                     Tensor::from_vec(y, (rows, out_dim), x.device())
                 } else {
                     mm.forward(x)
