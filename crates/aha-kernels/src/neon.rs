@@ -317,8 +317,14 @@ unsafe fn row_q6k<const D: bool>(row: *const u8, nsb: usize, x: &QuantRow) -> f3
         let (mut lo, mut hi) = (vdupq_n_s32(0), vdupq_n_s32(0));
         for n in 0..2 {
             let (a0, a1) = (vld1q_u8(blk.add(64 * n)), vld1q_u8(blk.add(64 * n + 16)));
-            let (b0, b1) = (vld1q_u8(blk.add(64 * n + 32)), vld1q_u8(blk.add(64 * n + 48)));
-            let (h0, h1) = (vld1q_u8(blk.add(128 + 32 * n)), vld1q_u8(blk.add(144 + 32 * n)));
+            let (b0, b1) = (
+                vld1q_u8(blk.add(64 * n + 32)),
+                vld1q_u8(blk.add(64 * n + 48)),
+            );
+            let (h0, h1) = (
+                vld1q_u8(blk.add(128 + 32 * n)),
+                vld1q_u8(blk.add(144 + 32 * n)),
+            );
             // The 6-bit codes of groups 4n..4n+4, each as bytes 0-15 and 16-31: low nibbles
             // from `a`/`b` (`sli` keeps the destination's low nibble and puts bits 4-5 above).
             let (h0s, h1s) = (vshrq_n_u8::<2>(h0), vshrq_n_u8::<2>(h1));

@@ -515,6 +515,7 @@ pub mod check {
         pub fn new(seed: u64) -> Self {
             Self(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
         }
+        #[allow(clippy::should_implement_trait)]
         pub fn next(&mut self) -> u64 {
             self.0 ^= self.0 >> 12;
             self.0 ^= self.0 << 25;

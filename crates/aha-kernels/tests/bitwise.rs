@@ -10,7 +10,10 @@ fn main() {
     for k in Kernels::all_available() {
         match check::bitwise(k) {
             Ok(n) if n > 10_000 => {
-                println!("ok    {:<13} {n} outputs equal the scalar reference", k.name());
+                println!(
+                    "ok    {:<13} {n} outputs equal the scalar reference",
+                    k.name()
+                );
                 passed += 1;
             }
             Ok(n) => {
