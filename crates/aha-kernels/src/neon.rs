@@ -15,7 +15,7 @@
 //!   group's scale, minus the reference's `32·scale·sum(x)` of the 16-groups `2L, 2L+1`.
 #![allow(unsafe_code)]
 
-use crate::quant::{scale_min_k4, Format, QuantRow, QK};
+use crate::quant::{Format, QuantRow, QK};
 use crate::Kernels;
 use std::arch::aarch64::*;
 use std::arch::asm;
@@ -192,55 +192,72 @@ unsafe fn rows32<const D: bool, const F: u8>(
     }
 }
 
-/// `Σ a·b` over 32 bytes of Q4_K (`a`: codes 0..15), added to `acc` in some lane arrangement:
-/// only the total counts.
+/// `Σ a·b` over 32 bytes of Q4_K (`a`: codes 0..15), as four i32 lanes in some arrangement:
+/// only their total counts.
 #[inline(always)]
 unsafe fn dot_q4<const D: bool>(
-    acc: int32x4_t,
     a0: int8x16_t,
     b0: int8x16_t,
     a1: int8x16_t,
     b1: int8x16_t,
 ) -> int32x4_t {
     if D {
-        sdot(sdot(acc, a0, b0), a1, b1)
+        sdot(sdot(vdupq_n_s32(0), a0, b0), a1, b1)
     } else {
         // Four products per 16-bit lane: |Σ| ≤ 4·15·128 < 2^15, exact.
         let p = vmull_s8(vget_low_s8(a0), vget_low_s8(b0));
         let p = vmlal_high_s8(p, a0, b0);
         let p = vmlal_s8(p, vget_low_s8(a1), vget_low_s8(b1));
         let p = vmlal_high_s8(p, a1, b1);
-        vpadalq_s16(acc, p)
+        vpaddlq_s16(p)
     }
+}
+
+/// Q4_K's eight 6-bit scales and eight mins (`scale_min_k4` for `j` = 0..8) as bytes, unpacked
+/// from the 12 packed bytes at `q` four at a time.
+#[inline(always)]
+unsafe fn scales_mins_k4(q: *const u8) -> (uint8x8_t, uint8x8_t) {
+    let word = |i: usize| (q.add(4 * i) as *const u32).read_unaligned();
+    let (a, b, c) = (word(0), word(1), word(2));
+    // j < 4: the low 6 bits of bytes j (scales) and j + 4 (mins).
+    let (sc_lo, mn_lo) = (a & 0x3F3F_3F3F, b & 0x3F3F_3F3F);
+    // j ≥ 4: a nibble of byte j + 4, with the top 2 bits of byte j - 4 (scales) or j (mins)
+    // above it.
+    let sc_hi = (c & 0x0F0F_0F0F) | ((a >> 6) & 0x0303_0303) << 4;
+    let mn_hi = ((c >> 4) & 0x0F0F_0F0F) | ((b >> 6) & 0x0303_0303) << 4;
+    (
+        vcreate_u8(sc_lo as u64 | (sc_hi as u64) << 32),
+        vcreate_u8(mn_lo as u64 | (mn_hi as u64) << 32),
+    )
+}
+
+/// Bytes 0..8 widened to two i32 vectors (bytes 0–3, 4–7).
+#[inline(always)]
+unsafe fn widen8(v: uint8x8_t) -> (int32x4_t, int32x4_t) {
+    let w = vmovl_u8(v);
+    (
+        vreinterpretq_s32_u32(vmovl_u16(vget_low_u16(w))),
+        vreinterpretq_s32_u32(vmovl_high_u16(w)),
+    )
 }
 
 /// One Q4_K row (`nsb` superblocks) times `x`, as `dot_row_k_scalar` computes it.
 #[inline(always)]
 unsafe fn row_q4k<const D: bool>(row: *const u8, nsb: usize, x: &QuantRow, per64: bool) -> f32 {
     let m4 = vdupq_n_u8(0x0F);
-    let zero = vdupq_n_s32(0);
     let (mut acc, mut accm) = (0f32, 0f32);
     for sb in 0..nsb {
         let blk = row.add(sb * 144);
         let (d, dmin) = (half(blk), half(blk.add(2)));
-        let scales = std::slice::from_raw_parts(blk.add(4), 12);
-        let (mut sc, mut mn) = ([0i32; 8], [0i32; 8]);
-        for j in 0..8 {
-            let (s, m) = scale_min_k4(j, scales);
-            (sc[j], mn[j]) = (s as i32, m as i32);
-        }
+        let (sc8, mn8) = scales_mins_k4(blk.add(4));
+        let (sc_lo, sc_hi) = widen8(sc8);
+        let (mn_lo, mn_hi) = widen8(mn8);
         let qs = blk.add(16);
         let xq = x.qs.as_ptr().add(sb * 256);
         let dx = *x.d.get_unchecked(sb * 8);
-        // The mins: m_j = mn[2j]·(sums of x's 16-groups 4j, 4j+1) + mn[2j+1]·(4j+2, 4j+3).
-        let s16 = x.sum16.as_ptr().add(sb * 16);
-        let pair0 = vpaddq_s32(vld1q_s32(s16), vld1q_s32(s16.add(4)));
-        let pair1 = vpaddq_s32(vld1q_s32(s16.add(8)), vld1q_s32(s16.add(12)));
-        let mins = vpaddq_s32(
-            vmulq_s32(pair0, vld1q_s32(mn.as_ptr())),
-            vmulq_s32(pair1, vld1q_s32(mn.as_ptr().add(4))),
-        );
-        let mut isum = zero;
+        // Σ codes·x of the eight sub-blocks of 32 (sub-block 2j: the low nibbles of bytes
+        // 32j..32j+32, 2j+1: their high nibbles), reduced to one sum per sub-block.
+        let mut p = [vdupq_n_s32(0); 8];
         for j in 0..4 {
             let q0 = vld1q_u8(qs.add(32 * j));
             let q1 = vld1q_u8(qs.add(32 * j + 16));
@@ -249,58 +266,81 @@ unsafe fn row_q4k<const D: bool>(row: *const u8, nsb: usize, x: &QuantRow, per64
             let hi0 = vreinterpretq_s8_u8(vshrq_n_u8::<4>(q0));
             let hi1 = vreinterpretq_s8_u8(vshrq_n_u8::<4>(q1));
             let xj = xq.add(64 * j);
-            let p0 = dot_q4::<D>(zero, lo0, vld1q_s8(xj), lo1, vld1q_s8(xj.add(16)));
-            let p1 = dot_q4::<D>(zero, hi0, vld1q_s8(xj.add(32)), hi1, vld1q_s8(xj.add(48)));
-            let i = vmlaq_n_s32(vmulq_n_s32(p0, sc[2 * j]), p1, sc[2 * j + 1]);
-            if per64 {
-                let m = match j {
-                    0 => vgetq_lane_s32::<0>(mins),
-                    1 => vgetq_lane_s32::<1>(mins),
-                    2 => vgetq_lane_s32::<2>(mins),
-                    _ => vgetq_lane_s32::<3>(mins),
-                };
-                acc = (vaddvq_s32(i) as f32).mul_add(d * dx, acc);
-                accm = (m as f32).mul_add(dmin * dx, accm);
-            } else {
-                isum = vaddq_s32(isum, i);
-            }
+            p[2 * j] = dot_q4::<D>(lo0, vld1q_s8(xj), lo1, vld1q_s8(xj.add(16)));
+            p[2 * j + 1] = dot_q4::<D>(hi0, vld1q_s8(xj.add(32)), hi1, vld1q_s8(xj.add(48)));
         }
-        if !per64 {
-            acc = (vaddvq_s32(isum) as f32).mul_add(d * dx, acc);
-            accm = (vaddvq_s32(mins) as f32).mul_add(dmin * dx, accm);
+        let s_lo = vpaddq_s32(vpaddq_s32(p[0], p[1]), vpaddq_s32(p[2], p[3]));
+        let s_hi = vpaddq_s32(vpaddq_s32(p[4], p[5]), vpaddq_s32(p[6], p[7]));
+        let (i_lo, i_hi) = (vmulq_s32(s_lo, sc_lo), vmulq_s32(s_hi, sc_hi));
+        // The mins: mn[k]·(sum of x over sub-block k), from the sums of its two 16-groups.
+        let s16 = x.sum16.as_ptr().add(sb * 16);
+        let pair_lo = vpaddq_s32(vld1q_s32(s16), vld1q_s32(s16.add(4)));
+        let pair_hi = vpaddq_s32(vld1q_s32(s16.add(8)), vld1q_s32(s16.add(12)));
+        let (m_lo, m_hi) = (vmulq_s32(pair_lo, mn_lo), vmulq_s32(pair_hi, mn_hi));
+        if per64 {
+            // Per 64 values j (sub-blocks 2j, 2j+1): the integer sums, then the float steps
+            // in order of j.
+            let i = vcvtq_f32_s32(vpaddq_s32(i_lo, i_hi));
+            let m = vcvtq_f32_s32(vpaddq_s32(m_lo, m_hi));
+            let (dd, dm) = (d * dx, dmin * dx);
+            acc = vgetq_lane_f32::<0>(i).mul_add(dd, acc);
+            accm = vgetq_lane_f32::<0>(m).mul_add(dm, accm);
+            acc = vgetq_lane_f32::<1>(i).mul_add(dd, acc);
+            accm = vgetq_lane_f32::<1>(m).mul_add(dm, accm);
+            acc = vgetq_lane_f32::<2>(i).mul_add(dd, acc);
+            accm = vgetq_lane_f32::<2>(m).mul_add(dm, accm);
+            acc = vgetq_lane_f32::<3>(i).mul_add(dd, acc);
+            accm = vgetq_lane_f32::<3>(m).mul_add(dm, accm);
+        } else {
+            let i = vaddvq_s32(vaddq_s32(i_lo, i_hi));
+            let m = vaddvq_s32(vaddq_s32(m_lo, m_hi));
+            acc = (i as f32).mul_add(d * dx, acc);
+            accm = (m as f32).mul_add(dmin * dx, accm);
         }
     }
     acc - accm
 }
 
-/// Lanes of one Q6_K group of 32 (`c`: codes 0..63, `x`: activations; bytes 0–15 have the
-/// weight scale `s0`, 16–31 `s1`): `lo += s0·(4-byte sums of bytes 0–15)`, `hi += s1·(…16–31)`.
+/// Lanes of one Q6_K group of 32 (`c`: codes 0..63, `x`: activations), the weight scale of
+/// bytes 0–15 and of bytes 16–31 taken from lanes `A16`, `B16` of `sc16` (plain NEON) or
+/// `A32`, `B32` of `sc32` (`sdot`): `lo += scale·(4-byte sums of bytes 0–15)`, `hi` likewise
+/// for bytes 16–31.
 #[inline(always)]
-unsafe fn group_q6<const D: bool>(
+#[allow(clippy::too_many_arguments)]
+unsafe fn group_q6<
+    const D: bool,
+    const A16: i32,
+    const B16: i32,
+    const A32: i32,
+    const B32: i32,
+>(
     lo: &mut int32x4_t,
     hi: &mut int32x4_t,
-    c: (int8x16_t, int8x16_t),
-    x: (int8x16_t, int8x16_t),
-    s0: i32,
-    s1: i32,
+    c0: uint8x16_t,
+    c1: uint8x16_t,
+    x: *const i8,
+    sc16: int16x8_t,
+    sc32: int32x4_t,
 ) {
+    let (c0, c1) = (vreinterpretq_s8_u8(c0), vreinterpretq_s8_u8(c1));
+    let (x0, x1) = (vld1q_s8(x), vld1q_s8(x.add(16)));
     if D {
         let zero = vdupq_n_s32(0);
-        *lo = vmlaq_n_s32(*lo, sdot(zero, c.0, x.0), s0);
-        *hi = vmlaq_n_s32(*hi, sdot(zero, c.1, x.1), s1);
+        *lo = vmlaq_laneq_s32::<A32>(*lo, sdot(zero, c0, x0), sc32);
+        *hi = vmlaq_laneq_s32::<B32>(*hi, sdot(zero, c1, x1), sc32);
     } else {
         // Sums of 4 products fit 16 bits (|Σ| ≤ 4·63·128 < 2^15), so they are added there.
         let p0 = vpaddq_s16(
-            vmull_s8(vget_low_s8(c.0), vget_low_s8(x.0)),
-            vmull_high_s8(c.0, x.0),
+            vmull_s8(vget_low_s8(c0), vget_low_s8(x0)),
+            vmull_high_s8(c0, x0),
         );
         let p1 = vpaddq_s16(
-            vmull_s8(vget_low_s8(c.1), vget_low_s8(x.1)),
-            vmull_high_s8(c.1, x.1),
+            vmull_s8(vget_low_s8(c1), vget_low_s8(x1)),
+            vmull_high_s8(c1, x1),
         );
         let q = vpaddq_s16(p0, p1);
-        *lo = vmlal_n_s16(*lo, vget_low_s16(q), s0 as i16);
-        *hi = vmlal_high_n_s16(*hi, q, s1 as i16);
+        *lo = vmlal_laneq_s16::<A16>(*lo, vget_low_s16(q), sc16);
+        *hi = vmlal_high_laneq_s16::<B16>(*hi, q, sc16);
     }
 }
 
@@ -312,8 +352,16 @@ unsafe fn row_q6k<const D: bool>(row: *const u8, nsb: usize, x: &QuantRow) -> f3
     let (mut acc_lo, mut acc_hi) = (vdupq_n_f32(0.0), vdupq_n_f32(0.0));
     for sb in 0..nsb {
         let blk = row.add(sb * 210);
-        let sc = blk.add(192) as *const i8;
         let xq = x.qs.as_ptr().add(sb * 256);
+        // The 16 scales, as i16 (8 per vector) and as i32 (4 per vector).
+        let scv = vld1q_s8(blk.add(192) as *const i8);
+        let sc16 = [vmovl_s8(vget_low_s8(scv)), vmovl_high_s8(scv)];
+        let sc32 = [
+            vmovl_s16(vget_low_s16(sc16[0])),
+            vmovl_high_s16(sc16[0]),
+            vmovl_s16(vget_low_s16(sc16[1])),
+            vmovl_high_s16(sc16[1]),
+        ];
         let (mut lo, mut hi) = (vdupq_n_s32(0), vdupq_n_s32(0));
         for n in 0..2 {
             let (a0, a1) = (vld1q_u8(blk.add(64 * n)), vld1q_u8(blk.add(64 * n + 16)));
@@ -325,53 +373,55 @@ unsafe fn row_q6k<const D: bool>(row: *const u8, nsb: usize, x: &QuantRow) -> f3
                 vld1q_u8(blk.add(128 + 32 * n)),
                 vld1q_u8(blk.add(144 + 32 * n)),
             );
-            // The 6-bit codes of groups 4n..4n+4, each as bytes 0-15 and 16-31: low nibbles
-            // from `a`/`b` (`sli` keeps the destination's low nibble and puts bits 4-5 above).
+            // The 6-bit codes of group 4n+k (bytes 0-15, 16-31): low nibbles from `a` (k = 0, 2)
+            // or `b` (1, 3), two high bits from `h` (`sli` keeps the destination's low nibble
+            // and puts bits 4-5 above it). Group 4n+k has the scales 8n+2k and 8n+2k+1.
             let (h0s, h1s) = (vshrq_n_u8::<2>(h0), vshrq_n_u8::<2>(h1));
-            let codes = [
-                (
-                    vsliq_n_u8::<4>(a0, vandq_u8(h0, m3)),
-                    vsliq_n_u8::<4>(a1, vandq_u8(h1, m3)),
-                ),
-                (
-                    vsliq_n_u8::<4>(b0, vandq_u8(h0s, m3)),
-                    vsliq_n_u8::<4>(b1, vandq_u8(h1s, m3)),
-                ),
-                (
-                    vorrq_u8(vshrq_n_u8::<4>(a0), vandq_u8(h0, m30)),
-                    vorrq_u8(vshrq_n_u8::<4>(a1), vandq_u8(h1, m30)),
-                ),
-                (
-                    vorrq_u8(vshrq_n_u8::<4>(b0), vandq_u8(h0s, m30)),
-                    vorrq_u8(vshrq_n_u8::<4>(b1), vandq_u8(h1s, m30)),
-                ),
-            ];
-            for (k, (c0, c1)) in codes.into_iter().enumerate() {
-                let g = 4 * n + k;
-                let xg = xq.add(32 * g);
-                group_q6::<D>(
-                    &mut lo,
-                    &mut hi,
-                    (vreinterpretq_s8_u8(c0), vreinterpretq_s8_u8(c1)),
-                    (vld1q_s8(xg), vld1q_s8(xg.add(16))),
-                    *sc.add(2 * g) as i32,
-                    *sc.add(2 * g + 1) as i32,
-                );
-            }
+            let xg = |k: usize| xq.add(128 * n + 32 * k);
+            let (s16, s32a, s32b) = (sc16[n], sc32[2 * n], sc32[2 * n + 1]);
+            group_q6::<D, 0, 1, 0, 1>(
+                &mut lo,
+                &mut hi,
+                vsliq_n_u8::<4>(a0, vandq_u8(h0, m3)),
+                vsliq_n_u8::<4>(a1, vandq_u8(h1, m3)),
+                xg(0),
+                s16,
+                s32a,
+            );
+            group_q6::<D, 2, 3, 2, 3>(
+                &mut lo,
+                &mut hi,
+                vsliq_n_u8::<4>(b0, vandq_u8(h0s, m3)),
+                vsliq_n_u8::<4>(b1, vandq_u8(h1s, m3)),
+                xg(1),
+                s16,
+                s32a,
+            );
+            group_q6::<D, 4, 5, 0, 1>(
+                &mut lo,
+                &mut hi,
+                vorrq_u8(vshrq_n_u8::<4>(a0), vandq_u8(h0, m30)),
+                vorrq_u8(vshrq_n_u8::<4>(a1), vandq_u8(h1, m30)),
+                xg(2),
+                s16,
+                s32b,
+            );
+            group_q6::<D, 6, 7, 2, 3>(
+                &mut lo,
+                &mut hi,
+                vorrq_u8(vshrq_n_u8::<4>(b0), vandq_u8(h0s, m30)),
+                vorrq_u8(vshrq_n_u8::<4>(b1), vandq_u8(h1s, m30)),
+                xg(3),
+                s16,
+                s32b,
+            );
         }
         // Lane L less 32·(sc[2L]·sum16[2L] + sc[2L+1]·sum16[2L+1]).
         let s16 = x.sum16.as_ptr().add(sb * 16);
-        let scv = vld1q_s8(sc);
-        let prod = |s: int16x8_t, at: usize| {
-            (
-                vmulq_s32(vmovl_s16(vget_low_s16(s)), vld1q_s32(s16.add(at))),
-                vmulq_s32(vmovl_high_s16(s), vld1q_s32(s16.add(at + 4))),
-            )
-        };
-        let (p0, p1) = prod(vmovl_s8(vget_low_s8(scv)), 0);
-        let (p2, p3) = prod(vmovl_high_s8(scv), 8);
-        lo = vsubq_s32(lo, vshlq_n_s32::<5>(vpaddq_s32(p0, p1)));
-        hi = vsubq_s32(hi, vshlq_n_s32::<5>(vpaddq_s32(p2, p3)));
+        let p: [int32x4_t; 4] =
+            std::array::from_fn(|i| vmulq_s32(sc32[i], vld1q_s32(s16.add(4 * i))));
+        lo = vsubq_s32(lo, vshlq_n_s32::<5>(vpaddq_s32(p[0], p[1])));
+        hi = vsubq_s32(hi, vshlq_n_s32::<5>(vpaddq_s32(p[2], p[3])));
         let d = vdupq_n_f32(*x.d.get_unchecked(sb * 8) * half(blk.add(208)));
         acc_lo = vfmaq_f32(acc_lo, vcvtq_f32_s32(lo), d);
         acc_hi = vfmaq_f32(acc_hi, vcvtq_f32_s32(hi), d);
