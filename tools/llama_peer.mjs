@@ -58,7 +58,10 @@ if (mode === "greedy" || mode === "greedy-ids") {
     if (n >= G) break;
   }
   const t2 = performance.now();
+  // Which of llama.cpp's CPU libraries (one per instruction-set level) this process loaded.
+  const lib = readFileSync("/proc/self/maps", "utf8").match(/libggml-cpu-([\w-]+)\.so/);
   console.log(JSON.stringify({
+    cpu_backend: lib ? lib[1] : null,
     prefill_tok_s: (P - 1) / ((t1 - t0) / 1000),
     decode_tok_s: (n - 1) / ((t2 - tFirst) / 1000),
     ttft_ms: tFirst - t0,

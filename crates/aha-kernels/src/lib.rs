@@ -10,6 +10,7 @@
 //! SIMD path computes the same integer sums and the same float steps in the same order as the
 //! reference, so all of them give the same bits on every CPU (the tests check it).
 
+pub mod attention;
 pub mod quant;
 
 #[cfg(target_arch = "aarch64")]

@@ -1,5 +1,8 @@
 //! The attention key/value cache: preallocated in chunks, appendable, truncatable to any position.
+//! On a GPU (and with `AHA_NUMERICS=ggml`) it holds candle tensors; on the CPU it holds plain
+//! memory in the layout aha's attention kernel reads (keys transposed in blocks).
 
+use aha_kernels::attention;
 use candle_core::{Result, Tensor};
 
 /// How many positions the cache grows by at a time.
@@ -10,8 +13,20 @@ pub const CHUNK: usize = 512;
 pub struct LayerCache {
     k: Option<Tensor>,
     v: Option<Tensor>,
+    /// The CPU kernel's cache, used instead of `k` and `v` when the CPU kernels run.
+    cpu: Option<CpuLayer>,
     len: usize,
     cap: usize,
+}
+
+/// One layer's keys and values for [`attention::attend`]: keys in [`attention::key_layout`]
+/// order, values `(kv_heads, cap, head_dim)`.
+#[derive(Debug, Clone, Default)]
+pub struct CpuLayer {
+    pub keys: Vec<f32>,
+    pub values: Vec<f32>,
+    pub kv_heads: usize,
+    pub head_dim: usize,
 }
 
 impl LayerCache {
@@ -19,9 +34,67 @@ impl LayerCache {
         Self {
             k: None,
             v: None,
+            cpu: None,
             len: 0,
             cap: 0,
         }
+    }
+
+    /// Appends `n` positions of keys and values, each `(kv_heads, n, head_dim)` row-major, to
+    /// the CPU cache; returns it with its capacity (a multiple of the kernel's key block).
+    pub fn append_cpu(
+        &mut self,
+        k: &[f32],
+        v: &[f32],
+        (kvh, n, d): (usize, usize, usize),
+        max_len: usize,
+    ) -> Result<(&CpuLayer, usize)> {
+        let need = self.len + n;
+        if need > max_len {
+            candle_core::bail!("KV cache full: {need} positions needed, context holds {max_len}")
+        }
+        let bk = attention::BK;
+        let cur = self.cpu.get_or_insert_with(|| CpuLayer {
+            kv_heads: kvh,
+            head_dim: d,
+            ..Default::default()
+        });
+        if need > self.cap {
+            let new_cap = need
+                .div_ceil(CHUNK)
+                .saturating_mul(CHUNK)
+                .min(max_len)
+                .max(need)
+                .div_ceil(bk)
+                * bk;
+            let mut keys = vec![0f32; kvh * new_cap * d];
+            let mut values = vec![0f32; kvh * new_cap * d];
+            if self.cap > 0 {
+                // Every head's region moves; blocks keep their layout inside it.
+                let (old, new) = (self.cap * d, new_cap * d);
+                for h in 0..kvh {
+                    keys[h * new..h * new + old].copy_from_slice(&cur.keys[h * old..(h + 1) * old]);
+                    values[h * new..h * new + old]
+                        .copy_from_slice(&cur.values[h * old..(h + 1) * old]);
+                }
+            }
+            cur.keys = keys;
+            cur.values = values;
+            self.cap = new_cap;
+        }
+        attention::store(
+            &mut cur.keys,
+            &mut cur.values,
+            k,
+            v,
+            self.len,
+            n,
+            kvh,
+            d,
+            self.cap,
+        );
+        self.len = need;
+        Ok((cur, self.cap))
     }
 
     /// Appends `k`, `v` of shape `(kv_heads, n, head_dim)` and returns views over every cached position.
@@ -121,6 +194,10 @@ impl KvCache {
                 l.k.as_ref()
                     .map(|t| t.elem_count() * t.dtype().size_in_bytes() * 2)
                     .unwrap_or(0)
+                    + l.cpu
+                        .as_ref()
+                        .map(|c| (c.keys.len() + c.values.len()) * 4)
+                        .unwrap_or(0)
             })
             .sum()
     }

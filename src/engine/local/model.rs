@@ -335,7 +335,9 @@ impl Transformer {
         let mut x = self.embed.forward(&ids)?.to_dtype(self.dtype)?;
         let (cos, sin) = self.rope_tables(pos, n)?;
         let total = pos + n;
-        let mask = if n > 1 {
+        // The CPU kernels mask as they go; candle's matmul path needs the mask as a tensor.
+        let cpu_kernels = self.device.is_cpu() && self.dtype == DType::F32 && !ggml_numerics();
+        let mask = if n > 1 && !cpu_kernels {
             let mut m = Vec::with_capacity(n * total);
             for i in 0..n {
                 for j in 0..total {
@@ -376,34 +378,57 @@ impl Transformer {
             dump(format_args!("Qcur-{li}"), &q.transpose(1, 2)?)?;
             dump(format_args!("Kcur-{li}"), &k.transpose(0, 1)?)?;
             dump(format_args!("Vcur-{li}"), &v.transpose(0, 1)?)?;
-            let (k, v) = (self.kv_round(k)?, self.kv_round(v)?);
-            let (ka, va) = cache.layer_mut(li).append(&k, &v, cfg.n_ctx)?;
-            let y = if ggml_numerics() && self.device.is_cpu() && self.dtype == DType::F32 {
-                let qs = q
-                    .squeeze(0)?
-                    .transpose(0, 1)?
-                    .flatten_all()?
-                    .to_vec1::<f32>()?;
-                let ks = ka.flatten_all()?.to_vec1::<f32>()?;
-                let vs = va.flatten_all()?.to_vec1::<f32>()?;
+            let y = if cpu_kernels {
+                // aha's attention kernel on its own cache layout.
+                let ks = k.flatten_all()?.to_vec1::<f32>()?;
+                let vs = v.flatten_all()?.to_vec1::<f32>()?;
+                let (layer, stride) =
+                    cache
+                        .layer_mut(li)
+                        .append_cpu(&ks, &vs, (kvh, n, d), cfg.n_ctx)?;
+                let qs = q.flatten_all()?.to_vec1::<f32>()?;
+                let shape = aha_kernels::attention::Shape {
+                    n,
+                    pos,
+                    heads: h,
+                    kv_heads: kvh,
+                    d,
+                    stride,
+                };
                 let s = if b.q_prescaled { 1.0 } else { scale as f32 };
-                let y = super::ggml_math::attention(&qs, &ks, &vs, n, pos, h, kvh, d, total, s);
+                let mut y = vec![0f32; n * h * d];
+                aha_kernels::attention::attend(&qs, &layer.keys, &layer.values, shape, s, &mut y);
                 Tensor::from_vec(y, (n, h * d), &self.device)?
             } else {
-                // Grouped-query attention without copying keys: (kvh, g*n, d) x (kvh, d, total).
-                let q = q.reshape((kvh, g * n, d))?;
-                let att = q.matmul(&ka.t()?)?;
-                let att = if b.q_prescaled { att } else { (att * scale)? };
-                let att = match &mask {
-                    Some(m) => att.broadcast_add(m)?,
-                    None => att,
-                };
-                let att = candle_nn::ops::softmax_last_dim(&att)?;
-                let y = att.matmul(&va)?; // (kvh, g*n, d)
-                y.reshape((h, n, d))?
-                    .transpose(0, 1)?
-                    .contiguous()?
-                    .reshape((n, h * d))?
+                let (k, v) = (self.kv_round(k)?, self.kv_round(v)?);
+                let (ka, va) = cache.layer_mut(li).append(&k, &v, cfg.n_ctx)?;
+                if ggml_numerics() && self.device.is_cpu() && self.dtype == DType::F32 {
+                    let qs = q
+                        .squeeze(0)?
+                        .transpose(0, 1)?
+                        .flatten_all()?
+                        .to_vec1::<f32>()?;
+                    let ks = ka.flatten_all()?.to_vec1::<f32>()?;
+                    let vs = va.flatten_all()?.to_vec1::<f32>()?;
+                    let s = if b.q_prescaled { 1.0 } else { scale as f32 };
+                    let y = super::ggml_math::attention(&qs, &ks, &vs, n, pos, h, kvh, d, total, s);
+                    Tensor::from_vec(y, (n, h * d), &self.device)?
+                } else {
+                    // Grouped-query attention without copying keys: (kvh, g*n, d) x (kvh, d, total).
+                    let q = q.reshape((kvh, g * n, d))?;
+                    let att = q.matmul(&ka.t()?)?;
+                    let att = if b.q_prescaled { att } else { (att * scale)? };
+                    let att = match &mask {
+                        Some(m) => att.broadcast_add(m)?,
+                        None => att,
+                    };
+                    let att = candle_nn::ops::softmax_last_dim(&att)?;
+                    let y = att.matmul(&va)?; // (kvh, g*n, d)
+                    y.reshape((h, n, d))?
+                        .transpose(0, 1)?
+                        .contiguous()?
+                        .reshape((n, h * d))?
+                }
             };
             dump(format_args!("kqv_out-{li}"), &y)?;
             let y = b.wo.forward(&y)?;
