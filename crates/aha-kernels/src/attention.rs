@@ -236,12 +236,29 @@ fn task(
     }
 }
 
+/// One task's result: per row, the running maximum and sum, and the unnormalised value sums.
+type Partial = (Vec<(f32, f32)>, Vec<f32>);
+
 /// Causal attention of `q` (`heads × n × d`, head-major, rotary already applied) over the
 /// cache's keys ([`key_at`] order) and values (`kv_heads × stride × d`), positions
 /// `0..pos + n` filled ([`store`]), into `out`
 /// (`n × heads·d`, position-major). `scale` multiplies the scores (1/√d, or 1 when the query
 /// weights carry it).
 pub fn attend(q: &[f32], k: &[f32], v: &[f32], s: Shape, scale: f32, out: &mut [f32]) {
+    attend_with(q, k, v, s, scale, out, true)
+}
+
+/// [`attend`], on the calling thread alone when `parallel` is false (for the test binary that
+/// runs under qemu, where threads hang). The tasks and the result are the same either way.
+pub fn attend_with(
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    s: Shape,
+    scale: f32,
+    out: &mut [f32],
+    parallel: bool,
+) {
     let (n, d, kvh) = (s.n, s.d, s.kv_heads);
     assert!(s.kv_heads > 0 && s.heads.is_multiple_of(s.kv_heads) && d > 0);
     assert!(q.len() >= s.heads * n * d && out.len() >= n * s.heads * d);
@@ -253,7 +270,11 @@ pub fn attend(q: &[f32], k: &[f32], v: &[f32], s: Shape, scale: f32, out: &mut [
         .step_by(BQ)
         .map(|q0| (q0, (q0 + BQ).min(n)))
         .collect();
-    let threads = rayon::current_num_threads().max(1);
+    let threads = if parallel {
+        rayon::current_num_threads().max(1)
+    } else {
+        2
+    };
     let pieces = kvh * qblocks.len();
     let splits = if pieces >= 2 * threads {
         1
@@ -269,31 +290,33 @@ pub fn attend(q: &[f32], k: &[f32], v: &[f32], s: Shape, scale: f32, out: &mut [
             (0..qblocks.len()).flat_map(move |qb| (0..splits).map(move |sp| (kh, qb, sp)))
         })
         .collect();
-    let parts: Vec<(Vec<(f32, f32)>, Vec<f32>)> = tasks
-        .par_iter()
-        .map(|&(kh, qb, sp)| {
-            let (q0, q1) = qblocks[qb];
-            let rows = g * (q1 - q0);
-            let mut ml = vec![(f32::NEG_INFINITY, 0f32); rows];
-            let mut acc = vec![0f32; rows * d];
-            let (k0, k1) = (sp * per_split, ((sp + 1) * per_split).min(total));
-            if k0 < k1 {
-                task(
-                    q,
-                    k,
-                    v,
-                    &s,
-                    scale,
-                    kh,
-                    (q0, q1),
-                    (k0, k1),
-                    &mut ml,
-                    &mut acc,
-                );
-            }
-            (ml, acc)
-        })
-        .collect();
+    let run = |&(kh, qb, sp): &(usize, usize, usize)| {
+        let (q0, q1) = qblocks[qb];
+        let rows = g * (q1 - q0);
+        let mut ml = vec![(f32::NEG_INFINITY, 0f32); rows];
+        let mut acc = vec![0f32; rows * d];
+        let (k0, k1) = (sp * per_split, ((sp + 1) * per_split).min(total));
+        if k0 < k1 {
+            task(
+                q,
+                k,
+                v,
+                &s,
+                scale,
+                kh,
+                (q0, q1),
+                (k0, k1),
+                &mut ml,
+                &mut acc,
+            );
+        }
+        (ml, acc)
+    };
+    let parts: Vec<Partial> = if parallel {
+        tasks.par_iter().map(run).collect()
+    } else {
+        tasks.iter().map(run).collect()
+    };
     // Merge the key ranges of each (head, query block) and normalise.
     for (t, chunk) in parts.chunks(splits).enumerate() {
         let (kh, qb) = (t / qblocks.len(), t % qblocks.len());
@@ -327,6 +350,58 @@ pub fn attend(q: &[f32], k: &[f32], v: &[f32], s: Shape, scale: f32, out: &mut [
             }
         }
     }
+}
+
+/// Checks [`attend_with`] against [`reference`] on decode, prompt and long-cache shapes
+/// (including key ranges split and merged); single-threaded unless `parallel`. Returns how many
+/// values were compared.
+#[doc(hidden)]
+pub fn check(parallel: bool) -> Result<usize, String> {
+    let mut compared = 0;
+    for (i, &(n, pos, heads, kv_heads, d, big)) in [
+        (1, 0, 2, 1, 8, 1.0f32),
+        (1, 700, 14, 2, 64, 1.0),
+        (1, 4095, 4, 4, 16, 3.0),
+        (37, 0, 14, 2, 64, 1.0),
+        (20, 300, 6, 3, 32, 1.0),
+        (5, 2, 2, 2, 128, 30.0),
+        (300, 0, 4, 2, 64, 1.0),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let stride = pos + n + 7;
+        let mut rng = crate::quant::check::Rng::new(i as u64 + 11);
+        let q: Vec<f32> = (0..heads * n * d).map(|_| rng.float() * big).collect();
+        let mut k = vec![0f32; kv_heads * stride * d];
+        let mut v = vec![0f32; kv_heads * stride * d];
+        for (p0, len) in [(0, pos), (pos, n)] {
+            let nk: Vec<f32> = (0..kv_heads * len * d).map(|_| rng.float()).collect();
+            let nv: Vec<f32> = (0..kv_heads * len * d).map(|_| rng.float()).collect();
+            store(&mut k, &mut v, &nk, &nv, p0, len, kv_heads, d, stride);
+        }
+        let s = Shape {
+            n,
+            pos,
+            heads,
+            kv_heads,
+            d,
+            stride,
+        };
+        let scale = 1.0 / (d as f32).sqrt();
+        let mut got = vec![0f32; n * heads * d];
+        attend_with(&q, &k, &v, s, scale, &mut got, parallel);
+        let want = reference(&q, &k, &v, s, scale);
+        for (j, (a, b)) in got.iter().zip(&want).enumerate() {
+            if (a - b).abs() > 2e-5 * (1.0 + b.abs()) {
+                return Err(format!(
+                    "n {n} pos {pos} heads {heads}/{kv_heads} d {d}: value {j}: {a} vs {b}"
+                ));
+            }
+        }
+        compared += got.len();
+    }
+    Ok(compared)
 }
 
 /// The plain definition, for tests: scores, softmax, weighted sum, one row at a time in f64.
@@ -366,48 +441,13 @@ pub fn reference(q: &[f32], k: &[f32], v: &[f32], s: Shape, scale: f32) -> Vec<f
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::quant::check::Rng;
-
-    fn case(n: usize, pos: usize, heads: usize, kv_heads: usize, d: usize, big: f32) {
-        let stride = pos + n + 7;
-        let mut rng = Rng::new((n * 31 + pos) as u64);
-        let q: Vec<f32> = (0..heads * n * d).map(|_| rng.float() * big).collect();
-        // The prefix, then the new rows, stored as the engine stores them.
-        let mut k = vec![0f32; kv_heads * stride * d];
-        let mut v = vec![0f32; kv_heads * stride * d];
-        for (p0, len) in [(0, pos), (pos, n)] {
-            let nk: Vec<f32> = (0..kv_heads * len * d).map(|_| rng.float()).collect();
-            let nv: Vec<f32> = (0..kv_heads * len * d).map(|_| rng.float()).collect();
-            store(&mut k, &mut v, &nk, &nv, p0, len, kv_heads, d, stride);
-        }
-        let s = Shape {
-            n,
-            pos,
-            heads,
-            kv_heads,
-            d,
-            stride,
-        };
-        let scale = 1.0 / (d as f32).sqrt();
-        let mut got = vec![0f32; n * heads * d];
-        attend(&q, &k, &v, s, scale, &mut got);
-        let want = reference(&q, &k, &v, s, scale);
-        for (i, (a, b)) in got.iter().zip(&want).enumerate() {
-            assert!(
-                (a - b).abs() <= 2e-5 * (1.0 + b.abs()),
-                "n {n} pos {pos} h {heads}/{kv_heads} d {d}: value {i}: {a} vs {b}"
-            );
-        }
-    }
 
     #[test]
     fn matches_the_definition_for_decode_prompts_and_long_caches() {
-        case(1, 0, 2, 1, 8, 1.0); // the first token sees only itself
-        case(1, 700, 14, 2, 64, 1.0); // decode after a long prompt: key splits merged
-        case(1, 4095, 4, 4, 16, 3.0);
-        case(37, 0, 14, 2, 64, 1.0); // a prompt: causal mask inside blocks
-        case(20, 300, 6, 3, 32, 1.0); // a prompt after a cached prefix
-        case(5, 2, 2, 2, 128, 30.0); // large scores: the running maximum must rescale
+        for parallel in [true, false] {
+            let n = check(parallel).unwrap();
+            assert!(n > 100_000, "{n} values compared");
+        }
     }
 
     #[test]

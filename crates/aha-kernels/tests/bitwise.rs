@@ -1,4 +1,5 @@
-//! Every kernel set this CPU can run against the scalar reference, bit for bit, without
+//! Every kernel set this CPU can run against the scalar reference, bit for bit, and the
+//! attention kernel against its definition, without
 //! libtest's harness and without threads (rayon's pool is never touched), so that it also runs
 //! under qemu-user, which hangs in programs that start a thread. Exits 1 on any failure.
 
@@ -24,6 +25,18 @@ fn main() {
                 println!("FAIL  {:<13} {e}", k.name());
                 failed += 1;
             }
+        }
+    }
+    // The attention kernel (its SIMD comes from the compiler and the gemm crate) against the
+    // plain definition, on the calling thread.
+    match aha_kernels::attention::check(false) {
+        Ok(n) => {
+            println!("ok    attention     {n} values match the definition");
+            passed += 1;
+        }
+        Err(e) => {
+            println!("FAIL  attention     {e}");
+            failed += 1;
         }
     }
     println!("{passed} passed, {failed} failed");
