@@ -502,6 +502,122 @@ pub fn matvec(dt: Format, w: &[u8], rows: usize, cols: usize, xs: &[f32], out: &
     }
 }
 
+/// Dequantizes one row of `dt` weights into `y`, with the value formulas (and so the rounding)
+/// of ggml's and candle's `to_float`.
+fn dequantize_row(dt: Format, row: &[u8], y: &mut [f32]) {
+    let bb = dt.block_bytes();
+    match dt {
+        Format::Q4K => {
+            for (blk, y) in row.chunks_exact(bb).zip(y.chunks_exact_mut(256)) {
+                let (d, dmin) = (f16_at(blk, 0), f16_at(blk, 2));
+                let (scales, qs) = (&blk[4..16], &blk[16..144]);
+                for j in 0..4 {
+                    let (s0, m0) = scale_min_k4(2 * j, scales);
+                    let (s1, m1) = scale_min_k4(2 * j + 1, scales);
+                    let (d1, m1v) = (d * s0 as f32, dmin * m0 as f32);
+                    let (d2, m2v) = (d * s1 as f32, dmin * m1 as f32);
+                    for (l, q) in qs[32 * j..32 * j + 32].iter().enumerate() {
+                        y[64 * j + l] = d1 * (q & 0xF) as f32 - m1v;
+                        y[64 * j + 32 + l] = d2 * (q >> 4) as f32 - m2v;
+                    }
+                }
+            }
+        }
+        Format::Q6K => {
+            for (blk, y) in row.chunks_exact(bb).zip(y.chunks_exact_mut(256)) {
+                let d = f16_at(blk, 208);
+                for n in 0..2 {
+                    let (ql, qh) = (&blk[64 * n..], &blk[128 + 32 * n..]);
+                    let sc = &blk[192 + 8 * n..];
+                    let y = &mut y[128 * n..];
+                    for l in 0..32 {
+                        let is = l / 16;
+                        let q1 = ((ql[l] & 0xF) | ((qh[l] & 3) << 4)) as i8 - 32;
+                        let q2 = ((ql[l + 32] & 0xF) | (((qh[l] >> 2) & 3) << 4)) as i8 - 32;
+                        let q3 = ((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) as i8 - 32;
+                        let q4 = ((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) as i8 - 32;
+                        y[l] = d * sc[is] as i8 as f32 * q1 as f32;
+                        y[l + 32] = d * sc[is + 2] as i8 as f32 * q2 as f32;
+                        y[l + 64] = d * sc[is + 4] as i8 as f32 * q3 as f32;
+                        y[l + 96] = d * sc[is + 6] as i8 as f32 * q4 as f32;
+                    }
+                }
+            }
+        }
+        _ => {
+            let mut w = [0i8; QK];
+            for (blk, y) in row.chunks_exact(bb).zip(y.chunks_exact_mut(QK)) {
+                let (d, m) = unpack_scalar(dt, blk, &mut w);
+                for (o, q) in y.iter_mut().zip(&w) {
+                    *o = if dt == Format::Q4_1 {
+                        *q as f32 * d + m
+                    } else {
+                        *q as f32 * d
+                    };
+                }
+            }
+        }
+    }
+}
+
+/// `out (n × rows) = xs (n × cols) · Wᵀ` for quantized `W` (`rows × cols`), for prompts: `W` is
+/// dequantized into a buffer kept between calls (no fresh allocation, zeroing and page faults
+/// per layer), then multiplied in f32 by `gemm` on the rayon pool. The same values and the same
+/// `gemm` call as dequantizing with candle and multiplying with its matmul.
+#[allow(unsafe_code)]
+pub fn matmul_dequantized(
+    dt: Format,
+    w: &[u8],
+    rows: usize,
+    cols: usize,
+    xs: &[f32],
+    out: &mut [f32],
+) {
+    static BUF: std::sync::Mutex<Vec<f32>> = std::sync::Mutex::new(Vec::new());
+    let rb = dt.row_bytes(cols);
+    let n = xs.len() / cols;
+    assert!(w.len() >= rows * rb && xs.len() == n * cols && out.len() == n * rows);
+    let mut buf = BUF.lock().unwrap_or_else(|e| e.into_inner());
+    if buf.len() < rows * cols {
+        buf.resize(rows * cols, 0.0);
+    }
+    let wf = &mut buf[..rows * cols];
+    wf.par_chunks_mut(cols)
+        .zip(w[..rows * rb].par_chunks(rb))
+        .for_each(|(y, row)| dequantize_row(dt, row, y));
+    let threads = rayon::current_num_threads();
+    let par = if threads > 1 {
+        gemm::Parallelism::Rayon(threads)
+    } else {
+        gemm::Parallelism::None
+    };
+    // SAFETY: the assert above sizes `out` (n × rows), `xs` (n × cols) and the buffer
+    // (rows × cols) for exactly the elements gemm touches; the three do not overlap.
+    unsafe {
+        gemm::gemm(
+            n,
+            rows,
+            cols,
+            out.as_mut_ptr(),
+            1,
+            rows as isize,
+            false,
+            xs.as_ptr(),
+            1,
+            cols as isize,
+            wf.as_ptr(),
+            cols as isize,
+            1,
+            0.0,
+            1.0,
+            false,
+            false,
+            false,
+            par,
+        )
+    }
+}
+
 /// Test vectors and the bit-for-bit check of a kernel set against the scalar reference, shared
 /// by the unit tests and the single-threaded test binary that runs under qemu for aarch64.
 #[doc(hidden)]

@@ -73,7 +73,19 @@ impl Linear {
             Self::Quant { q, mm } => {
                 let rows = x.dim(0)?;
                 let cpu = x.device().is_cpu();
-                if rows >= gemm_min_rows() && cpu && !super::ggml_math::enabled() {
+                let prompt = rows >= gemm_min_rows() && cpu && !super::ggml_math::enabled();
+                if let (true, true, Some(f)) = (
+                    prompt,
+                    x.dtype() == DType::F32,
+                    super::qkernels::any_format(q.dtype()),
+                ) {
+                    let (out_dim, in_dim) = self.dims();
+                    let xs = x.flatten_all()?.to_vec1::<f32>()?;
+                    let mut y = vec![0f32; rows * out_dim];
+                    let w = q.data()?;
+                    aha_kernels::quant::matmul_dequantized(f, &w, out_dim, in_dim, &xs, &mut y);
+                    Tensor::from_vec(y, (rows, out_dim), x.device())
+                } else if prompt {
                     let w = q.dequantize(x.device())?;
                     x.matmul(&w.t()?)
                 } else if let (true, true, Some(f)) = (

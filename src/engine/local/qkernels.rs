@@ -62,15 +62,7 @@ pub fn format(dt: GgmlDType) -> Option<Format> {
         CpuKernels::Aha(k) => k,
         CpuKernels::Candle => return None,
     };
-    let f = match dt {
-        GgmlDType::Q8_0 => Format::Q8_0,
-        GgmlDType::Q5_0 => Format::Q5_0,
-        GgmlDType::Q4_0 => Format::Q4_0,
-        GgmlDType::Q4_1 => Format::Q4_1,
-        GgmlDType::Q4K => Format::Q4K,
-        GgmlDType::Q6K => Format::Q6K,
-        _ => return None,
-    };
+    let f = any_format(dt)?;
     // Without SIMD of our own, candle's kernels are faster where candle has SIMD for the
     // format (compiled in for the build's target CPU); our scalar loop only where it has none.
     if k == Kernels::Scalar && candle_simd(dt) && std::env::var_os("AHA_KERNELS").is_none() {
@@ -87,6 +79,20 @@ fn candle_simd(dt: GgmlDType) -> bool {
         dt,
         GgmlDType::Q8_0 | GgmlDType::Q4_0 | GgmlDType::Q4K | GgmlDType::Q6K
     )
+}
+
+/// aha's format for a GGUF type regardless of the kernel choice (for the prompt's dequantized
+/// GEMM, which is the same arithmetic whichever kernel set multiplies single rows).
+pub fn any_format(dt: GgmlDType) -> Option<Format> {
+    Some(match dt {
+        GgmlDType::Q8_0 => Format::Q8_0,
+        GgmlDType::Q5_0 => Format::Q5_0,
+        GgmlDType::Q4_0 => Format::Q4_0,
+        GgmlDType::Q4_1 => Format::Q4_1,
+        GgmlDType::Q4K => Format::Q4K,
+        GgmlDType::Q6K => Format::Q6K,
+        _ => return None,
+    })
 }
 
 /// `y = W x` for every row of `xs` (see [`aha_kernels::matvec`]).
@@ -133,6 +139,18 @@ mod tests {
             let f = format(dt).expect("aha has a kernel for every format of the test models");
             let mut got = vec![0f32; rows];
             matvec(f, &q.data().unwrap(), rows, cols, &x, &mut got);
+            // The prompt's path: dequantized as candle dequantizes, multiplied by the same gemm
+            // as candle's matmul, so bit for bit what `x.matmul(&deq.t())` gives.
+            let mut pm = vec![0f32; rows];
+            let qf = any_format(dt).unwrap();
+            aha_kernels::quant::matmul_dequantized(qf, &q.data().unwrap(), rows, cols, &x, &mut pm);
+            for r in 0..rows {
+                assert_eq!(
+                    pm[r].to_bits(),
+                    want[r].to_bits(),
+                    "{dt:?} row {r}: prompt GEMM"
+                );
+            }
             let c: Vec<f32> = QMatMul::from_qtensor(q)
                 .unwrap()
                 .forward(&xt)
