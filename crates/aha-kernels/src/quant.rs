@@ -353,6 +353,15 @@ pub fn dot_row_scalar(dt: Format, row: &[u8], x: &QuantRow, per64: bool) -> f32 
     }
 }
 
+/// Panics unless this CPU runs kernel set `k` (the SIMD paths rely on it).
+fn require(k: Kernels) {
+    assert!(
+        k.available(),
+        "the {} kernels do not run on this CPU",
+        k.name()
+    );
+}
+
 /// Checks that `out.len()` rows of `row_bytes` fit in `w` and that `x` covers a row.
 fn check_bounds(dt: Format, w: &[u8], row_bytes: usize, rows: usize, x: &QuantRow) {
     assert!(row_bytes.is_multiple_of(dt.block_bytes()) && w.len() >= rows * row_bytes);
@@ -376,11 +385,7 @@ pub fn dot_rows(
     per64: bool,
 ) {
     check_bounds(dt, w, row_bytes, out.len(), x);
-    assert!(
-        k.available(),
-        "the {} kernels do not run on this CPU",
-        k.name()
-    );
+    require(k);
     match k {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: the set was detected at run time (assert above); `check_bounds` keeps every
@@ -418,11 +423,7 @@ pub fn dot_tile(
     for x in xs {
         check_bounds(dt, w, row_bytes, nw, x);
     }
-    assert!(
-        k.available(),
-        "the {} kernels do not run on this CPU",
-        k.name()
-    );
+    require(k);
     match k {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: the set was detected at run time; the checks keep reads in bounds.

@@ -1,6 +1,6 @@
 //! The attention key/value cache: preallocated in chunks, appendable, truncatable to any position.
 //! On a GPU (and with `AHA_NUMERICS=ggml`) it holds candle tensors; on the CPU it holds plain
-//! memory in the layout aha's attention kernel reads (keys transposed in blocks).
+//! memory in the layout aha's attention kernel reads.
 
 use aha_kernels::attention;
 use candle_core::{Result, Tensor};
@@ -19,14 +19,12 @@ pub struct LayerCache {
     cap: usize,
 }
 
-/// One layer's keys and values for [`attention::attend`]: keys in [`attention::key_layout`]
-/// order, values `(kv_heads, cap, head_dim)`.
+/// One layer's keys and values for [`attention::attend`], each `(kv_heads, cap, head_dim)`
+/// row-major ([`attention::key_at`]).
 #[derive(Debug, Clone, Default)]
 pub struct CpuLayer {
     pub keys: Vec<f32>,
     pub values: Vec<f32>,
-    pub kv_heads: usize,
-    pub head_dim: usize,
 }
 
 impl LayerCache {
@@ -40,8 +38,22 @@ impl LayerCache {
         }
     }
 
+    /// The capacity to grow to for `need` positions: `None` if they fit, else the next multiple
+    /// of [`CHUNK`] (never past the context length). An error past the context length.
+    fn grow_to(&self, need: usize, max_len: usize) -> Result<Option<usize>> {
+        if need > max_len {
+            candle_core::bail!("KV cache full: {need} positions needed, context holds {max_len}")
+        }
+        Ok((need > self.cap).then(|| {
+            need.div_ceil(CHUNK)
+                .saturating_mul(CHUNK)
+                .min(max_len)
+                .max(need)
+        }))
+    }
+
     /// Appends `n` positions of keys and values, each `(kv_heads, n, head_dim)` row-major, to
-    /// the CPU cache; returns it with its capacity (a multiple of the kernel's key block).
+    /// the CPU cache; returns it with its capacity.
     pub fn append_cpu(
         &mut self,
         k: &[f32],
@@ -50,27 +62,13 @@ impl LayerCache {
         max_len: usize,
     ) -> Result<(&CpuLayer, usize)> {
         let need = self.len + n;
-        if need > max_len {
-            candle_core::bail!("KV cache full: {need} positions needed, context holds {max_len}")
-        }
-        let bk = attention::BK;
-        let cur = self.cpu.get_or_insert_with(|| CpuLayer {
-            kv_heads: kvh,
-            head_dim: d,
-            ..Default::default()
-        });
-        if need > self.cap {
-            let new_cap = need
-                .div_ceil(CHUNK)
-                .saturating_mul(CHUNK)
-                .min(max_len)
-                .max(need)
-                .div_ceil(bk)
-                * bk;
+        let grow = self.grow_to(need, max_len)?;
+        let cur = self.cpu.get_or_insert_with(CpuLayer::default);
+        if let Some(new_cap) = grow {
             let mut keys = vec![0f32; kvh * new_cap * d];
             let mut values = vec![0f32; kvh * new_cap * d];
             if self.cap > 0 {
-                // Every head's region moves; blocks keep their layout inside it.
+                // Every head's rows move to where the larger capacity puts them.
                 let (old, new) = (self.cap * d, new_cap * d);
                 for h in 0..kvh {
                     keys[h * new..h * new + old].copy_from_slice(&cur.keys[h * old..(h + 1) * old]);
@@ -101,16 +99,8 @@ impl LayerCache {
     pub fn append(&mut self, k: &Tensor, v: &Tensor, max_len: usize) -> Result<(Tensor, Tensor)> {
         let (kvh, n, d) = k.dims3()?;
         let need = self.len + n;
-        if need > max_len {
-            candle_core::bail!("KV cache full: {need} positions needed, context holds {max_len}")
-        }
-        if need > self.cap {
-            // Grow to the next multiple of CHUNK (never past the context length) and copy what we have.
-            let new_cap = need
-                .div_ceil(CHUNK)
-                .saturating_mul(CHUNK)
-                .min(max_len)
-                .max(need);
+        if let Some(new_cap) = self.grow_to(need, max_len)? {
+            // Copy what we have into the larger cache.
             let nk = Tensor::zeros((kvh, new_cap, d), k.dtype(), k.device())?;
             let nv = Tensor::zeros((kvh, new_cap, d), v.dtype(), v.device())?;
             if let (Some(ok), Some(ov)) = (&self.k, &self.v) {
@@ -242,6 +232,54 @@ mod tests {
             .to_scalar()
             .unwrap();
         assert_eq!(last, 40.0);
+    }
+
+    #[test]
+    fn the_cpu_cache_keeps_every_head_across_regrowth_and_truncation() {
+        let mut c = KvCache::new(1, 2000);
+        let (kvh, d) = (2, 4);
+        // Position p of head h holds the value 1000·h + p in every component.
+        let rows = |p0: usize, n: usize| -> Vec<f32> {
+            (0..kvh)
+                .flat_map(|h| (p0..p0 + n).flat_map(move |p| [(1000 * h + p) as f32; 4]))
+                .collect()
+        };
+        let check = |l: &CpuLayer, cap: usize, upto: usize| {
+            for h in 0..kvh {
+                for p in 0..upto {
+                    let at = attention::key_at(h, p, 0, cap, d);
+                    assert_eq!(l.keys[at], (1000 * h + p) as f32, "key h {h} p {p}");
+                    assert_eq!(
+                        l.values[at + d - 1],
+                        (1000 * h + p) as f32,
+                        "value h {h} p {p}"
+                    );
+                }
+            }
+        };
+        let (l, cap) = c
+            .layer_mut(0)
+            .append_cpu(&rows(0, 3), &rows(0, 3), (kvh, 3, d), 2000)
+            .unwrap();
+        assert_eq!(cap, CHUNK);
+        check(l, cap, 3);
+        let (l, cap) = c
+            .layer_mut(0)
+            .append_cpu(&rows(3, 600), &rows(3, 600), (kvh, 600, d), 2000)
+            .unwrap();
+        assert_eq!(cap, 1024);
+        check(l, cap, 603);
+        c.truncate(2);
+        let (l, cap) = c
+            .layer_mut(0)
+            .append_cpu(&rows(2, 1), &rows(2, 1), (kvh, 1, d), 2000)
+            .unwrap();
+        check(l, cap, 3);
+        assert_eq!(c.len(), 3);
+        assert!(c
+            .layer_mut(0)
+            .append_cpu(&rows(3, 1998), &rows(3, 1998), (kvh, 1998, d), 2000)
+            .is_err());
     }
 
     #[test]
