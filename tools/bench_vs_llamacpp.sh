@@ -10,6 +10,8 @@
 #   avx512vnni  aha built for this CPU with AHA_KERNELS=avx512vnni, llama.cpp's icelake library
 # llama.cpp (node-llama-cpp) loads every libggml-cpu-*.so in its bins folder and keeps the best
 # this CPU runs; a variant gets its own copy of the package with only the one library.
+# (The prompt GEMM's `gemm` crate picks AVX-512 at run time where the CPU has it, whatever the
+# variant: on an AVX-512 machine `avx2` restricts aha's quantized kernels and compiled code, not it.)
 # --ctx N runs at an N-token context: an N-token prompt, then GEN_TOKENS decoded after it
 # (llama.cpp's context is sized above both). Same as giving PROMPT_TOKENS.
 # llama.cpp comes from node-llama-cpp 3.21.1 (npm, prebuilt CPU backend), installed on first use
