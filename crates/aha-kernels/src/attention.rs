@@ -249,7 +249,8 @@ pub fn attend(q: &[f32], k: &[f32], v: &[f32], s: Shape, scale: f32, out: &mut [
 }
 
 /// [`attend`], on the calling thread alone when `parallel` is false (for the test binary that
-/// runs under qemu, where threads hang). The tasks and the result are the same either way.
+/// runs under qemu, where threads hang). The key ranges are split as for two threads then, so
+/// the result equals a two-thread [`attend`]'s bit for bit and others' to rounding.
 pub fn attend_with(
     q: &[f32],
     k: &[f32],
