@@ -18,7 +18,7 @@ pub const CALL_OPEN: &str = "<tool_call>";
 /// The inverse of GPT-2's byte-to-symbol map used by byte-level BPE vocabularies.
 fn symbol_bytes() -> HashMap<char, u8> {
     (0u8..=255)
-        .map(|b| (crate::engine::local::synth::byte_symbol(b), b))
+        .map(|b| (super::tokenizer::byte_symbol(b), b))
         .collect()
 }
 

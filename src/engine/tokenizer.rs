@@ -276,3 +276,20 @@ impl StreamDecoder {
         }
     }
 }
+
+/// GPT-2's byte-to-unicode map: printable bytes stand for themselves, the rest move past U+0100.
+pub fn byte_symbol(b: u8) -> char {
+    let printable = |c: u8| {
+        (b'!'..=b'~').contains(&c) || (0xA1..=0xAC).contains(&c) || (0xAE..=0xFF).contains(&c)
+    };
+    if printable(b) {
+        return b as char;
+    }
+    let mut n = 0u32;
+    for c in 0u8..b {
+        if !printable(c) {
+            n += 1;
+        }
+    }
+    char::from_u32(256 + n).unwrap_or('?')
+}

@@ -682,10 +682,14 @@ fn damaged_files(dir: &Path) -> String {
 /// Weights of a term match in the innermost heading and in the path, over the body's 1.0
 /// (`AHA_RAG_BOOST=HEADING,PATH` changes them). A heading line is also part of the body, so a
 /// heading match scores twice. Chosen on tools/rag_eval (see BENCHMARKS.md).
+/// Read once per process (it used to be read again for every query term).
 fn boosts() -> (f32, f32) {
-    let v = std::env::var("AHA_RAG_BOOST").unwrap_or_default();
-    let mut it = v.split(',').filter_map(|x| x.parse().ok());
-    (it.next().unwrap_or(1.0), it.next().unwrap_or(0.5))
+    static B: std::sync::OnceLock<(f32, f32)> = std::sync::OnceLock::new();
+    *B.get_or_init(|| {
+        let v = std::env::var("AHA_RAG_BOOST").unwrap_or_default();
+        let mut it = v.split(',').filter_map(|x| x.parse().ok());
+        (it.next().unwrap_or(1.0), it.next().unwrap_or(0.5))
+    })
 }
 
 /// Marks the highlighted ranges (merged where they overlap, as CJK bigrams do) with `**`;
