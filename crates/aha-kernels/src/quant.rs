@@ -228,6 +228,23 @@ pub(crate) fn scale_min_k4(j: usize, q: &[u8]) -> (u8, u8) {
     }
 }
 
+/// The 256 unsigned 6-bit codes (0..63, offset 32) of a Q6_K superblock in value order: value
+/// `128n + 32k + l` takes its low 4 bits from `ql` and its high 2 bits from `qh`.
+fn q6k_codes(blk: &[u8]) -> [u8; 256] {
+    let (ql, qh) = (&blk[0..128], &blk[128..192]);
+    let mut out = [0u8; 256];
+    for n in 0..2 {
+        for l in 0..32 {
+            let (a, b, h) = (ql[64 * n + l], ql[64 * n + 32 + l], qh[32 * n + l]);
+            out[128 * n + l] = (a & 0xF) | ((h & 3) << 4);
+            out[128 * n + 32 + l] = (b & 0xF) | (((h >> 2) & 3) << 4);
+            out[128 * n + 64 + l] = (a >> 4) | (((h >> 4) & 3) << 4);
+            out[128 * n + 96 + l] = (b >> 4) | (((h >> 6) & 3) << 4);
+        }
+    }
+    out
+}
+
 /// A K-quant row times `x`, rounded as llama.cpp's x86 kernels do. Every superblock's integer
 /// dot product is exact; only the float steps differ between orders, so they follow ggml:
 /// - Q4_K (its repacked `q4_K_8x8` kernel): per superblock, `Σ scale·codes·x` and
@@ -282,23 +299,12 @@ fn dot_row_k_scalar(dt: Format, row: &[u8], x: &QuantRow, per64: bool) -> f32 {
     }
     let mut acc = [0f32; 8];
     for (sb, blk) in row.chunks_exact(bb).enumerate() {
-        let (ql, qh, sc) = (&blk[0..128], &blk[128..192], &blk[192..208]);
+        let sc = &blk[192..208];
         let xq = &x.qs[sb * 256..(sb + 1) * 256];
+        let codes = q6k_codes(blk);
         let mut lanes = [0i32; 8];
-        for n in 0..2 {
-            for l in 0..32 {
-                let (a, b, h) = (ql[64 * n + l], ql[64 * n + 32 + l], qh[32 * n + l]);
-                let codes = [
-                    (a & 0xF) | ((h & 3) << 4),
-                    (b & 0xF) | (((h >> 2) & 3) << 4),
-                    (a >> 4) | (((h >> 4) & 3) << 4),
-                    (b >> 4) | (((h >> 6) & 3) << 4),
-                ];
-                for (k, c) in codes.iter().enumerate() {
-                    let p = 128 * n + 32 * k + l;
-                    lanes[l / 4] += *c as i32 * xq[p] as i32 * sc[p / 16] as i8 as i32;
-                }
-            }
+        for (p, c) in codes.iter().enumerate() {
+            lanes[(p % 32) / 4] += *c as i32 * xq[p] as i32 * sc[p / 16] as i8 as i32;
         }
         for (l, v) in lanes.iter_mut().enumerate() {
             let g = sb * 16 + 2 * l;
@@ -311,13 +317,7 @@ fn dot_row_k_scalar(dt: Format, row: &[u8], x: &QuantRow, per64: bool) -> f32 {
             *a = d.mul_add(v as f32, *a);
         }
     }
-    let h = [
-        acc[0] + acc[4],
-        acc[1] + acc[5],
-        acc[2] + acc[6],
-        acc[3] + acc[7],
-    ];
-    (h[0] + h[2]) + (h[1] + h[3])
+    hsum8(acc)
 }
 
 /// A row of 32-value blocks times `x`. Per block, eight exact integer lanes (lane `L` is
@@ -526,22 +526,9 @@ fn dequantize_row(dt: Format, row: &[u8], y: &mut [f32]) {
         }
         Format::Q6K => {
             for (blk, y) in row.chunks_exact(bb).zip(y.chunks_exact_mut(256)) {
-                let d = f16_at(blk, 208);
-                for n in 0..2 {
-                    let (ql, qh) = (&blk[64 * n..], &blk[128 + 32 * n..]);
-                    let sc = &blk[192 + 8 * n..];
-                    let y = &mut y[128 * n..];
-                    for l in 0..32 {
-                        let is = l / 16;
-                        let q1 = ((ql[l] & 0xF) | ((qh[l] & 3) << 4)) as i8 - 32;
-                        let q2 = ((ql[l + 32] & 0xF) | (((qh[l] >> 2) & 3) << 4)) as i8 - 32;
-                        let q3 = ((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) as i8 - 32;
-                        let q4 = ((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) as i8 - 32;
-                        y[l] = d * sc[is] as i8 as f32 * q1 as f32;
-                        y[l + 32] = d * sc[is + 2] as i8 as f32 * q2 as f32;
-                        y[l + 64] = d * sc[is + 4] as i8 as f32 * q3 as f32;
-                        y[l + 96] = d * sc[is + 6] as i8 as f32 * q4 as f32;
-                    }
+                let (d, sc) = (f16_at(blk, 208), &blk[192..208]);
+                for (p, (o, c)) in y.iter_mut().zip(q6k_codes(blk)).enumerate() {
+                    *o = d * sc[p / 16] as i8 as f32 * (c as i8 - 32) as f32;
                 }
             }
         }

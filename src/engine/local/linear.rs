@@ -1,5 +1,6 @@
 //! A weight matrix applied to activations: quantized mat-vec for decode, dequantized GEMM for prefill.
 
+use aha_kernels::Format;
 use candle_core::quantized::{QMatMul, QTensor};
 use candle_core::{DType, Module, Result, Tensor};
 use std::sync::Arc;
@@ -18,6 +19,9 @@ fn gemm_min_rows() -> usize {
             .unwrap_or(GEMM_MIN_ROWS)
     })
 }
+
+/// One of aha's kernels over raw GGUF blocks: `(format, weights, rows, cols, xs, out)`.
+type BlockKernel = fn(Format, &[u8], usize, usize, &[f32], &mut [f32]);
 
 /// A linear layer without bias, `y = x W^T`, `W` of shape `(out, in)`.
 #[derive(Debug)]
@@ -74,31 +78,26 @@ impl Linear {
                 let rows = x.dim(0)?;
                 let cpu = x.device().is_cpu();
                 let prompt = rows >= gemm_min_rows() && cpu && !super::ggml_math::enabled();
-                if let (true, true, Some(f)) = (
-                    prompt,
-                    x.dtype() == DType::F32,
-                    super::qkernels::any_format(q.dtype()),
-                ) {
+                // aha's kernels on the raw GGUF blocks: `mul(format, w, out, in, xs, y)`.
+                let on_blocks = |f, mul: BlockKernel| {
                     let (out_dim, in_dim) = self.dims();
                     let xs = x.flatten_all()?.to_vec1::<f32>()?;
                     let mut y = vec![0f32; rows * out_dim];
-                    let w = q.data()?;
-                    aha_kernels::quant::matmul_dequantized(f, &w, out_dim, in_dim, &xs, &mut y);
+                    mul(f, &q.data()?, out_dim, in_dim, &xs, &mut y);
                     Tensor::from_vec(y, (rows, out_dim), x.device())
+                };
+                let f32_in = x.dtype() == DType::F32;
+                if let (true, true, Some(f)) =
+                    (prompt, f32_in, super::qkernels::any_format(q.dtype()))
+                {
+                    on_blocks(f, aha_kernels::quant::matmul_dequantized)
                 } else if prompt {
                     let w = q.dequantize(x.device())?;
                     x.matmul(&w.t()?)
-                } else if let (true, true, Some(f)) = (
-                    cpu,
-                    x.dtype() == DType::F32,
-                    super::qkernels::format(q.dtype()),
-                ) {
-                    let (out_dim, in_dim) = self.dims();
-                    let xs = x.flatten_all()?.to_vec1::<f32>()?;
-                    let mut y = vec![0f32; rows * out_dim];
-                    let w = q.data()?;
-                    super::qkernels::matvec(f, &w, out_dim, in_dim, &xs, &mut y);
-                    Tensor::from_vec(y, (rows, out_dim), x.device())
+                } else if let (true, true, Some(f)) =
+                    (cpu, f32_in, super::qkernels::format(q.dtype()))
+                {
+                    on_blocks(f, aha_kernels::matvec)
                 } else {
                     mm.forward(x)
                 }

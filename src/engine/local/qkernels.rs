@@ -23,19 +23,26 @@ impl CpuKernels {
     }
 }
 
-static CHOICE: OnceLock<CpuKernels> = OnceLock::new();
+/// The kernels, and whether `AHA_KERNELS` named them (then they run even where candle's would
+/// be faster).
+static CHOICE: OnceLock<(CpuKernels, bool)> = OnceLock::new();
 
 /// Chooses the kernels from `AHA_KERNELS` (`avx512vnni`, `avxvnni`, `avx2`, `neon-dotprod`,
 /// `neon`, `scalar`, `candle`; unset: the best this CPU runs), once per process. A name this CPU
 /// cannot run is an error that lists what it can.
 pub fn choose() -> Result<CpuKernels, String> {
+    Ok(chosen()?.0)
+}
+
+/// [`choose`], with whether the choice was forced.
+fn chosen() -> Result<(CpuKernels, bool), String> {
     if let Some(c) = CHOICE.get() {
         return Ok(*c);
     }
     let want = std::env::var("AHA_KERNELS").ok();
     let c = match want.as_deref().map(str::trim) {
-        None | Some("") | Some("auto") => CpuKernels::Aha(aha_kernels::active()),
-        Some("candle") => CpuKernels::Candle,
+        None | Some("") | Some("auto") => (CpuKernels::Aha(aha_kernels::active()), false),
+        Some("candle") => (CpuKernels::Candle, true),
         Some(name) => {
             let k = Kernels::parse(name).ok_or_else(|| {
                 let names: Vec<&str> = Kernels::ALL.iter().map(|k| k.name()).collect();
@@ -44,7 +51,8 @@ pub fn choose() -> Result<CpuKernels, String> {
                     names.join(", ")
                 )
             })?;
-            CpuKernels::Aha(aha_kernels::select(k).map_err(|e| format!("AHA_KERNELS={name}: {e}"))?)
+            let k = aha_kernels::select(k).map_err(|e| format!("AHA_KERNELS={name}: {e}"))?;
+            (CpuKernels::Aha(k), true)
         }
     };
     Ok(*CHOICE.get_or_init(|| c))
@@ -58,14 +66,15 @@ pub fn current() -> CpuKernels {
 /// aha's format for a GGUF type, where aha's kernels multiply it (and `AHA_KERNELS` is not
 /// `candle`). Elsewhere candle's kernels run.
 pub fn format(dt: GgmlDType) -> Option<Format> {
-    let k = match current() {
-        CpuKernels::Aha(k) => k,
-        CpuKernels::Candle => return None,
+    let (k, forced) = match chosen() {
+        Ok((CpuKernels::Aha(k), forced)) => (k, forced),
+        Ok((CpuKernels::Candle, _)) => return None,
+        Err(_) => (aha_kernels::active(), false),
     };
     let f = any_format(dt)?;
     // Without SIMD of our own, candle's kernels are faster where candle has SIMD for the
     // format (compiled in for the build's target CPU); our scalar loop only where it has none.
-    if k == Kernels::Scalar && candle_simd(dt) && std::env::var_os("AHA_KERNELS").is_none() {
+    if k == Kernels::Scalar && candle_simd(dt) && !forced {
         return None;
     }
     Some(f)
@@ -93,11 +102,6 @@ pub fn any_format(dt: GgmlDType) -> Option<Format> {
         GgmlDType::Q6K => Format::Q6K,
         _ => return None,
     })
-}
-
-/// `y = W x` for every row of `xs` (see [`aha_kernels::matvec`]).
-pub fn matvec(f: Format, w: &[u8], rows: usize, cols: usize, xs: &[f32], out: &mut [f32]) {
-    aha_kernels::matvec(f, w, rows, cols, xs, out)
 }
 
 #[cfg(test)]
@@ -138,7 +142,7 @@ mod tests {
                 .unwrap();
             let f = format(dt).expect("aha has a kernel for every format of the test models");
             let mut got = vec![0f32; rows];
-            matvec(f, &q.data().unwrap(), rows, cols, &x, &mut got);
+            aha_kernels::matvec(f, &q.data().unwrap(), rows, cols, &x, &mut got);
             // The prompt's path: dequantized as candle dequantizes, multiplied by the same gemm
             // as candle's matmul, so bit for bit what `x.matmul(&deq.t())` gives.
             let mut pm = vec![0f32; rows];
