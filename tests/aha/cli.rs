@@ -167,6 +167,36 @@ fn unsupported_architecture_is_named_with_the_supported_ones() {
 }
 
 #[test]
+fn an_unknown_or_unavailable_kernel_set_is_refused_with_the_choices() {
+    let m = model("smollm2-135m");
+    let run = |kernels: &str| {
+        let out = bin()
+            .env("AHA_KERNELS", kernels)
+            .args(["run", "-m", m.to_str().unwrap(), "--max-tokens", "1", "hi"])
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "AHA_KERNELS={kernels} ran");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let err = run("sse");
+    assert!(
+        err.contains("AHA_KERNELS=sse is not a kernel set") && err.contains("avx2, neon-dotprod"),
+        "{err}"
+    );
+    // A set of the other architecture: named, with the sets this CPU does run.
+    let other = if cfg!(target_arch = "x86_64") {
+        "neon"
+    } else {
+        "avx2"
+    };
+    let err = run(other);
+    assert!(
+        err.contains(&format!("cannot run the `{other}` kernels")) && err.contains("scalar"),
+        "{err}"
+    );
+}
+
+#[test]
 fn prompt_longer_than_context_is_refused_with_numbers() {
     let _g = heavy();
     let m = model("smollm2-135m");
