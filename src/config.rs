@@ -6,6 +6,9 @@ use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+pub use aha_engine::remote::RemoteConfig;
+pub use aha_protocol::sampling::SamplingConfig;
+
 /// The whole config file. Every field is optional; a missing file is the default config.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -23,89 +26,6 @@ pub struct Config {
     /// The terminal UI's settings (parsed by the UI).
     #[serde(default)]
     pub ui: toml::Table,
-}
-
-/// `[sampling]` (and `[ui.sampling]`): overrides of the model's recommended settings.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SamplingConfig {
-    pub temperature: Option<f32>,
-    pub top_p: Option<f32>,
-    pub top_k: Option<usize>,
-    pub min_p: Option<f32>,
-    pub repeat_penalty: Option<f32>,
-    pub repeat_last_n: Option<usize>,
-    pub seed: Option<u64>,
-}
-
-impl SamplingConfig {
-    /// Whether any value is set.
-    pub fn is_set(&self) -> bool {
-        self.temperature.is_some()
-            || self.top_p.is_some()
-            || self.top_k.is_some()
-            || self.min_p.is_some()
-            || self.repeat_penalty.is_some()
-            || self.repeat_last_n.is_some()
-            || self.seed.is_some()
-    }
-
-    /// `base` with the configured values put over it.
-    pub fn apply(
-        &self,
-        mut base: crate::engine::sampler::SamplingParams,
-    ) -> crate::engine::sampler::SamplingParams {
-        if let Some(v) = self.temperature {
-            base.temperature = v;
-        }
-        if let Some(v) = self.top_p {
-            base.top_p = v;
-        }
-        if let Some(v) = self.top_k {
-            base.top_k = v;
-        }
-        if let Some(v) = self.min_p {
-            base.min_p = v;
-        }
-        if let Some(v) = self.repeat_penalty {
-            base.repeat_penalty = v;
-        }
-        if let Some(v) = self.repeat_last_n {
-            base.repeat_last_n = v;
-        }
-        if let Some(v) = self.seed {
-            base.seed = v;
-        }
-        base
-    }
-}
-
-/// `[engines.NAME]`: an OpenAI-compatible server (vLLM, SGLang, llama.cpp's server, a hosted API).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RemoteConfig {
-    /// Up to and including the version, e.g. `http://gpu-node-0:8000/v1`.
-    pub base_url: String,
-    /// The model id the server knows.
-    pub model: String,
-    /// The environment variable that holds the API key (never the key itself).
-    pub api_key_env: Option<String>,
-    /// Extra HTTP headers sent with every request.
-    #[serde(default)]
-    pub headers: BTreeMap<String, String>,
-    /// Seconds to wait for a connection.
-    pub connect_timeout_s: Option<f64>,
-    /// Seconds without any byte from the server before the stream counts as stalled.
-    pub stall_timeout_s: Option<f64>,
-    /// Retries after 429 and 5xx answers (and refused connections) before giving up.
-    pub max_retries: Option<u32>,
-    /// Which conversation rules apply: `deepseek`, `vllm`, `sglang`, `llamacpp`, `openai`
-    /// (default: guessed from the URL and model name).
-    pub provider: Option<String>,
-    /// The model reasons before answering (default: guessed from the model name).
-    pub reasoning: Option<bool>,
-    /// The model's context length in tokens, for the status bar (default: unknown).
-    pub context_length: Option<usize>,
 }
 
 impl Config {

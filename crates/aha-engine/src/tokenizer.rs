@@ -1,0 +1,295 @@
+//! Tokenizers built from GGUF metadata (byte-level BPE) or loaded from tokenizer.json.
+
+use crate::local::load::GgufFile;
+use anyhow::{anyhow, bail, Context, Result};
+use std::collections::HashSet;
+use std::path::Path;
+use tokenizers::decoders::byte_level::ByteLevel as ByteLevelDecoder;
+use tokenizers::models::bpe::BPE;
+use tokenizers::pre_tokenizers::byte_level::ByteLevel;
+use tokenizers::pre_tokenizers::sequence::Sequence;
+use tokenizers::pre_tokenizers::split::{Split, SplitPattern};
+use tokenizers::{AddedToken, PreTokenizerWrapper, SplitDelimiterBehavior, Tokenizer};
+
+/// Qwen2's pre-tokenizer split (single digits, letters with one leading non-letter).
+pub const QWEN2_PATTERN: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+/// Llama 3's split (digit runs of up to three).
+pub const LLAMA3_PATTERN: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+
+/// GGUF token types (llama.cpp's `llama_token_type`).
+const TYPE_CONTROL: i32 = 3;
+const TYPE_USER_DEFINED: i32 = 4;
+
+/// A tokenizer plus what the engine needs to know about its special tokens.
+pub struct TextTokenizer {
+    pub inner: Tokenizer,
+    /// Ids that end a turn.
+    pub stop_ids: HashSet<u32>,
+    pub bos: Option<(u32, String)>,
+    pub eos: Option<(u32, String)>,
+    /// Whether the model expects BOS at the start of a raw prompt.
+    pub add_bos: bool,
+    /// Name of the pre-tokenizer used.
+    pub pre: String,
+}
+
+impl std::fmt::Debug for TextTokenizer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TextTokenizer")
+            .field("pre", &self.pre)
+            .field("vocab", &self.inner.get_vocab_size(true))
+            .finish()
+    }
+}
+
+fn strings(g: &GgufFile, key: &str) -> Result<Vec<String>> {
+    let v = g
+        .get(key)
+        .ok_or_else(|| anyhow!("{}: GGUF metadata lacks {key}", g.path.display()))?
+        .to_vec()
+        .map_err(|e| anyhow!("{key}: {e}"))?;
+    v.iter()
+        .map(|x| x.to_string().cloned().map_err(|e| anyhow!("{key}: {e}")))
+        .collect()
+}
+
+/// The pre-tokenizer for a `tokenizer.ggml.pre` name (llama.cpp's names).
+fn pre_tokenizer(pre: &str) -> Result<(PreTokenizerWrapper, bool)> {
+    let byte_level = |use_regex| ByteLevel::new(false, false, use_regex);
+    let split = |pat: &str| -> Result<PreTokenizerWrapper> {
+        Ok(Split::new(
+            SplitPattern::Regex(pat.into()),
+            SplitDelimiterBehavior::Isolated,
+            false,
+        )
+        .map_err(|e| anyhow!("bad pre-tokenizer pattern: {e}"))?
+        .into())
+    };
+    Ok(match pre {
+        "qwen2" | "deepseek-r1-qwen" => (
+            Sequence::new(vec![split(QWEN2_PATTERN)?, byte_level(false).into()]).into(),
+            false,
+        ),
+        "llama-bpe" | "llama3" | "llama-v3" => (
+            Sequence::new(vec![split(LLAMA3_PATTERN)?, byte_level(false).into()]).into(),
+            true,
+        ),
+        _ => (byte_level(true).into(), false),
+    })
+}
+
+impl TextTokenizer {
+    /// Builds the tokenizer described by a GGUF file's `tokenizer.ggml.*` metadata.
+    pub fn from_gguf(g: &GgufFile) -> Result<Self> {
+        let model = g.get_str("tokenizer.ggml.model").unwrap_or("gpt2");
+        if model != "gpt2" {
+            bail!(
+                "{}: tokenizer model `{model}` is not supported (only byte-level BPE, `gpt2`)",
+                g.path.display()
+            );
+        }
+        let tokens = strings(g, "tokenizer.ggml.tokens")?;
+        let merges = strings(g, "tokenizer.ggml.merges")?;
+        let types: Vec<i32> = match g.get("tokenizer.ggml.token_type") {
+            Some(v) => v
+                .to_vec()
+                .map_err(|e| anyhow!("token_type: {e}"))?
+                .iter()
+                .map(|x| x.to_i32().unwrap_or(1))
+                .collect(),
+            None => vec![1; tokens.len()],
+        };
+        let pre = g
+            .get_str("tokenizer.ggml.pre")
+            .unwrap_or("default")
+            .to_string();
+        let vocab: tokenizers::models::bpe::Vocab = tokens
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.clone(), i as u32))
+            .collect();
+        let merges: Vec<(String, String)> = merges
+            .iter()
+            .filter_map(|m| {
+                m.split_once(' ')
+                    .map(|(a, b)| (a.to_string(), b.to_string()))
+            })
+            .collect();
+        let (pt, ignore_merges) = pre_tokenizer(&pre)?;
+        let bpe = BPE::builder()
+            .vocab_and_merges(vocab, merges)
+            .ignore_merges(ignore_merges)
+            .build()
+            .map_err(|e| anyhow!("cannot build BPE: {e}"))?;
+        let mut tk = Tokenizer::new(bpe);
+        tk.with_pre_tokenizer(Some(pt));
+        tk.with_decoder(Some(ByteLevelDecoder::default()));
+        let mut special = Vec::new();
+        let mut added = Vec::new();
+        for (i, t) in tokens.iter().enumerate() {
+            match types.get(i).copied().unwrap_or(1) {
+                TYPE_CONTROL => special.push(AddedToken::from(t.clone(), true)),
+                TYPE_USER_DEFINED => {
+                    added.push(AddedToken::from(t.clone(), false).normalized(false))
+                }
+                _ => {}
+            }
+        }
+        tk.add_special_tokens(&special);
+        tk.add_tokens(&added);
+        let id_tok = |key: &str| -> Option<(u32, String)> {
+            let id = g.get_usize(key)? as u32;
+            Some((id, tokens.get(id as usize)?.clone()))
+        };
+        let bos = id_tok("tokenizer.ggml.bos_token_id");
+        let eos = id_tok("tokenizer.ggml.eos_token_id");
+        let add_bos = g
+            .get("tokenizer.ggml.add_bos_token")
+            .and_then(|v| v.to_bool().ok())
+            .unwrap_or(false);
+        let mut stop_ids = HashSet::new();
+        if let Some((id, _)) = &eos {
+            stop_ids.insert(*id);
+        }
+        if let Some(id) = g.get_usize("tokenizer.ggml.eot_token_id") {
+            stop_ids.insert(id as u32);
+        }
+        let mut me = Self {
+            inner: tk,
+            stop_ids,
+            bos,
+            eos,
+            add_bos,
+            pre,
+        };
+        me.add_known_stops();
+        Ok(me)
+    }
+
+    /// Loads a `tokenizer.json` (safetensors checkpoints), with BOS/EOS from `tokenizer_config.json` if present.
+    pub fn from_file(path: &Path) -> Result<Self> {
+        let inner = Tokenizer::from_file(path)
+            .map_err(|e| anyhow!("cannot load tokenizer {}: {e}", path.display()))?;
+        let cfg: serde_json::Value = path
+            .parent()
+            .map(|d| d.join("tokenizer_config.json"))
+            .and_then(|p| std::fs::read_to_string(p).ok())
+            .and_then(|s| serde_json::from_str(&s).ok())
+            .unwrap_or(serde_json::Value::Null);
+        let tok_of = |k: &str| -> Option<(u32, String)> {
+            let v = &cfg[k];
+            let s = v.as_str().or_else(|| v["content"].as_str())?;
+            Some((inner.token_to_id(s)?, s.to_string()))
+        };
+        let bos = tok_of("bos_token");
+        let eos = tok_of("eos_token");
+        let add_bos = cfg["add_bos_token"].as_bool().unwrap_or(false);
+        let mut stop_ids = HashSet::new();
+        if let Some((id, _)) = &eos {
+            stop_ids.insert(*id);
+        }
+        let mut me = Self {
+            inner,
+            stop_ids,
+            bos,
+            eos,
+            add_bos,
+            pre: "tokenizer.json".into(),
+        };
+        me.add_known_stops();
+        Ok(me)
+    }
+
+    fn add_known_stops(&mut self) {
+        for s in [
+            "<|im_end|>",
+            "<|endoftext|>",
+            "<|eot_id|>",
+            "<|end_of_text|>",
+            "<｜end▁of▁sentence｜>",
+        ] {
+            if let Some(id) = self.inner.token_to_id(s) {
+                self.stop_ids.insert(id);
+            }
+        }
+    }
+
+    /// Token ids of `text`; special-token text in it maps to the special ids (as Hugging Face does).
+    pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
+        Ok(self
+            .inner
+            .encode_fast(text, false)
+            .map_err(|e| anyhow!("tokenizer: {e}"))?
+            .get_ids()
+            .to_vec())
+    }
+
+    /// Text of `ids`, special tokens included.
+    pub fn decode(&self, ids: &[u32]) -> Result<String> {
+        self.inner
+            .decode(ids, false)
+            .map_err(|e| anyhow!("tokenizer: {e}"))
+    }
+
+    /// Vocabulary size including added tokens.
+    pub fn vocab_size(&self) -> usize {
+        self.inner.get_vocab_size(true)
+    }
+
+    /// The id of a token string, if it is one token.
+    pub fn token_id(&self, s: &str) -> Option<u32> {
+        self.inner.token_to_id(s)
+    }
+}
+
+/// Loads the tokenizer that belongs to a model path: GGUF metadata or the checkpoint's tokenizer.json.
+pub fn for_model_path(path: &Path) -> Result<TextTokenizer> {
+    if path.is_dir() {
+        TextTokenizer::from_file(&path.join("tokenizer.json"))
+    } else {
+        let g = GgufFile::open(path).context("loading tokenizer")?;
+        TextTokenizer::from_gguf(&g)
+    }
+}
+
+/// Turns a stream of token ids into text pieces, holding back bytes of an incomplete UTF-8 character.
+#[derive(Debug, Default, Clone)]
+pub struct StreamDecoder {
+    ids: Vec<u32>,
+    prefix: usize,
+    read: usize,
+}
+
+impl StreamDecoder {
+    /// Adds a token; returns the text it completes, if any.
+    pub fn step(&mut self, tok: &TextTokenizer, id: u32) -> Result<Option<String>> {
+        self.ids.push(id);
+        let before = tok.decode(&self.ids[self.prefix..self.read])?;
+        let now = tok.decode(&self.ids[self.prefix..])?;
+        if now.len() > before.len() && !now.ends_with('\u{FFFD}') {
+            let piece = now.get(before.len()..).unwrap_or_default().to_string();
+            self.prefix = self.read;
+            self.read = self.ids.len();
+            Ok(Some(piece))
+        } else {
+            Ok(None)
+        }
+    }
+}
+
+/// GPT-2's byte-to-unicode map: printable bytes stand for themselves, the rest move past U+0100.
+pub fn byte_symbol(b: u8) -> char {
+    let printable = |c: u8| {
+        (b'!'..=b'~').contains(&c) || (0xA1..=0xAC).contains(&c) || (0xAE..=0xFF).contains(&c)
+    };
+    if printable(b) {
+        return b as char;
+    }
+    let mut n = 0u32;
+    for c in 0u8..b {
+        if !printable(c) {
+            n += 1;
+        }
+    }
+    char::from_u32(256 + n).unwrap_or('?')
+}

@@ -1,0 +1,184 @@
+//! The types that cross between the UI (or `aha run --json`) and the agent/engine: `Op` in, `Event` out.
+
+pub mod panic;
+pub mod sampling;
+
+use serde::{Deserialize, Serialize};
+
+/// Statistics of one finished (or stopped) turn.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct TurnStats {
+    /// Tokens in the rendered prompt.
+    pub prompt_tokens: usize,
+    /// Of those, tokens that had to be prefilled (the rest came from the KV cache).
+    pub prefilled_tokens: usize,
+    /// Tokens generated inside the reasoning block.
+    pub thinking_tokens: usize,
+    /// Tokens generated after the reasoning.
+    pub answer_tokens: usize,
+    /// Time from the request to the first generated token, in milliseconds.
+    pub ttft_ms: f64,
+    /// Prompt processing speed (prefilled tokens per second).
+    pub prefill_tok_s: f64,
+    /// Generation speed (generated tokens per second, after the first).
+    pub decode_tok_s: f64,
+    /// Why generation ended: `stop` (end of turn), `length` (max tokens), `context` (context full), `cancelled`.
+    pub finish_reason: String,
+}
+
+/// What the agent/engine reports, in order. Serialised as one JSON object per line with a `"type"` field.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Event {
+    /// A piece of the model's reasoning.
+    ThinkingDelta {
+        text: String,
+        /// Log-probability of the token that produced this text (natural log).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        logprob: Option<f32>,
+        /// Entropy (nats) of the distribution the token was drawn from.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        entropy: Option<f32>,
+    },
+    /// A piece of the answer.
+    AnswerDelta {
+        text: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        logprob: Option<f32>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        entropy: Option<f32>,
+    },
+    /// The model asked for a tool.
+    ToolCall {
+        id: String,
+        name: String,
+        arguments: serde_json::Value,
+    },
+    /// A tool call needs a person's approval before it runs.
+    ApprovalRequest {
+        id: String,
+        name: String,
+        summary: String,
+    },
+    /// A tool finished.
+    ToolResult {
+        id: String,
+        ok: bool,
+        output: String,
+        duration_ms: u64,
+    },
+    /// The turn ended.
+    TurnFinished {
+        stats: TurnStats,
+        /// The generated token ids, in order (for comparisons with other engines and trace tools).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        tokens: Vec<u32>,
+    },
+    /// Something went wrong; the message is written for a person.
+    Error { message: String },
+    /// Generation paused between tokens (asked for, or a step reached its boundary).
+    Paused,
+    /// Generation resumed after a pause.
+    Resumed,
+    /// A turn began: `turn` counts assistant turns from 0; `branch_of` is set when it regenerates
+    /// an earlier turn from a prefix (that prefix is in `prefix`).
+    TurnStarted {
+        turn: usize,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        branch_of: Option<usize>,
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        prefix: String,
+    },
+    /// Something a person should see that is not an error (a retry, a setting changed).
+    Notice { message: String },
+}
+
+/// What the UI asks of the agent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Op {
+    /// A new user message.
+    UserMessage { text: String },
+    /// Stop the current generation, keeping what was produced.
+    Cancel,
+    /// Pause generation between tokens.
+    Pause,
+    /// Resume a paused generation.
+    Resume,
+    /// Answer an approval request. `remember`: approve this tool for the rest of the session.
+    Approve {
+        id: String,
+        approved: bool,
+        #[serde(default)]
+        remember: bool,
+    },
+    /// Resume until the next reasoning step boundary (a paragraph break), then pause.
+    Step,
+    /// Regenerate assistant turn `turn` (0-based, counting assistant turns) from `prefix`: the
+    /// reasoning up to a chosen step, plus any text a person inserted. Later turns are dropped
+    /// from the agent's conversation (the UI keeps them, side by side).
+    Branch { turn: usize, prefix: String },
+    /// Thinking for the next turns: `mode` auto | on | off; `budget` closes reasoning after N tokens.
+    SetThinking {
+        mode: String,
+        #[serde(default)]
+        budget: Option<usize>,
+    },
+    /// Approval policy: read-only | ask | auto-edit | full-auto.
+    SetPolicy { policy: String },
+    /// Forget the conversation.
+    Clear,
+    /// Restore the files the last turn's tools changed.
+    Undo,
+    /// Replace the conversation (resuming a session): `messages` as chat messages.
+    Restore { messages: Vec<serde_json::Value> },
+    /// Show, as a `notice`, the diff of every file the tools changed in this session.
+    Diff,
+    /// Show, as a `notice`, the tools, what each may do, and the approval policy.
+    Tools,
+    /// Index documents (files or folders) into the workspace's document index; the summary comes
+    /// back as a `notice`, and `search_docs` is offered from then on.
+    Index { paths: Vec<String> },
+    /// Search the document index; the hits come back as a `notice`.
+    Search { query: String },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_json_names_are_the_contract() {
+        let e = Event::ThinkingDelta {
+            text: "hm".into(),
+            logprob: None,
+            entropy: None,
+        };
+        assert_eq!(
+            serde_json::to_string(&e).unwrap(),
+            r#"{"type":"thinking_delta","text":"hm"}"#
+        );
+        let e = Event::TurnFinished {
+            stats: TurnStats::default(),
+            tokens: vec![],
+        };
+        let v = serde_json::to_value(&e).unwrap();
+        assert_eq!(v["type"], "turn_finished");
+        for k in [
+            "prompt_tokens",
+            "thinking_tokens",
+            "answer_tokens",
+            "ttft_ms",
+            "prefill_tok_s",
+            "decode_tok_s",
+        ] {
+            assert!(v["stats"].get(k).is_some(), "missing {k}");
+        }
+        let e = Event::Error {
+            message: "x".into(),
+        };
+        assert_eq!(serde_json::to_value(&e).unwrap()["type"], "error");
+        let back: Event = serde_json::from_str(r#"{"type":"answer_delta","text":"a"}"#).unwrap();
+        assert!(matches!(back, Event::AnswerDelta { .. }));
+    }
+}

@@ -1,0 +1,922 @@
+//! The workbench's state and `update`: keys, mouse, pastes and agent events in; ops to send
+//! (`outbox`) and effects for the shell (`effects`) out. Nothing here draws or does I/O, so it
+//! is tested with scripted event sequences.
+
+use super::commands::{self, Command};
+use super::composer::Composer;
+use super::keymap::Keymap;
+use super::steps;
+use super::theme::Theme;
+use super::view;
+use aha_agent::EngineInfo;
+use aha_protocol::{Event, Op, TurnStats};
+use aha_session::transcript::{Part, ReplyState, ToolState, Transcript};
+use crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers, MouseEvent, MouseEventKind};
+use std::cell::RefCell;
+use std::collections::VecDeque;
+
+/// Everything that can change the workbench.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AppEvent {
+    Key(KeyEvent),
+    Mouse(MouseEvent),
+    Paste(String),
+    Resize(u16, u16),
+    Agent(Event),
+}
+
+/// What the shell around `update` must do (it owns files and the agent).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Effect {
+    /// Flush the session log and say where it is.
+    Save,
+    /// Write Markdown to this path (or a default one).
+    Export(Option<String>),
+    /// Reopen a session (`None`: list them).
+    Resume(Option<String>),
+    /// Open a file at a line in `$EDITOR` (a citation such as `docs/a.md:12`).
+    Open(String, usize),
+}
+
+/// Where the chat view is scrolled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scroll {
+    /// Follow the newest output.
+    Follow,
+    /// The top row shows line `line` of entry `entry`; new output does not move it.
+    At { entry: usize, line: usize },
+}
+
+/// Which full-screen view is shown.
+#[derive(Debug, Clone, PartialEq)]
+pub enum View {
+    Chat,
+    Trace(TraceView),
+}
+
+/// The trace explorer's state.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TraceView {
+    pub turn: usize,
+    /// The version shown; `None`: the active one (follows a new branch).
+    pub version: Option<usize>,
+    /// The selected step; `None`: the last one (follows generation).
+    pub step: Option<usize>,
+    pub entropy: bool,
+    pub compare: bool,
+    /// Text to insert when branching, while it is being typed.
+    pub branch_input: Option<Composer>,
+}
+
+/// A tool call waiting for a person.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Approval {
+    pub id: String,
+    pub name: String,
+    pub summary: String,
+}
+
+/// What the status bar calls the current state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    Idle,
+    Thinking,
+    Answering,
+    Paused,
+    Approval,
+    Tool,
+}
+
+impl Phase {
+    pub fn label(self) -> &'static str {
+        match self {
+            Phase::Idle => "idle",
+            Phase::Thinking => "thinking",
+            Phase::Answering => "answering",
+            Phase::Paused => "paused",
+            Phase::Approval => "waiting for approval",
+            Phase::Tool => "running a tool",
+        }
+    }
+}
+
+/// How long two Ctrl-C presses may be apart to quit.
+pub const DOUBLE_CTRL_C_MS: u64 = 2000;
+
+/// The workbench state.
+pub struct App {
+    pub info: EngineInfo,
+    pub t: Transcript,
+    pub view: View,
+    pub help: Option<u16>,
+    pub composer: Composer,
+    pub popup: usize,
+    pub popup_closed: bool,
+    pub history: Vec<String>,
+    hist_pos: Option<usize>,
+    hist_draft: String,
+    pub scroll: Scroll,
+    pub size: (u16, u16),
+    /// Milliseconds on the session clock (set by the shell before each update).
+    pub now: u64,
+    pub approvals: VecDeque<Approval>,
+    pub outbox: Vec<Op>,
+    pub effects: Vec<Effect>,
+    ctrl_c_at: Option<u64>,
+    pub flash: Option<(String, u64)>,
+    pub think_mode: String,
+    pub think_budget: Option<usize>,
+    /// The focused assistant turn (`None`: the newest).
+    pub focus: Option<usize>,
+    pub theme: Theme,
+    pub keys: Keymap,
+    pub session_id: String,
+    pub last_stats: Option<TurnStats>,
+    /// Ops sent that start a turn the agent has not acknowledged yet.
+    pub awaiting: bool,
+    /// A stop asked for before the turn started (the agent clears its stop flag when a turn
+    /// starts, so it is sent again then).
+    cancel_pending: bool,
+    pub quit: bool,
+    /// Wrapped lines per transcript entry, keyed by width and revision.
+    pub layout: RefCell<view::chat::LayoutCache>,
+}
+
+impl App {
+    pub fn new(info: EngineInfo) -> Self {
+        Self {
+            info,
+            t: Transcript::default(),
+            view: View::Chat,
+            help: None,
+            composer: Composer::default(),
+            popup: 0,
+            popup_closed: false,
+            history: Vec::new(),
+            hist_pos: None,
+            hist_draft: String::new(),
+            scroll: Scroll::Follow,
+            size: (80, 24),
+            now: 0,
+            approvals: VecDeque::new(),
+            outbox: Vec::new(),
+            effects: Vec::new(),
+            ctrl_c_at: None,
+            flash: None,
+            think_mode: "auto".into(),
+            think_budget: None,
+            focus: None,
+            theme: Theme::default(),
+            keys: Keymap::default(),
+            session_id: String::new(),
+            last_stats: None,
+            awaiting: false,
+            cancel_pending: false,
+            quit: false,
+            layout: RefCell::new(Default::default()),
+        }
+    }
+
+    /// Sends an op: the transcript records it and the shell passes it on.
+    pub fn send(&mut self, op: Op) {
+        self.t.apply_op(&op, self.now);
+        if matches!(op, Op::UserMessage { .. } | Op::Branch { .. }) {
+            self.awaiting = true;
+        }
+        if matches!(op, Op::Cancel) && self.t.live.is_none() && self.awaiting {
+            self.cancel_pending = true;
+        }
+        if matches!(op, Op::Clear) {
+            self.scroll = Scroll::Follow;
+            self.focus = None;
+            self.view = View::Chat;
+            self.layout.borrow_mut().clear();
+        }
+        self.outbox.push(op);
+    }
+
+    /// Shows a short message in the status bar for a few seconds.
+    pub fn flash(&mut self, msg: impl Into<String>) {
+        self.flash = Some((msg.into(), self.now + 4000));
+    }
+
+    /// Whether a reply is being generated (or about to be).
+    pub fn generating(&self) -> bool {
+        self.t.live.is_some() || self.awaiting
+    }
+
+    /// The state the status bar shows.
+    pub fn phase(&self) -> Phase {
+        if !self.approvals.is_empty() {
+            return Phase::Approval;
+        }
+        match self.t.live_reply() {
+            Some(r) if r.paused => Phase::Paused,
+            Some(r) if r.thinking() => Phase::Thinking,
+            Some(r) if matches!(r.parts.last(), Some(Part::Tool(c)) if c.state == ToolState::Running) => {
+                Phase::Tool
+            }
+            Some(_) => Phase::Answering,
+            None if self.awaiting => Phase::Thinking,
+            None => Phase::Idle,
+        }
+    }
+
+    /// The assistant turn that keys act on: the focused one, else the newest.
+    pub fn focused_turn(&self) -> Option<usize> {
+        match self.focus {
+            Some(f) if f < self.t.turns.len() => Some(f),
+            _ => self.t.turns.len().checked_sub(1),
+        }
+    }
+
+    /// Tokens in the context now: the last turn's prompt and output, plus what is streaming.
+    pub fn context_used(&self) -> usize {
+        let base = self
+            .last_stats
+            .as_ref()
+            .map_or(0, |s| s.prompt_tokens + s.thinking_tokens + s.answer_tokens);
+        base + self.t.live_reply().map_or(0, |r| r.generated())
+    }
+
+    /// Applies an agent event.
+    pub fn on_event(&mut self, e: &Event) {
+        self.t.apply_event(e, self.now);
+        match e {
+            Event::TurnStarted { .. } => {
+                self.awaiting = false;
+                if std::mem::take(&mut self.cancel_pending) {
+                    self.outbox.push(Op::Cancel);
+                }
+            }
+            Event::ApprovalRequest { id, name, summary } => self.approvals.push_back(Approval {
+                id: id.clone(),
+                name: name.clone(),
+                summary: summary.clone(),
+            }),
+            Event::ToolResult { id, .. } => self.approvals.retain(|a| &a.id != id),
+            Event::TurnFinished { stats, .. } => {
+                self.awaiting = false;
+                self.last_stats = Some(stats.clone());
+                self.approvals.clear();
+            }
+            Event::Error { .. } => {
+                self.awaiting = false;
+                self.approvals.clear();
+            }
+            _ => {}
+        }
+    }
+
+    fn chat_height(&self) -> usize {
+        let a = view::areas(
+            self,
+            ratatui::layout::Rect::new(0, 0, self.size.0, self.size.1),
+        );
+        a.chat.height as usize
+    }
+
+    fn scroll_by(&mut self, delta: i64) {
+        let w = self.size.0;
+        let h = self.chat_height();
+        self.scroll = if delta < 0 {
+            view::chat::scroll_up(self, w, h, delta.unsigned_abs() as usize)
+        } else {
+            view::chat::scroll_down(self, w, h, delta as usize)
+        };
+    }
+
+    fn popup_items(&self) -> Vec<&'static commands::CommandInfo> {
+        let text = self.composer.text();
+        if self.popup_closed || !text.starts_with('/') || text.contains(char::is_whitespace) {
+            return Vec::new();
+        }
+        commands::completions(text)
+    }
+
+    /// Whether the slash-command popup is open.
+    pub fn popup_open(&self) -> bool {
+        !self.popup_items().is_empty()
+    }
+
+    /// The popup's entries and the selected one.
+    pub fn popup_view(&self) -> (Vec<&'static commands::CommandInfo>, usize) {
+        let items = self.popup_items();
+        let sel = self.popup.min(items.len().saturating_sub(1));
+        (items, sel)
+    }
+}
+
+/// Applies one event to the state.
+pub fn update(app: &mut App, ev: AppEvent) {
+    if let Some((_, until)) = &app.flash {
+        if app.now > *until {
+            app.flash = None;
+        }
+    }
+    match ev {
+        AppEvent::Agent(e) => app.on_event(&e),
+        AppEvent::Resize(w, h) => app.size = (w, h),
+        AppEvent::Paste(s) => paste(app, &s),
+        AppEvent::Mouse(m) => mouse(app, m),
+        AppEvent::Key(k) => {
+            if k.kind == KeyEventKind::Release {
+                return;
+            }
+            key(app, k);
+        }
+    }
+}
+
+fn paste(app: &mut App, s: &str) {
+    match &mut app.view {
+        View::Trace(TraceView {
+            branch_input: Some(c),
+            ..
+        }) => c.insert_str(s),
+        _ => {
+            app.composer.insert_str(s);
+            app.hist_pos = None;
+        }
+    }
+}
+
+fn mouse(app: &mut App, m: MouseEvent) {
+    let d = match m.kind {
+        MouseEventKind::ScrollUp => -3,
+        MouseEventKind::ScrollDown => 3,
+        _ => return,
+    };
+    match &mut app.view {
+        View::Chat => app.scroll_by(d),
+        View::Trace(_) => move_step(app, d.signum()),
+    }
+}
+
+fn is_ctrl(k: &KeyEvent, c: char) -> bool {
+    k.modifiers.contains(KeyModifiers::CONTROL) && k.code == KeyCode::Char(c)
+}
+
+fn key(app: &mut App, k: KeyEvent) {
+    // Ctrl-C: once stops generation (or clears the composer); twice quits.
+    if is_ctrl(&k, 'c') {
+        if app
+            .ctrl_c_at
+            .is_some_and(|t| app.now.saturating_sub(t) <= DOUBLE_CTRL_C_MS)
+        {
+            app.quit = true;
+            return;
+        }
+        app.ctrl_c_at = Some(app.now);
+        if app.generating() {
+            app.send(Op::Cancel);
+            app.flash("stopped — Ctrl-C again to quit");
+        } else if !app.composer.is_empty() {
+            app.composer.take();
+            app.flash("cleared — Ctrl-C again to quit");
+        } else {
+            app.flash("Ctrl-C again to quit");
+        }
+        return;
+    }
+    if let Some(a) = app.approvals.front().cloned() {
+        approval_key(app, &a, k);
+        return;
+    }
+    if let Some(scroll) = app.help {
+        match k.code {
+            KeyCode::Up | KeyCode::Char('k') => app.help = Some(scroll.saturating_sub(1)),
+            KeyCode::Down | KeyCode::Char('j') => app.help = Some(scroll.saturating_add(1)),
+            KeyCode::PageUp => app.help = Some(scroll.saturating_sub(10)),
+            KeyCode::PageDown => app.help = Some(scroll.saturating_add(10)),
+            _ => app.help = None,
+        }
+        return;
+    }
+    if app.keys.help.matches(&k) {
+        app.help = Some(0);
+        return;
+    }
+    match app.view {
+        View::Chat => chat_key(app, k),
+        View::Trace(_) => trace_key(app, k),
+    }
+}
+
+fn approval_key(app: &mut App, a: &Approval, k: KeyEvent) {
+    let (approved, remember) = match k.code {
+        KeyCode::Char('y') | KeyCode::Enter => (true, false),
+        KeyCode::Char('a') => (true, true),
+        KeyCode::Char('n') | KeyCode::Esc => (false, false),
+        _ => return,
+    };
+    app.approvals.pop_front();
+    if let Some(turn) = app.t.live_reply().map(|r| r.turn) {
+        if let Some(r) = app.t.reply_mut(turn, None) {
+            for p in r.parts.iter_mut() {
+                if let Part::Tool(c) = p {
+                    if c.id == a.id {
+                        c.state = if approved {
+                            ToolState::Running
+                        } else {
+                            ToolState::Done {
+                                ok: false,
+                                output: "denied".into(),
+                                duration_ms: 0,
+                            }
+                        };
+                    }
+                }
+            }
+        }
+    }
+    app.send(Op::Approve {
+        id: a.id.clone(),
+        approved,
+        remember,
+    });
+    app.flash(match (approved, remember) {
+        (true, true) => format!("{} approved for this session", a.name),
+        (true, false) => format!("{} approved once", a.name),
+        _ => format!("{} denied", a.name),
+    });
+}
+
+fn chat_key(app: &mut App, k: KeyEvent) {
+    let keys = app.keys.clone();
+    let m = k.modifiers;
+    if keys.fold.matches(&k) {
+        if let Some(turn) = app.focused_turn() {
+            if let Some(r) = app.t.reply_mut(turn, None) {
+                r.expanded = Some(r.folded());
+            }
+        }
+        return;
+    }
+    if keys.trace.matches(&k) {
+        match app.focused_turn() {
+            Some(turn) => {
+                app.view = View::Trace(TraceView {
+                    turn,
+                    version: None,
+                    step: None,
+                    entropy: false,
+                    compare: false,
+                    branch_input: None,
+                })
+            }
+            None => app.flash("no reply yet to explore"),
+        }
+        return;
+    }
+    if keys.pause.matches(&k) {
+        toggle_pause(app);
+        return;
+    }
+    if keys.focus_prev.matches(&k) || keys.focus_next.matches(&k) {
+        let n = app.t.turns.len();
+        if n == 0 {
+            return;
+        }
+        let cur = app.focused_turn().unwrap_or(n - 1);
+        let next = if keys.focus_prev.matches(&k) {
+            cur.saturating_sub(1)
+        } else {
+            (cur + 1).min(n - 1)
+        };
+        app.focus = Some(next);
+        // Bring the focused reply into view.
+        if let Some(&entry) = app.t.turns.get(next) {
+            let h = app.chat_height();
+            app.scroll = Scroll::At { entry, line: 0 };
+            if view::chat::fits_below(app, app.size.0, entry, 0, h) {
+                app.scroll = Scroll::Follow;
+            }
+        }
+        return;
+    }
+    let popup = app.popup_open();
+    match k.code {
+        KeyCode::Char('?') if app.composer.is_empty() => app.help = Some(0),
+        KeyCode::Esc => {
+            if app.generating() {
+                app.send(Op::Cancel);
+                app.flash("stopped");
+            } else if popup {
+                app.popup_closed = true;
+            } else if app.focus.is_some() {
+                app.focus = None;
+            } else {
+                app.scroll = Scroll::Follow;
+            }
+        }
+        KeyCode::Enter
+            if m.intersects(KeyModifiers::SHIFT | KeyModifiers::ALT | KeyModifiers::CONTROL) =>
+        {
+            app.composer.insert('\n')
+        }
+        KeyCode::Char('j') if m.contains(KeyModifiers::CONTROL) => app.composer.insert('\n'),
+        KeyCode::Enter => {
+            if popup && complete(app) {
+                return;
+            }
+            submit(app);
+        }
+        KeyCode::Tab if popup => {
+            complete(app);
+        }
+        KeyCode::Up if popup => app.popup = app.popup.saturating_sub(1),
+        KeyCode::Down if popup => app.popup += 1,
+        KeyCode::Up => {
+            if app.composer.on_first_line() {
+                history(app, -1);
+            } else {
+                app.composer.vertical(-1);
+            }
+        }
+        KeyCode::Down => {
+            if app.composer.on_last_line() {
+                history(app, 1);
+            } else {
+                app.composer.vertical(1);
+            }
+        }
+        KeyCode::PageUp => {
+            let h = app.chat_height() as i64;
+            app.scroll_by(-(h - 2).max(1));
+        }
+        KeyCode::PageDown => {
+            let h = app.chat_height() as i64;
+            app.scroll_by((h - 2).max(1));
+        }
+        KeyCode::Home if m.contains(KeyModifiers::CONTROL) && !app.t.entries.is_empty() => {
+            app.scroll = Scroll::At { entry: 0, line: 0 };
+        }
+        KeyCode::End if m.contains(KeyModifiers::CONTROL) => app.scroll = Scroll::Follow,
+        KeyCode::Left => app.composer.left(),
+        KeyCode::Right => app.composer.right(),
+        KeyCode::Home => app.composer.home(),
+        KeyCode::End => app.composer.end(),
+        KeyCode::Backspace => {
+            app.composer.backspace();
+            app.popup_closed = false;
+        }
+        KeyCode::Delete => app.composer.delete(),
+        KeyCode::Char('a') if m.contains(KeyModifiers::CONTROL) => app.composer.home(),
+        KeyCode::Char('e') if m.contains(KeyModifiers::CONTROL) => app.composer.end(),
+        KeyCode::Char('u') if m.contains(KeyModifiers::CONTROL) => {
+            app.composer.take();
+        }
+        KeyCode::Char('w') if m.contains(KeyModifiers::CONTROL) => app.composer.delete_word(),
+        KeyCode::Char(c) if !m.intersects(KeyModifiers::CONTROL | KeyModifiers::ALT) => {
+            app.composer.insert(c);
+            app.hist_pos = None;
+            if c == '/' && app.composer.text() == "/" {
+                app.popup = 0;
+                app.popup_closed = false;
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Completes the selected command in the popup; true when the text changed.
+fn complete(app: &mut App) -> bool {
+    let (items, sel) = app.popup_view();
+    let Some(c) = items.get(sel) else {
+        return false;
+    };
+    let typed = app.composer.text().to_string();
+    if typed == c.name {
+        return false;
+    }
+    let text = if c.args.is_empty() {
+        c.name.to_string()
+    } else {
+        format!("{} ", c.name)
+    };
+    app.composer.set(&text);
+    true
+}
+
+fn history(app: &mut App, dir: i32) {
+    if app.history.is_empty() {
+        return;
+    }
+    let n = app.history.len();
+    let next = match (app.hist_pos, dir) {
+        (None, d) if d < 0 => {
+            app.hist_draft = app.composer.text().to_string();
+            Some(n - 1)
+        }
+        (None, _) => return,
+        (Some(p), d) if d < 0 => Some(p.saturating_sub(1)),
+        (Some(p), _) if p + 1 < n => Some(p + 1),
+        (Some(_), _) => None,
+    };
+    app.hist_pos = next;
+    match next {
+        Some(p) => {
+            let t = app.history[p].clone();
+            app.composer.set(&t);
+        }
+        None => {
+            let d = std::mem::take(&mut app.hist_draft);
+            app.composer.set(&d);
+        }
+    }
+}
+
+fn submit(app: &mut App) {
+    let text = app.composer.text().to_string();
+    if text.trim().is_empty() {
+        return;
+    }
+    if text.starts_with('/') {
+        app.composer.take();
+        push_history(app, &text);
+        command(app, text.trim());
+        return;
+    }
+    if app.generating() {
+        app.flash("a reply is still coming — Esc stops it");
+        return;
+    }
+    app.composer.take();
+    push_history(app, &text);
+    app.scroll = Scroll::Follow;
+    app.focus = None;
+    app.send(Op::UserMessage { text });
+}
+
+fn push_history(app: &mut App, text: &str) {
+    app.hist_pos = None;
+    if app.history.last().map(String::as_str) != Some(text) {
+        app.history.push(text.to_string());
+    }
+}
+
+fn command(app: &mut App, line: &str) {
+    let c = match commands::parse(line) {
+        Ok(c) => c,
+        Err(e) => {
+            app.flash(e);
+            return;
+        }
+    };
+    match c {
+        Command::Help => app.help = Some(0),
+        Command::Quit => app.quit = true,
+        Command::Think { mode, budget } => {
+            if let Some(m) = mode {
+                app.think_mode = m;
+            }
+            if let Some(b) = budget {
+                app.think_budget = b;
+            }
+            let op = Op::SetThinking {
+                mode: app.think_mode.clone(),
+                budget: app.think_budget,
+            };
+            app.send(op);
+        }
+        Command::Model => {
+            let i = &app.info;
+            let on_disk: Vec<String> = aha_engine::registry::list_rows()
+                .into_iter()
+                .filter(|r| r.1)
+                .map(|r| r.0)
+                .collect();
+            let msg = format!(
+                "model {} on {} · context {} tokens · {} · downloaded: {} (start `aha --model NAME` to use another)",
+                i.model,
+                i.device,
+                i.context_length,
+                if i.reasoning { "reasons before answering" } else { "answers directly (/think on makes it reason)" },
+                if on_disk.is_empty() { "none".to_string() } else { on_disk.join(", ") }
+            );
+            app.t.notice(msg);
+        }
+        Command::Clear => {
+            if app.generating() {
+                app.send(Op::Cancel);
+            }
+            app.send(Op::Clear);
+            app.flash("conversation cleared");
+        }
+        Command::Save => app.effects.push(Effect::Save),
+        Command::Export(p) => app.effects.push(Effect::Export(p)),
+        Command::Resume(id) => {
+            if app.generating() {
+                app.flash("a reply is still coming — Esc stops it first");
+            } else {
+                app.effects.push(Effect::Resume(id));
+            }
+        }
+        Command::Approve(p) => app.send(Op::SetPolicy { policy: p }),
+        Command::Undo => app.send(Op::Undo),
+        Command::Diff => app.send(Op::Diff),
+        Command::Tools => app.send(Op::Tools),
+        Command::Index(paths) => {
+            app.t
+                .notice("indexing… (the summary follows when it is done)".to_string());
+            app.send(Op::Index { paths })
+        }
+        Command::Search(query) => app.send(Op::Search { query }),
+        Command::Open(path, line) => app.effects.push(Effect::Open(path, line)),
+        Command::NotYet(name) => app.t.notice(format!("{name} is not available yet")),
+    }
+}
+
+fn toggle_pause(app: &mut App) {
+    match app.t.live_reply() {
+        Some(r) if r.paused => app.send(Op::Resume),
+        Some(_) => app.send(Op::Pause),
+        None => app.flash("nothing is generating"),
+    }
+}
+
+/// The reply the trace explorer shows: (turn, version).
+pub fn trace_target(app: &App) -> Option<(usize, usize)> {
+    let View::Trace(tv) = &app.view else {
+        return None;
+    };
+    let (versions, active) = app.t.versions(tv.turn)?;
+    let v = tv
+        .version
+        .unwrap_or(active)
+        .min(versions.len().saturating_sub(1));
+    Some((tv.turn, v))
+}
+
+fn move_step(app: &mut App, d: i64) {
+    let Some((turn, v)) = trace_target(app) else {
+        return;
+    };
+    let n = app
+        .t
+        .versions(turn)
+        .and_then(|(vs, _)| vs.get(v))
+        .map_or(0, |r| steps::steps(&r.tokens).len());
+    let View::Trace(tv) = &mut app.view else {
+        return;
+    };
+    if n == 0 {
+        return;
+    }
+    let cur = tv.step.unwrap_or(n - 1).min(n - 1) as i64;
+    let next = (cur + d).clamp(0, n as i64 - 1) as usize;
+    tv.step = Some(next);
+}
+
+fn trace_key(app: &mut App, k: KeyEvent) {
+    let keys = app.keys.clone();
+    let Some((turn, v)) = trace_target(app) else {
+        app.view = View::Chat;
+        return;
+    };
+    // Typing the text to insert at a branch.
+    if let View::Trace(TraceView {
+        branch_input: Some(c),
+        ..
+    }) = &mut app.view
+    {
+        match k.code {
+            KeyCode::Esc => {
+                if let View::Trace(tv) = &mut app.view {
+                    tv.branch_input = None;
+                }
+            }
+            KeyCode::Enter => branch(app, turn, v),
+            KeyCode::Backspace => c.backspace(),
+            KeyCode::Left => c.left(),
+            KeyCode::Right => c.right(),
+            KeyCode::Char(ch)
+                if !k
+                    .modifiers
+                    .intersects(KeyModifiers::CONTROL | KeyModifiers::ALT) =>
+            {
+                c.insert(ch)
+            }
+            _ => {}
+        }
+        return;
+    }
+    let live = app.t.live_reply().is_some_and(|r| r.turn == turn);
+    let reply = app.t.versions(turn).and_then(|(vs, _)| vs.get(v)).cloned();
+    let nversions = app.t.versions(turn).map_or(0, |(vs, _)| vs.len());
+    let View::Trace(tv) = &mut app.view else {
+        return;
+    };
+    if k.code == KeyCode::Esc || k.code == KeyCode::Char('q') {
+        if tv.compare {
+            tv.compare = false;
+        } else {
+            app.view = View::Chat;
+        }
+        return;
+    }
+    if keys.trace_pause.matches(&k) {
+        if live {
+            toggle_pause(app);
+        } else {
+            app.flash("this turn is not generating");
+        }
+        return;
+    }
+    if keys.step.matches(&k) {
+        if live {
+            app.send(Op::Step);
+            if let View::Trace(tv) = &mut app.view {
+                tv.step = None;
+            }
+        } else {
+            app.flash("this turn is not generating");
+        }
+        return;
+    }
+    if keys.stop.matches(&k) {
+        if live {
+            app.send(Op::Cancel);
+            app.flash("stopped");
+        }
+        return;
+    }
+    if keys.entropy.matches(&k) {
+        tv.entropy = !tv.entropy;
+        return;
+    }
+    if keys.compare.matches(&k) {
+        if nversions < 2 {
+            app.flash("no branches of this turn yet — b branches at the selected step");
+        } else {
+            tv.compare = !tv.compare;
+        }
+        return;
+    }
+    if keys.branch.matches(&k) {
+        if reply.as_ref().is_none_or(|r| r.tokens.is_empty()) {
+            app.flash("no reasoning to branch from");
+        } else {
+            tv.branch_input = Some(Composer::default());
+        }
+        return;
+    }
+    if keys.budget.matches(&k) {
+        app.think_budget = match app.think_budget {
+            None => Some(256),
+            Some(b) if b < 256 => Some(256),
+            Some(b) if b < 2048 => Some(b * 2),
+            Some(_) => None,
+        };
+        let op = Op::SetThinking {
+            mode: app.think_mode.clone(),
+            budget: app.think_budget,
+        };
+        app.send(op);
+        return;
+    }
+    match k.code {
+        KeyCode::Up | KeyCode::Char('k') => move_step(app, -1),
+        KeyCode::Down | KeyCode::Char('j') => move_step(app, 1),
+        KeyCode::PageUp => move_step(app, -10),
+        KeyCode::PageDown => move_step(app, 10),
+        KeyCode::Home | KeyCode::Char('g') => tv.step = Some(0),
+        KeyCode::End | KeyCode::Char('G') => tv.step = None,
+        KeyCode::Left | KeyCode::Char('h') => tv.version = Some(v.saturating_sub(1)),
+        KeyCode::Right | KeyCode::Char('l') => {
+            tv.version = Some((v + 1).min(nversions.saturating_sub(1)))
+        }
+        KeyCode::Char('?') => app.help = Some(0),
+        _ => {}
+    }
+}
+
+/// Branches turn `turn` at the selected step of version `v`, with the typed text inserted.
+fn branch(app: &mut App, turn: usize, v: usize) {
+    let Some(r) = app.t.versions(turn).and_then(|(vs, _)| vs.get(v)) else {
+        return;
+    };
+    let st = steps::steps(&r.tokens);
+    let View::Trace(tv) = &mut app.view else {
+        return;
+    };
+    let sel = tv.step.unwrap_or(st.len().saturating_sub(1));
+    let cut = st.get(sel).map_or(r.reasoning.len(), |s| s.start);
+    let inserted = tv
+        .branch_input
+        .take()
+        .map(|mut c| c.take())
+        .unwrap_or_default();
+    let kept = r.reasoning.get(..cut).unwrap_or(&r.reasoning);
+    let prefix = format!("<think>\n{kept}{inserted}");
+    let live = r.state == ReplyState::Streaming;
+    tv.version = None;
+    tv.step = None;
+    tv.compare = false;
+    if live {
+        app.send(Op::Cancel);
+    }
+    app.send(Op::Branch { turn, prefix });
+    app.flash(format!("branching turn {} at step {}", turn + 1, sel + 1));
+}

@@ -1,0 +1,242 @@
+//! The `[ui]` section of aha's config file (`$AHA_CONFIG`, else `~/.config/aha/config.toml`):
+//! default model, thinking and sampling for the workbench, colours and key bindings. Unknown
+//! keys are errors that name the key, not silent defaults.
+
+use super::keymap::Keymap;
+use super::theme::{parse_color, Theme};
+use aha_protocol::sampling::SamplingParams;
+use anyhow::{anyhow, Context, Result};
+use serde::Deserialize;
+use std::path::PathBuf;
+
+/// The workbench's settings.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UiConfig {
+    /// Model to open when `--model` is not given.
+    pub model: Option<String>,
+    /// Thinking mode at start: auto, on or off.
+    pub think: Option<String>,
+    /// Thinking budget in tokens at start (0 = none).
+    pub think_budget: Option<usize>,
+    /// Tokens per reply (reasoning and answer together).
+    pub max_tokens: Option<usize>,
+    /// Most frames drawn per second while output streams.
+    pub fps: Option<u32>,
+    /// A system prompt.
+    pub system: Option<String>,
+    /// Sampling overrides (unset = the model's recommended value), over the file's `[sampling]`.
+    pub sampling: aha_protocol::sampling::SamplingConfig,
+    pub colors: ColorConfig,
+    pub keys: KeysConfig,
+}
+
+/// Colours: names (`cyan`, `darkgray`), `#rrggbb` or 0–255.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ColorConfig {
+    pub user: Option<String>,
+    pub reasoning: Option<String>,
+    pub accent: Option<String>,
+    pub error: Option<String>,
+    pub ok: Option<String>,
+    pub dim: Option<String>,
+    pub code: Option<String>,
+    pub status_bg: Option<String>,
+    pub status_fg: Option<String>,
+    /// Four colours from most to least confident.
+    pub heat: Option<Vec<String>>,
+}
+
+/// Key bindings by name (see the help overlay): `fold = "ctrl-o"`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KeysConfig {
+    pub fold: Option<String>,
+    pub trace: Option<String>,
+    pub help: Option<String>,
+    pub pause: Option<String>,
+    pub focus_prev: Option<String>,
+    pub focus_next: Option<String>,
+    pub trace_pause: Option<String>,
+    pub step: Option<String>,
+    pub stop: Option<String>,
+    pub branch: Option<String>,
+    pub entropy: Option<String>,
+    pub compare: Option<String>,
+    pub budget: Option<String>,
+}
+
+impl UiConfig {
+    /// Reads the `[ui]` table itself.
+    pub fn from_table(t: &toml::Table) -> Result<Self> {
+        let c: UiConfig = toml::Value::Table(t.clone())
+            .try_into()
+            .map_err(|e| anyhow!("[ui]: {e}"))?;
+        c.validate()?;
+        Ok(c)
+    }
+
+    /// Reads the `[ui]` section of a whole config file (other sections belong to others).
+    pub fn from_file_text(text: &str) -> Result<Self> {
+        let t: toml::Table = text.parse().map_err(|e| anyhow!("{e}"))?;
+        match t.get("ui") {
+            None => Ok(Self::default()),
+            Some(toml::Value::Table(ui)) => Self::from_table(ui),
+            Some(_) => Err(anyhow!("`ui` must be a table ([ui])")),
+        }
+    }
+
+    /// The config file's path: `$AHA_CONFIG`, else `<config dir>/aha/config.toml`.
+    pub fn path() -> Option<PathBuf> {
+        if let Some(p) = std::env::var_os("AHA_CONFIG") {
+            return Some(PathBuf::from(p));
+        }
+        dirs::config_dir().map(|d| d.join("aha").join("config.toml"))
+    }
+
+    /// Loads the config file; a missing file is the defaults.
+    pub fn load() -> Result<Self> {
+        let Some(p) = Self::path() else {
+            return Ok(Self::default());
+        };
+        match std::fs::read_to_string(&p) {
+            Ok(text) => Self::from_file_text(&text).with_context(|| format!("in {}", p.display())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Self::default()),
+            Err(e) => Err(anyhow!("cannot read {}: {e}", p.display())),
+        }
+    }
+
+    fn validate(&self) -> Result<()> {
+        if let Some(t) = &self.think {
+            if !matches!(t.as_str(), "auto" | "on" | "off") {
+                return Err(anyhow!("[ui] think = \"{t}\": use auto, on or off"));
+            }
+        }
+        self.theme()?;
+        self.keymap()?;
+        Ok(())
+    }
+
+    /// The theme with the configured colours.
+    pub fn theme(&self) -> Result<Theme> {
+        let mut th = Theme::default();
+        let c = &self.colors;
+        let set =
+            |slot: &mut ratatui::style::Color, name: &str, v: &Option<String>| -> Result<()> {
+                if let Some(v) = v {
+                    *slot = parse_color(v).ok_or_else(|| {
+                        anyhow!("[ui.colors] {name} = \"{v}\": not a colour name, #rrggbb or 0-255")
+                    })?;
+                }
+                Ok(())
+            };
+        set(&mut th.user, "user", &c.user)?;
+        set(&mut th.reasoning, "reasoning", &c.reasoning)?;
+        set(&mut th.accent, "accent", &c.accent)?;
+        set(&mut th.error, "error", &c.error)?;
+        set(&mut th.ok, "ok", &c.ok)?;
+        set(&mut th.dim, "dim", &c.dim)?;
+        set(&mut th.code, "code", &c.code)?;
+        set(&mut th.status_bg, "status_bg", &c.status_bg)?;
+        set(&mut th.status_fg, "status_fg", &c.status_fg)?;
+        if let Some(h) = &c.heat {
+            if h.len() != 4 {
+                return Err(anyhow!(
+                    "[ui.colors] heat: give four colours, most confident first"
+                ));
+            }
+            for (i, v) in h.iter().enumerate() {
+                set(&mut th.heat[i], "heat", &Some(v.clone()))?;
+            }
+        }
+        Ok(th)
+    }
+
+    /// The key bindings with the configured changes.
+    pub fn keymap(&self) -> Result<Keymap> {
+        let mut m = Keymap::default();
+        let k = &self.keys;
+        for (name, v) in [
+            ("fold", &k.fold),
+            ("trace", &k.trace),
+            ("help", &k.help),
+            ("pause", &k.pause),
+            ("focus_prev", &k.focus_prev),
+            ("focus_next", &k.focus_next),
+            ("trace_pause", &k.trace_pause),
+            ("step", &k.step),
+            ("stop", &k.stop),
+            ("branch", &k.branch),
+            ("entropy", &k.entropy),
+            ("compare", &k.compare),
+            ("budget", &k.budget),
+        ] {
+            if let Some(v) = v {
+                m.set(name, v).map_err(|e| anyhow!(e))?;
+            }
+        }
+        Ok(m)
+    }
+
+    /// The configured sampling over the model's defaults.
+    pub fn sampling(&self, base: SamplingParams) -> SamplingParams {
+        self.sampling.apply(base)
+    }
+
+    /// Whether any sampling value is set.
+    pub fn has_sampling(&self) -> bool {
+        self.sampling.is_set()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_the_ui_section_and_ignores_the_others() {
+        let c = UiConfig::from_file_text(
+            r##"
+            [engine]
+            whatever = 1
+            [ui]
+            model = "smollm2-135m"
+            think = "on"
+            think_budget = 256
+            [ui.sampling]
+            temperature = 0.2
+            [ui.colors]
+            user = "#00ff00"
+            heat = ["green", "yellow", "208", "red"]
+            [ui.keys]
+            fold = "f2"
+            "##,
+        )
+        .unwrap();
+        assert_eq!(c.model.as_deref(), Some("smollm2-135m"));
+        assert_eq!(c.think_budget, Some(256));
+        assert_eq!(c.keymap().unwrap().fold.to_string(), "F2");
+        assert_eq!(
+            c.theme().unwrap().user,
+            ratatui::style::Color::Rgb(0, 255, 0)
+        );
+        assert_eq!(c.sampling(SamplingParams::greedy()).temperature, 0.2);
+        assert_eq!(UiConfig::from_file_text("").unwrap(), UiConfig::default());
+    }
+
+    #[test]
+    fn typos_are_errors_that_name_the_key() {
+        let e = UiConfig::from_file_text("[ui]\nthemee = 1\n").unwrap_err();
+        assert!(format!("{e:#}").contains("themee"), "{e:#}");
+        let e = UiConfig::from_file_text("[ui.colors]\nuser = \"mauve\"\n").unwrap_err();
+        assert!(format!("{e:#}").contains("user = \"mauve\""), "{e:#}");
+        let e = UiConfig::from_file_text("[ui.keys]\nfold = \"hyper-x\"\n").unwrap_err();
+        assert!(format!("{e:#}").contains("fold"), "{e:#}");
+        let e = UiConfig::from_file_text("[ui]\nthink = \"maybe\"\n").unwrap_err();
+        assert!(format!("{e:#}").contains("auto, on or off"), "{e:#}");
+        let mut t = toml::Table::new();
+        t.insert("fps".into(), toml::Value::Integer(20));
+        assert_eq!(UiConfig::from_table(&t).unwrap().fps, Some(20));
+    }
+}

@@ -1,0 +1,379 @@
+//! The trace explorer: one reply's reasoning split into steps (tokens, time, mean confidence,
+//! self-corrections), its tokens coloured by the probability the model gave them (or by
+//! entropy), live pause/step/stop, branching from a step, and two versions side by side.
+
+use aha_session::transcript::{Reply, ReplyState, Tok};
+use crate::app::{trace_target, App, View};
+use crate::steps::{self, Step};
+use crate::text::{pad, str_width, truncate, wrap, wrap_text};
+use crate::theme::Theme;
+use ratatui::layout::Rect;
+use ratatui::style::{Modifier, Style};
+use ratatui::text::{Line, Span};
+use ratatui::Frame;
+
+/// Draws the explorer in `area`.
+pub fn draw(app: &App, f: &mut Frame, area: Rect) {
+    let View::Trace(tv) = &app.view else {
+        return;
+    };
+    let Some((turn, v)) = trace_target(app) else {
+        return;
+    };
+    let Some((versions, active)) = app.t.versions(turn) else {
+        return;
+    };
+    let Some(r) = versions.get(v) else {
+        return;
+    };
+    let th = &app.theme;
+    let st = steps::steps(&r.tokens);
+    let sel = tv
+        .step
+        .unwrap_or(st.len().saturating_sub(1))
+        .min(st.len().saturating_sub(1));
+    let buf = f.buffer_mut();
+    // Header: what is shown and its state; then the legend.
+    let state = if r.paused {
+        "⏸ paused".to_string()
+    } else {
+        match r.state {
+            ReplyState::Streaming if r.thinking() => "● thinking".into(),
+            ReplyState::Streaming => "● answering".into(),
+            ReplyState::Done => "done".into(),
+            ReplyState::Cancelled => "stopped".into(),
+            ReplyState::Failed => "failed".into(),
+            ReplyState::Interrupted => "interrupted".into(),
+        }
+    };
+    let mut head = format!(
+        "Trace · turn {} · version {}/{}{}",
+        turn + 1,
+        v + 1,
+        versions.len(),
+        if v == active { "" } else { " (not active)" }
+    );
+    if let Some(b) = &r.branch {
+        head.push_str(&format!(" · branch of v{}", b.parent + 1));
+    }
+    let budget = app
+        .think_budget
+        .map_or("off".to_string(), |b| format!("{b} tokens"));
+    head.push_str(&format!(
+        " · {state} · {} tokens · {} · {} · next-turn budget {budget}",
+        r.tokens.len(),
+        plural(st.len(), "step"),
+        plural(
+            st.iter().filter(|s| s.correction).count(),
+            "self-correction"
+        )
+    ));
+    let w = area.width as usize;
+    let mut y = area.y;
+    for l in wrap_text(&head, th.accent().add_modifier(Modifier::BOLD), w, &[], &[])
+        .iter()
+        .take(2)
+    {
+        buf.set_line(area.x, y, l, area.width);
+        y += 1;
+    }
+    buf.set_line(area.x, y, &legend(th, tv.entropy), area.width);
+    y += 1;
+    let footer_h = if tv.branch_input.is_some() { 2 } else { 1 };
+    let body = Rect::new(
+        area.x,
+        y,
+        area.width,
+        area.bottom().saturating_sub(y).saturating_sub(footer_h),
+    );
+    if tv.compare && versions.len() > 1 {
+        let other = r
+            .branch
+            .as_ref()
+            .map_or(if v == 0 { 1 } else { v - 1 }, |b| b.parent);
+        compare(
+            app,
+            f,
+            body,
+            &versions[other.min(versions.len() - 1)],
+            other,
+            r,
+            v,
+        );
+    } else if body.height > 0 {
+        if area.width >= 80 {
+            let lw = (area.width * 2 / 5).clamp(30, 56);
+            let left = Rect::new(body.x, body.y, lw, body.height);
+            let right = Rect::new(body.x + lw + 1, body.y, body.width - lw - 1, body.height);
+            step_list(app, f, left, r, &st, sel);
+            let buf = f.buffer_mut();
+            for yy in body.y..body.bottom() {
+                buf.set_string(body.x + lw, yy, "│", th.dim());
+            }
+            heat(app, f, right, r, &st, sel, tv.entropy);
+        } else {
+            let lh = (body.height / 3).max(2).min(body.height);
+            step_list(
+                app,
+                f,
+                Rect::new(body.x, body.y, body.width, lh),
+                r,
+                &st,
+                sel,
+            );
+            let hr = Rect::new(body.x, body.y + lh, body.width, body.height - lh);
+            heat(app, f, hr, r, &st, sel, tv.entropy);
+        }
+    }
+    let buf = f.buffer_mut();
+    let fy = area.bottom().saturating_sub(footer_h);
+    if let Some(c) = &tv.branch_input {
+        let label = format!("Branch at step {} — text to insert (optional): ", sel + 1);
+        buf.set_string(area.x, fy, truncate(&label, w), th.accent());
+        let lx = (str_width(&label) as u16).min(area.width.saturating_sub(10));
+        let room = (area.width - lx) as usize;
+        let (rows, (_, cc)) = c.layout(room.max(2) * 4);
+        let text = rows.join(" ");
+        let shown = if str_width(&text) >= room {
+            truncate(&text, room)
+        } else {
+            text
+        };
+        buf.set_string(area.x + lx, fy, &shown, Style::new());
+        f.set_cursor_position((area.x + lx + (cc.min(room.saturating_sub(1))) as u16, fy));
+        let buf = f.buffer_mut();
+        buf.set_string(
+            area.x,
+            fy + 1,
+            truncate("Enter branches from here (the engine keeps the shared prefix in its cache) · Esc cancels", w),
+            th.dim(),
+        );
+    } else {
+        let k = &app.keys;
+        let hints = format!(
+            "{} pause/resume · {} step · {} stop · {} branch · {} entropy · {} compare · {} budget · ←→ version · Esc back",
+            k.trace_pause, k.step, k.stop, k.branch, k.entropy, k.compare, k.budget
+        );
+        buf.set_string(area.x, fy, truncate(&hints, w), th.dim());
+    }
+}
+
+fn plural(n: usize, what: &str) -> String {
+    format!("{n} {what}{}", if n == 1 { "" } else { "s" })
+}
+
+fn legend(th: &Theme, entropy: bool) -> Line<'static> {
+    let (title, labels) = if entropy {
+        ("entropy", ["<0.5", "0.5–1.5", "1.5–3", ">3 nats"])
+    } else {
+        ("confidence", ["≥90%", "60–90%", "30–60%", "<30%"])
+    };
+    let mut spans = vec![Span::styled(format!("{title} "), th.dim())];
+    for (i, l) in labels.iter().enumerate() {
+        spans.push(Span::styled("■ ", Style::new().fg(th.heat[i])));
+        spans.push(Span::styled(format!("{l}  "), th.dim()));
+    }
+    spans.push(Span::styled("■ ", th.dim()));
+    spans.push(Span::styled("not sampled", th.dim()));
+    Line::from(spans)
+}
+
+fn step_row(r: &Reply, s: &Step, k: usize, width: usize) -> String {
+    let stats = steps::stats(&r.tokens, s, r.started_ms);
+    let conf = stats
+        .confidence
+        .map_or("  – ".to_string(), |c| format!("{:>3.0}%", c * 100.0));
+    let mark = if s.correction { "✎" } else { " " };
+    let inherited = r.tokens[s.tok_start.min(r.tokens.len())..s.tok_end.min(r.tokens.len())]
+        .iter()
+        .all(|t| t.inherited)
+        && s.tokens() > 0;
+    let text: String = r
+        .reasoning
+        .get(s.start..s.end)
+        .unwrap_or("")
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
+    let head = format!(
+        "{:>3} {mark}{} {:>4}t {:>5.1}s {conf} ",
+        k + 1,
+        if inherited { "=" } else { " " },
+        s.tokens(),
+        stats.ms as f64 / 1000.0,
+    );
+    let room = width.saturating_sub(str_width(&head));
+    format!("{head}{}", truncate(&text, room))
+}
+
+fn step_list(app: &App, f: &mut Frame, area: Rect, r: &Reply, st: &[Step], sel: usize) {
+    let th = &app.theme;
+    let h = area.height as usize;
+    if h == 0 {
+        return;
+    }
+    let first = if sel >= h { sel + 1 - h } else { 0 };
+    let buf = f.buffer_mut();
+    if st.is_empty() || r.tokens.is_empty() {
+        buf.set_string(
+            area.x,
+            area.y,
+            truncate("no reasoning yet", area.width as usize),
+            th.dim(),
+        );
+        return;
+    }
+    for (row, k) in (first..st.len()).take(h).enumerate() {
+        let s = &st[k];
+        let text = pad(&step_row(r, s, k, area.width as usize), area.width as usize);
+        let mut style = if s.correction {
+            th.accent()
+        } else {
+            Style::new()
+        };
+        if k == sel {
+            style = style.add_modifier(Modifier::REVERSED);
+        }
+        buf.set_string(area.x, area.y + row as u16, text, style);
+    }
+}
+
+/// Lines of the coloured trace, and the row where step `sel` starts.
+fn heat_lines(
+    th: &Theme,
+    toks: &[Tok],
+    st: &[Step],
+    sel: usize,
+    entropy: bool,
+    width: usize,
+) -> (Vec<Line<'static>>, usize) {
+    let mut out: Vec<Line<'static>> = Vec::new();
+    let mut cur: Vec<Span<'static>> = Vec::new();
+    let sel_range = st.get(sel).map_or(0..0, |s| s.tok_start..s.tok_end);
+    let mut sel_row = None;
+    for (i, t) in toks.iter().enumerate() {
+        let mut style = if t.inherited && t.logprob.is_none() {
+            th.user()
+        } else if entropy {
+            th.entropy(t.entropy)
+        } else {
+            th.confidence(t.logprob.map(f32::exp))
+        };
+        if sel_range.contains(&i) {
+            style = style.add_modifier(Modifier::UNDERLINED);
+            if sel_row.is_none() {
+                sel_row = Some(out.len());
+            }
+        }
+        let mut parts = t.text.split('\n').peekable();
+        while let Some(p) = parts.next() {
+            if !p.is_empty() {
+                cur.push(Span::styled(p.to_string(), style));
+            }
+            if parts.peek().is_some() {
+                out.extend(wrap(&cur, width, &[], &[]));
+                cur.clear();
+            }
+        }
+    }
+    if !cur.is_empty() {
+        out.extend(wrap(&cur, width, &[], &[]));
+    }
+    (out, sel_row.unwrap_or(0))
+}
+
+fn heat(app: &App, f: &mut Frame, area: Rect, r: &Reply, st: &[Step], sel: usize, entropy: bool) {
+    if area.height == 0 || area.width == 0 {
+        return;
+    }
+    let th = &app.theme;
+    let (lines, sel_row) = heat_lines(th, &r.tokens, st, sel, entropy, area.width as usize);
+    let h = area.height as usize;
+    let following = matches!(&app.view, View::Trace(tv) if tv.step.is_none());
+    let first = if following {
+        lines.len().saturating_sub(h)
+    } else {
+        sel_row.saturating_sub(1).min(lines.len().saturating_sub(h))
+    };
+    let buf = f.buffer_mut();
+    for (i, l) in lines.iter().skip(first).take(h).enumerate() {
+        buf.set_line(area.x, area.y + i as u16, l, area.width);
+    }
+}
+
+fn column(
+    app: &App,
+    r: &Reply,
+    v: usize,
+    label: &str,
+    shared: usize,
+    width: usize,
+) -> Vec<Line<'static>> {
+    let th = &app.theme;
+    let mut out = vec![Line::styled(
+        truncate(&format!("v{} · {label}", v + 1), width),
+        th.accent().add_modifier(Modifier::BOLD),
+    )];
+    let st = steps::steps(&r.tokens);
+    for (k, s) in st.iter().enumerate() {
+        let style = if s.tok_end <= shared {
+            th.dim()
+        } else if s.correction {
+            th.accent()
+        } else {
+            Style::new()
+        };
+        out.push(Line::styled(
+            truncate(&step_row(r, s, k, width), width),
+            style,
+        ));
+    }
+    out.push(Line::styled(
+        truncate(&format!("── answer {}", "─".repeat(width)), width),
+        th.dim(),
+    ));
+    let ans = r.answer();
+    out.extend(wrap_text(
+        if ans.trim().is_empty() {
+            "(no answer)"
+        } else {
+            ans.trim()
+        },
+        Style::new(),
+        width,
+        &[],
+        &[],
+    ));
+    out
+}
+
+fn compare(app: &App, f: &mut Frame, area: Rect, a: &Reply, va: usize, b: &Reply, vb: usize) {
+    let th = &app.theme;
+    let half = area.width.saturating_sub(1) / 2;
+    let shared = b.branch.as_ref().map_or(0, |x| x.kept);
+    let la = if a.branch.is_none() {
+        "original".to_string()
+    } else {
+        "branch".to_string()
+    };
+    let lb = match &b.branch {
+        Some(x) if !x.inserted.trim().is_empty() => {
+            format!("branch, inserted “{}”", x.inserted.trim())
+        }
+        Some(_) => "branch".to_string(),
+        None => "original".to_string(),
+    };
+    let left = column(app, a, va, &la, shared, half as usize);
+    let right = column(app, b, vb, &lb, shared, half as usize);
+    let buf = f.buffer_mut();
+    for i in 0..area.height as usize {
+        let y = area.y + i as u16;
+        if let Some(l) = left.get(i) {
+            buf.set_line(area.x, y, l, half);
+        }
+        buf.set_string(area.x + half, y, "│", th.dim());
+        if let Some(l) = right.get(i) {
+            buf.set_line(area.x + half + 1, y, l, half);
+        }
+    }
+}
