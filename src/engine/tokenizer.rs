@@ -314,3 +314,43 @@ pub fn byte_symbol(b: u8) -> char {
     char::from_u32(256 + n).unwrap_or('?')
 }
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn strs(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn merges_split_at_the_first_space_and_skip_entries_without_one() {
+        let m = merge_pairs(&strs(&["a b", "ab c d", "nospace"]));
+        assert_eq!(
+            m,
+            vec![
+                ("a".to_string(), "b".to_string()),
+                ("ab".to_string(), "c d".to_string())
+            ]
+        );
+    }
+
+    #[test]
+    fn control_tokens_are_special_and_user_defined_ones_added() {
+        let tokens = strs(&["a", "<s>", "<tool>", "b", "<x>"]);
+        // The last token has no type: normal.
+        let (special, added) = typed_tokens(&tokens, &[1, TYPE_CONTROL, TYPE_USER_DEFINED, 2]);
+        let names = |v: &[AddedToken]| v.iter().map(|t| t.content.clone()).collect::<Vec<_>>();
+        assert_eq!(names(&special), ["<s>"]);
+        assert!(special[0].special);
+        assert_eq!(names(&added), ["<tool>"]);
+        assert!(!added[0].special && !added[0].normalized);
+    }
+
+    #[test]
+    fn a_bpe_tokenizer_encodes_with_its_merges() {
+        let tokens = strs(&["a", "b", "ab"]);
+        let tk = bpe_tokenizer(&tokens, &strs(&["a b"]), "default").unwrap();
+        let ids = tk.encode("ab", false).unwrap().get_ids().to_vec();
+        assert_eq!(ids, [2]);
+    }
+}

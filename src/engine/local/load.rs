@@ -542,3 +542,52 @@ fn hf_block(i: usize, take: &mut dyn FnMut(&str) -> Result<Tensor>) -> Result<Bl
     })
 }
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(json: &str) -> Result<ModelConfig> {
+        let c: serde_json::Value = serde_json::from_str(json).unwrap();
+        hf_config(&c, Path::new("ck"), Path::new("ck/config.json"))
+    }
+
+    #[test]
+    fn hf_config_reads_sizes_and_fills_defaults() {
+        let c = cfg(
+            r#"{"architectures": ["LlamaForCausalLM"], "num_attention_heads": 8,
+            "hidden_size": 512, "num_hidden_layers": 4, "max_position_embeddings": 2048,
+            "vocab_size": 1000}"#,
+        )
+        .unwrap();
+        assert_eq!(c.arch, Arch::Llama);
+        assert_eq!((c.n_layer, c.n_head, c.n_kv_head), (4, 8, 8));
+        assert_eq!(
+            (c.n_embd, c.head_dim, c.n_ctx, c.vocab_size),
+            (512, 64, 2048, 1000)
+        );
+        assert_eq!((c.rope_base, c.rms_eps), (10_000.0, 1e-6));
+        assert!(!c.rope_interleaved);
+        let c = cfg(
+            r#"{"model_type": "qwen2", "num_attention_heads": 8, "hidden_size": 512,
+            "num_key_value_heads": 2, "head_dim": 32, "num_hidden_layers": 4,
+            "max_position_embeddings": 2048, "vocab_size": 1000, "rope_theta": 1e6}"#,
+        )
+        .unwrap();
+        assert_eq!(c.arch, Arch::Qwen2);
+        assert_eq!((c.n_kv_head, c.head_dim, c.rope_base), (2, 32, 1e6));
+    }
+
+    #[test]
+    fn hf_config_names_an_unsupported_architecture_or_a_missing_size() {
+        let e = cfg(r#"{"architectures": ["FalconForCausalLM"]}"#).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "ck: architecture `FalconForCausalLM` is not supported; supported: qwen2, llama"
+        );
+        let e = cfg(r#"{"model_type": "llama", "num_attention_heads": 8}"#).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "ck/config.json: config.json lacks hidden_size"
+        );
+    }
+}

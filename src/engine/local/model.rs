@@ -684,3 +684,51 @@ pub fn last_row(logits: &Tensor) -> Result<Vec<f32>> {
     logits.get(n - 1)?.to_vec1::<f32>()
 }
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_call_needs_tokens_and_room_in_the_context() {
+        assert_eq!(check_room(3, 5, 8), None);
+        assert_eq!(
+            check_room(0, 0, 8).as_deref(),
+            Some("forward called with no tokens")
+        );
+        assert_eq!(
+            check_room(4, 5, 8).as_deref(),
+            Some("context full: 5 cached + 4 new tokens exceed the context length 8")
+        );
+    }
+
+    #[test]
+    fn the_mask_hides_each_rows_future() {
+        let inf = f32::NEG_INFINITY;
+        // Two new rows at positions 1 and 2, over keys 0..3.
+        assert_eq!(causal_mask(2, 1), vec![0.0, 0.0, inf, 0.0, 0.0, 0.0]);
+        assert_eq!(causal_mask(1, 3), vec![0.0; 4]);
+    }
+
+    #[test]
+    fn dump_writes_each_call_into_its_own_folder_and_nothing_without_a_dir() {
+        let t = Tensor::new(&[1.5f32, -2.0], &Device::Cpu).unwrap();
+        let off = Dump::new(None);
+        off.next_call();
+        off.write(format_args!("x"), &t).unwrap();
+        assert_eq!(off.call.load(Ordering::Relaxed), 0);
+
+        let dir = tempfile::tempdir().unwrap();
+        let on = Dump::new(Some(dir.path().to_path_buf()));
+        on.next_call();
+        on.write(format_args!("l_out-{}", 3), &t).unwrap();
+        on.next_call();
+        on.write(format_args!("result_norm"), &t).unwrap();
+        let bytes = std::fs::read(dir.path().join("1/l_out-3.bin")).unwrap();
+        let want: Vec<u8> = [1.5f32, -2.0]
+            .iter()
+            .flat_map(|f| f.to_le_bytes())
+            .collect();
+        assert_eq!(bytes, want);
+        assert!(dir.path().join("2/result_norm.bin").is_file());
+    }
+}
