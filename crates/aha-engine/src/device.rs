@@ -1,18 +1,26 @@
 //! Choosing where the model runs: the one place that decides between CPU and CUDA.
 
+use super::options::EngineOptions;
 use anyhow::{bail, Result};
 use candle_core::Device;
 
+/// Resolves `--device` (`auto`, `cpu`, `cuda`, `cuda:N`), with the options the environment sets
+/// ([`EngineOptions::from_env`]).
+pub fn select(spec: &str) -> Result<Device> {
+    select_with(spec, &EngineOptions::from_env())
+}
+
 /// Resolves `--device` (`auto`, `cpu`, `cuda`, `cuda:N`). `auto` prefers CUDA when aha was built
 /// with it and a GPU answers, else the CPU.
-pub fn select(spec: &str) -> Result<Device> {
+pub fn select_with(spec: &str, opts: &EngineOptions) -> Result<Device> {
+    let one_stream = |d| single_stream(d, opts.cuda_events);
     let spec = spec.trim().to_ascii_lowercase();
     match spec.as_str() {
         "cpu" => Ok(Device::Cpu),
         "auto" | "" => {
             if cfg!(feature = "cuda") {
                 if let Ok(d) = Device::new_cuda(0) {
-                    return Ok(single_stream(d));
+                    return Ok(one_stream(d));
                 }
             }
             Ok(Device::Cpu)
@@ -27,7 +35,7 @@ pub fn select(spec: &str) -> Result<Device> {
             if !cfg!(feature = "cuda") {
                 bail!("this aha was built without CUDA: rebuild with `cargo build --release --features cuda` (see tools/build-cuda.sh), or use --device cpu");
             }
-            Device::new_cuda(idx).map(single_stream).map_err(|e| {
+            Device::new_cuda(idx).map(one_stream).map_err(|e| {
                 anyhow::anyhow!("CUDA device {idx} is not available ({e}): check the NVIDIA driver and that a GPU is present, or use --device cpu")
             })
         }
@@ -39,13 +47,13 @@ pub fn select(spec: &str) -> Result<Device> {
 /// its own stream, which puts cudarc in multi-stream mode: every buffer then creates, records
 /// and waits on CUDA events at each use, a dozen driver calls per operation, and a decode step
 /// runs hundreds of small operations. aha runs all of a device's work on that one stream, so the
-/// ordering those events protect is already guaranteed. `AHA_CUDA_EVENTS=1` keeps them (for
-/// comparison).
+/// ordering those events protect is already guaranteed. `cuda_events` (`AHA_CUDA_EVENTS=1`)
+/// keeps them (for comparison).
 #[cfg(feature = "cuda")]
 #[allow(unsafe_code)]
-fn single_stream(d: Device) -> Device {
+fn single_stream(d: Device, cuda_events: bool) -> Device {
     if let Device::Cuda(c) = &d {
-        if std::env::var("AHA_CUDA_EVENTS").as_deref() != Ok("1") {
+        if !cuda_events {
             // SAFETY: called before any tensor exists on this device, and every tensor of it is
             // created and used on the device's single stream (aha creates no other streams).
             unsafe { c.disable_event_tracking() }
@@ -55,7 +63,7 @@ fn single_stream(d: Device) -> Device {
 }
 
 #[cfg(not(feature = "cuda"))]
-fn single_stream(d: Device) -> Device {
+fn single_stream(d: Device, _cuda_events: bool) -> Device {
     d
 }
 

@@ -3,6 +3,7 @@
 pub mod constrain;
 pub mod device;
 pub mod local;
+pub mod options;
 pub mod reasoning;
 pub mod registry;
 pub mod remote;
@@ -269,7 +270,17 @@ impl LocalEngine {
     /// Loads a `.gguf` file or a safetensors checkpoint folder. A parser that panics on a
     /// damaged file (tokenizer, template, weights) gives an error, not a dead program.
     pub fn load(path: &Path, name: &str, device: &Device) -> Result<Self> {
-        aha_protocol::panic::catch_panic(|| Self::load_unguarded(path, name, device)).unwrap_or_else(|e| {
+        Self::load_with(path, name, device, &options::EngineOptions::from_env())
+    }
+
+    /// [`LocalEngine::load`] with the engine's knobs given, not read from the environment.
+    pub fn load_with(
+        path: &Path,
+        name: &str,
+        device: &Device,
+        opts: &options::EngineOptions,
+    ) -> Result<Self> {
+        aha_protocol::panic::catch_panic(|| Self::load_unguarded(path, name, device, opts)).unwrap_or_else(|e| {
             Err(anyhow::anyhow!(
                 "{} cannot be loaded ({}); the file may be damaged: download it again (`aha pull NAME`) or check the path",
                 path.display(),
@@ -278,12 +289,18 @@ impl LocalEngine {
         })
     }
 
-    fn load_unguarded(path: &Path, name: &str, device: &Device) -> Result<Self> {
+    fn load_unguarded(
+        path: &Path,
+        name: &str,
+        device: &Device,
+        opts: &options::EngineOptions,
+    ) -> Result<Self> {
         if device.is_cpu() {
-            local::qkernels::choose().map_err(anyhow::Error::msg)?;
+            local::qkernels::choose(opts).map_err(anyhow::Error::msg)?;
         }
+        local::ggml_math::set_enabled(opts.ggml_numerics());
         let (model, tokenizer, template_src) = if path.is_dir() {
-            let model = local::load::load_safetensors_dir(path, device)?;
+            let model = local::load::load_safetensors_dir_with(path, device, opts)?;
             let tok = TextTokenizer::from_file(&path.join("tokenizer.json"))?;
             let tmpl = std::fs::read_to_string(path.join("tokenizer_config.json"))
                 .ok()
@@ -292,7 +309,7 @@ impl LocalEngine {
             (model, tok, tmpl)
         } else {
             let g = GgufFile::open(path)?;
-            let model = g.load_model(device)?;
+            let model = g.load_model_with(device, opts)?;
             let tok = TextTokenizer::from_gguf(&g)?;
             let tmpl = g.get_str("tokenizer.chat_template").map(str::to_string);
             (model, tok, tmpl)

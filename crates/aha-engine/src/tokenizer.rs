@@ -78,6 +78,64 @@ fn pre_tokenizer(pre: &str) -> Result<(PreTokenizerWrapper, bool)> {
     })
 }
 
+/// `tokenizer.ggml.token_type`: one type per token (normal where absent).
+fn token_types(g: &GgufFile, n: usize) -> Result<Vec<i32>> {
+    Ok(match g.get("tokenizer.ggml.token_type") {
+        Some(v) => v
+            .to_vec()
+            .map_err(|e| anyhow!("token_type: {e}"))?
+            .iter()
+            .map(|x| x.to_i32().unwrap_or(1))
+            .collect(),
+        None => vec![1; n],
+    })
+}
+
+/// GGUF merges (`"a b"`) as pairs; an entry without a space is skipped.
+fn merge_pairs(merges: &[String]) -> Vec<(String, String)> {
+    merges
+        .iter()
+        .filter_map(|m| {
+            m.split_once(' ')
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+        })
+        .collect()
+}
+
+/// A byte-level BPE tokenizer over `tokens` (id: index) and `merges`, with pre-tokenizer `pre`.
+fn bpe_tokenizer(tokens: &[String], merges: &[String], pre: &str) -> Result<Tokenizer> {
+    let vocab: tokenizers::models::bpe::Vocab = tokens
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (t.clone(), i as u32))
+        .collect();
+    let (pt, ignore_merges) = pre_tokenizer(pre)?;
+    let bpe = BPE::builder()
+        .vocab_and_merges(vocab, merge_pairs(merges))
+        .ignore_merges(ignore_merges)
+        .build()
+        .map_err(|e| anyhow!("cannot build BPE: {e}"))?;
+    let mut tk = Tokenizer::new(bpe);
+    tk.with_pre_tokenizer(Some(pt));
+    tk.with_decoder(Some(ByteLevelDecoder::default()));
+    Ok(tk)
+}
+
+/// The tokens to add to the vocabulary by type: control tokens as special ones, user-defined
+/// tokens as plain added ones (not normalised); `(special, added)`.
+fn typed_tokens(tokens: &[String], types: &[i32]) -> (Vec<AddedToken>, Vec<AddedToken>) {
+    let mut special = Vec::new();
+    let mut added = Vec::new();
+    for (i, t) in tokens.iter().enumerate() {
+        match types.get(i).copied().unwrap_or(1) {
+            TYPE_CONTROL => special.push(AddedToken::from(t.clone(), true)),
+            TYPE_USER_DEFINED => added.push(AddedToken::from(t.clone(), false).normalized(false)),
+            _ => {}
+        }
+    }
+    (special, added)
+}
+
 impl TextTokenizer {
     /// Builds the tokenizer described by a GGUF file's `tokenizer.ggml.*` metadata.
     pub fn from_gguf(g: &GgufFile) -> Result<Self> {
@@ -90,51 +148,13 @@ impl TextTokenizer {
         }
         let tokens = strings(g, "tokenizer.ggml.tokens")?;
         let merges = strings(g, "tokenizer.ggml.merges")?;
-        let types: Vec<i32> = match g.get("tokenizer.ggml.token_type") {
-            Some(v) => v
-                .to_vec()
-                .map_err(|e| anyhow!("token_type: {e}"))?
-                .iter()
-                .map(|x| x.to_i32().unwrap_or(1))
-                .collect(),
-            None => vec![1; tokens.len()],
-        };
+        let types = token_types(g, tokens.len())?;
         let pre = g
             .get_str("tokenizer.ggml.pre")
             .unwrap_or("default")
             .to_string();
-        let vocab: tokenizers::models::bpe::Vocab = tokens
-            .iter()
-            .enumerate()
-            .map(|(i, t)| (t.clone(), i as u32))
-            .collect();
-        let merges: Vec<(String, String)> = merges
-            .iter()
-            .filter_map(|m| {
-                m.split_once(' ')
-                    .map(|(a, b)| (a.to_string(), b.to_string()))
-            })
-            .collect();
-        let (pt, ignore_merges) = pre_tokenizer(&pre)?;
-        let bpe = BPE::builder()
-            .vocab_and_merges(vocab, merges)
-            .ignore_merges(ignore_merges)
-            .build()
-            .map_err(|e| anyhow!("cannot build BPE: {e}"))?;
-        let mut tk = Tokenizer::new(bpe);
-        tk.with_pre_tokenizer(Some(pt));
-        tk.with_decoder(Some(ByteLevelDecoder::default()));
-        let mut special = Vec::new();
-        let mut added = Vec::new();
-        for (i, t) in tokens.iter().enumerate() {
-            match types.get(i).copied().unwrap_or(1) {
-                TYPE_CONTROL => special.push(AddedToken::from(t.clone(), true)),
-                TYPE_USER_DEFINED => {
-                    added.push(AddedToken::from(t.clone(), false).normalized(false))
-                }
-                _ => {}
-            }
-        }
+        let mut tk = bpe_tokenizer(&tokens, &merges, &pre)?;
+        let (special, added) = typed_tokens(&tokens, &types);
         tk.add_special_tokens(&special);
         tk.add_tokens(&added);
         let id_tok = |key: &str| -> Option<(u32, String)> {
@@ -292,4 +312,45 @@ pub fn byte_symbol(b: u8) -> char {
         }
     }
     char::from_u32(256 + n).unwrap_or('?')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn strs(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn merges_split_at_the_first_space_and_skip_entries_without_one() {
+        let m = merge_pairs(&strs(&["a b", "ab c d", "nospace"]));
+        assert_eq!(
+            m,
+            vec![
+                ("a".to_string(), "b".to_string()),
+                ("ab".to_string(), "c d".to_string())
+            ]
+        );
+    }
+
+    #[test]
+    fn control_tokens_are_special_and_user_defined_ones_added() {
+        let tokens = strs(&["a", "<s>", "<tool>", "b", "<x>"]);
+        // The last token has no type: normal.
+        let (special, added) = typed_tokens(&tokens, &[1, TYPE_CONTROL, TYPE_USER_DEFINED, 2]);
+        let names = |v: &[AddedToken]| v.iter().map(|t| t.content.clone()).collect::<Vec<_>>();
+        assert_eq!(names(&special), ["<s>"]);
+        assert!(special[0].special);
+        assert_eq!(names(&added), ["<tool>"]);
+        assert!(!added[0].special && !added[0].normalized);
+    }
+
+    #[test]
+    fn a_bpe_tokenizer_encodes_with_its_merges() {
+        let tokens = strs(&["a", "b", "ab"]);
+        let tk = bpe_tokenizer(&tokens, &strs(&["a b"]), "default").unwrap();
+        let ids = tk.encode("ab", false).unwrap().get_ids().to_vec();
+        assert_eq!(ids, [2]);
+    }
 }

@@ -4,17 +4,27 @@
 //!
 //! Each function states the order of operations it reproduces. They are written for clarity over
 //! speed and used where agreement with llama.cpp matters more than the last few per cent of speed
-//! (`AHA_NUMERICS=ggml`, see `Transformer::forward`).
+//! (`AHA_NUMERICS=ggml`, [`crate::options::Numerics::Ggml`], see `Transformer::forward`).
 
 #![allow(unsafe_code)]
 
 use half::f16;
 
-/// `AHA_NUMERICS=ggml`: the forward pass rounds as llama.cpp's CPU backend does everywhere
-/// (f16 cache and attention accumulator, its `expf` in SwiGLU, 8-bit activations in prefill too).
+static ENABLED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Whether the engine loaded last rounds as llama.cpp's CPU backend does everywhere
+/// ([`Numerics::Ggml`]: f16 cache and attention accumulator, its `expf` in SwiGLU, 8-bit
+/// activations in prefill too). For code that holds no model; the forward pass itself asks its
+/// [`Transformer::numerics`](super::model::Transformer::numerics).
+///
+/// [`Numerics::Ggml`]: crate::options::Numerics::Ggml
 pub fn enabled() -> bool {
-    static F: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *F.get_or_init(|| std::env::var("AHA_NUMERICS").as_deref() == Ok("ggml"))
+    ENABLED.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// Records the numerics of the engine being loaded, for [`enabled`].
+pub fn set_enabled(on: bool) {
+    ENABLED.store(on, std::sync::atomic::Ordering::Relaxed);
 }
 
 /// Rounds to the nearest f16 (ties to even) and back.

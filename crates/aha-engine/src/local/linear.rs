@@ -7,18 +7,10 @@ use std::sync::Arc;
 
 /// Rows of input at or above which a quantized weight is dequantized and multiplied with a real
 /// GEMM instead of one quantized mat-vec per row (candle's CPU path), which makes prefill cost
-/// about as much as that many decode steps.
-pub const GEMM_MIN_ROWS: usize = 8;
-
-fn gemm_min_rows() -> usize {
-    static N: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
-    *N.get_or_init(|| {
-        std::env::var("AHA_GEMM_MIN_ROWS")
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(GEMM_MIN_ROWS)
-    })
-}
+/// about as much as that many decode steps. The default of [`EngineOptions::gemm_min_rows`].
+///
+/// [`EngineOptions::gemm_min_rows`]: crate::options::EngineOptions::gemm_min_rows
+pub const GEMM_MIN_ROWS: usize = crate::options::DEFAULT_GEMM_MIN_ROWS;
 
 /// One of aha's kernels over raw GGUF blocks: `(format, weights, rows, cols, xs, out)`.
 type BlockKernel = fn(Format, &[u8], usize, usize, &[f32], &mut [f32]);
@@ -26,15 +18,21 @@ type BlockKernel = fn(Format, &[u8], usize, usize, &[f32], &mut [f32]);
 /// A linear layer without bias, `y = x W^T`, `W` of shape `(out, in)`.
 #[derive(Debug)]
 pub enum Linear {
-    /// GGUF block-quantized weights.
-    Quant { q: Arc<QTensor>, mm: QMatMul },
+    /// GGUF block-quantized weights. `gemm_min_rows`: rows of input on the CPU at or above
+    /// which the weights are dequantized for a real GEMM (prefill); `None`: never.
+    Quant {
+        q: Arc<QTensor>,
+        mm: QMatMul,
+        gemm_min_rows: Option<usize>,
+    },
     /// Plain weights (safetensors, or F16/F32 GGUF tensors), in the activations' dtype.
     Dense(Tensor),
 }
 
 impl Linear {
-    /// Wraps a quantized tensor. F16/F32 tensors are kept dense.
-    pub fn from_qtensor(q: QTensor, dtype: DType) -> Result<Self> {
+    /// Wraps a quantized tensor, multiplied by a dequantized GEMM from `gemm_min_rows` rows of
+    /// input on (see [`Linear::Quant`]). F16/F32 tensors are kept dense.
+    pub fn from_qtensor(q: QTensor, dtype: DType, gemm_min_rows: Option<usize>) -> Result<Self> {
         use candle_core::quantized::GgmlDType;
         match q.dtype() {
             GgmlDType::F32 | GgmlDType::F16 | GgmlDType::BF16 => {
@@ -44,7 +42,11 @@ impl Linear {
             _ => {
                 let q = Arc::new(q);
                 let mm = QMatMul::from_arc(q.clone())?;
-                Ok(Self::Quant { q, mm })
+                Ok(Self::Quant {
+                    q,
+                    mm,
+                    gemm_min_rows,
+                })
             }
         }
     }
@@ -74,10 +76,14 @@ impl Linear {
     /// `x`: `(rows, in)` → `(rows, out)`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         match self {
-            Self::Quant { q, mm } => {
+            Self::Quant {
+                q,
+                mm,
+                gemm_min_rows,
+            } => {
                 let rows = x.dim(0)?;
                 let cpu = x.device().is_cpu();
-                let prompt = rows >= gemm_min_rows() && cpu && !super::ggml_math::enabled();
+                let prompt = gemm_min_rows.is_some_and(|m| rows >= m) && cpu;
                 // aha's kernels on the raw GGUF blocks: `mul(format, w, out, in, xs, y)`.
                 let on_blocks = |f, mul: BlockKernel| {
                     let (out_dim, in_dim) = self.dims();

@@ -1,9 +1,11 @@
 //! Loading models: GGUF files (quantized or not) and safetensors checkpoint directories.
 
 use super::linear::Linear;
-use super::model::{Arch, Block, Embedding, ModelConfig, Transformer};
+use super::model::{Arch, Block, Dump, Embedding, ModelConfig, Transformer};
+use crate::options::EngineOptions;
 use anyhow::{anyhow, bail, Context, Result};
 use candle_core::quantized::gguf_file::{Content, Value};
+use candle_core::quantized::QTensor;
 use candle_core::{DType, Device, Tensor};
 use std::collections::HashMap;
 use std::fs::File;
@@ -77,14 +79,7 @@ impl GgufFile {
 
     /// The model's hyper-parameters, or an error naming what is unsupported or missing.
     pub fn config(&self) -> Result<ModelConfig> {
-        let name = self.arch_name().to_string();
-        let arch = Arch::parse(&name).ok_or_else(|| {
-            anyhow!(
-                "{}: architecture `{name}` is not supported; supported: {}",
-                self.path.display(),
-                Arch::SUPPORTED.join(", ")
-            )
-        })?;
+        let arch = self.arch()?;
         let a = arch.name();
         let need = |k: &str| {
             self.get_usize(&format!("{a}.{k}"))
@@ -98,29 +93,74 @@ impl GgufFile {
         let head_dim = self
             .get_usize(&format!("{a}.attention.key_length"))
             .unwrap_or(n_embd / n_head.max(1));
-        let vocab_size = match self
-            .content
-            .tensor_infos
-            .get("token_embd.weight")
-            .map(|t| t.shape.dims().first())
-        {
-            Some(Some(&n)) => n,
-            Some(None) => bail!(
-                "{}: token_embd.weight has no dimensions",
-                self.path.display()
-            ),
-            None => bail!("{}: no token_embd.weight tensor", self.path.display()),
-        };
+        let vocab_size = self.vocab_size()?;
         if n_head == 0 || n_kv_head == 0 || n_head % n_kv_head != 0 {
             bail!(
                 "{}: bad head counts {n_head}/{n_kv_head}",
                 self.path.display()
             );
         }
-        // Sizes read from metadata decide allocations before any tensor is read: a damaged
-        // header must not ask for terabytes (that aborts the process instead of failing).
         let n_layer = need("block_count")?;
         let n_ctx = need("context_length")?;
+        self.check_sizes(n_layer, n_embd, head_dim, n_ctx)?;
+        Ok(ModelConfig {
+            arch,
+            n_layer,
+            n_head,
+            n_kv_head,
+            n_embd,
+            head_dim,
+            n_ctx,
+            vocab_size,
+            rope_base: self
+                .get_f32(&format!("{a}.rope.freq_base"))
+                .unwrap_or(10_000.0),
+            rms_eps: self
+                .get_f32(&format!("{a}.attention.layer_norm_rms_epsilon"))
+                .unwrap_or(1e-6) as f64,
+            rope_interleaved: arch == Arch::Llama,
+        })
+    }
+
+    /// The architecture, or an error naming the supported ones.
+    fn arch(&self) -> Result<Arch> {
+        let name = self.arch_name();
+        Arch::parse(name).ok_or_else(|| {
+            anyhow!(
+                "{}: architecture `{name}` is not supported; supported: {}",
+                self.path.display(),
+                Arch::SUPPORTED.join(", ")
+            )
+        })
+    }
+
+    /// The vocabulary size: the rows of `token_embd.weight`.
+    fn vocab_size(&self) -> Result<usize> {
+        match self
+            .content
+            .tensor_infos
+            .get("token_embd.weight")
+            .map(|t| t.shape.dims().first())
+        {
+            Some(Some(&n)) => Ok(n),
+            Some(None) => bail!(
+                "{}: token_embd.weight has no dimensions",
+                self.path.display()
+            ),
+            None => bail!("{}: no token_embd.weight tensor", self.path.display()),
+        }
+    }
+
+    /// Sizes read from metadata decide allocations before any tensor is read: a damaged header
+    /// must not ask for terabytes (that aborts the process instead of failing). Checks them
+    /// against the tensor table and sane bounds.
+    fn check_sizes(
+        &self,
+        n_layer: usize,
+        n_embd: usize,
+        head_dim: usize,
+        n_ctx: usize,
+    ) -> Result<()> {
         let blocks = self
             .content
             .tensor_infos
@@ -146,29 +186,19 @@ impl GgufFile {
                 self.path.display()
             );
         }
-        Ok(ModelConfig {
-            arch,
-            n_layer,
-            n_head,
-            n_kv_head,
-            n_embd,
-            head_dim,
-            n_ctx,
-            vocab_size,
-            rope_base: self
-                .get_f32(&format!("{a}.rope.freq_base"))
-                .unwrap_or(10_000.0),
-            rms_eps: self
-                .get_f32(&format!("{a}.attention.layer_norm_rms_epsilon"))
-                .unwrap_or(1e-6) as f64,
-            rope_interleaved: arch == Arch::Llama,
-        })
+        Ok(())
+    }
+
+    /// Loads every weight onto `device`, with the options the environment sets
+    /// ([`EngineOptions::from_env`]).
+    pub fn load_model(&self, device: &Device) -> Result<Transformer> {
+        self.load_model_with(device, &EngineOptions::from_env())
     }
 
     /// Loads every weight onto `device`. Shapes that contradict the metadata can make the
     /// model's constructors panic; that is reported as a broken file, not a crash.
-    pub fn load_model(&self, device: &Device) -> Result<Transformer> {
-        aha_protocol::panic::catch_panic(|| self.load_model_unguarded(device)).unwrap_or_else(|p| {
+    pub fn load_model_with(&self, device: &Device, opts: &EngineOptions) -> Result<Transformer> {
+        aha_protocol::panic::catch_panic(|| self.load_model_unguarded(device, opts)).unwrap_or_else(|p| {
             Err(anyhow!(
                 "{}: the model's weights do not fit together ({p}). The file is damaged or was written wrongly: download it again (`aha pull NAME`).",
                 self.path.display()
@@ -176,10 +206,11 @@ impl GgufFile {
         })
     }
 
-    fn load_model_unguarded(&self, device: &Device) -> Result<Transformer> {
+    fn load_model_unguarded(&self, device: &Device, opts: &EngineOptions) -> Result<Transformer> {
         let cfg = self.config()?;
         // Quantized matmuls take f32 activations on every backend.
         let dtype = DType::F32;
+        let gemm = opts.prefill_gemm_min_rows();
         let f = File::open(&self.path)?;
         let mut r = BufReader::new(f);
         let p = &self.path;
@@ -190,9 +221,9 @@ impl GgufFile {
         };
         let embed_q = t("token_embd.weight")?;
         let output = match self.content.tensor_infos.contains_key("output.weight") {
-            true => Linear::from_qtensor(t("output.weight")?, dtype)?,
+            true => Linear::from_qtensor(t("output.weight")?, dtype, gemm)?,
             // Tied embeddings: the output projection shares the embedding table.
-            false => Linear::from_qtensor(t("token_embd.weight")?, dtype)?,
+            false => Linear::from_qtensor(t("token_embd.weight")?, dtype, gemm)?,
         };
         let embed = Embedding::Quant(Arc::new(embed_q));
         let norm = t("output_norm.weight")?
@@ -200,52 +231,7 @@ impl GgufFile {
             .to_dtype(dtype)?;
         let mut blocks = Vec::with_capacity(cfg.n_layer.min(1024));
         for i in 0..cfg.n_layer {
-            let pre = format!("blk.{i}");
-            let mut lin = |n: &str| -> Result<Linear> {
-                Ok(Linear::from_qtensor(
-                    t(&format!("{pre}.{n}.weight"))?,
-                    dtype,
-                )?)
-            };
-            let wq = lin("attn_q")?;
-            let wk = lin("attn_k")?;
-            let wv = lin("attn_v")?;
-            let wo = lin("attn_output")?;
-            let w_gate = lin("ffn_gate")?;
-            let w_up = lin("ffn_up")?;
-            let w_down = lin("ffn_down")?;
-            let mut vecf = |n: &str| -> Result<Option<Tensor>> {
-                let name = format!("{pre}.{n}");
-                if self.content.tensor_infos.contains_key(&name) {
-                    Ok(Some(t(&name)?.dequantize(device)?.to_dtype(dtype)?))
-                } else {
-                    Ok(None)
-                }
-            };
-            let bq = vecf("attn_q.bias")?;
-            let bk = vecf("attn_k.bias")?;
-            let bv = vecf("attn_v.bias")?;
-            let attn_norm = vecf("attn_norm.weight")?
-                .ok_or_else(|| anyhow!("{}: missing {pre}.attn_norm.weight", p.display()))?;
-            let ffn_norm = vecf("ffn_norm.weight")?
-                .ok_or_else(|| anyhow!("{}: missing {pre}.ffn_norm.weight", p.display()))?;
-            let mut block = Block {
-                attn_norm,
-                wq,
-                wk,
-                wv,
-                bq,
-                bk,
-                bv,
-                wo,
-                ffn_norm,
-                w_gate,
-                w_up,
-                w_down,
-                qkv: None,
-                gate_up: None,
-                q_prescaled: false,
-            };
+            let mut block = self.load_block(i, &mut t, device, dtype, gemm)?;
             block.fuse_dense(cfg.head_dim)?;
             blocks.push(block);
         }
@@ -258,6 +244,67 @@ impl GgufFile {
             device: device.clone(),
             dtype,
             rope_cache: Default::default(),
+            numerics: opts.numerics,
+            dump: Dump::new(opts.dump.clone()),
+        })
+    }
+
+    /// Block `i`'s weights, read with `t` (a tensor by name).
+    fn load_block(
+        &self,
+        i: usize,
+        t: &mut dyn FnMut(&str) -> Result<QTensor>,
+        device: &Device,
+        dtype: DType,
+        gemm_min_rows: Option<usize>,
+    ) -> Result<Block> {
+        let pre = format!("blk.{i}");
+        let p = &self.path;
+        let mut lin = |n: &str| -> Result<Linear> {
+            Ok(Linear::from_qtensor(
+                t(&format!("{pre}.{n}.weight"))?,
+                dtype,
+                gemm_min_rows,
+            )?)
+        };
+        let wq = lin("attn_q")?;
+        let wk = lin("attn_k")?;
+        let wv = lin("attn_v")?;
+        let wo = lin("attn_output")?;
+        let w_gate = lin("ffn_gate")?;
+        let w_up = lin("ffn_up")?;
+        let w_down = lin("ffn_down")?;
+        let mut vecf = |n: &str| -> Result<Option<Tensor>> {
+            let name = format!("{pre}.{n}");
+            if self.content.tensor_infos.contains_key(&name) {
+                Ok(Some(t(&name)?.dequantize(device)?.to_dtype(dtype)?))
+            } else {
+                Ok(None)
+            }
+        };
+        let bq = vecf("attn_q.bias")?;
+        let bk = vecf("attn_k.bias")?;
+        let bv = vecf("attn_v.bias")?;
+        let attn_norm = vecf("attn_norm.weight")?
+            .ok_or_else(|| anyhow!("{}: missing {pre}.attn_norm.weight", p.display()))?;
+        let ffn_norm = vecf("ffn_norm.weight")?
+            .ok_or_else(|| anyhow!("{}: missing {pre}.ffn_norm.weight", p.display()))?;
+        Ok(Block {
+            attn_norm,
+            wq,
+            wk,
+            wv,
+            bq,
+            bk,
+            bv,
+            wo,
+            ffn_norm,
+            w_gate,
+            w_up,
+            w_down,
+            qkv: None,
+            gate_up: None,
+            q_prescaled: false,
         })
     }
 }
@@ -352,13 +399,60 @@ pub fn activation_dtype(device: &Device) -> DType {
     }
 }
 
-/// Loads a Hugging Face safetensors checkpoint directory (`config.json`, `*.safetensors`).
+/// Loads a Hugging Face safetensors checkpoint directory (`config.json`, `*.safetensors`), with
+/// the options the environment sets ([`EngineOptions::from_env`]).
 pub fn load_safetensors_dir(dir: &Path, device: &Device) -> Result<Transformer> {
+    load_safetensors_dir_with(dir, device, &EngineOptions::from_env())
+}
+
+/// Loads a Hugging Face safetensors checkpoint directory (`config.json`, `*.safetensors`).
+pub fn load_safetensors_dir_with(
+    dir: &Path,
+    device: &Device,
+    opts: &EngineOptions,
+) -> Result<Transformer> {
     let cfg_path = dir.join("config.json");
     let cfg_text = std::fs::read_to_string(&cfg_path)
         .with_context(|| format!("cannot read {}", cfg_path.display()))?;
     let c: serde_json::Value = serde_json::from_str(&cfg_text)
         .with_context(|| format!("{} is not valid JSON", cfg_path.display()))?;
+    let cfg = hf_config(&c, dir, &cfg_path)?;
+    let dtype = activation_dtype(device);
+    let mut tensors = read_safetensors(dir, device)?;
+    let mut take = |name: &str| -> Result<Tensor> {
+        match tensors.remove(name) {
+            Some(t) => Ok(t.to_dtype(dtype)?),
+            None => bail!("{}: checkpoint lacks tensor {name}", dir.display()),
+        }
+    };
+    let embed_t = take("model.embed_tokens.weight")?;
+    let mut blocks = Vec::with_capacity(cfg.n_layer.min(1024));
+    for i in 0..cfg.n_layer {
+        let mut block = hf_block(i, &mut take)?;
+        block.fuse_dense(cfg.head_dim)?;
+        blocks.push(block);
+    }
+    let norm = take("model.norm.weight")?;
+    let output = match take("lm_head.weight") {
+        Ok(t) => Linear::Dense(t),
+        Err(_) => Linear::Dense(embed_t.clone()),
+    };
+    Ok(Transformer {
+        cfg,
+        embed: Embedding::Dense(embed_t),
+        blocks,
+        norm,
+        output,
+        device: device.clone(),
+        dtype,
+        rope_cache: Default::default(),
+        numerics: opts.numerics,
+        dump: Dump::new(opts.dump.clone()),
+    })
+}
+
+/// The hyper-parameters in a checkpoint's `config.json` (`c`, read from `cfg_path` in `dir`).
+fn hf_config(c: &serde_json::Value, dir: &Path, cfg_path: &Path) -> Result<ModelConfig> {
     let arch_name = c["architectures"][0]
         .as_str()
         .or_else(|| c["model_type"].as_str())
@@ -379,7 +473,7 @@ pub fn load_safetensors_dir(dir: &Path, device: &Device) -> Result<Transformer> 
     };
     let n_head = num("num_attention_heads")?;
     let n_embd = num("hidden_size")?;
-    let cfg = ModelConfig {
+    Ok(ModelConfig {
         arch,
         n_layer: num("num_hidden_layers")?,
         n_head,
@@ -391,7 +485,11 @@ pub fn load_safetensors_dir(dir: &Path, device: &Device) -> Result<Transformer> 
         rope_base: c["rope_theta"].as_f64().unwrap_or(10_000.0) as f32,
         rms_eps: c["rms_norm_eps"].as_f64().unwrap_or(1e-6),
         rope_interleaved: false,
-    };
+    })
+}
+
+/// Every tensor of the `*.safetensors` files in `dir` (read in name order), on `device`.
+fn read_safetensors(dir: &Path, device: &Device) -> Result<HashMap<String, Tensor>> {
     let mut files: Vec<_> = std::fs::read_dir(dir)?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.extension().is_some_and(|x| x == "safetensors"))
@@ -400,71 +498,96 @@ pub fn load_safetensors_dir(dir: &Path, device: &Device) -> Result<Transformer> 
     if files.is_empty() {
         bail!("{}: no *.safetensors files", dir.display());
     }
-    let dtype = activation_dtype(device);
     let mut tensors: HashMap<String, Tensor> = HashMap::new();
     for f in &files {
         let m = candle_core::safetensors::load(f, device)
             .with_context(|| format!("cannot read {}", f.display()))?;
         tensors.extend(m);
     }
-    let mut get = |name: &str| -> Result<Option<Tensor>> {
-        match tensors.remove(name) {
-            Some(t) => Ok(Some(t.to_dtype(dtype)?)),
-            None => Ok(None),
-        }
-    };
-    let mut take = |name: &str| -> Result<Tensor> {
-        get(name)?.ok_or_else(|| anyhow!("{}: checkpoint lacks tensor {name}", dir.display()))
-    };
-    let embed_t = take("model.embed_tokens.weight")?;
-    let mut blocks = Vec::with_capacity(cfg.n_layer.min(1024));
-    for i in 0..cfg.n_layer {
-        let p = format!("model.layers.{i}");
-        let wq = Linear::Dense(take(&format!("{p}.self_attn.q_proj.weight"))?);
-        let wk = Linear::Dense(take(&format!("{p}.self_attn.k_proj.weight"))?);
-        let wv = Linear::Dense(take(&format!("{p}.self_attn.v_proj.weight"))?);
-        let wo = Linear::Dense(take(&format!("{p}.self_attn.o_proj.weight"))?);
-        let w_gate = Linear::Dense(take(&format!("{p}.mlp.gate_proj.weight"))?);
-        let w_up = Linear::Dense(take(&format!("{p}.mlp.up_proj.weight"))?);
-        let w_down = Linear::Dense(take(&format!("{p}.mlp.down_proj.weight"))?);
-        let attn_norm = take(&format!("{p}.input_layernorm.weight"))?;
-        let ffn_norm = take(&format!("{p}.post_attention_layernorm.weight"))?;
-        let bq = take(&format!("{p}.self_attn.q_proj.bias")).ok();
-        let bk = take(&format!("{p}.self_attn.k_proj.bias")).ok();
-        let bv = take(&format!("{p}.self_attn.v_proj.bias")).ok();
-        let mut block = Block {
-            attn_norm,
-            wq,
-            wk,
-            wv,
-            bq,
-            bk,
-            bv,
-            wo,
-            ffn_norm,
-            w_gate,
-            w_up,
-            w_down,
-            qkv: None,
-            gate_up: None,
-            q_prescaled: false,
-        };
-        block.fuse_dense(cfg.head_dim)?;
-        blocks.push(block);
-    }
-    let norm = take("model.norm.weight")?;
-    let output = match take("lm_head.weight") {
-        Ok(t) => Linear::Dense(t),
-        Err(_) => Linear::Dense(embed_t.clone()),
-    };
-    Ok(Transformer {
-        cfg,
-        embed: Embedding::Dense(embed_t),
-        blocks,
-        norm,
-        output,
-        device: device.clone(),
-        dtype,
-        rope_cache: Default::default(),
+    Ok(tensors)
+}
+
+/// Layer `i` of a Hugging Face checkpoint, its tensors taken by name with `take`.
+fn hf_block(i: usize, take: &mut dyn FnMut(&str) -> Result<Tensor>) -> Result<Block> {
+    let p = format!("model.layers.{i}");
+    let mut dense = |n: &str| -> Result<Linear> { Ok(Linear::Dense(take(&format!("{p}.{n}"))?)) };
+    let wq = dense("self_attn.q_proj.weight")?;
+    let wk = dense("self_attn.k_proj.weight")?;
+    let wv = dense("self_attn.v_proj.weight")?;
+    let wo = dense("self_attn.o_proj.weight")?;
+    let w_gate = dense("mlp.gate_proj.weight")?;
+    let w_up = dense("mlp.up_proj.weight")?;
+    let w_down = dense("mlp.down_proj.weight")?;
+    let attn_norm = take(&format!("{p}.input_layernorm.weight"))?;
+    let ffn_norm = take(&format!("{p}.post_attention_layernorm.weight"))?;
+    let bq = take(&format!("{p}.self_attn.q_proj.bias")).ok();
+    let bk = take(&format!("{p}.self_attn.k_proj.bias")).ok();
+    let bv = take(&format!("{p}.self_attn.v_proj.bias")).ok();
+    Ok(Block {
+        attn_norm,
+        wq,
+        wk,
+        wv,
+        bq,
+        bk,
+        bv,
+        wo,
+        ffn_norm,
+        w_gate,
+        w_up,
+        w_down,
+        qkv: None,
+        gate_up: None,
+        q_prescaled: false,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(json: &str) -> Result<ModelConfig> {
+        let c: serde_json::Value = serde_json::from_str(json).unwrap();
+        hf_config(&c, Path::new("ck"), Path::new("ck/config.json"))
+    }
+
+    #[test]
+    fn hf_config_reads_sizes_and_fills_defaults() {
+        let c = cfg(
+            r#"{"architectures": ["LlamaForCausalLM"], "num_attention_heads": 8,
+            "hidden_size": 512, "num_hidden_layers": 4, "max_position_embeddings": 2048,
+            "vocab_size": 1000}"#,
+        )
+        .unwrap();
+        assert_eq!(c.arch, Arch::Llama);
+        assert_eq!((c.n_layer, c.n_head, c.n_kv_head), (4, 8, 8));
+        assert_eq!(
+            (c.n_embd, c.head_dim, c.n_ctx, c.vocab_size),
+            (512, 64, 2048, 1000)
+        );
+        assert_eq!((c.rope_base, c.rms_eps), (10_000.0, 1e-6));
+        assert!(!c.rope_interleaved);
+        let c = cfg(
+            r#"{"model_type": "qwen2", "num_attention_heads": 8, "hidden_size": 512,
+            "num_key_value_heads": 2, "head_dim": 32, "num_hidden_layers": 4,
+            "max_position_embeddings": 2048, "vocab_size": 1000, "rope_theta": 1e6}"#,
+        )
+        .unwrap();
+        assert_eq!(c.arch, Arch::Qwen2);
+        assert_eq!((c.n_kv_head, c.head_dim, c.rope_base), (2, 32, 1e6));
+    }
+
+    #[test]
+    fn hf_config_names_an_unsupported_architecture_or_a_missing_size() {
+        let e = cfg(r#"{"architectures": ["FalconForCausalLM"]}"#).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "ck: architecture `FalconForCausalLM` is not supported; supported: qwen2, llama"
+        );
+        let e = cfg(r#"{"model_type": "llama", "num_attention_heads": 8}"#).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "ck/config.json: config.json lacks hidden_size"
+        );
+    }
 }

@@ -2,8 +2,11 @@
 
 use super::kv_cache::KvCache;
 use super::linear::Linear;
+use crate::options::Numerics;
 use candle_core::quantized::QTensor;
 use candle_core::{DType, Device, Result, Tensor};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 /// Architectures the local engine runs.
@@ -145,31 +148,95 @@ pub struct Transformer {
     /// Rotary cos/sin tables for positions `0..len`, on the device, grown on demand (computing
     /// and uploading them every step costs host-device copies).
     pub rope_cache: std::sync::Mutex<Option<(usize, Tensor, Tensor)>>,
+    /// How the forward pass rounds ([`EngineOptions::numerics`]).
+    ///
+    /// [`EngineOptions::numerics`]: crate::options::EngineOptions::numerics
+    pub numerics: Numerics,
+    /// Where activations are written, if anywhere ([`EngineOptions::dump`]).
+    ///
+    /// [`EngineOptions::dump`]: crate::options::EngineOptions::dump
+    pub dump: Dump,
 }
 
-use super::ggml_math::enabled as ggml_numerics;
-
-static DUMP_CALL: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-
-fn dump_dir() -> Option<&'static str> {
-    static DIR: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
-    DIR.get_or_init(|| std::env::var("AHA_DUMP").ok())
-        .as_deref()
+/// Writes activations of each forward call as raw little-endian f32 to `DIR/K/NAME.bin` (K: the
+/// call's number, from 1), named and laid out (token-major) as llama.cpp's graph names them, so
+/// the two engines can be compared op by op. Without a directory it writes nothing.
+#[derive(Debug, Default)]
+pub struct Dump {
+    dir: Option<PathBuf>,
+    call: AtomicUsize,
 }
 
-/// With `AHA_DUMP=DIR`, writes an activation of the K-th forward call as raw little-endian f32 to
-/// `DIR/K/NAME.bin`, named and laid out (token-major) as llama.cpp's graph names them, so the two
-/// engines can be compared op by op.
-fn dump(name: std::fmt::Arguments<'_>, t: &Tensor) -> Result<()> {
-    let Some(dir) = dump_dir() else {
-        return Ok(());
-    };
-    let call = DUMP_CALL.load(std::sync::atomic::Ordering::Relaxed);
-    let dir = format!("{dir}/{call}");
-    std::fs::create_dir_all(&dir).map_err(candle_core::Error::wrap)?;
-    let v = t.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
-    let bytes: Vec<u8> = v.iter().flat_map(|f| f.to_le_bytes()).collect();
-    std::fs::write(format!("{dir}/{name}.bin"), bytes).map_err(candle_core::Error::wrap)
+impl Dump {
+    /// Dumps into `dir` (`AHA_DUMP`), or nowhere.
+    pub fn new(dir: Option<PathBuf>) -> Self {
+        Self {
+            dir,
+            call: AtomicUsize::new(0),
+        }
+    }
+
+    /// Starts the next forward call's folder.
+    fn next_call(&self) {
+        if self.dir.is_some() {
+            self.call.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Writes activation `name` of the current call.
+    fn write(&self, name: std::fmt::Arguments<'_>, t: &Tensor) -> Result<()> {
+        let Some(dir) = &self.dir else {
+            return Ok(());
+        };
+        let dir = dir.join(self.call.load(Ordering::Relaxed).to_string());
+        std::fs::create_dir_all(&dir).map_err(candle_core::Error::wrap)?;
+        let v = t.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+        let bytes: Vec<u8> = v.iter().flat_map(|f| f.to_le_bytes()).collect();
+        std::fs::write(dir.join(format!("{name}.bin")), bytes).map_err(candle_core::Error::wrap)
+    }
+}
+
+/// The refusal of a forward call of `n` tokens at position `pos` with a context of `n_ctx`, if
+/// it cannot run.
+fn check_room(n: usize, pos: usize, n_ctx: usize) -> Option<String> {
+    if n == 0 {
+        Some("forward called with no tokens".to_string())
+    } else if pos + n > n_ctx {
+        Some(format!(
+            "context full: {pos} cached + {n} new tokens exceed the context length {n_ctx}"
+        ))
+    } else {
+        None
+    }
+}
+
+/// The causal mask for `n` query rows at positions `pos..pos + n` over `pos + n` keys, row-major
+/// `(n, pos + n)`: 0 where a row may attend, −∞ where the key lies in its future.
+fn causal_mask(n: usize, pos: usize) -> Vec<f32> {
+    let total = pos + n;
+    let mut m = Vec::with_capacity(n * total);
+    for i in 0..n {
+        for j in 0..total {
+            m.push(if j > pos + i { f32::NEG_INFINITY } else { 0.0 });
+        }
+    }
+    m
+}
+
+/// What every layer of one forward call shares.
+struct Pass {
+    /// New tokens, and the position of the first.
+    n: usize,
+    pos: usize,
+    /// Rotary tables for positions `pos..pos + n`.
+    cos: Tensor,
+    sin: Tensor,
+    /// The causal mask candle's attention adds (several rows, not on aha's CPU kernels).
+    mask: Option<Tensor>,
+    /// aha's CPU kernels run attention, on their own cache layout.
+    cpu_kernels: bool,
+    /// Logits are wanted for every row, not just the last.
+    all_logits: bool,
 }
 
 /// Rotary embedding on the CPU for `x` of shape `(1, heads, n, d)`, rounding as llama.cpp does:
@@ -275,10 +342,20 @@ impl Transformer {
         }
     }
 
-    /// With `AHA_NUMERICS=ggml`, rounds keys and values to f16 as llama.cpp's f16 cache does;
+    /// Whether the forward pass rounds as llama.cpp does ([`Numerics::Ggml`]).
+    pub fn ggml_numerics(&self) -> bool {
+        self.numerics == Numerics::Ggml
+    }
+
+    /// Whether llama.cpp's rounding is reproduced by [`super::ggml_math`] (on the CPU, in f32).
+    fn ggml_on_cpu(&self) -> bool {
+        self.ggml_numerics() && self.device.is_cpu() && self.dtype == DType::F32
+    }
+
+    /// With llama.cpp's numerics, rounds keys and values to f16 as llama.cpp's f16 cache does;
     /// otherwise returns them unchanged.
     fn kv_round(&self, t: Tensor) -> Result<Tensor> {
-        if ggml_numerics() {
+        if self.ggml_numerics() {
             t.to_dtype(DType::F16)?.to_dtype(self.dtype)
         } else {
             Ok(t)
@@ -313,174 +390,283 @@ impl Transformer {
         cache: &mut KvCache,
         all_logits: bool,
     ) -> Result<Tensor> {
-        let n = tokens.len();
-        if n == 0 {
-            candle_core::bail!("forward called with no tokens")
+        let (n, pos) = (tokens.len(), cache.len());
+        if let Some(e) = check_room(n, pos, self.cfg.n_ctx) {
+            candle_core::bail!("{e}")
         }
-        let pos = cache.len();
-        if pos + n > self.cfg.n_ctx {
-            candle_core::bail!(
-                "context full: {} cached + {n} new tokens exceed the context length {}",
-                pos,
-                self.cfg.n_ctx
-            )
-        }
-        if dump_dir().is_some() {
-            DUMP_CALL.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        }
-        let cfg = &self.cfg;
-        let (h, kvh, d) = (cfg.n_head, cfg.n_kv_head, cfg.head_dim);
-        let g = h / kvh;
+        self.dump.next_call();
         let ids = Tensor::new(tokens, &self.device)?;
         let mut x = self.embed.forward(&ids)?.to_dtype(self.dtype)?;
-        let (cos, sin) = self.rope_tables(pos, n)?;
-        let total = pos + n;
-        // The CPU kernels mask as they go; candle's matmul path needs the mask as a tensor.
-        let cpu_kernels = self.device.is_cpu() && self.dtype == DType::F32 && !ggml_numerics();
-        let mask = if n > 1 && !cpu_kernels {
-            let mut m = Vec::with_capacity(n * total);
-            for i in 0..n {
-                for j in 0..total {
-                    m.push(if j > pos + i { f32::NEG_INFINITY } else { 0.0 });
-                }
-            }
-            let m = Tensor::from_vec(m, (1, n, total), &self.device)?.to_dtype(self.dtype)?;
-            // Rows of the grouped query are (group member, position): repeat the mask per member.
-            Some(m.repeat((1, g, 1))?)
-        } else {
-            None
-        };
-        let scale = 1.0 / (d as f64).sqrt();
+        let pass = self.pass(n, pos, all_logits)?;
         for (li, b) in self.blocks.iter().enumerate() {
-            let residual = &x;
-            let xn = rms_norm(&x, &b.attn_norm, cfg.rms_eps)?;
-            dump(format_args!("attn_norm-{li}"), &xn)?;
-            let (q, k, v) = match &b.qkv {
-                Some((w, bias)) => {
-                    let qkv = add_bias(xn.matmul(&w.t()?)?, bias)?;
-                    (
-                        qkv.narrow(1, 0, h * d)?,
-                        qkv.narrow(1, h * d, kvh * d)?,
-                        qkv.narrow(1, (h + kvh) * d, kvh * d)?,
-                    )
-                }
-                None => (
-                    add_bias(b.wq.forward(&xn)?, &b.bq)?,
-                    add_bias(b.wk.forward(&xn)?, &b.bk)?,
-                    add_bias(b.wv.forward(&xn)?, &b.bv)?,
-                ),
-            };
-            let q = q.reshape((1, n, h, d))?.transpose(1, 2)?.contiguous()?;
-            let k = k.reshape((1, n, kvh, d))?.transpose(1, 2)?.contiguous()?;
-            let v = v.reshape((n, kvh, d))?.transpose(0, 1)?.contiguous()?;
-            let q = self.rope(&q, &cos, &sin)?;
-            let k = self.rope(&k, &cos, &sin)?.squeeze(0)?;
-            dump(format_args!("Qcur-{li}"), &q.transpose(1, 2)?)?;
-            dump(format_args!("Kcur-{li}"), &k.transpose(0, 1)?)?;
-            dump(format_args!("Vcur-{li}"), &v.transpose(0, 1)?)?;
-            let y = if cpu_kernels {
-                // aha's attention kernel on its own cache layout.
-                let ks = k.flatten_all()?.to_vec1::<f32>()?;
-                let vs = v.flatten_all()?.to_vec1::<f32>()?;
-                let (layer, stride) =
-                    cache
-                        .layer_mut(li)
-                        .append_cpu(&ks, &vs, (kvh, n, d), cfg.n_ctx)?;
-                let qs = q.flatten_all()?.to_vec1::<f32>()?;
-                let shape = aha_kernels::attention::Shape {
-                    n,
-                    pos,
-                    heads: h,
-                    kv_heads: kvh,
-                    d,
-                    stride,
-                };
-                let s = if b.q_prescaled { 1.0 } else { scale as f32 };
-                let mut y = vec![0f32; n * h * d];
-                aha_kernels::attention::attend(&qs, &layer.keys, &layer.values, shape, s, &mut y);
-                Tensor::from_vec(y, (n, h * d), &self.device)?
-            } else {
-                let (k, v) = (self.kv_round(k)?, self.kv_round(v)?);
-                let (ka, va) = cache.layer_mut(li).append(&k, &v, cfg.n_ctx)?;
-                if ggml_numerics() && self.device.is_cpu() && self.dtype == DType::F32 {
-                    let qs = q
-                        .squeeze(0)?
-                        .transpose(0, 1)?
-                        .flatten_all()?
-                        .to_vec1::<f32>()?;
-                    let ks = ka.flatten_all()?.to_vec1::<f32>()?;
-                    let vs = va.flatten_all()?.to_vec1::<f32>()?;
-                    let s = if b.q_prescaled { 1.0 } else { scale as f32 };
-                    let y = super::ggml_math::attention(&qs, &ks, &vs, n, pos, h, kvh, d, total, s);
-                    Tensor::from_vec(y, (n, h * d), &self.device)?
-                } else {
-                    // Grouped-query attention without copying keys: (kvh, g*n, d) x (kvh, d, total).
-                    let q = q.reshape((kvh, g * n, d))?;
-                    let att = q.matmul(&ka.t()?)?;
-                    let att = if b.q_prescaled { att } else { (att * scale)? };
-                    let att = match &mask {
-                        Some(m) => att.broadcast_add(m)?,
-                        None => att,
-                    };
-                    let att = candle_nn::ops::softmax_last_dim(&att)?;
-                    let y = att.matmul(&va)?; // (kvh, g*n, d)
-                    y.reshape((h, n, d))?
-                        .transpose(0, 1)?
-                        .contiguous()?
-                        .reshape((n, h * d))?
-                }
-            };
-            dump(format_args!("kqv_out-{li}"), &y)?;
-            let y = b.wo.forward(&y)?;
-            dump(format_args!("attn_out-{li}"), &y)?;
-            let x1 = (residual + y)?;
-            // Only the last row's logits are wanted: the last layer's feed-forward runs on it
-            // alone (as in llama.cpp, whose Q4_K rounding depends on the rows in a batch).
-            let x1 = if li + 1 == self.blocks.len() && !all_logits && n > 1 {
-                x1.narrow(0, n - 1, 1)?
-            } else {
-                x1
-            };
-            dump(format_args!("ffn_inp-{li}"), &x1)?;
-            let xn = rms_norm(&x1, &b.ffn_norm, cfg.rms_eps)?;
-            dump(format_args!("ffn_norm-{li}"), &xn)?;
-            let (gate, up) = match &b.gate_up {
-                Some(w) => {
-                    let gu = xn.matmul(&w.t()?)?;
-                    let f = gu.dim(1)? / 2;
-                    (gu.narrow(1, 0, f)?, gu.narrow(1, f, f)?)
-                }
-                None => (b.w_gate.forward(&xn)?, b.w_up.forward(&xn)?),
-            };
-            dump(format_args!("ffn_gate-{li}"), &gate)?;
-            dump(format_args!("ffn_up-{li}"), &up)?;
-            let sw = if ggml_numerics() && self.device.is_cpu() && self.dtype == DType::F32 {
-                let gs = gate.flatten_all()?.to_vec1::<f32>()?;
-                let us = up.flatten_all()?.to_vec1::<f32>()?;
-                Tensor::from_vec(
-                    super::ggml_math::swiglu(&gs, &us),
-                    gate.shape(),
-                    &self.device,
-                )?
-            } else {
-                (candle_nn::ops::silu(&gate)? * up)?
-            };
-            dump(format_args!("ffn_swiglu-{li}"), &sw)?;
-            let y = b.w_down.forward(&sw)?;
-            dump(format_args!("ffn_out-{li}"), &y)?;
-            x = (x1 + y)?;
-            dump(format_args!("l_out-{li}"), &x)?;
+            x = self.block(li, b, x, cache, &pass)?;
         }
         let x = if all_logits || x.dim(0)? == 1 {
             x
         } else {
             x.narrow(0, n - 1, 1)?
         };
-        let x = rms_norm(&x, &self.norm, cfg.rms_eps)?;
-        dump(format_args!("result_norm"), &x)?;
+        let x = rms_norm(&x, &self.norm, self.cfg.rms_eps)?;
+        self.dump.write(format_args!("result_norm"), &x)?;
         let logits = self.output.forward(&x)?.to_dtype(DType::F32)?;
-        dump(format_args!("result_output"), &logits)?;
+        self.dump.write(format_args!("result_output"), &logits)?;
         Ok(logits)
+    }
+
+    /// The rotary tables and the mask for `n` tokens at `pos`.
+    fn pass(&self, n: usize, pos: usize, all_logits: bool) -> Result<Pass> {
+        let (cos, sin) = self.rope_tables(pos, n)?;
+        // The CPU kernels mask as they go; candle's matmul path needs the mask as a tensor.
+        let cpu_kernels = self.device.is_cpu() && self.dtype == DType::F32 && !self.ggml_numerics();
+        let mask = if n > 1 && !cpu_kernels {
+            let m = Tensor::from_vec(causal_mask(n, pos), (1, n, pos + n), &self.device)?
+                .to_dtype(self.dtype)?;
+            // Rows of the grouped query are (group member, position): repeat the mask per member.
+            Some(m.repeat((1, self.cfg.n_head / self.cfg.n_kv_head, 1))?)
+        } else {
+            None
+        };
+        Ok(Pass {
+            n,
+            pos,
+            cos,
+            sin,
+            mask,
+            cpu_kernels,
+            all_logits,
+        })
+    }
+
+    /// Transformer block `li` on `x`: attention, then the feed-forward, each added to the
+    /// residual stream.
+    fn block(
+        &self,
+        li: usize,
+        b: &Block,
+        x: Tensor,
+        cache: &mut KvCache,
+        pass: &Pass,
+    ) -> Result<Tensor> {
+        let dump = &self.dump;
+        let xn = rms_norm(&x, &b.attn_norm, self.cfg.rms_eps)?;
+        dump.write(format_args!("attn_norm-{li}"), &xn)?;
+        let y = self.attention(li, b, &xn, cache, pass)?;
+        dump.write(format_args!("kqv_out-{li}"), &y)?;
+        let y = b.wo.forward(&y)?;
+        dump.write(format_args!("attn_out-{li}"), &y)?;
+        let x1 = (&x + y)?;
+        // Only the last row's logits are wanted: the last layer's feed-forward runs on it
+        // alone (as in llama.cpp, whose Q4_K rounding depends on the rows in a batch).
+        let n = pass.n;
+        let x1 = if li + 1 == self.blocks.len() && !pass.all_logits && n > 1 {
+            x1.narrow(0, n - 1, 1)?
+        } else {
+            x1
+        };
+        dump.write(format_args!("ffn_inp-{li}"), &x1)?;
+        let xn = rms_norm(&x1, &b.ffn_norm, self.cfg.rms_eps)?;
+        dump.write(format_args!("ffn_norm-{li}"), &xn)?;
+        let y = self.feed_forward(li, b, &xn)?;
+        let x = (x1 + y)?;
+        dump.write(format_args!("l_out-{li}"), &x)?;
+        Ok(x)
+    }
+
+    /// Queries, keys and values of `xn` (`(n, heads·d)` each), with their biases.
+    fn project_qkv(&self, b: &Block, xn: &Tensor) -> Result<(Tensor, Tensor, Tensor)> {
+        let (h, kvh, d) = (self.cfg.n_head, self.cfg.n_kv_head, self.cfg.head_dim);
+        match &b.qkv {
+            Some((w, bias)) => {
+                let qkv = add_bias(xn.matmul(&w.t()?)?, bias)?;
+                Ok((
+                    qkv.narrow(1, 0, h * d)?,
+                    qkv.narrow(1, h * d, kvh * d)?,
+                    qkv.narrow(1, (h + kvh) * d, kvh * d)?,
+                ))
+            }
+            None => Ok((
+                add_bias(b.wq.forward(xn)?, &b.bq)?,
+                add_bias(b.wk.forward(xn)?, &b.bk)?,
+                add_bias(b.wv.forward(xn)?, &b.bv)?,
+            )),
+        }
+    }
+
+    /// Block `li`'s attention for normalised `xn`, appending its keys and values to the cache.
+    /// Returns `(n, heads·d)`, before the output projection.
+    fn attention(
+        &self,
+        li: usize,
+        b: &Block,
+        xn: &Tensor,
+        cache: &mut KvCache,
+        pass: &Pass,
+    ) -> Result<Tensor> {
+        let (n, h, kvh, d) = (
+            pass.n,
+            self.cfg.n_head,
+            self.cfg.n_kv_head,
+            self.cfg.head_dim,
+        );
+        let (q, k, v) = self.project_qkv(b, xn)?;
+        let q = q.reshape((1, n, h, d))?.transpose(1, 2)?.contiguous()?;
+        let k = k.reshape((1, n, kvh, d))?.transpose(1, 2)?.contiguous()?;
+        let v = v.reshape((n, kvh, d))?.transpose(0, 1)?.contiguous()?;
+        let q = self.rope(&q, &pass.cos, &pass.sin)?;
+        let k = self.rope(&k, &pass.cos, &pass.sin)?.squeeze(0)?;
+        self.dump
+            .write(format_args!("Qcur-{li}"), &q.transpose(1, 2)?)?;
+        self.dump
+            .write(format_args!("Kcur-{li}"), &k.transpose(0, 1)?)?;
+        self.dump
+            .write(format_args!("Vcur-{li}"), &v.transpose(0, 1)?)?;
+        let scale = if b.q_prescaled {
+            1.0
+        } else {
+            1.0 / (d as f64).sqrt()
+        };
+        if pass.cpu_kernels {
+            return self.attend_cpu(li, &q, &k, &v, cache, pass, scale as f32);
+        }
+        let (k, v) = (self.kv_round(k)?, self.kv_round(v)?);
+        let (ka, va) = cache.layer_mut(li).append(&k, &v, self.cfg.n_ctx)?;
+        if self.ggml_on_cpu() {
+            self.attend_ggml(&q, &ka, &va, pass, scale as f32)
+        } else {
+            self.attend_candle(&q, &ka, &va, pass, b.q_prescaled)
+        }
+    }
+
+    /// aha's attention kernel on its own cache layout. `q`: `(1, h, n, d)`; `k`, `v`:
+    /// `(kvh, n, d)`.
+    #[allow(clippy::too_many_arguments)]
+    fn attend_cpu(
+        &self,
+        li: usize,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        cache: &mut KvCache,
+        pass: &Pass,
+        scale: f32,
+    ) -> Result<Tensor> {
+        let (n, h, kvh, d) = (
+            pass.n,
+            self.cfg.n_head,
+            self.cfg.n_kv_head,
+            self.cfg.head_dim,
+        );
+        let ks = k.flatten_all()?.to_vec1::<f32>()?;
+        let vs = v.flatten_all()?.to_vec1::<f32>()?;
+        let (layer, stride) =
+            cache
+                .layer_mut(li)
+                .append_cpu(&ks, &vs, (kvh, n, d), self.cfg.n_ctx)?;
+        let qs = q.flatten_all()?.to_vec1::<f32>()?;
+        let shape = aha_kernels::attention::Shape {
+            n,
+            pos: pass.pos,
+            heads: h,
+            kv_heads: kvh,
+            d,
+            stride,
+        };
+        let mut y = vec![0f32; n * h * d];
+        aha_kernels::attention::attend(&qs, &layer.keys, &layer.values, shape, scale, &mut y);
+        Tensor::from_vec(y, (n, h * d), &self.device)
+    }
+
+    /// Attention as llama.cpp's CPU backend rounds it ([`super::ggml_math::attention`]) over
+    /// the cached keys and values `ka`, `va` (`(kvh, total, d)`).
+    fn attend_ggml(
+        &self,
+        q: &Tensor,
+        ka: &Tensor,
+        va: &Tensor,
+        pass: &Pass,
+        scale: f32,
+    ) -> Result<Tensor> {
+        let (n, h, kvh, d) = (
+            pass.n,
+            self.cfg.n_head,
+            self.cfg.n_kv_head,
+            self.cfg.head_dim,
+        );
+        let qs = q
+            .squeeze(0)?
+            .transpose(0, 1)?
+            .flatten_all()?
+            .to_vec1::<f32>()?;
+        let ks = ka.flatten_all()?.to_vec1::<f32>()?;
+        let vs = va.flatten_all()?.to_vec1::<f32>()?;
+        let total = pass.pos + n;
+        let y = super::ggml_math::attention(&qs, &ks, &vs, n, pass.pos, h, kvh, d, total, scale);
+        Tensor::from_vec(y, (n, h * d), &self.device)
+    }
+
+    /// Attention with candle's ops over the cached keys and values `ka`, `va`.
+    fn attend_candle(
+        &self,
+        q: &Tensor,
+        ka: &Tensor,
+        va: &Tensor,
+        pass: &Pass,
+        q_prescaled: bool,
+    ) -> Result<Tensor> {
+        let (n, h, kvh, d) = (
+            pass.n,
+            self.cfg.n_head,
+            self.cfg.n_kv_head,
+            self.cfg.head_dim,
+        );
+        let g = h / kvh;
+        // Grouped-query attention without copying keys: (kvh, g*n, d) x (kvh, d, total).
+        let q = q.reshape((kvh, g * n, d))?;
+        let att = q.matmul(&ka.t()?)?;
+        let att = if q_prescaled {
+            att
+        } else {
+            (att * (1.0 / (d as f64).sqrt()))?
+        };
+        let att = match &pass.mask {
+            Some(m) => att.broadcast_add(m)?,
+            None => att,
+        };
+        let att = candle_nn::ops::softmax_last_dim(&att)?;
+        let y = att.matmul(va)?; // (kvh, g*n, d)
+        y.reshape((h, n, d))?
+            .transpose(0, 1)?
+            .contiguous()?
+            .reshape((n, h * d))
+    }
+
+    /// Block `li`'s feed-forward (SwiGLU) for normalised `xn`.
+    fn feed_forward(&self, li: usize, b: &Block, xn: &Tensor) -> Result<Tensor> {
+        let (gate, up) = match &b.gate_up {
+            Some(w) => {
+                let gu = xn.matmul(&w.t()?)?;
+                let f = gu.dim(1)? / 2;
+                (gu.narrow(1, 0, f)?, gu.narrow(1, f, f)?)
+            }
+            None => (b.w_gate.forward(xn)?, b.w_up.forward(xn)?),
+        };
+        self.dump.write(format_args!("ffn_gate-{li}"), &gate)?;
+        self.dump.write(format_args!("ffn_up-{li}"), &up)?;
+        let sw = if self.ggml_on_cpu() {
+            let gs = gate.flatten_all()?.to_vec1::<f32>()?;
+            let us = up.flatten_all()?.to_vec1::<f32>()?;
+            Tensor::from_vec(
+                super::ggml_math::swiglu(&gs, &us),
+                gate.shape(),
+                &self.device,
+            )?
+        } else {
+            (candle_nn::ops::silu(&gate)? * up)?
+        };
+        self.dump.write(format_args!("ffn_swiglu-{li}"), &sw)?;
+        let y = b.w_down.forward(&sw)?;
+        self.dump.write(format_args!("ffn_out-{li}"), &y)?;
+        Ok(y)
     }
 }
 
@@ -496,4 +682,53 @@ pub fn log_softmax(logits: &[f32]) -> Vec<f32> {
 pub fn last_row(logits: &Tensor) -> Result<Vec<f32>> {
     let (n, _) = logits.dims2()?;
     logits.get(n - 1)?.to_vec1::<f32>()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_call_needs_tokens_and_room_in_the_context() {
+        assert_eq!(check_room(3, 5, 8), None);
+        assert_eq!(
+            check_room(0, 0, 8).as_deref(),
+            Some("forward called with no tokens")
+        );
+        assert_eq!(
+            check_room(4, 5, 8).as_deref(),
+            Some("context full: 5 cached + 4 new tokens exceed the context length 8")
+        );
+    }
+
+    #[test]
+    fn the_mask_hides_each_rows_future() {
+        let inf = f32::NEG_INFINITY;
+        // Two new rows at positions 1 and 2, over keys 0..3.
+        assert_eq!(causal_mask(2, 1), vec![0.0, 0.0, inf, 0.0, 0.0, 0.0]);
+        assert_eq!(causal_mask(1, 3), vec![0.0; 4]);
+    }
+
+    #[test]
+    fn dump_writes_each_call_into_its_own_folder_and_nothing_without_a_dir() {
+        let t = Tensor::new(&[1.5f32, -2.0], &Device::Cpu).unwrap();
+        let off = Dump::new(None);
+        off.next_call();
+        off.write(format_args!("x"), &t).unwrap();
+        assert_eq!(off.call.load(Ordering::Relaxed), 0);
+
+        let dir = tempfile::tempdir().unwrap();
+        let on = Dump::new(Some(dir.path().to_path_buf()));
+        on.next_call();
+        on.write(format_args!("l_out-{}", 3), &t).unwrap();
+        on.next_call();
+        on.write(format_args!("result_norm"), &t).unwrap();
+        let bytes = std::fs::read(dir.path().join("1/l_out-3.bin")).unwrap();
+        let want: Vec<u8> = [1.5f32, -2.0]
+            .iter()
+            .flat_map(|f| f.to_le_bytes())
+            .collect();
+        assert_eq!(bytes, want);
+        assert!(dir.path().join("2/result_norm.bin").is_file());
+    }
 }

@@ -1,6 +1,7 @@
 //! The bridge from candle's quantized tensors to aha's own CPU kernels (`crates/aha-kernels`):
 //! which formats they take, which kernel set runs, and the kernels' name for status lines.
 
+use crate::options::{EngineOptions, KernelChoice};
 use aha_kernels::{Format, Kernels};
 use candle_core::quantized::GgmlDType;
 use std::sync::OnceLock;
@@ -23,53 +24,49 @@ impl CpuKernels {
     }
 }
 
-/// The kernels, and whether `AHA_KERNELS` named them (then they run even where candle's would
+/// The kernels, and whether the options named them (then they run even where candle's would
 /// be faster).
 static CHOICE: OnceLock<(CpuKernels, bool)> = OnceLock::new();
 
-/// Chooses the kernels from `AHA_KERNELS` (`avx512vnni`, `avxvnni`, `avx2`, `neon-dotprod`,
-/// `neon`, `scalar`, `candle`; unset: the best this CPU runs), once per process. A name this CPU
-/// cannot run is an error that lists what it can.
-pub fn choose() -> Result<CpuKernels, String> {
-    Ok(chosen()?.0)
-}
-
-/// [`choose`], with whether the choice was forced.
-fn chosen() -> Result<(CpuKernels, bool), String> {
+/// Selects the kernels `opts` name ([`EngineOptions::kernels`]: `avx512vnni`, `avxvnni`, `avx2`,
+/// `neon-dotprod`, `neon`, `scalar`, `candle`; unset: the best this CPU runs). The kernel set is
+/// process-wide: the first successful choice stays for the life of the process. A name that is
+/// no kernel set, or one this CPU cannot run, is an error that lists the choices.
+pub fn choose(opts: &EngineOptions) -> Result<CpuKernels, String> {
     if let Some(c) = CHOICE.get() {
-        return Ok(*c);
+        return Ok(c.0);
     }
-    let want = std::env::var("AHA_KERNELS").ok();
-    let c = match want.as_deref().map(str::trim) {
-        None | Some("") | Some("auto") => (CpuKernels::Aha(aha_kernels::active()), false),
-        Some("candle") => (CpuKernels::Candle, true),
-        Some(name) => {
-            let k = Kernels::parse(name).ok_or_else(|| {
-                let names: Vec<&str> = Kernels::ALL.iter().map(|k| k.name()).collect();
-                format!(
-                    "AHA_KERNELS={name} is not a kernel set: use one of {}, candle",
-                    names.join(", ")
-                )
-            })?;
-            let k = aha_kernels::select(k).map_err(|e| format!("AHA_KERNELS={name}: {e}"))?;
+    let c = match opts.kernel_choice()? {
+        KernelChoice::Auto => (CpuKernels::Aha(aha_kernels::active()), false),
+        KernelChoice::Candle => (CpuKernels::Candle, true),
+        KernelChoice::Named(k) => {
+            let k = aha_kernels::select(k).map_err(|e| format!("AHA_KERNELS={}: {e}", k.name()))?;
             (CpuKernels::Aha(k), true)
         }
     };
-    Ok(*CHOICE.get_or_init(|| c))
+    Ok(CHOICE.get_or_init(|| c).0)
+}
+
+/// The choice made by [`choose`], with whether it was forced; unforced, the best available
+/// kernels, where nothing was chosen yet.
+fn chosen() -> (CpuKernels, bool) {
+    CHOICE
+        .get()
+        .copied()
+        .unwrap_or((CpuKernels::Aha(aha_kernels::active()), false))
 }
 
 /// The kernels in use (the best available if [`choose`] was never called or failed).
 pub fn current() -> CpuKernels {
-    choose().unwrap_or(CpuKernels::Aha(aha_kernels::active()))
+    chosen().0
 }
 
 /// aha's format for a GGUF type, where aha's kernels multiply it (and `AHA_KERNELS` is not
 /// `candle`). Elsewhere candle's kernels run.
 pub fn format(dt: GgmlDType) -> Option<Format> {
     let (k, forced) = match chosen() {
-        Ok((CpuKernels::Aha(k), forced)) => (k, forced),
-        Ok((CpuKernels::Candle, _)) => return None,
-        Err(_) => (aha_kernels::active(), false),
+        (CpuKernels::Aha(k), forced) => (k, forced),
+        (CpuKernels::Candle, _) => return None,
     };
     let f = any_format(dt)?;
     // Without SIMD of our own, candle's kernels are faster where candle has SIMD for the
