@@ -875,47 +875,39 @@ impl Engine for RemoteEngine {
     ) -> Result<TurnStats> {
         let body = serde_json::to_string(&self.request_body(req)?)?;
         let t0 = Instant::now();
-        let poll = Duration::from_millis(50);
-        let mut attempt = 0u32;
         let mut st = StreamState::new(self.reasoning && req.think != ThinkMode::Off);
-        let cancelled = |st: &mut StreamState, emit: &mut dyn FnMut(Event)| {
-            st.finish(emit);
-            let mut s = st.stats(t0);
-            s.finish_reason = "cancelled".into();
-            emit(Event::TurnFinished {
-                stats: s.clone(),
-                tokens: vec![],
-            });
-            s
+        let Some(rx) = self.connect(&body, ctrl, emit)? else {
+            return Ok(cancelled_turn(&mut st, t0, emit));
         };
-        // Connect, retrying 429/5xx with backoff.
-        let rx = loop {
-            let rx = self.start(body.clone());
-            let mut waited = Instant::now();
-            let first = loop {
-                if ctrl.cancelled() {
-                    return Ok(cancelled(&mut st, emit));
-                }
-                match rx.recv_timeout(poll) {
-                    Ok(m) => break m,
-                    Err(mpsc::RecvTimeoutError::Timeout) => {
-                        if ctrl.is_paused() {
-                            waited = Instant::now();
-                        } else if waited.elapsed() > self.stall_timeout {
-                            bail!(
-                                "{} accepted the connection but sent no answer for {:.0} s (stall_timeout_s)",
-                                self.base_url,
-                                self.stall_timeout.as_secs_f64()
-                            );
-                        }
-                    }
-                    Err(mpsc::RecvTimeoutError::Disconnected) => {
-                        bail!("the HTTP thread for {} ended unexpectedly", self.base_url)
-                    }
-                }
+        let incomplete = match read_stream(&rx, ctrl, self.stall_timeout, &mut st, emit)? {
+            Streamed::Cancelled => return Ok(cancelled_turn(&mut st, t0, emit)),
+            Streamed::Done => None,
+            Streamed::Incomplete(why) => Some(why),
+        };
+        self.finish_turn(&mut st, incomplete, t0, emit)
+    }
+}
+
+/// How often the generation loop looks at cancel, pause and the stall clock while waiting.
+const POLL: Duration = Duration::from_millis(50);
+
+impl RemoteEngine {
+    /// Sends the request, retrying 429/5xx answers with backoff (a notice per retry). `None` when
+    /// cancelled meanwhile; the receiver then carries the response lines.
+    fn connect(
+        &self,
+        body: &str,
+        ctrl: &Control,
+        emit: &mut dyn FnMut(Event),
+    ) -> Result<Option<mpsc::Receiver<Msg>>> {
+        let mut attempt = 0u32;
+        loop {
+            let rx = self.start(body.to_string());
+            let Some(first) = first_message(&rx, ctrl, self.stall_timeout, &self.base_url)? else {
+                return Ok(None);
             };
             match first {
-                Msg::Connected => break rx,
+                Msg::Connected => return Ok(Some(rx)),
                 Msg::Failed(f) if f.retryable && attempt < self.max_retries => {
                     let d = backoff(attempt, f.retry_after);
                     attempt += 1;
@@ -928,7 +920,7 @@ impl Engine for RemoteEngine {
                         ),
                     });
                     if !sleep_unless_cancelled(d, ctrl) {
-                        return Ok(cancelled(&mut st, emit));
+                        return Ok(None);
                     }
                 }
                 Msg::Failed(f) if f.retryable && attempt > 0 => {
@@ -937,53 +929,19 @@ impl Engine for RemoteEngine {
                 Msg::Failed(f) => bail!("{}", f.message),
                 Msg::Line(_) | Msg::End(_) => bail!("the HTTP thread answered out of order"),
             }
-        };
-        // Stream.
-        let mut sse = SseEvents::default();
-        let mut last_byte = Instant::now();
-        let mut incomplete: Option<String> = None;
-        while !sse.done {
-            if ctrl.is_paused() && !ctrl.cancelled() {
-                emit(Event::Paused);
-                while ctrl.is_paused() && !ctrl.cancelled() {
-                    std::thread::sleep(Duration::from_millis(20));
-                }
-                emit(Event::Resumed);
-                last_byte = Instant::now();
-            }
-            if ctrl.cancelled() {
-                return Ok(cancelled(&mut st, emit));
-            }
-            let msg = match rx.recv_timeout(poll) {
-                Ok(m) => m,
-                Err(mpsc::RecvTimeoutError::Timeout) => {
-                    if last_byte.elapsed() > self.stall_timeout {
-                        incomplete = Some(format!(
-                            "the stream stalled: no data for {:.0} s (stall_timeout_s)",
-                            self.stall_timeout.as_secs_f64()
-                        ));
-                        break;
-                    }
-                    continue;
-                }
-                Err(mpsc::RecvTimeoutError::Disconnected) => Msg::End(Some("lost".into())),
-            };
-            last_byte = Instant::now();
-            match msg {
-                Msg::Line(l) => sse.line(&mut st, &l, emit)?,
-                Msg::End(err) => {
-                    sse.end(&mut st, emit)?;
-                    if !sse.done {
-                        incomplete = Some(match err {
-                            Some(e) => format!("the stream was cut: {e}"),
-                            None => "the stream ended before [DONE]".to_string(),
-                        });
-                    }
-                    break;
-                }
-                Msg::Connected | Msg::Failed(_) => continue,
-            }
         }
+    }
+
+    /// Ends the turn after the stream: flushes `st`, reports skipped lines and settles the finish
+    /// reason. A stream that broke off before any output is an error; one that broke off later
+    /// keeps what arrived as `incomplete`.
+    fn finish_turn(
+        &self,
+        st: &mut StreamState,
+        incomplete: Option<String>,
+        t0: Instant,
+        emit: &mut dyn FnMut(Event),
+    ) -> Result<TurnStats> {
         st.finish(emit);
         if st.malformed > 0 {
             emit(Event::Notice {
@@ -991,8 +949,8 @@ impl Engine for RemoteEngine {
             });
         }
         let mut stats = st.stats(t0);
-        stats.finish_reason = match (&incomplete, st.finish.as_deref()) {
-            (Some(why), _) => {
+        stats.finish_reason = match incomplete {
+            Some(why) => {
                 if !st.emitted {
                     bail!("{why} before any output arrived from {}", self.base_url);
                 }
@@ -1001,9 +959,7 @@ impl Engine for RemoteEngine {
                 });
                 "incomplete".into()
             }
-            (None, Some("tool_calls")) | (None, Some("function_call")) => "stop".into(),
-            (None, Some(f)) => f.to_string(),
-            (None, None) => "stop".into(),
+            None => finish_reason(st.finish.as_deref()),
         };
         emit(Event::TurnFinished {
             stats: stats.clone(),
@@ -1011,6 +967,120 @@ impl Engine for RemoteEngine {
         });
         Ok(stats)
     }
+}
+
+/// The server's finish reason as the turn reports it: ending on tool calls (or with no reason)
+/// is `stop`; anything else (`length`, `content_filter`…) passes through.
+fn finish_reason(server: Option<&str>) -> String {
+    match server {
+        Some("tool_calls") | Some("function_call") | None => "stop".into(),
+        Some(f) => f.to_string(),
+    }
+}
+
+/// Ends a cancelled turn: flushes what arrived and emits `TurnFinished` (`cancelled`).
+fn cancelled_turn(st: &mut StreamState, t0: Instant, emit: &mut dyn FnMut(Event)) -> TurnStats {
+    st.finish(emit);
+    let mut s = st.stats(t0);
+    s.finish_reason = "cancelled".into();
+    emit(Event::TurnFinished {
+        stats: s.clone(),
+        tokens: vec![],
+    });
+    s
+}
+
+/// Waits for the HTTP thread's first message (connected, or why not), minding cancel and the
+/// stall timeout, whose clock a pause holds. `None` when cancelled.
+fn first_message(
+    rx: &mpsc::Receiver<Msg>,
+    ctrl: &Control,
+    stall_timeout: Duration,
+    base_url: &str,
+) -> Result<Option<Msg>> {
+    let mut waited = Instant::now();
+    loop {
+        if ctrl.cancelled() {
+            return Ok(None);
+        }
+        match rx.recv_timeout(POLL) {
+            Ok(m) => return Ok(Some(m)),
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                if ctrl.is_paused() {
+                    waited = Instant::now();
+                } else if waited.elapsed() > stall_timeout {
+                    bail!(
+                        "{} accepted the connection but sent no answer for {:.0} s (stall_timeout_s)",
+                        base_url,
+                        stall_timeout.as_secs_f64()
+                    );
+                }
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                bail!("the HTTP thread for {} ended unexpectedly", base_url)
+            }
+        }
+    }
+}
+
+/// How the response stream ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Streamed {
+    /// `[DONE]` arrived.
+    Done,
+    /// It stalled, was cut, or ended without `[DONE]`: why.
+    Incomplete(String),
+    Cancelled,
+}
+
+/// Reads the response lines until the stream ends: SSE lines are gathered into events and
+/// decoded by `st`, which emits them. A pause is waited out (the stall clock restarts after it).
+fn read_stream(
+    rx: &mpsc::Receiver<Msg>,
+    ctrl: &Control,
+    stall_timeout: Duration,
+    st: &mut StreamState,
+    emit: &mut dyn FnMut(Event),
+) -> Result<Streamed> {
+    let mut sse = SseEvents::default();
+    let mut last_byte = Instant::now();
+    while !sse.done {
+        if ctrl.wait_while_paused(emit) {
+            last_byte = Instant::now();
+        }
+        if ctrl.cancelled() {
+            return Ok(Streamed::Cancelled);
+        }
+        let msg = match rx.recv_timeout(POLL) {
+            Ok(m) => m,
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                if last_byte.elapsed() > stall_timeout {
+                    return Ok(Streamed::Incomplete(format!(
+                        "the stream stalled: no data for {:.0} s (stall_timeout_s)",
+                        stall_timeout.as_secs_f64()
+                    )));
+                }
+                continue;
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => Msg::End(Some("lost".into())),
+        };
+        last_byte = Instant::now();
+        match msg {
+            Msg::Line(l) => sse.line(st, &l, emit)?,
+            Msg::End(err) => {
+                sse.end(st, emit)?;
+                if sse.done {
+                    break;
+                }
+                return Ok(Streamed::Incomplete(match err {
+                    Some(e) => format!("the stream was cut: {e}"),
+                    None => "the stream ended before [DONE]".to_string(),
+                }));
+            }
+            Msg::Connected | Msg::Failed(_) => continue,
+        }
+    }
+    Ok(Streamed::Done)
 }
 
 /// Handles one complete SSE event's data.
@@ -1095,5 +1165,194 @@ mod tests {
             assert!(backoff(a, None) <= Duration::from_secs(8));
         }
         assert_eq!(backoff(0, Some(2.0)), Duration::from_secs(2));
+    }
+
+    /// A channel holding `msgs` as the HTTP thread would have sent them, its sender dropped (as
+    /// when the thread ends).
+    fn channel(msgs: Vec<Msg>) -> mpsc::Receiver<Msg> {
+        let (tx, rx) = mpsc::channel();
+        for m in msgs {
+            tx.send(m).unwrap();
+        }
+        rx
+    }
+
+    fn lines(ls: &[&str]) -> Vec<Msg> {
+        ls.iter().map(|l| Msg::Line(l.to_string())).collect()
+    }
+
+    fn answer(events: &[Event]) -> String {
+        events
+            .iter()
+            .filter_map(|e| match e {
+                Event::AnswerDelta { text, .. } => Some(text.as_str()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Everything shown, reasoning and answer.
+    fn shown(events: &[Event]) -> String {
+        events
+            .iter()
+            .filter_map(|e| match e {
+                Event::AnswerDelta { text, .. } | Event::ThinkingDelta { text, .. } => {
+                    Some(text.as_str())
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn finish_reasons_are_normalised() {
+        assert_eq!(finish_reason(None), "stop");
+        assert_eq!(finish_reason(Some("stop")), "stop");
+        assert_eq!(finish_reason(Some("tool_calls")), "stop");
+        assert_eq!(finish_reason(Some("function_call")), "stop");
+        assert_eq!(finish_reason(Some("length")), "length");
+        assert_eq!(finish_reason(Some("content_filter")), "content_filter");
+    }
+
+    #[test]
+    fn sse_lines_gather_into_events() {
+        let mut st = StreamState::new(false);
+        let mut sse = SseEvents::default();
+        let mut events = Vec::new();
+        let mut emit = |e: Event| events.push(e);
+        let chunk = |t: &str| format!("data: {}", json!({"choices": [{"delta": {"content": t}}]}));
+        for l in [
+            ": keep-alive".to_string(),
+            chunk("Hel"),
+            String::new(),
+            "event: message".to_string(),
+            // One event's data over two lines is joined before it is decoded.
+            "data: {\"choices\": [{\"delta\":".to_string(),
+            "data: {\"content\": \"lo\"}, \"finish_reason\": \"length\"}]}".to_string(),
+            String::new(),
+            "nonsense".to_string(),
+            "data: [DONE]".to_string(),
+        ] {
+            sse.line(&mut st, &l, &mut emit).unwrap();
+        }
+        assert!(!sse.done, "an event counts at its blank line");
+        sse.end(&mut st, &mut emit).unwrap();
+        assert!(sse.done, "…or at the end of the stream");
+        st.finish(&mut emit);
+        assert_eq!(answer(&events), "Hello");
+        assert_eq!(st.malformed, 1);
+        assert_eq!(st.finish.as_deref(), Some("length"));
+    }
+
+    #[test]
+    fn sse_error_mid_stream_is_an_error() {
+        let mut st = StreamState::new(false);
+        let mut sse = SseEvents::default();
+        sse.line(
+            &mut st,
+            "data: {\"error\": {\"message\": \"overloaded\"}}",
+            &mut |_| {},
+        )
+        .unwrap();
+        let e = sse.line(&mut st, "", &mut |_| {}).unwrap_err();
+        assert!(e.to_string().contains("overloaded"), "{e}");
+    }
+
+    #[test]
+    fn stream_reading_ends_done_cut_or_cancelled() {
+        let ctrl = Control::default();
+        let stall = Duration::from_secs(60);
+        let run = |msgs: Vec<Msg>, ctrl: &Control| {
+            let mut st = StreamState::new(true);
+            let mut events = Vec::new();
+            let r = read_stream(&channel(msgs), ctrl, stall, &mut st, &mut |e| {
+                events.push(e)
+            });
+            st.finish(&mut |e| events.push(e));
+            (r.unwrap(), events)
+        };
+        let body = |t: &str| format!("data: {}", json!({"choices": [{"delta": {"content": t}}]}));
+        let (end, events) = run(
+            lines(&[
+                &body("<think>hm</think>Yes"),
+                "",
+                "data: [DONE]",
+                "",
+                "data: ignored",
+            ]),
+            &ctrl,
+        );
+        assert_eq!(end, Streamed::Done);
+        assert_eq!(answer(&events), "Yes");
+        assert!(matches!(&events[0], Event::ThinkingDelta { text, .. } if text == "hm"));
+
+        let mut cut = lines(&[&body("Ye"), ""]);
+        cut.push(Msg::End(Some("invalid UTF-8".into())));
+        let (end, events) = run(cut, &ctrl);
+        assert_eq!(
+            end,
+            Streamed::Incomplete("the stream was cut: invalid UTF-8".into())
+        );
+        assert_eq!(shown(&events), "Ye");
+
+        let mut no_done = lines(&[&body("Y")]);
+        no_done.push(Msg::End(None));
+        let (end, events) = run(no_done, &ctrl);
+        assert_eq!(
+            end,
+            Streamed::Incomplete("the stream ended before [DONE]".into())
+        );
+        assert_eq!(
+            shown(&events),
+            "Y",
+            "an event without its blank line still counts"
+        );
+
+        // The HTTP thread went away without saying so.
+        let (end, _) = run(lines(&[&body("Y")]), &ctrl);
+        assert_eq!(end, Streamed::Incomplete("the stream was cut: lost".into()));
+
+        ctrl.cancel();
+        let (end, events) = run(lines(&[&body("never")]), &ctrl);
+        assert_eq!(end, Streamed::Cancelled);
+        assert!(events.is_empty());
+    }
+
+    #[test]
+    fn first_message_waits_for_the_http_thread() {
+        let ctrl = Control::default();
+        let stall = Duration::from_secs(60);
+        let m = first_message(&channel(vec![Msg::Connected]), &ctrl, stall, "http://x").unwrap();
+        assert!(matches!(m, Some(Msg::Connected)));
+        let e = first_message(&channel(vec![]), &ctrl, stall, "http://x")
+            .err()
+            .expect("an error");
+        assert!(e.to_string().contains("ended unexpectedly"), "{e}");
+        let (_tx, rx) = mpsc::channel::<Msg>();
+        let e = first_message(&rx, &ctrl, Duration::ZERO, "http://x")
+            .err()
+            .expect("an error");
+        assert!(e.to_string().contains("sent no answer"), "{e}");
+        ctrl.cancel();
+        let m = first_message(&channel(vec![Msg::Connected]), &ctrl, stall, "http://x").unwrap();
+        assert!(m.is_none());
+    }
+
+    #[test]
+    fn a_cancelled_turn_keeps_what_arrived() {
+        let mut st = StreamState::new(false);
+        let mut events = Vec::new();
+        st.chunk(
+            &json!({"choices": [{"delta": {"content": "Hi"}}]}),
+            &mut |e| events.push(e),
+        )
+        .unwrap();
+        let s = cancelled_turn(&mut st, Instant::now(), &mut |e| events.push(e));
+        assert_eq!(s.finish_reason, "cancelled");
+        assert_eq!(s.answer_tokens, 1);
+        assert_eq!(answer(&events), "Hi");
+        assert!(
+            matches!(events.last(), Some(Event::TurnFinished { tokens, .. }) if tokens.is_empty())
+        );
     }
 }

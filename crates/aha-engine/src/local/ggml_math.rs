@@ -10,23 +10,6 @@
 
 use half::f16;
 
-static ENABLED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-
-/// Whether the engine loaded last rounds as llama.cpp's CPU backend does everywhere
-/// ([`Numerics::Ggml`]: f16 cache and attention accumulator, its `expf` in SwiGLU, 8-bit
-/// activations in prefill too). For code that holds no model; the forward pass itself asks its
-/// [`Transformer::numerics`](super::model::Transformer::numerics).
-///
-/// [`Numerics::Ggml`]: crate::options::Numerics::Ggml
-pub fn enabled() -> bool {
-    ENABLED.load(std::sync::atomic::Ordering::Relaxed)
-}
-
-/// Records the numerics of the engine being loaded, for [`enabled`].
-pub fn set_enabled(on: bool) {
-    ENABLED.store(on, std::sync::atomic::Ordering::Relaxed);
-}
-
 /// Rounds to the nearest f16 (ties to even) and back.
 #[inline]
 pub fn round_f16(x: f32) -> f32 {

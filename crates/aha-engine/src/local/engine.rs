@@ -1,0 +1,574 @@
+//! The local engine: a model loaded on this machine, its prompt rendering, prefill and the
+//! decoding loop (whose per-token pieces live in [`super::generate`]).
+
+use super::generate::{CallGrammar, StatsAccumulator, Turn};
+use crate::sampler::SamplingParams;
+use crate::template::{ChatMessage, ChatTemplate, Family};
+use crate::{
+    constrain, device, local, reasoning, tokenizer, Control, Engine, GenerateRequest, Prompt,
+    ThinkMode, THINK_PROMPT, TOOLS_PROMPT,
+};
+use aha_protocol::{Event, TurnStats};
+use anyhow::{bail, Result};
+use candle_core::Device;
+use local::kv_cache::KvCache;
+use local::load::GgufFile;
+use local::model::Transformer;
+use std::path::Path;
+use std::time::Instant;
+use tokenizer::TextTokenizer;
+
+/// For a template that cannot render tools: the tool list goes into the system prompt, earlier
+/// calls become `<tool_call>` text in the assistant's turn and results become user messages in
+/// `<tool_response>` tags, the format [`TOOLS_PROMPT`] teaches.
+fn tools_as_text(msgs: &mut Vec<ChatMessage>, tools: &[serde_json::Value]) {
+    let list: Vec<String> = tools.iter().map(|t| t.to_string()).collect();
+    let prompt = TOOLS_PROMPT.trim().replace("{tools}", &list.join("\n"));
+    match msgs.first_mut() {
+        Some(m) if m.role == "system" => m.content = format!("{}\n\n{prompt}", m.content),
+        _ => msgs.insert(0, ChatMessage::new("system", prompt)),
+    }
+    for m in msgs.iter_mut() {
+        if m.role == "assistant" {
+            if let Some(calls) = m.tool_calls.take() {
+                for c in calls.as_array().into_iter().flatten() {
+                    let f = c.get("function").unwrap_or(c);
+                    let call = serde_json::json!({"name": f["name"], "arguments": f["arguments"]});
+                    m.content
+                        .push_str(&format!("\n<tool_call>\n{call}\n</tool_call>"));
+                }
+            }
+        } else if m.role == "tool" {
+            m.role = "user".into();
+            let name = m.name.take().unwrap_or_default();
+            m.content = format!(
+                "<tool_response name=\"{name}\">\n{}\n</tool_response>",
+                m.content
+            );
+            m.tool_call_id = None;
+        }
+    }
+}
+
+impl Engine for LocalEngine {
+    fn model_name(&self) -> String {
+        self.name.clone()
+    }
+    fn device(&self) -> String {
+        device::describe(&self.model.device)
+    }
+    fn context_length(&self) -> usize {
+        LocalEngine::context_length(self)
+    }
+    fn is_reasoning(&self) -> bool {
+        self.template.is_reasoning()
+    }
+    fn default_sampling(&self) -> SamplingParams {
+        LocalEngine::default_sampling(self)
+    }
+    fn generate(
+        &mut self,
+        req: &GenerateRequest,
+        ctrl: &Control,
+        emit: &mut dyn FnMut(Event),
+    ) -> Result<TurnStats> {
+        LocalEngine::generate(self, req, ctrl, emit)
+    }
+    fn count_tokens(&self, text: &str) -> usize {
+        self.tokenizer.encode(text).map(|t| t.len()).unwrap_or(0)
+    }
+    fn cached_len(&self) -> usize {
+        self.cached.len()
+    }
+}
+
+/// A rendered prompt ready for the model.
+#[derive(Debug, Clone)]
+pub struct PreparedPrompt {
+    pub tokens: Vec<u32>,
+    pub text: String,
+    /// The prompt already opened a reasoning block.
+    pub started_in_think: bool,
+    /// The part of `text` that was already the assistant's (a branch's prefix), or empty.
+    pub assistant_prefix: String,
+}
+
+/// A model loaded on this machine, with its tokenizer, template and KV cache.
+pub struct LocalEngine {
+    pub model: Transformer,
+    pub tokenizer: TextTokenizer,
+    pub template: ChatTemplate,
+    pub name: String,
+    cache: KvCache,
+    /// The tokens whose keys and values the cache holds, in order.
+    cached: Vec<u32>,
+    /// The tool-call constraint's vocabulary trie, built on first use.
+    llg: Option<std::sync::Arc<llguidance::ParserFactory>>,
+    /// Tokens that open a tool call, built on first use of `no_tool_calls`.
+    openers: Option<std::sync::Arc<constrain::CallOpeners>>,
+}
+
+impl std::fmt::Debug for LocalEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocalEngine")
+            .field("name", &self.name)
+            .finish()
+    }
+}
+
+impl LocalEngine {
+    /// Loads a `.gguf` file or a safetensors checkpoint folder. A parser that panics on a
+    /// damaged file (tokenizer, template, weights) gives an error, not a dead program.
+    pub fn load(path: &Path, name: &str, device: &Device) -> Result<Self> {
+        Self::load_with(path, name, device, &crate::options::EngineOptions::from_env())
+    }
+
+    /// [`LocalEngine::load`] with the engine's knobs given, not read from the environment.
+    pub fn load_with(
+        path: &Path,
+        name: &str,
+        device: &Device,
+        opts: &crate::options::EngineOptions,
+    ) -> Result<Self> {
+        aha_protocol::panic::catch_panic(|| Self::load_unguarded(path, name, device, opts)).unwrap_or_else(|e| {
+            Err(anyhow::anyhow!(
+                "{} cannot be loaded ({}); the file may be damaged: download it again (`aha pull NAME`) or check the path",
+                path.display(),
+                e.0
+            ))
+        })
+    }
+
+    fn load_unguarded(
+        path: &Path,
+        name: &str,
+        device: &Device,
+        opts: &crate::options::EngineOptions,
+    ) -> Result<Self> {
+        if device.is_cpu() {
+            local::qkernels::choose(opts).map_err(anyhow::Error::msg)?;
+        }
+        let (model, tokenizer, template_src) = if path.is_dir() {
+            let model = local::load::load_safetensors_dir_with(path, device, opts)?;
+            let tok = TextTokenizer::from_file(&path.join("tokenizer.json"))?;
+            let tmpl = std::fs::read_to_string(path.join("tokenizer_config.json"))
+                .ok()
+                .and_then(|s| serde_json::from_str::<serde_json::Value>(&s).ok())
+                .and_then(|v| v["chat_template"].as_str().map(str::to_string));
+            (model, tok, tmpl)
+        } else {
+            let g = GgufFile::open(path)?;
+            let model = g.load_model_with(device, opts)?;
+            let tok = TextTokenizer::from_gguf(&g)?;
+            let tmpl = g.get_str("tokenizer.chat_template").map(str::to_string);
+            (model, tok, tmpl)
+        };
+        let bos = tokenizer
+            .bos
+            .as_ref()
+            .map(|b| b.1.clone())
+            .unwrap_or_default();
+        let eos = tokenizer
+            .eos
+            .as_ref()
+            .map(|b| b.1.clone())
+            .unwrap_or_default();
+        let template = match template_src {
+            Some(src) => ChatTemplate::new(&src, &bos, &eos)?,
+            None => {
+                let fam = if tokenizer.token_id("<｜Assistant｜>").is_some() {
+                    Family::DeepSeekR1
+                } else if tokenizer.token_id("<|start_header_id|>").is_some() {
+                    Family::Llama3
+                } else {
+                    Family::ChatMl
+                };
+                ChatTemplate::fallback(fam, &bos, &eos)?
+            }
+        };
+        let cache = model.new_cache();
+        Ok(Self {
+            model,
+            tokenizer,
+            template,
+            name: name.to_string(),
+            cache,
+            cached: Vec::new(),
+            llg: None,
+            openers: None,
+        })
+    }
+
+    /// The model's context length.
+    pub fn context_length(&self) -> usize {
+        self.model.cfg.n_ctx
+    }
+
+    /// Tokens the cache currently holds.
+    pub fn cached_tokens(&self) -> &[u32] {
+        &self.cached
+    }
+
+    /// Sampling defaults for this model (R1's recommendation for reasoning models).
+    pub fn default_sampling(&self) -> SamplingParams {
+        if self.template.is_reasoning() {
+            SamplingParams::r1()
+        } else {
+            SamplingParams::default()
+        }
+    }
+
+    /// Renders and tokenizes a request's prompt.
+    pub fn prepare(&self, req: &GenerateRequest) -> Result<PreparedPrompt> {
+        match &req.prompt {
+            Prompt::Tokens(t) => Ok(PreparedPrompt {
+                tokens: t.clone(),
+                text: String::new(),
+                started_in_think: false,
+                assistant_prefix: String::new(),
+            }),
+            Prompt::Raw(text) => self.prepare_raw(text),
+            Prompt::Chat(msgs) => self.prepare_chat(req, msgs),
+        }
+    }
+
+    /// Exact text (completion mode): BOS when the model wants one, then the text's tokens.
+    fn prepare_raw(&self, text: &str) -> Result<PreparedPrompt> {
+        let mut tokens = Vec::new();
+        if self.tokenizer.add_bos {
+            if let Some((id, _)) = &self.tokenizer.bos {
+                tokens.push(*id);
+            }
+        }
+        tokens.extend(self.tokenizer.encode(text)?);
+        Ok(PreparedPrompt {
+            tokens,
+            text: text.to_string(),
+            started_in_think: text.trim_end().ends_with("<think>"),
+            assistant_prefix: String::new(),
+        })
+    }
+
+    /// A conversation through the chat template, with the think mode and any assistant prefix
+    /// (a branch point) applied.
+    fn prepare_chat(&self, req: &GenerateRequest, msgs: &[ChatMessage]) -> Result<PreparedPrompt> {
+        let force_think = req.think == ThinkMode::On && !self.template.is_reasoning();
+        let (msgs, tools) = self.chat_messages(req, msgs, force_think);
+        let mut text = self
+            .template
+            .render(&msgs, tools, true, req.think != ThinkMode::Off)?;
+        let started = apply_think_mode(&mut text, req.think, force_think);
+        let prompt_end = text.len();
+        if let Some(prefix) = &req.assistant_prefix {
+            text.push_str(prefix_after_prompt(prefix, started));
+        }
+        let mut tokens = Vec::new();
+        if let Some((id, bos)) = &self.tokenizer.bos {
+            if self.tokenizer.add_bos && !text.starts_with(bos.as_str()) {
+                tokens.push(*id);
+            }
+        }
+        tokens.extend(self.tokenizer.encode(&text)?);
+        let prefix = text[prompt_end..].to_string();
+        tracing::debug!(tokens = tokens.len(), "rendered prompt:\n{text}");
+        Ok(PreparedPrompt {
+            tokens,
+            text,
+            started_in_think: started,
+            assistant_prefix: prefix,
+        })
+    }
+
+    /// The messages as the template gets them: earlier turns' reasoning stripped, the instruction
+    /// to reason added when `force_think`, and the tools (returned) written into the messages
+    /// instead when the template has no place for them.
+    fn chat_messages<'r>(
+        &self,
+        req: &'r GenerateRequest,
+        msgs: &[ChatMessage],
+        force_think: bool,
+    ) -> (Vec<ChatMessage>, Option<&'r [serde_json::Value]>) {
+        let mut msgs: Vec<ChatMessage> = msgs
+            .iter()
+            .map(|m| {
+                let mut m = m.clone();
+                if m.role == "assistant" {
+                    m.content = reasoning::strip_reasoning(&m.content);
+                }
+                m
+            })
+            .collect();
+        if force_think {
+            match msgs.first_mut() {
+                Some(m) if m.role == "system" => {
+                    m.content = format!("{}\n\n{}", m.content, THINK_PROMPT.trim())
+                }
+                _ => msgs.insert(0, ChatMessage::new("system", THINK_PROMPT.trim())),
+            }
+        }
+        let mut tools = req.tools.as_deref().filter(|t| !t.is_empty());
+        if let Some(t) = tools {
+            if !self.template.supports_tools() {
+                tools_as_text(&mut msgs, t);
+                tools = None;
+            }
+        }
+        (msgs, tools)
+    }
+
+    /// Truncates the cache to the longest common prefix with `tokens` (keeping at least one token to
+    /// feed) and prefills the rest in chunks. Returns the logits of the last token and the count prefilled.
+    fn prefill(&mut self, tokens: &[u32], ctrl: &Control) -> Result<(Vec<f32>, usize)> {
+        let common = self
+            .cached
+            .iter()
+            .zip(tokens)
+            .take_while(|(a, b)| a == b)
+            .count()
+            .min(tokens.len().saturating_sub(1));
+        self.cache.truncate(common);
+        self.cached.truncate(common);
+        let rest = &tokens[common..];
+        // With llama.cpp's numerics (`AHA_NUMERICS=ggml`) the prompt goes in one batch as
+        // llama.cpp sends it, since how rows are batched changes its rounding.
+        if self.model.ggml_numerics() {
+            let mut logits = None;
+            for chunk in rest.chunks(PREFILL_CHUNK) {
+                if ctrl.cancelled() {
+                    bail!("cancelled during prompt processing");
+                }
+                logits = Some(self.model.forward(chunk, &mut self.cache, false)?);
+                self.cached.extend_from_slice(chunk);
+            }
+            let Some(l) = logits else {
+                bail!("empty prompt");
+            };
+            return Ok((local::model::last_row(&l)?, rest.len()));
+        }
+        // Otherwise the last prompt token always goes through the single-token (decode) path, so
+        // the first sampled token's logits do not depend on whether the prefix came from the
+        // cache: the same seed gives the same reply on a cold and a warm cache.
+        let (batch, last) = rest.split_at(rest.len().saturating_sub(1));
+        for chunk in batch.chunks(PREFILL_CHUNK) {
+            if ctrl.cancelled() {
+                bail!("cancelled during prompt processing");
+            }
+            self.model.forward(chunk, &mut self.cache, false)?;
+            self.cached.extend_from_slice(chunk);
+        }
+        let &[last] = last else {
+            bail!("empty prompt");
+        };
+        let logits = self.step(last)?;
+        Ok((logits, rest.len()))
+    }
+
+    /// Feeds one token and returns the next logits.
+    fn step(&mut self, token: u32) -> Result<Vec<f32>> {
+        let l = self.model.forward(&[token], &mut self.cache, false)?;
+        self.cached.push(token);
+        Ok(local::model::last_row(&l)?)
+    }
+
+    /// Moves the cache back to `n` tokens (branching a trace from an earlier point).
+    pub fn truncate(&mut self, n: usize) {
+        self.cache.truncate(n);
+        self.cached.truncate(n);
+    }
+
+    /// Generates a reply, calling `emit` with each event as it happens. Ends with `TurnFinished`
+    /// (also when cancelled); errors are returned, not emitted.
+    pub fn generate(
+        &mut self,
+        req: &GenerateRequest,
+        ctrl: &Control,
+        emit: &mut dyn FnMut(Event),
+    ) -> Result<TurnStats> {
+        let t0 = Instant::now();
+        let prompt = self.prepare(req)?;
+        let n_ctx = self.context_length();
+        check_fits(prompt.tokens.len(), n_ctx)?;
+        let (mut logits, prefilled) = self.prefill(&prompt.tokens, ctrl)?;
+        let prefill_s = t0.elapsed().as_secs_f64();
+        let stats = StatsAccumulator::new(t0, prompt.tokens.len(), prefilled, prefill_s);
+        let calls = self.call_grammar(req)?;
+        let openers = self.call_openers(req);
+        let mut turn = Turn::new(req, &prompt, stats, calls, openers)?;
+        while turn.running(ctrl, emit) {
+            let Some(token) = turn.step(&mut logits, &self.tokenizer, ctrl, emit)? else {
+                break;
+            };
+            if self.cached.len() + 1 >= n_ctx {
+                turn.end("context");
+                break;
+            }
+            logits = self.step(token)?;
+        }
+        Ok(turn.finish(emit))
+    }
+
+    /// Tool calls: once `<tool_call>` opens in the answer, sampling follows the call grammar. The
+    /// vocabulary trie is built on first use and kept.
+    fn call_grammar(&mut self, req: &GenerateRequest) -> Result<CallGrammar> {
+        let call_schema = match &req.tools {
+            Some(t) if req.constrain_tools && !t.is_empty() => Some(constrain::call_schema(t)?),
+            _ => None,
+        };
+        if call_schema.is_some() && self.llg.is_none() {
+            let (vocab, _) = self.model.output.dims();
+            self.llg = Some(constrain::factory(&self.tokenizer, vocab)?);
+        }
+        Ok(CallGrammar::new(call_schema.zip(self.llg.clone())))
+    }
+
+    /// With `no_tool_calls`, the tokens that open a call (built on first use and kept).
+    fn call_openers(
+        &mut self,
+        req: &GenerateRequest,
+    ) -> Option<std::sync::Arc<constrain::CallOpeners>> {
+        if req.no_tool_calls && self.openers.is_none() {
+            let (vocab, _) = self.model.output.dims();
+            self.openers = Some(std::sync::Arc::new(constrain::CallOpeners::new(
+                &self.tokenizer,
+                vocab,
+            )));
+        }
+        // Shared, not copied: the lists hold most of the vocabulary.
+        self.openers.clone().filter(|_| req.no_tool_calls)
+    }
+
+    /// Perplexity of `tokens` (teacher-forced), evaluated in windows of at most `ctx` tokens.
+    pub fn perplexity(&self, tokens: &[u32], ctx: usize) -> Result<f64> {
+        let mut nll = 0.0f64;
+        let mut count = 0usize;
+        // A cache of its own (the conversation's stays), cleared and reused for every window.
+        let mut cache = self.model.new_cache();
+        for w in tokens.chunks(ctx.max(2)) {
+            if w.len() < 2 {
+                continue;
+            }
+            cache.clear();
+            let mut pos = 0;
+            while pos < w.len() - 1 {
+                let end = (pos + PREFILL_CHUNK).min(w.len() - 1);
+                let logits = self.model.forward(&w[pos..end], &mut cache, true)?;
+                for (i, row) in logits.to_vec2::<f32>()?.iter().enumerate() {
+                    let ls = local::model::log_softmax(row);
+                    nll -= ls[w[pos + i + 1] as usize] as f64;
+                    count += 1;
+                }
+                pos = end;
+            }
+        }
+        if count == 0 {
+            bail!("perplexity needs at least two tokens");
+        }
+        Ok((nll / count as f64).exp())
+    }
+}
+
+/// Prompt tokens processed per forward pass.
+pub const PREFILL_CHUNK: usize = 512;
+
+/// Refuses an empty prompt, or one that leaves no room in the context.
+fn check_fits(prompt_tokens: usize, n_ctx: usize) -> Result<()> {
+    if prompt_tokens == 0 {
+        bail!("the prompt is empty");
+    }
+    if prompt_tokens >= n_ctx {
+        bail!(
+            "the prompt is {} tokens but the model's context holds {n_ctx}; shorten it (and leave room for the answer)",
+            prompt_tokens
+        );
+    }
+    Ok(())
+}
+
+/// After the rendered prompt: opens the reasoning when `force_think` and the template did not,
+/// closes the one the template opened for [`ThinkMode::Off`] (so the model answers directly).
+/// Returns whether the prompt now ends inside a reasoning block.
+fn apply_think_mode(text: &mut String, think: ThinkMode, force_think: bool) -> bool {
+    let mut started = text.trim_end().ends_with("<think>");
+    if force_think && !started {
+        text.push_str("<think>\n");
+        started = true;
+    }
+    if think == ThinkMode::Off && started {
+        // Close the reasoning the template opened, so the model answers directly.
+        text.push_str("\n</think>\n\n");
+        started = false;
+    }
+    started
+}
+
+/// The part of an assistant prefix that goes after the prompt: a prefix may repeat the `<think>`
+/// the template already opened (`started`).
+fn prefix_after_prompt(prefix: &str, started: bool) -> &str {
+    match prefix.trim_start().strip_prefix("<think>") {
+        Some(rest) if started => rest.strip_prefix('\n').unwrap_or(rest),
+        _ => prefix,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn think_mode_opens_or_closes_the_reasoning() {
+        let mut t = "<|im_start|>assistant\n".to_string();
+        assert!(!apply_think_mode(&mut t, ThinkMode::Auto, false));
+        assert_eq!(t, "<|im_start|>assistant\n");
+        assert!(apply_think_mode(&mut t, ThinkMode::On, true));
+        assert_eq!(t, "<|im_start|>assistant\n<think>\n");
+        // A template that opened `<think>` itself: On keeps it, Off closes it.
+        let mut t = "A: <think>\n".to_string();
+        assert!(apply_think_mode(&mut t, ThinkMode::On, false));
+        assert_eq!(t, "A: <think>\n");
+        assert!(!apply_think_mode(&mut t, ThinkMode::Off, false));
+        assert_eq!(t, "A: <think>\n\n</think>\n\n");
+    }
+
+    #[test]
+    fn a_prefix_does_not_repeat_the_opened_think() {
+        assert_eq!(prefix_after_prompt("<think>\nstep 1", true), "step 1");
+        assert_eq!(prefix_after_prompt("  <think>step 1", true), "step 1");
+        assert_eq!(
+            prefix_after_prompt("<think>\nstep 1", false),
+            "<think>\nstep 1"
+        );
+        assert_eq!(prefix_after_prompt("Answer", true), "Answer");
+    }
+
+    #[test]
+    fn prompts_must_fit() {
+        assert!(check_fits(0, 10).unwrap_err().to_string().contains("empty"));
+        assert!(check_fits(10, 10)
+            .unwrap_err()
+            .to_string()
+            .contains("context holds 10"));
+        check_fits(9, 10).unwrap();
+    }
+
+    #[test]
+    fn tools_become_text_for_templates_without_them() {
+        let mut call = ChatMessage::new("assistant", "Looking.");
+        call.tool_calls =
+            Some(serde_json::json!([{"function": {"name": "w", "arguments": {"c": 1}}}]));
+        let mut result = ChatMessage::new("tool", "sunny");
+        result.name = Some("w".into());
+        result.tool_call_id = Some("c1".into());
+        let mut msgs = vec![ChatMessage::new("user", "hi"), call, result];
+        tools_as_text(&mut msgs, &[serde_json::json!({"name": "w"})]);
+        assert_eq!(msgs[0].role, "system");
+        assert!(msgs[0].content.contains(r#"{"name":"w"}"#));
+        assert!(msgs[2].content.ends_with("</tool_call>"));
+        assert!(msgs[2].tool_calls.is_none());
+        assert_eq!(msgs[3].role, "user");
+        assert_eq!(
+            msgs[3].content,
+            "<tool_response name=\"w\">\nsunny\n</tool_response>"
+        );
+        assert!(msgs[3].tool_call_id.is_none());
+    }
+}

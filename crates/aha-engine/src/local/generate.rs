@@ -1,0 +1,831 @@
+//! The local engine's decoding loop, in pieces. [`Turn`] advances one token per [`Turn::step`]
+//! and holds the sampler plus small parts with one job each: the tool-call grammar
+//! ([`CallGrammar`], fed by [`CallWatch`]), the opener mask for `no_tool_calls` ([`OpenerMask`]),
+//! the thinking budget ([`ThinkBudget`]) and the counters ([`StatsAccumulator`]). The model's
+//! forward pass stays with [`super::engine::LocalEngine`]; nothing here needs a model.
+
+use crate::constrain::{self, CallConstraint, CallOpeners};
+use crate::reasoning::{ReasoningParser, Segment};
+use crate::sampler::Sampler;
+use crate::tokenizer::{StreamDecoder, TextTokenizer};
+use crate::{Control, GenerateRequest, PreparedPrompt};
+use aha_protocol::{Event, TurnStats};
+use anyhow::Result;
+use llguidance::ParserFactory;
+use serde_json::Value;
+use std::collections::VecDeque;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// What a spent thinking budget makes the model write: the close of its reasoning.
+pub const BUDGET_CLOSE: &str = "\n</think>\n\n";
+
+/// Emits the segments of one decoded piece; when the piece stayed one segment it keeps its
+/// token's log-probability and entropy.
+pub fn emit_segments(
+    emit: &mut dyn FnMut(Event),
+    segs: Vec<Segment>,
+    lp: Option<f32>,
+    ent: Option<f32>,
+) {
+    let one = segs.len() == 1;
+    for s in segs {
+        let (lp, ent) = if one { (lp, ent) } else { (None, None) };
+        emit(s.into_event(lp, ent));
+    }
+}
+
+/// Token counts, finish reason and speeds of one turn.
+#[derive(Debug)]
+pub struct StatsAccumulator {
+    t0: Instant,
+    stats: TurnStats,
+    first_token_at: Option<Instant>,
+    generated: usize,
+}
+
+impl StatsAccumulator {
+    /// Starts counting after the prompt: `prefill_s` seconds since `t0` went into prefilling.
+    pub fn new(t0: Instant, prompt_tokens: usize, prefilled: usize, prefill_s: f64) -> Self {
+        Self {
+            t0,
+            stats: TurnStats {
+                prompt_tokens,
+                prefilled_tokens: prefilled,
+                prefill_tok_s: prefilled as f64 / prefill_s.max(1e-9),
+                finish_reason: "length".into(),
+                ..TurnStats::default()
+            },
+            first_token_at: None,
+            generated: 0,
+        }
+    }
+
+    /// A token was chosen at `now`; the first one sets the time to first token.
+    pub fn token_chosen(&mut self, now: Instant) {
+        if self.first_token_at.is_none() {
+            self.first_token_at = Some(now);
+            self.stats.ttft_ms = now.duration_since(self.t0).as_secs_f64() * 1000.0;
+        }
+    }
+
+    /// Counts a generated token (not an end of turn) as reasoning or answer.
+    pub fn count(&mut self, thinking: bool) {
+        self.generated += 1;
+        if thinking {
+            self.stats.thinking_tokens += 1;
+        } else {
+            self.stats.answer_tokens += 1;
+        }
+    }
+
+    /// Tokens generated so far.
+    pub fn generated(&self) -> usize {
+        self.generated
+    }
+
+    /// Reasoning tokens generated so far.
+    pub fn thinking_tokens(&self) -> usize {
+        self.stats.thinking_tokens
+    }
+
+    /// Sets why the turn ended (`length` until told otherwise).
+    pub fn finish(&mut self, reason: &str) {
+        self.stats.finish_reason = reason.into();
+    }
+
+    /// The turn's stats as it ends at `now`, with the decode speed (tokens after the first, per second).
+    pub fn close(&mut self, now: Instant) -> TurnStats {
+        if let Some(ft) = self.first_token_at {
+            let dt = now.duration_since(ft).as_secs_f64();
+            if self.generated > 1 {
+                self.stats.decode_tok_s = (self.generated - 1) as f64 / dt.max(1e-9);
+            }
+        }
+        self.stats.clone()
+    }
+}
+
+/// `think_budget`: once the reasoning has used its tokens, the close of the reasoning is forced
+/// in (once per turn), so the model goes on to answer.
+#[derive(Debug, Default)]
+pub struct ThinkBudget {
+    limit: Option<usize>,
+    closed: bool,
+    forced: VecDeque<u32>,
+}
+
+impl ThinkBudget {
+    pub fn new(limit: Option<usize>) -> Self {
+        Self {
+            limit,
+            ..Self::default()
+        }
+    }
+
+    /// The next token of a forced close, while one is being written.
+    pub fn forced(&mut self) -> Option<u32> {
+        self.forced.pop_front()
+    }
+
+    /// After a token: whether the budget ran out just now (true at most once per turn).
+    pub fn exhausted(&mut self, in_thinking: bool, thinking_tokens: usize) -> bool {
+        match self.limit {
+            Some(b) if !self.closed && in_thinking && thinking_tokens >= b => {
+                self.closed = true;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Queues the tokens of the close ([`BUDGET_CLOSE`]) to be written next.
+    pub fn force(&mut self, tokens: Vec<u32>) {
+        self.forced.extend(tokens);
+    }
+}
+
+/// How a tool call began, as [`CallWatch::push`] saw it.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct CallStart {
+    /// The answer opened with `{`: a bare call (small models skip the tags).
+    pub bare: bool,
+    /// The answer text now ends with `<tool_call>`.
+    pub tagged: bool,
+}
+
+/// Watches the answer text for the start of a tool call, keeping only a short tail of it.
+#[derive(Debug, Default)]
+pub struct CallWatch {
+    tail: String,
+}
+
+impl CallWatch {
+    /// Adds an answer piece; says whether it started a call.
+    pub fn push(&mut self, piece: &str) -> CallStart {
+        let bare = self.tail.trim().is_empty() && piece.trim_start().starts_with('{');
+        self.tail.push_str(piece);
+        let mut tagged = false;
+        if self.tail.ends_with(constrain::CALL_OPEN) {
+            self.tail.clear();
+            tagged = true;
+        } else if self.tail.len() > 64 {
+            let cut = self.tail.len() - 32;
+            let cut = (cut..self.tail.len())
+                .find(|&i| self.tail.is_char_boundary(i))
+                .unwrap_or(self.tail.len());
+            self.tail.drain(..cut);
+        }
+        CallStart { bare, tagged }
+    }
+}
+
+/// Tool calls under the grammar: whether one is constrained now, when one starts, when it ends.
+pub struct CallGrammar {
+    /// The calls' schema and the vocabulary trie, when calls are constrained at all.
+    grammar: Option<(Value, Arc<ParserFactory>)>,
+    active: Option<CallConstraint>,
+    watch: CallWatch,
+}
+
+impl CallGrammar {
+    pub fn new(grammar: Option<(Value, Arc<ParserFactory>)>) -> Self {
+        Self {
+            grammar,
+            active: None,
+            watch: CallWatch::default(),
+        }
+    }
+
+    /// Whether a call is being constrained now.
+    pub fn is_active(&self) -> bool {
+        self.active.is_some()
+    }
+
+    /// A prefix that already opened a call (a branch, or a caller forcing a call) starts it.
+    pub fn start_after_prefix(&mut self, prefix: &str, in_thinking: bool) -> Result<()> {
+        if let (Some((schema, f)), false) = (&self.grammar, in_thinking) {
+            if prefix.trim_end().ends_with(constrain::CALL_OPEN) {
+                self.active = Some(CallConstraint::new(f, schema)?);
+            }
+        }
+        Ok(())
+    }
+
+    /// Masks `logits` to the call grammar while a call is under way; a mask that fails ends the
+    /// constraint, with a notice.
+    pub fn mask(&mut self, logits: &mut [f32], emit: &mut dyn FnMut(Event)) {
+        if let Some(c) = self.active.as_mut() {
+            if let Err(e) = c.mask(logits) {
+                emit(Event::Notice {
+                    message: format!("{e:#}; the call continues unconstrained"),
+                });
+                self.active = None;
+            }
+        }
+    }
+
+    /// Advances past a sampled token; the constraint ends with the call or a token that breaks it.
+    pub fn consume(&mut self, token: u32) {
+        if let Some(c) = self.active.as_mut() {
+            if c.consume(token).is_err() || c.done() {
+                self.active = None;
+            }
+        }
+    }
+
+    /// After an answer piece, while no call is constrained: starts the constraint when the piece
+    /// opened a call (a bare one counts the token just written).
+    pub fn observe(&mut self, piece: &str, token: u32, emit: &mut dyn FnMut(Event)) {
+        let (Some((schema, f)), None) = (&self.grammar, &self.active) else {
+            return;
+        };
+        let start = self.watch.push(piece);
+        if start.bare {
+            if let Some(mut c) = open_call(f, schema, emit) {
+                if c.consume(token).is_ok() && !c.done() {
+                    self.active = Some(c);
+                }
+            }
+        }
+        if start.tagged {
+            if let Some(c) = open_call(f, schema, emit) {
+                self.active = Some(c);
+            }
+        }
+    }
+}
+
+/// Starts a call constraint; when the grammar cannot be built, says so and goes on unconstrained.
+fn open_call(
+    f: &ParserFactory,
+    schema: &Value,
+    emit: &mut dyn FnMut(Event),
+) -> Option<CallConstraint> {
+    match CallConstraint::new(f, schema) {
+        Ok(c) => Some(c),
+        Err(e) => {
+            emit(Event::Notice {
+                message: format!("{e:#}; tool calls are not constrained"),
+            });
+            None
+        }
+    }
+}
+
+/// `no_tool_calls`: keeps the answer from opening a tool call.
+#[derive(Debug)]
+pub struct OpenerMask {
+    /// Shared, not copied: the lists hold most of the vocabulary.
+    openers: Option<Arc<CallOpeners>>,
+    /// Whether the answer shows any text yet.
+    answer_started: bool,
+}
+
+impl OpenerMask {
+    /// `prefix` is the assistant text the turn continues from; `in_thinking` where it left the parser.
+    pub fn new(openers: Option<Arc<CallOpeners>>, in_thinking: bool, prefix: &str) -> Self {
+        let answer_started = !in_thinking
+            && prefix
+                .rsplit("</think>")
+                .next()
+                .is_some_and(|a| !a.trim().is_empty());
+        Self {
+            openers,
+            answer_started,
+        }
+    }
+
+    /// Whether the answer shows any text yet.
+    pub fn answer_started(&self) -> bool {
+        self.answer_started
+    }
+
+    /// Masks the opening tokens (in the answer only).
+    pub fn apply(&self, logits: &mut [f32], in_thinking: bool) {
+        if let (Some(o), false) = (&self.openers, in_thinking) {
+            o.mask(logits, self.answer_started);
+        }
+    }
+
+    /// After a piece: `was_answer` whether it was written in the answer, `in_thinking` the state after it.
+    pub fn observe(&mut self, was_answer: bool, in_thinking: bool, piece: &str) {
+        if was_answer && !in_thinking && !piece.trim().is_empty() {
+            self.answer_started = true;
+        }
+    }
+}
+
+/// One turn of local generation after the prefill: which token comes next and what it shows.
+pub struct Turn<'r> {
+    req: &'r GenerateRequest,
+    sampler: Sampler,
+    parser: ReasoningParser,
+    /// Prompt and generated tokens (the repetition penalty looks back over both).
+    history: Vec<u32>,
+    prompt_len: usize,
+    decoder: StreamDecoder,
+    calls: CallGrammar,
+    openers: OpenerMask,
+    budget: ThinkBudget,
+    stats: StatsAccumulator,
+}
+
+impl<'r> Turn<'r> {
+    pub fn new(
+        req: &'r GenerateRequest,
+        prompt: &PreparedPrompt,
+        stats: StatsAccumulator,
+        mut calls: CallGrammar,
+        openers: Option<Arc<CallOpeners>>,
+    ) -> Result<Self> {
+        let sampler = Sampler::new(req.sampling.clone());
+        let mut parser = ReasoningParser::new(prompt.started_in_think);
+        // A branch continues an assistant turn: put the parser where that text left it.
+        let _ = parser.push(&prompt.assistant_prefix);
+        let openers = OpenerMask::new(openers, parser.in_thinking(), &prompt.assistant_prefix);
+        calls.start_after_prefix(&prompt.assistant_prefix, parser.in_thinking())?;
+        Ok(Self {
+            req,
+            sampler,
+            parser,
+            history: prompt.tokens.clone(),
+            prompt_len: prompt.tokens.len(),
+            decoder: StreamDecoder::default(),
+            calls,
+            openers,
+            budget: ThinkBudget::new(req.think_budget),
+            stats,
+        })
+    }
+
+    /// Before each token: false once the turn is over (`max_tokens` reached, or cancelled). Waits
+    /// out a pause.
+    pub fn running(&mut self, ctrl: &Control, emit: &mut dyn FnMut(Event)) -> bool {
+        if self.stats.generated() >= self.req.max_tokens {
+            return false;
+        }
+        ctrl.wait_while_paused(emit);
+        if ctrl.cancelled() {
+            self.stats.finish("cancelled");
+            return false;
+        }
+        true
+    }
+
+    /// Ends the turn early for `reason` (`context`: the cache is full).
+    pub fn end(&mut self, reason: &str) {
+        self.stats.finish(reason);
+    }
+
+    /// The next token: the budget's forced close, or a sample from `logits` under the masks.
+    fn choose(
+        &mut self,
+        logits: &mut [f32],
+        emit: &mut dyn FnMut(Event),
+    ) -> (u32, Option<f32>, Option<f32>) {
+        if let Some(t) = self.budget.forced() {
+            return (t, None, None);
+        }
+        self.openers.apply(logits, self.parser.in_thinking());
+        self.calls.mask(logits, emit);
+        let s = self.sampler.sample(logits, &self.history);
+        self.calls.consume(s.token);
+        (s.token, Some(s.logprob), Some(s.entropy))
+    }
+
+    /// One token from `logits`: chosen, counted, shown, and checked against the budget. Returns
+    /// the token to feed to the model, or `None` when it ended the turn.
+    pub fn step(
+        &mut self,
+        logits: &mut [f32],
+        tok: &TextTokenizer,
+        ctrl: &Control,
+        emit: &mut dyn FnMut(Event),
+    ) -> Result<Option<u32>> {
+        let (token, lp, ent) = self.choose(logits, emit);
+        self.stats.token_chosen(Instant::now());
+        if !self.req.ignore_eos && tok.stop_ids.contains(&token) {
+            self.stats.finish("stop");
+            return Ok(None);
+        }
+        self.stats.count(self.parser.in_thinking());
+        self.history.push(token);
+        if let Some(piece) = self.decoder.step(tok, token)? {
+            self.show(&piece, token, (lp, ent), ctrl, emit);
+        }
+        if self
+            .budget
+            .exhausted(self.parser.in_thinking(), self.stats.thinking_tokens())
+        {
+            // Out of budget: make the model close its reasoning and answer.
+            self.budget.force(tok.encode(BUDGET_CLOSE)?);
+        }
+        Ok(Some(token))
+    }
+
+    /// Emits a decoded piece and updates what follows the text: the answer's start, a tool call's
+    /// start, and a pause at a reasoning step boundary.
+    fn show(
+        &mut self,
+        piece: &str,
+        token: u32,
+        (lp, ent): (Option<f32>, Option<f32>),
+        ctrl: &Control,
+        emit: &mut dyn FnMut(Event),
+    ) {
+        let boundary = self.parser.in_thinking() && piece.contains("\n\n");
+        let in_answer = !self.parser.in_thinking();
+        emit_segments(emit, self.parser.push(piece), lp, ent);
+        self.openers
+            .observe(in_answer, self.parser.in_thinking(), piece);
+        if in_answer {
+            self.calls.observe(piece, token, emit);
+        }
+        if boundary && ctrl.step_to_boundary.swap(false, Ordering::SeqCst) {
+            ctrl.pause();
+        }
+    }
+
+    /// Ends the turn: flushes the parser and emits `TurnFinished` with the stats and the tokens
+    /// generated.
+    pub fn finish(mut self, emit: &mut dyn FnMut(Event)) -> TurnStats {
+        emit_segments(emit, self.parser.finish(), None, None);
+        let stats = self.stats.close(Instant::now());
+        emit(Event::TurnFinished {
+            stats: stats.clone(),
+            tokens: self.history[self.prompt_len..].to_vec(),
+        });
+        stats
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sampler::SamplingParams;
+    use crate::tokenizer::byte_symbol;
+    use serde_json::json;
+    use std::str::FromStr;
+    use std::time::Duration;
+
+    const THINK: u32 = 256;
+    const THINK_END: u32 = 257;
+    const IM_END: u32 = 258;
+    const CALL: u32 = 259;
+    const VOCAB: usize = 260;
+
+    /// A byte-level tokenizer without merges: ids 0–255 are the bytes, then four added tokens.
+    fn byte_tokenizer() -> TextTokenizer {
+        let vocab: serde_json::Map<String, Value> = (0u8..=255)
+            .map(|b| (byte_symbol(b).to_string(), json!(b)))
+            .collect();
+        let added = |id: u32, content: &str, special: bool| {
+            json!({"id": id, "content": content, "single_word": false, "lstrip": false,
+                   "rstrip": false, "normalized": false, "special": special})
+        };
+        let byte_level = json!({"type": "ByteLevel", "add_prefix_space": false,
+                                "trim_offsets": true, "use_regex": true});
+        let j = json!({
+            "version": "1.0", "truncation": null, "padding": null,
+            "added_tokens": [added(THINK, "<think>", false), added(THINK_END, "</think>", false),
+                             added(IM_END, "<|im_end|>", true), added(CALL, "<tool_call>", false)],
+            "normalizer": null, "pre_tokenizer": byte_level, "post_processor": null,
+            "decoder": byte_level,
+            "model": {"type": "BPE", "dropout": null, "unk_token": null,
+                      "continuing_subword_prefix": null, "end_of_word_suffix": null,
+                      "fuse_unk": false, "byte_fallback": false, "vocab": vocab, "merges": []}
+        });
+        TextTokenizer {
+            inner: tokenizers::Tokenizer::from_str(&j.to_string()).unwrap(),
+            stop_ids: [IM_END].into_iter().collect(),
+            bos: None,
+            eos: Some((IM_END, "<|im_end|>".into())),
+            add_bos: false,
+            pre: "test".into(),
+        }
+    }
+
+    /// Logits that make `token` the greedy choice.
+    fn favour(token: u32) -> Vec<f32> {
+        let mut l = vec![0.0; VOCAB];
+        l[token as usize] = 10.0;
+        l
+    }
+
+    fn request(max_tokens: usize) -> GenerateRequest {
+        let mut req = GenerateRequest::chat(vec![]);
+        req.sampling = SamplingParams::greedy();
+        req.max_tokens = max_tokens;
+        req
+    }
+
+    fn prompt(started_in_think: bool, prefix: &str) -> PreparedPrompt {
+        PreparedPrompt {
+            tokens: vec![1, 2, 3],
+            text: String::new(),
+            started_in_think,
+            assistant_prefix: prefix.into(),
+        }
+    }
+
+    fn stats() -> StatsAccumulator {
+        StatsAccumulator::new(Instant::now(), 3, 3, 0.5)
+    }
+
+    /// Runs a turn as `LocalEngine::generate` does, with `script` as the model's favourite next
+    /// tokens (the last one repeats). Returns the events.
+    fn run(turn: &mut Turn, script: &[u32], tok: &TextTokenizer) -> Vec<Event> {
+        let ctrl = Control::default();
+        let mut events = Vec::new();
+        let mut emit = |e: Event| events.push(e);
+        let mut i = 0;
+        while turn.running(&ctrl, &mut emit) {
+            let mut logits = favour(script[i.min(script.len() - 1)]);
+            i += 1;
+            if turn
+                .step(&mut logits, tok, &ctrl, &mut emit)
+                .unwrap()
+                .is_none()
+            {
+                break;
+            }
+        }
+        events
+    }
+
+    fn texts(events: &[Event]) -> (String, String) {
+        let (mut thinking, mut answer) = (String::new(), String::new());
+        for e in events {
+            match e {
+                Event::ThinkingDelta { text, .. } => thinking.push_str(text),
+                Event::AnswerDelta { text, .. } => answer.push_str(text),
+                _ => {}
+            }
+        }
+        (thinking, answer)
+    }
+
+    #[test]
+    fn stats_count_time_and_finish() {
+        let t0 = Instant::now();
+        let mut s = StatsAccumulator::new(t0, 10, 4, 2.0);
+        s.token_chosen(t0 + Duration::from_millis(250));
+        s.token_chosen(t0 + Duration::from_millis(900)); // only the first counts
+        s.count(true);
+        s.count(true);
+        s.count(false);
+        assert_eq!((s.generated(), s.thinking_tokens()), (3, 2));
+        let st = s.close(t0 + Duration::from_millis(1250));
+        assert_eq!((st.prompt_tokens, st.prefilled_tokens), (10, 4));
+        assert_eq!((st.thinking_tokens, st.answer_tokens), (2, 1));
+        assert_eq!(st.prefill_tok_s, 2.0);
+        assert!((st.ttft_ms - 250.0).abs() < 1e-6);
+        assert!(
+            (st.decode_tok_s - 2.0).abs() < 1e-9,
+            "2 tokens after the first in 1 s"
+        );
+        assert_eq!(st.finish_reason, "length");
+        s.finish("stop");
+        assert_eq!(s.close(t0).finish_reason, "stop");
+    }
+
+    #[test]
+    fn stats_without_tokens_have_no_speeds() {
+        let t0 = Instant::now();
+        let mut s = StatsAccumulator::new(t0, 1, 1, 0.0);
+        assert_eq!(s.close(t0).decode_tok_s, 0.0);
+        s.token_chosen(t0);
+        s.count(false);
+        let st = s.close(t0 + Duration::from_secs(1));
+        assert_eq!(st.decode_tok_s, 0.0, "one token gives no decode speed");
+        assert!(
+            (st.prefill_tok_s - 1e9).abs() < 1.0,
+            "a zero prefill time is clamped"
+        );
+    }
+
+    #[test]
+    fn budget_forces_the_close_once_when_spent() {
+        let mut b = ThinkBudget::new(Some(3));
+        assert!(!b.exhausted(true, 1));
+        assert!(!b.exhausted(true, 2));
+        assert!(!b.exhausted(false, 3), "not while answering");
+        assert!(b.exhausted(true, 3));
+        assert!(!b.exhausted(true, 4), "only once");
+        assert_eq!(b.forced(), None);
+        b.force(vec![7, 8]);
+        assert_eq!(
+            (b.forced(), b.forced(), b.forced()),
+            (Some(7), Some(8), None)
+        );
+        let mut none = ThinkBudget::new(None);
+        assert!(!(0..100).any(|n| none.exhausted(true, n)));
+        let mut zero = ThinkBudget::new(Some(0));
+        assert!(zero.exhausted(true, 0));
+    }
+
+    #[test]
+    fn watch_sees_tagged_and_bare_calls() {
+        let mut w = CallWatch::default();
+        assert_eq!(
+            w.push("  {"),
+            CallStart {
+                bare: true,
+                tagged: false
+            }
+        );
+        let mut w = CallWatch::default();
+        assert_eq!(w.push("Sure"), CallStart::default());
+        assert_eq!(w.push(" {"), CallStart::default(), "not bare after text");
+        assert_eq!(w.push(" <tool_"), CallStart::default());
+        assert_eq!(
+            w.push("call>"),
+            CallStart {
+                bare: false,
+                tagged: true
+            }
+        );
+        // The tail was cleared: a second call is seen too, after long text with wide characters.
+        assert_eq!(w.push(&"é".repeat(100)), CallStart::default());
+        assert!(w.tail.len() <= 64);
+        assert_eq!(
+            w.push("<tool_call>"),
+            CallStart {
+                bare: false,
+                tagged: true
+            }
+        );
+    }
+
+    #[test]
+    fn opener_mask_follows_the_answer() {
+        let o = Arc::new(CallOpeners {
+            always: vec![CALL],
+            first: vec![b'{' as u32],
+        });
+        let m = OpenerMask::new(Some(o.clone()), false, "<think>x</think>\n\n");
+        assert!(!m.answer_started());
+        let m = OpenerMask::new(Some(o.clone()), false, "<think>x</think>\n\nHi");
+        assert!(m.answer_started());
+        let mut m2 = OpenerMask::new(Some(o), false, "");
+        let mut l = vec![0.0; VOCAB];
+        m2.apply(&mut l, true);
+        assert!(l.iter().all(|x| *x == 0.0), "nothing masked while thinking");
+        m2.apply(&mut l, false);
+        assert_eq!(l[CALL as usize], f32::NEG_INFINITY);
+        assert_eq!(l[b'{' as usize], f32::NEG_INFINITY);
+        m2.observe(true, false, "  ");
+        assert!(!m2.answer_started(), "whitespace is not an answer yet");
+        m2.observe(false, false, "x");
+        assert!(
+            !m2.answer_started(),
+            "text written while thinking does not count"
+        );
+        m2.observe(true, false, "Hello");
+        let mut l = vec![0.0; VOCAB];
+        m2.apply(&mut l, false);
+        assert_eq!(l[CALL as usize], f32::NEG_INFINITY);
+        assert_eq!(
+            l[b'{' as usize], 0.0,
+            "`{{` is allowed once the answer started"
+        );
+        m.apply(&mut l, false);
+        assert_eq!(l[b'{' as usize], 0.0);
+    }
+
+    fn grammar(tok: &TextTokenizer) -> CallGrammar {
+        let tools = [
+            json!({"type": "function", "function": {"name": "get", "parameters":
+            {"type": "object", "properties": {"q": {"type": "string"}}, "required": ["q"]}}}),
+        ];
+        let schema = constrain::call_schema(&tools).unwrap();
+        CallGrammar::new(Some((schema, constrain::factory(tok, VOCAB).unwrap())))
+    }
+
+    #[test]
+    fn call_grammar_starts_on_a_tag_a_brace_or_a_prefix() {
+        let tok = byte_tokenizer();
+        let mut none = CallGrammar::new(None);
+        none.start_after_prefix("<tool_call>", false).unwrap();
+        none.observe("<tool_call>", CALL, &mut |_| {});
+        assert!(!none.is_active(), "nothing to constrain without tools");
+
+        let mut g = grammar(&tok);
+        g.start_after_prefix("<think>plan <tool_call>", true)
+            .unwrap();
+        assert!(!g.is_active(), "a call opened in the reasoning is not one");
+        g.start_after_prefix("<tool_call>\n", false).unwrap();
+        assert!(g.is_active());
+
+        let mut g = grammar(&tok);
+        g.observe("Let me look. ", b'L' as u32, &mut |_| {});
+        assert!(!g.is_active());
+        g.observe("<tool_call>", CALL, &mut |_| {});
+        assert!(g.is_active());
+        let mut l = vec![0.0; VOCAB];
+        g.mask(&mut l, &mut |_| {});
+        assert_eq!(
+            l[b'z' as usize],
+            f32::NEG_INFINITY,
+            "no text before the object"
+        );
+        assert_eq!(l[b'{' as usize], 0.0);
+        for b in br#"{"name": "get", "arguments": {"q": "x"}}"# {
+            g.consume(*b as u32);
+        }
+        assert!(!g.is_active(), "the constraint ends with the call");
+
+        let mut g = grammar(&tok);
+        g.observe("{", b'{' as u32, &mut |_| {});
+        assert!(g.is_active(), "a bare call is constrained from its brace");
+    }
+
+    #[test]
+    fn turn_forces_the_close_when_the_budget_is_spent() {
+        let tok = byte_tokenizer();
+        let mut req = request(20);
+        req.think_budget = Some(3);
+        let p = prompt(true, "");
+        let mut turn = Turn::new(&req, &p, stats(), CallGrammar::new(None), None).unwrap();
+        let script = [b'a', b'b', b'c', b'd', b'd', b'd', b'd', b'x'].map(u32::from);
+        let mut events = run(&mut turn, &[&script[..], &[IM_END]].concat(), &tok);
+        let stats = turn.finish(&mut |e| events.push(e));
+        // `abc`, then the forced `\n</think>\n\n` whatever the logits say, then `x`.
+        let Some(Event::TurnFinished { tokens, .. }) = events.last() else {
+            panic!("no TurnFinished: {events:?}");
+        };
+        assert_eq!(
+            tokens,
+            &[97, 98, 99, 10, THINK_END, 10, 10, u32::from(b'x')]
+        );
+        assert_eq!((stats.thinking_tokens, stats.answer_tokens), (5, 3));
+        assert_eq!(stats.finish_reason, "stop");
+        let (thinking, answer) = texts(&events);
+        assert_eq!(thinking.trim(), "abc");
+        assert_eq!(answer.trim(), "x");
+        let forced_logprob = events.iter().any(|e| {
+            matches!(e, Event::AnswerDelta { text, logprob: Some(_), .. } if text.trim().is_empty())
+        });
+        assert!(!forced_logprob, "forced tokens carry no logprob");
+    }
+
+    #[test]
+    fn turn_ends_at_max_tokens_cancel_or_stop() {
+        let tok = byte_tokenizer();
+        let req = request(4);
+        let p = prompt(false, "");
+        let mut turn = Turn::new(&req, &p, stats(), CallGrammar::new(None), None).unwrap();
+        let mut events = run(&mut turn, &[u32::from(b'y')], &tok);
+        let s = turn.finish(&mut |e| events.push(e));
+        assert_eq!((s.answer_tokens, s.finish_reason.as_str()), (4, "length"));
+        assert_eq!(texts(&events).1, "yyyy");
+
+        let mut req = request(4);
+        req.ignore_eos = true;
+        let mut turn = Turn::new(&req, &p, stats(), CallGrammar::new(None), None).unwrap();
+        run(&mut turn, &[IM_END], &tok);
+        let s = turn.finish(&mut |_| {});
+        assert_eq!((s.answer_tokens, s.finish_reason.as_str()), (4, "length"));
+
+        let ctrl = Control::default();
+        ctrl.cancel();
+        let mut turn = Turn::new(&req, &p, stats(), CallGrammar::new(None), None).unwrap();
+        assert!(!turn.running(&ctrl, &mut |_| {}));
+        let mut events = Vec::new();
+        let s = turn.finish(&mut |e| events.push(e));
+        assert_eq!(
+            (s.answer_tokens, s.finish_reason.as_str()),
+            (0, "cancelled")
+        );
+        assert!(matches!(&events[..], [Event::TurnFinished { tokens, .. }] if tokens.is_empty()));
+    }
+
+    #[test]
+    fn turn_masks_openers_and_continues_a_branch() {
+        let tok = byte_tokenizer();
+        let mut req = request(3);
+        req.no_tool_calls = true;
+        let openers = Arc::new(CallOpeners {
+            always: vec![CALL],
+            first: vec![u32::from(b'{')],
+        });
+        // The prefix closed the reasoning: the turn starts in the answer, with nothing shown yet.
+        let p = prompt(true, "hmm</think>\n\n");
+        let mut turn = Turn::new(&req, &p, stats(), CallGrammar::new(None), Some(openers)).unwrap();
+        let ctrl = Control::default();
+        let mut events = Vec::new();
+        let mut emit = |e: Event| events.push(e);
+        while turn.running(&ctrl, &mut emit) {
+            // The model wants `{`; `H` comes second.
+            let mut logits = favour(u32::from(b'{'));
+            logits[usize::from(b'H')] = 5.0;
+            turn.step(&mut logits, &tok, &ctrl, &mut emit).unwrap();
+        }
+        let s = turn.finish(&mut emit);
+        assert_eq!((s.thinking_tokens, s.answer_tokens), (0, 3));
+        // `{` may not open the answer; once `H` started it, `{` is allowed.
+        assert_eq!(texts(&events).1, "H{{");
+    }
+}
