@@ -9,6 +9,10 @@ pub mod gate;
 pub mod host;
 pub mod parse;
 pub mod policy;
+#[cfg(test)]
+mod testkit;
+#[cfg(test)]
+mod transcripts;
 
 use crate::engine::sampler::SamplingParams;
 use crate::engine::template::ChatMessage;
@@ -228,20 +232,7 @@ pub fn spawn_with_tools(
         context_length: engine.context_length(),
         reasoning: engine.is_reasoning(),
     };
-    let mut agent = Agent {
-        engine,
-        cfg,
-        ctrl: ctrl.clone(),
-        events: ev_tx,
-        messages: Vec::new(),
-        turns: Vec::new(),
-        tools,
-        ops: op_rx,
-        pending: VecDeque::new(),
-        approved: HashSet::new(),
-        tool_turn: 0,
-        in_turn: Cell::new(false),
-    };
+    let mut agent = Agent::new(engine, cfg, ctrl.clone(), ev_tx, op_rx, tools);
     let thread = std::thread::Builder::new()
         .name("aha-agent".into())
         .spawn(move || agent.run())
@@ -308,6 +299,31 @@ impl TurnSum {
 }
 
 impl Agent {
+    /// An agent with an empty conversation that reads `ops` and sends `events`.
+    fn new(
+        engine: Box<dyn Engine>,
+        cfg: AgentConfig,
+        ctrl: Arc<Control>,
+        events: Sender<Event>,
+        ops: Receiver<Op>,
+        tools: Option<Box<dyn ToolHost>>,
+    ) -> Self {
+        Self {
+            engine,
+            cfg,
+            ctrl,
+            events,
+            messages: Vec::new(),
+            turns: Vec::new(),
+            tools,
+            ops,
+            pending: VecDeque::new(),
+            approved: HashSet::new(),
+            tool_turn: 0,
+            in_turn: Cell::new(false),
+        }
+    }
+
     fn emit(&self, e: Event) {
         match &e {
             Event::TurnStarted { .. } => self.in_turn.set(true),
