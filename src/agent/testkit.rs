@@ -3,6 +3,8 @@
 //! checked event by event.
 
 use super::*;
+use crate::engine::{GenerateRequest, Prompt};
+use serde_json::json;
 use std::sync::Mutex;
 
 /// An engine that plays the next scripted reply on each generation. A reply is its answer text,

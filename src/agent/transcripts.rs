@@ -5,6 +5,7 @@
 
 use super::testkit::{bench, bench_with, call, event_lines, request_lines, Bench};
 use super::*;
+use serde_json::json;
 
 fn user(text: &str) -> Op {
     Op::UserMessage { text: text.into() }
