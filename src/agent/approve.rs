@@ -138,3 +138,131 @@ impl Agent {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::testkit::bench;
+    use super::super::AgentConfig;
+    use super::*;
+    use serde_json::json;
+
+    fn cfg(policy: Policy, interactive: bool) -> AgentConfig {
+        AgentConfig {
+            policy,
+            interactive,
+            ..AgentConfig::default()
+        }
+    }
+
+    #[test]
+    fn the_decision_becomes_run_a_refusal_or_a_question() {
+        assert_eq!(
+            approval(Policy::Ask, Decision::Run, false, "x"),
+            Approval::Run
+        );
+        assert_eq!(
+            approval(Policy::Ask, Decision::Ask, true, "x"),
+            Approval::Ask
+        );
+        assert_eq!(
+            approval(Policy::ReadOnly, Decision::Refuse, true, "exec"),
+            Approval::Refused("denied: the approval policy is read-only, so exec may not run. Answer without it, or say what you would do.".into())
+        );
+        assert_eq!(
+            approval(Policy::Ask, Decision::Ask, false, "write"),
+            Approval::Refused("denied: write needs a person's approval under the `ask` policy and nobody is there to give it (headless run). Answer without it, or say what you would do.".into())
+        );
+    }
+
+    #[test]
+    fn a_call_that_cannot_run_says_why_and_asks_nobody() {
+        let mut b = bench(&[], cfg(Policy::Ask, true), false);
+        assert_eq!(
+            b.agent.call("c", "echo", json!({})),
+            (false, "no tools are enabled".into())
+        );
+        let mut b = bench(&[], cfg(Policy::Ask, true), true);
+        assert_eq!(
+            b.agent.call("c", "nope", json!({})),
+            (
+                false,
+                "there is no tool `nope`; the tools are: echo, write, exec".into()
+            )
+        );
+        assert_eq!(
+            b.agent.call("c", "exec", json!({"bad_preview": true})),
+            (false, "invalid arguments for exec: no such file".into())
+        );
+        assert!(b.take().is_empty());
+        assert!(b.ran.lock().unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_question_waits_for_its_own_answer_and_keeps_other_ops_for_later() {
+        let mut b = bench(&[], cfg(Policy::Ask, true), true);
+        for op in [
+            Op::Approve {
+                id: "other".into(),
+                approved: true,
+                remember: true,
+            },
+            Op::Diff,
+            Op::Approve {
+                id: "c1".into(),
+                approved: true,
+                remember: true,
+            },
+        ] {
+            b.ops.send(op).unwrap();
+        }
+        assert_eq!(
+            b.agent.call("c1", "exec", json!({})),
+            (true, "exec output".into())
+        );
+        assert_eq!(
+            b.take(),
+            [Event::ApprovalRequest {
+                id: "c1".into(),
+                name: "exec".into(),
+                summary: "exec {}".into()
+            }]
+        );
+        assert_eq!(b.agent.pending, [Op::Diff]);
+        // Remembered: the next exec runs without asking.
+        assert_eq!(b.agent.call("c2", "exec", json!({})).0, true);
+        assert!(b.take().is_empty());
+    }
+
+    #[test]
+    fn a_denial_or_a_cancel_refuses_the_call() {
+        let mut b = bench(&[], cfg(Policy::Ask, true), true);
+        b.ops
+            .send(Op::Approve {
+                id: "c1".into(),
+                approved: false,
+                remember: true,
+            })
+            .unwrap();
+        assert_eq!(
+            b.agent.call("c1", "write", json!({})),
+            (false, "denied: the user did not approve write".into())
+        );
+        assert!(b.agent.approved.is_empty(), "a denial is not remembered");
+        b.ops.send(Op::Cancel).unwrap();
+        assert_eq!(b.agent.call("c2", "write", json!({})).0, false);
+        b.agent.ctrl.cancel();
+        assert_eq!(b.agent.call("c3", "write", json!({})).0, false);
+        assert!(b.ran.lock().unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_tool_that_panics_fails_its_call_only() {
+        let mut b = bench(&[], cfg(Policy::FullAuto, false), true);
+        let (ok, out) = b.agent.call("c", "exec", json!({"panic": true}));
+        assert!(!ok);
+        assert!(
+            out.starts_with("exec failed with an internal error"),
+            "{out}"
+        );
+    }
+}

@@ -161,3 +161,136 @@ impl Agent {
         (out, r.map(|_| ()))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::testkit::{bench, bench_with, call};
+    use super::super::AgentConfig;
+    use super::*;
+    use crate::engine::ThinkMode;
+
+    #[test]
+    fn the_system_message_puts_the_agent_prompt_first_when_tools_are_offered() {
+        let agent = AGENT_PROMPT.trim();
+        assert_eq!(system_prompt(None, false), None);
+        assert_eq!(system_prompt(Some("S"), false).as_deref(), Some("S"));
+        assert_eq!(system_prompt(None, true).as_deref(), Some(agent));
+        assert_eq!(
+            system_prompt(Some("S"), true),
+            Some(format!("{agent}\n\nS"))
+        );
+    }
+
+    #[test]
+    fn a_prefix_is_reasoning_for_a_reasoning_model_unless_it_says_otherwise() {
+        assert_eq!(
+            with_prefix("", "r", "a", true),
+            ("r".to_string(), "a".to_string())
+        );
+        assert_eq!(
+            with_prefix("<think>\nHmm", " more", "a", false),
+            ("Hmm more".to_string(), "a".to_string())
+        );
+        assert_eq!(
+            with_prefix("Plain ", "r", "a", false),
+            ("r".to_string(), "Plain a".to_string())
+        );
+        let (r, a) = with_prefix("Plain ", "r", "a", true);
+        assert!(r.starts_with("Plain") && a == "a", "{r:?} {a:?}");
+    }
+
+    #[test]
+    fn the_request_carries_the_settings_the_conversation_and_the_prefix() {
+        let cfg = AgentConfig {
+            max_tokens: 77,
+            think: ThinkMode::On,
+            think_budget: Some(9),
+            constrain_tools: false,
+            system: Some("S".into()),
+            ..AgentConfig::default()
+        };
+        let mut b = bench(&[], cfg, true);
+        b.agent.messages.push(ChatMessage::new("user", "q"));
+        let specs = vec![serde_json::json!({"function": {"name": "echo"}})];
+        let r = b.agent.request(Some("pre".into()), &specs, true);
+        let Prompt::Chat(m) = &r.prompt else { panic!() };
+        assert_eq!(m.len(), 2);
+        assert_eq!(m[0].content, format!("{}\n\nS", AGENT_PROMPT.trim()));
+        assert_eq!(m[1].content, "q");
+        assert_eq!(
+            (r.max_tokens, r.think, r.think_budget),
+            (77, ThinkMode::On, Some(9))
+        );
+        assert_eq!(r.tools.as_ref().map(Vec::len), Some(1));
+        assert!(!r.constrain_tools && r.no_tool_calls);
+        assert_eq!(r.assistant_prefix.as_deref(), Some("pre"));
+        let r = b.agent.request(None, &[], false);
+        assert!(r.tools.is_none() && !r.no_tool_calls && r.assistant_prefix.is_none());
+    }
+
+    #[test]
+    fn a_generation_streams_holds_back_a_call_and_adds_its_stats() {
+        let text = format!("Look.{}", call("echo", "{}"));
+        let mut b = bench(&[&format!("why|{text}")], AgentConfig::default(), true);
+        let mut sum = TurnSum::default();
+        let got = b
+            .agent
+            .generate_once(None, &[json_spec()], &["echo"], &mut sum, false);
+        assert_eq!(got, ("why".to_string(), text.clone(), true));
+        assert_eq!(sum.stats.finish_reason, "stop");
+        assert_eq!(sum.tokens.len(), 1);
+        let shown: String = b
+            .take()
+            .iter()
+            .filter_map(|e| match e {
+                Event::AnswerDelta { text, .. } => Some(text.as_str()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(shown, "Look.", "the call's text is not shown");
+    }
+
+    fn json_spec() -> Value {
+        serde_json::json!({"function": {"name": "echo"}})
+    }
+
+    #[test]
+    fn a_failed_generation_is_an_error_and_its_reason_when_no_stats_came() {
+        let mut b = bench(&["ERR", "LATE_ERR"], AgentConfig::default(), false);
+        let mut sum = TurnSum::default();
+        let got = b.agent.generate_once(None, &[], &[], &mut sum, false);
+        assert_eq!(got, (String::new(), String::new(), false));
+        assert_eq!(sum.stats.finish_reason, "error");
+        assert_eq!(
+            b.take(),
+            [Event::Error {
+                message: "the server went away".into()
+            }]
+        );
+        let got = b.agent.generate_once(None, &[], &[], &mut sum, false);
+        assert!(!got.2);
+        assert_eq!(
+            sum.stats.finish_reason, "stop",
+            "the engine's own reason stands"
+        );
+        let mut b2 = bench(&["ERR"], AgentConfig::default(), false);
+        b2.agent.ctrl.cancel();
+        let mut sum = TurnSum::default();
+        b2.agent.generate_once(None, &[], &[], &mut sum, false);
+        assert_eq!(sum.stats.finish_reason, "cancelled");
+    }
+
+    #[test]
+    fn a_panicking_engine_fails_the_generation() {
+        let mut b = bench_with(&["PANIC"], AgentConfig::default(), false, true);
+        let mut sum = TurnSum::default();
+        let got = b
+            .agent
+            .generate_once(Some("<think>\nso".into()), &[], &[], &mut sum, false);
+        assert_eq!(got, ("so".to_string(), String::new(), false));
+        assert_eq!(sum.stats.finish_reason, "error");
+        assert!(
+            matches!(&b.take()[..], [Event::Error { message }] if message.starts_with("the engine failed: internal error"))
+        );
+    }
+}

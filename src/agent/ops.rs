@@ -170,3 +170,126 @@ impl Agent {
         self.emit(e);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::testkit::{bench, Tools};
+    use super::super::AgentConfig;
+    use super::*;
+    use crate::protocol::Op;
+    use serde_json::json;
+
+    #[test]
+    fn thinking_modes_by_name() {
+        assert_eq!(think_mode("auto"), Some(ThinkMode::Auto));
+        assert_eq!(think_mode("on"), Some(ThinkMode::On));
+        assert_eq!(think_mode("off"), Some(ThinkMode::Off));
+        assert_eq!(think_mode("On"), None);
+    }
+
+    #[test]
+    fn summaries_of_undo_and_diff() {
+        assert_eq!(undo_summary(&[]), "nothing to undo");
+        assert_eq!(
+            undo_summary(&[PathBuf::from("a"), PathBuf::from("b/c")]),
+            "restored a, b/c"
+        );
+        assert_eq!(
+            diff_summary(" \n".into()),
+            "the tools have changed no files in this session"
+        );
+        assert_eq!(diff_summary("+x\n".into()), "+x\n");
+    }
+
+    #[test]
+    fn the_listing_names_each_tool_what_it_may_do_and_its_first_sentence() {
+        let t = Tools {
+            ran: Default::default(),
+        };
+        assert_eq!(
+            tools_listing(&t, &Policy::AutoEdit),
+            "approval policy: auto-edit\necho (reads): Does echo\nwrite (edits files): Does write\nexec (runs code): Does exec\n"
+        );
+    }
+
+    #[test]
+    fn settings_change_for_the_next_turn_and_bad_names_are_errors() {
+        let mut b = bench(&[], AgentConfig::default(), false);
+        b.agent.set_thinking("off".into(), Some(5));
+        assert_eq!(
+            (b.agent.cfg.think, b.agent.cfg.think_budget),
+            (ThinkMode::Off, Some(5))
+        );
+        b.agent.set_thinking("loud".into(), None);
+        assert_eq!(b.agent.cfg.think_budget, Some(5), "unchanged");
+        b.agent.set_policy("read-only".into());
+        assert_eq!(b.agent.cfg.policy, Policy::ReadOnly);
+        b.agent.set_policy("none".into());
+        assert_eq!(b.agent.cfg.policy, Policy::ReadOnly);
+        let kinds: Vec<bool> = b
+            .take()
+            .iter()
+            .map(|e| matches!(e, Event::Notice { .. }))
+            .collect();
+        assert_eq!(kinds, [true, false, true, false]);
+    }
+
+    #[test]
+    fn restore_rebuilds_the_turns_and_branch_keeps_up_to_its_question() {
+        let mut b = bench(&["a"], AgentConfig::default(), false);
+        b.agent.restore(vec![
+            json!({"role": "user", "content": "u1"}),
+            json!({"role": "assistant", "content": "a1"}),
+            json!({"content": "no role"}),
+            json!({"role": "user", "content": "u2"}),
+            json!({"role": "assistant", "content": "a2"}),
+        ]);
+        assert_eq!(b.agent.turns, [0, 2]);
+        assert_eq!(b.agent.messages.len(), 4);
+        assert_eq!(b.take().len(), 1, "one error for the skipped message");
+        b.agent.branch(0, String::new());
+        assert_eq!(b.agent.turns, [0]);
+        let contents: Vec<_> = b
+            .agent
+            .messages
+            .iter()
+            .map(|m| m.content.as_str())
+            .collect();
+        assert_eq!(contents, ["u1", "a"]);
+        b.agent.branch(1, String::new());
+        assert!(
+            matches!(b.take().last(), Some(Event::Error { message }) if message == "cannot branch turn 1: the conversation has 1 turns")
+        );
+        b.agent.clear();
+        assert!(b.agent.messages.is_empty() && b.agent.turns.is_empty());
+    }
+
+    #[test]
+    fn a_tool_op_that_fails_or_panics_is_an_error_named_by_the_op() {
+        let mut b = bench(&[], AgentConfig::default(), true);
+        let ev = b.handle(Op::Search { query: "q".into() });
+        assert_eq!(
+            ev,
+            [Event::Notice {
+                message: "hits for q".into()
+            }]
+        );
+        let mut b = bench(&[], AgentConfig::default(), true);
+        b.agent.tool_op("index", |_, _| anyhow::bail!("no index"));
+        b.agent.tool_op("diff", |_, _| panic!("boom"));
+        let msgs: Vec<String> = b
+            .take()
+            .into_iter()
+            .map(|e| match e {
+                Event::Error { message } => message,
+                e => panic!("{e:?}"),
+            })
+            .collect();
+        assert_eq!(msgs[0], "index: no index");
+        assert!(
+            msgs[1].starts_with("diff: internal error: boom"),
+            "{}",
+            msgs[1]
+        );
+    }
+}

@@ -47,10 +47,22 @@ fn cfg() -> AgentConfig {
     AgentConfig::default()
 }
 
+/// Every scenario, in order.
 fn all() -> String {
     let mut o = String::new();
+    answers_and_calls(&mut o);
+    policies_and_approvals(&mut o);
+    failures_and_step_limits(&mut o);
+    step_limits_and_a_repeated_call(&mut o);
+    repeats(&mut o);
+    repeats_without_insisting_and_cancel(&mut o);
+    branches(&mut o);
+    other_ops(&mut o);
+    o
+}
+
+fn answers_and_calls(o_: &mut String) {
     let echo = |a: &str| call("echo", a);
-    let o_ = &mut o;
     play(
         o_,
         "plain answer, no tools",
@@ -119,6 +131,10 @@ fn all() -> String {
         vec![],
         vec![user("go")],
     );
+}
+
+fn policies_and_approvals(o_: &mut String) {
+    let echo = |a: &str| call("echo", a);
     play(
         o_,
         "a call and a malformed call in one reply",
@@ -189,6 +205,10 @@ fn all() -> String {
         vec![],
         vec![user("go")],
     );
+}
+
+fn failures_and_step_limits(o_: &mut String) {
+    let echo = |a: &str| call("echo", a);
     play(
         o_,
         "a failed call is not a repeated result",
@@ -250,6 +270,10 @@ fn all() -> String {
         vec![],
         vec![user("go")],
     );
+}
+
+fn step_limits_and_a_repeated_call(o_: &mut String) {
+    let echo = |a: &str| call("echo", a);
     play(
         o_,
         "one step: its calls run and no step is left",
@@ -308,6 +332,10 @@ fn all() -> String {
         vec![],
         vec![user("go")],
     );
+}
+
+fn repeats(o_: &mut String) {
+    let echo = |a: &str| call("echo", a);
     play(
         o_,
         "a repeated call, then it calls again anyway",
@@ -365,6 +393,10 @@ fn all() -> String {
         vec![],
         vec![user("go")],
     );
+}
+
+fn repeats_without_insisting_and_cancel(o_: &mut String) {
+    let echo = |a: &str| call("echo", a);
     play(
         o_,
         "without insisting, repeats are run past twice then stopped",
@@ -420,6 +452,9 @@ fn all() -> String {
         vec![],
         vec![user("go"), user("next")],
     );
+}
+
+fn branches(o_: &mut String) {
     play(
         o_,
         "branching a reasoning model's turn from a prefix",
@@ -455,6 +490,9 @@ fn all() -> String {
             },
         ],
     );
+}
+
+fn other_ops(o_: &mut String) {
     play(
         o_,
         "settings, restore, clear and the tools' ops",
@@ -519,7 +557,6 @@ fn all() -> String {
             Op::Search { query: "q".into() },
         ],
     );
-    o
 }
 
 #[test]

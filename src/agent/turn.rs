@@ -347,3 +347,312 @@ impl Agent {
         });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::parse::{Call, Malformed};
+    use super::super::testkit::{bench, call};
+    use super::super::AgentConfig;
+    use super::*;
+    use crate::protocol::Op;
+    use serde_json::json;
+
+    fn parsed(calls: &[(&str, i64)], malformed: usize) -> Parsed {
+        Parsed {
+            text: "t".into(),
+            calls: calls
+                .iter()
+                .map(|(n, i)| Call {
+                    name: n.to_string(),
+                    arguments: json!({ "i": i }),
+                })
+                .collect(),
+            malformed: (0..malformed)
+                .map(|_| Malformed {
+                    raw: "{".into(),
+                    reason: "bad".into(),
+                })
+                .collect(),
+        }
+    }
+
+    fn round(calls: usize, fed_back: usize, redundant: usize) -> RoundEnd {
+        RoundEnd {
+            start: 1,
+            calls,
+            fed_back,
+            redundant,
+            first_name: "echo".into(),
+            ..RoundEnd::default()
+        }
+    }
+
+    const GO: Next = Next::Generate { answer_now: None };
+
+    #[test]
+    fn steps_allow_calls_until_the_last_which_must_answer() {
+        let mut t = Turn::new(3, true);
+        assert_eq!(t.next(), GO);
+        assert_eq!(t.generated(), 0);
+        assert_eq!(t.next(), GO);
+        assert_eq!(t.generated(), 1);
+        assert_eq!(
+            t.next(),
+            Next::Generate {
+                answer_now: Some("step_limit")
+            }
+        );
+        assert_eq!(t.generated(), 2);
+        assert_eq!(t.next(), Next::Stop("step_limit"));
+    }
+
+    #[test]
+    fn one_step_may_call_and_then_stops_and_zero_steps_is_one() {
+        for steps in [0, 1] {
+            let mut t = Turn::new(steps, true);
+            assert_eq!(t.steps(), 1);
+            assert_eq!(t.next(), GO, "a first step that is also the last may call");
+            t.generated();
+            assert_eq!(t.next(), Next::Stop("step_limit"));
+        }
+    }
+
+    #[test]
+    fn without_insisting_the_last_step_may_still_call() {
+        let mut t = Turn::new(2, false);
+        t.generated();
+        assert_eq!(t.next(), GO);
+        t.generated();
+        assert_eq!(t.next(), Next::Stop("step_limit"));
+    }
+
+    #[test]
+    fn a_reply_without_calls_is_the_answer_even_when_told_to_answer() {
+        let mut t = Turn::new(8, true);
+        assert_eq!(t.reply(&parsed(&[], 0), None), Reply::Answer);
+        assert_eq!(t.reply(&parsed(&[], 0), Some("step_limit")), Reply::Answer);
+    }
+
+    #[test]
+    fn calling_when_told_to_answer_stops_for_that_reason() {
+        let mut t = Turn::new(8, true);
+        let p = parsed(&[("echo", 1)], 0);
+        assert_eq!(
+            t.reply(&p, Some("step_limit")),
+            Reply::CalledAnyway("step_limit")
+        );
+        let p = parsed(&[], 1);
+        assert_eq!(
+            t.reply(&p, Some("repeated_call")),
+            Reply::CalledAnyway("repeated_call")
+        );
+    }
+
+    #[test]
+    fn only_calls_made_before_insist_on_an_answer_from_then_on() {
+        let mut t = Turn::new(8, true);
+        let p = parsed(&[("echo", 1)], 0);
+        assert_eq!(t.reply(&p, None), Reply::Run);
+        assert!(t.repeats.first_time(&p.calls[0]));
+        assert_eq!(t.next(), GO);
+        assert_eq!(t.reply(&p, None), Reply::Repeated);
+        let insisting = Next::Generate {
+            answer_now: Some("repeated_call"),
+        };
+        assert_eq!(t.next(), insisting);
+        t.generated();
+        assert_eq!(t.next(), insisting, "for the rest of the turn");
+        for _ in 0..8 {
+            t.generated();
+        }
+        assert_eq!(t.next(), insisting, "even past the step limit");
+    }
+
+    #[test]
+    fn a_repeat_with_a_new_or_malformed_call_runs_and_without_insisting_every_call_runs() {
+        let mut t = Turn::new(8, true);
+        let p = parsed(&[("echo", 1)], 0);
+        t.repeats.first_time(&p.calls[0]);
+        assert_eq!(
+            t.reply(&parsed(&[("echo", 1), ("echo", 2)], 0), None),
+            Reply::Run
+        );
+        assert_eq!(t.reply(&parsed(&[("echo", 1)], 1), None), Reply::Run);
+        let mut t = Turn::new(8, false);
+        t.repeats.first_time(&p.calls[0]);
+        assert_eq!(t.reply(&p, None), Reply::Run);
+        assert_eq!(t.next(), GO);
+    }
+
+    #[test]
+    fn after_a_round_cancel_comes_first() {
+        let mut t = Turn::new(8, true);
+        let mut r = round(1, 1, 1);
+        r.cancelled = true;
+        assert_eq!(t.after_round(&r), AfterRound::Cancelled);
+        assert_eq!(t.next(), GO);
+    }
+
+    #[test]
+    fn a_round_of_only_repeated_results_is_left_out_and_the_model_must_answer() {
+        let mut t = Turn::new(8, true);
+        assert_eq!(t.after_round(&round(2, 2, 1)), AfterRound::Continue);
+        assert_eq!(
+            t.after_round(&round(2, 3, 2)),
+            AfterRound::Continue,
+            "a malformed call's result is news"
+        );
+        assert_eq!(t.after_round(&round(0, 1, 0)), AfterRound::Continue);
+        assert_eq!(t.next(), GO);
+        assert_eq!(t.after_round(&round(2, 2, 2)), AfterRound::LeaveOut);
+        assert_eq!(
+            t.next(),
+            Next::Generate {
+                answer_now: Some("repeated_call")
+            }
+        );
+    }
+
+    #[test]
+    fn without_insisting_the_second_repeat_stops_the_turn() {
+        let mut t = Turn::new(8, false);
+        let c = &parsed(&[("echo", 1)], 0).calls[0];
+        t.repeats.first_time(c);
+        t.repeats.first_time(c);
+        assert_eq!(t.after_round(&round(1, 1, 1)), AfterRound::Continue);
+        t.repeats.first_time(c);
+        assert_eq!(
+            t.after_round(&round(1, 1, 0)),
+            AfterRound::Stop("repeated_call")
+        );
+    }
+
+    #[test]
+    fn a_reading_wraps_reasoning_and_parses_calls_only_when_offered_and_ok() {
+        let text = call("echo", "{}");
+        let r = Reading::new("  why \n", format!("Look.{text}"), true, Some(&["echo"]));
+        assert_eq!(r.think, "<think>\nwhy\n</think>\n\n");
+        assert_eq!(r.parsed.calls.len(), 1);
+        assert_eq!(r.text_message().content, "<think>\nwhy\n</think>\n\nLook.");
+        assert_eq!(
+            r.answer_message().content,
+            format!("<think>\nwhy\n</think>\n\nLook.{text}")
+        );
+        assert_eq!(r.answer_message().role, "assistant");
+        for (ok, names) in [(false, Some(&["echo"][..])), (true, None)] {
+            let r = Reading::new(" ", text.clone(), ok, names);
+            assert_eq!(r.think, "");
+            assert!(r.parsed.calls.is_empty() && r.parsed.malformed.is_empty());
+            assert_eq!(r.parsed.text, text);
+        }
+    }
+
+    #[test]
+    fn the_sum_keeps_the_first_timing_the_last_reason_and_adds_the_counts() {
+        let mut s = TurnSum::default();
+        let st = |ttft, answer, decode, reason: &str| TurnStats {
+            ttft_ms: ttft,
+            prefill_tok_s: ttft * 2.0,
+            prompt_tokens: answer * 10,
+            prefilled_tokens: 1,
+            thinking_tokens: 2,
+            answer_tokens: answer,
+            decode_tok_s: decode,
+            finish_reason: reason.into(),
+        };
+        s.add(st(5.0, 3, 7.0, "stop"), vec![1]);
+        s.add(st(9.0, 4, 0.0, "length"), vec![2, 3]);
+        assert_eq!(s.stats, {
+            let mut want = st(5.0, 7, 7.0, "length");
+            want.prompt_tokens = 40;
+            want.prefilled_tokens = 2;
+            want.thinking_tokens = 4;
+            want
+        });
+        assert_eq!(s.tokens, vec![1, 2, 3]);
+    }
+
+    #[test]
+    fn the_answer_now_message_follows_tool_results_only() {
+        let mut b = bench(&[], AgentConfig::default(), true);
+        b.agent.messages.push(ChatMessage::new("user", "q"));
+        b.agent.tell_to_answer_now();
+        assert_eq!(b.agent.messages.len(), 1);
+        b.agent.messages.push(ChatMessage::new("tool", "r"));
+        b.agent.tell_to_answer_now();
+        assert_eq!(b.agent.messages.len(), 3);
+        assert_eq!(b.agent.messages[2].content, ANSWER_NOW_PROMPT.trim());
+        assert!(b.take().is_empty(), "no events");
+    }
+
+    #[test]
+    fn feeding_back_a_left_out_round_drops_its_messages_and_says_so() {
+        let mut b = bench(&[], AgentConfig::default(), true);
+        for role in ["user", "assistant", "tool"] {
+            b.agent.messages.push(ChatMessage::new(role, role));
+        }
+        let mut t = Turn::new(8, true);
+        assert!(b.agent.feed_back(&mut t, round(1, 1, 1)));
+        assert_eq!(b.agent.messages.len(), 1);
+        let ev = b.take();
+        assert!(
+            matches!(&ev[..], [Event::Notice { message }] if message == "echo returned the same result as before; asking the model to answer from it"),
+            "{ev:?}"
+        );
+        assert!(b.agent.feed_back(&mut t, round(1, 1, 0)), "go on");
+        let mut r = round(1, 1, 0);
+        r.cancelled = true;
+        assert!(!b.agent.feed_back(&mut t, r));
+        assert_eq!(t.sum.stats.finish_reason, "cancelled");
+        assert!(b.take().is_empty(), "a cancel says nothing more");
+    }
+
+    #[test]
+    fn a_turn_starts_with_clear_controls_and_a_new_undo_group() {
+        let mut b = bench(&["hi"], AgentConfig::default(), false);
+        b.agent.ctrl.cancel();
+        b.agent.ctrl.pause();
+        b.agent.turns.push(0);
+        b.agent.start_turn(Some(0), "pre");
+        assert!(!b.agent.ctrl.cancelled() && !b.agent.ctrl.is_paused());
+        assert_eq!(b.agent.tool_turn, 1);
+        assert_eq!(
+            b.take(),
+            vec![Event::TurnStarted {
+                turn: 0,
+                branch_of: Some(0),
+                prefix: "pre".into()
+            }]
+        );
+        assert!(b.agent.in_turn.get());
+        let ev = b.handle(Op::UserMessage { text: "q".into() });
+        assert_eq!(b.agent.tool_turn, 2);
+        assert!(matches!(ev.last(), Some(Event::TurnFinished { .. })));
+        assert!(!b.agent.in_turn.get());
+    }
+
+    #[test]
+    fn stopping_a_turn_sets_its_reason_and_says_why() {
+        let b = bench(&[], AgentConfig::default(), false);
+        let mut sum = TurnSum::default();
+        b.agent.stop_turn(&mut sum, "step_limit", 3);
+        assert_eq!(sum.stats.finish_reason, "step_limit");
+        b.agent.stop_turn(&mut sum, "repeated_call", 3);
+        assert_eq!(sum.stats.finish_reason, "repeated_call");
+        let notices: Vec<_> = b
+            .take()
+            .into_iter()
+            .map(|e| match e {
+                Event::Notice { message } => message,
+                e => panic!("{e:?}"),
+            })
+            .collect();
+        assert_eq!(
+            notices,
+            [
+                "stopped after 3 steps (the step limit); ask again to continue",
+                "stopped: the model kept repeating the same tool call; its result is above"
+            ]
+        );
+    }
+}
