@@ -229,7 +229,7 @@ mod tests {
         );
         assert_eq!(b.agent.pending, [Op::Diff]);
         // Remembered: the next exec runs without asking.
-        assert_eq!(b.agent.call("c2", "exec", json!({})).0, true);
+        assert!(b.agent.call("c2", "exec", json!({})).0);
         assert!(b.take().is_empty());
     }
 
@@ -249,9 +249,9 @@ mod tests {
         );
         assert!(b.agent.approved.is_empty(), "a denial is not remembered");
         b.ops.send(Op::Cancel).unwrap();
-        assert_eq!(b.agent.call("c2", "write", json!({})).0, false);
+        assert!(!b.agent.call("c2", "write", json!({})).0);
         b.agent.ctrl.cancel();
-        assert_eq!(b.agent.call("c3", "write", json!({})).0, false);
+        assert!(!b.agent.call("c3", "write", json!({})).0);
         assert!(b.ran.lock().unwrap().is_empty());
     }
 

@@ -91,9 +91,9 @@ mod tests {
         let mut g = RepeatGuard::default();
         let a = call("echo", json!({"i": 1}));
         let b = call("echo", json!({"i": 2}));
-        assert!(!g.all_made(&[a.clone()]));
+        assert!(!g.all_made(std::slice::from_ref(&a)));
         assert!(g.first_time(&a), "asking did not record it");
-        assert!(g.all_made(&[a.clone()]));
+        assert!(g.all_made(std::slice::from_ref(&a)));
         assert!(g.all_made(&[a.clone(), a.clone()]));
         assert!(!g.all_made(&[a.clone(), b.clone()]));
         assert_eq!(g.repeats(), 0, "asking is not a repeat");
