@@ -5,17 +5,27 @@
 //! out. Cancel, pause, resume and step act at once on the shared [`Control`] (the engine checks it
 //! between tokens); everything else is queued for the agent's thread.
 
+mod approve;
 pub mod gate;
+mod generate;
 pub mod host;
+mod ops;
 pub mod parse;
 pub mod policy;
+mod repeats;
+mod round;
+#[cfg(test)]
+mod testkit;
+#[cfg(test)]
+mod transcripts;
+mod turn;
 
 use aha_engine::sampler::SamplingParams;
 use aha_engine::template::ChatMessage;
-use aha_engine::{Control, Engine, GenerateRequest, Prompt, ThinkMode};
+use aha_engine::{Control, Engine, ThinkMode};
 use aha_protocol::{Event, Op, TurnStats};
-use policy::{Decision, Effect, Policy};
-use serde_json::{json, Value};
+use policy::{Effect, Policy};
+use serde_json::Value;
 use std::cell::Cell;
 use std::collections::{HashSet, VecDeque};
 use std::path::PathBuf;
@@ -228,20 +238,7 @@ pub fn spawn_with_tools(
         context_length: engine.context_length(),
         reasoning: engine.is_reasoning(),
     };
-    let mut agent = Agent {
-        engine,
-        cfg,
-        ctrl: ctrl.clone(),
-        events: ev_tx,
-        messages: Vec::new(),
-        turns: Vec::new(),
-        tools,
-        ops: op_rx,
-        pending: VecDeque::new(),
-        approved: HashSet::new(),
-        tool_turn: 0,
-        in_turn: Cell::new(false),
-    };
+    let mut agent = Agent::new(engine, cfg, ctrl.clone(), ev_tx, op_rx, tools);
     let thread = std::thread::Builder::new()
         .name("aha-agent".into())
         .spawn(move || agent.run())
@@ -278,36 +275,32 @@ pub struct Agent {
     in_turn: Cell<bool>,
 }
 
-/// The stats of a user turn, summed over its generations.
-#[derive(Default)]
-struct TurnSum {
-    stats: TurnStats,
-    tokens: Vec<u32>,
-    steps: usize,
-}
-
-impl TurnSum {
-    fn add(&mut self, s: TurnStats, tokens: Vec<u32>) {
-        let first = self.steps == 0;
-        self.steps += 1;
-        let t = &mut self.stats;
-        if first {
-            t.ttft_ms = s.ttft_ms;
-            t.prefill_tok_s = s.prefill_tok_s;
-        }
-        t.prompt_tokens = s.prompt_tokens;
-        t.prefilled_tokens += s.prefilled_tokens;
-        t.thinking_tokens += s.thinking_tokens;
-        t.answer_tokens += s.answer_tokens;
-        if s.decode_tok_s > 0.0 {
-            t.decode_tok_s = s.decode_tok_s;
-        }
-        t.finish_reason = s.finish_reason;
-        self.tokens.extend(tokens);
-    }
-}
-
 impl Agent {
+    /// An agent with an empty conversation that reads `ops` and sends `events`.
+    fn new(
+        engine: Box<dyn Engine>,
+        cfg: AgentConfig,
+        ctrl: Arc<Control>,
+        events: Sender<Event>,
+        ops: Receiver<Op>,
+        tools: Option<Box<dyn ToolHost>>,
+    ) -> Self {
+        Self {
+            engine,
+            cfg,
+            ctrl,
+            events,
+            messages: Vec::new(),
+            turns: Vec::new(),
+            tools,
+            ops,
+            pending: VecDeque::new(),
+            approved: HashSet::new(),
+            tool_turn: 0,
+            in_turn: Cell::new(false),
+        }
+    }
+
     fn emit(&self, e: Event) {
         match &e {
             Event::TurnStarted { .. } => self.in_turn.set(true),
@@ -349,570 +342,21 @@ impl Agent {
     /// Acts on one queued op.
     pub fn handle(&mut self, op: Op) {
         match op {
-            Op::UserMessage { text } => {
-                self.turns.push(self.messages.len());
-                self.messages.push(ChatMessage::new("user", text));
-                self.turn(None, String::new());
-            }
-            Op::Branch { turn, prefix } => {
-                let Some(&at) = self.turns.get(turn) else {
-                    self.emit(Event::Error {
-                        message: format!(
-                            "cannot branch turn {turn}: the conversation has {} turns",
-                            self.turns.len()
-                        ),
-                    });
-                    return;
-                };
-                // Keep the conversation up to and including that turn's user message.
-                self.messages.truncate(at + 1);
-                self.turns.truncate(turn + 1);
-                self.turn(Some(turn), prefix);
-            }
-            Op::SetThinking { mode, budget } => {
-                let think = match mode.as_str() {
-                    "auto" => ThinkMode::Auto,
-                    "on" => ThinkMode::On,
-                    "off" => ThinkMode::Off,
-                    other => {
-                        self.emit(Event::Error {
-                            message: format!("thinking mode `{other}`: use auto, on or off"),
-                        });
-                        return;
-                    }
-                };
-                self.cfg.think = think;
-                self.cfg.think_budget = budget;
-                let b = budget.map_or("no budget".to_string(), |b| format!("budget {b} tokens"));
-                self.emit(Event::Notice {
-                    message: format!("thinking {mode}, {b} (from the next turn)"),
-                });
-            }
-            Op::Clear => {
-                self.messages.clear();
-                self.turns.clear();
-            }
-            Op::Restore { messages } => {
-                self.messages.clear();
-                self.turns.clear();
-                for m in messages {
-                    match serde_json::from_value::<ChatMessage>(m) {
-                        Ok(m) => {
-                            if m.role == "user" {
-                                self.turns.push(self.messages.len());
-                            }
-                            self.messages.push(m);
-                        }
-                        Err(e) => self.emit(Event::Error {
-                            message: format!("a restored message was skipped: {e}"),
-                        }),
-                    }
-                }
-            }
+            Op::UserMessage { text } => self.user_message(text),
+            Op::Branch { turn, prefix } => self.branch(turn, prefix),
+            Op::SetThinking { mode, budget } => self.set_thinking(mode, budget),
+            Op::Clear => self.clear(),
+            Op::Restore { messages } => self.restore(messages),
             Op::Approve { .. } => {
                 // An approval with no request waiting (it arrived late): nothing to do.
             }
-            Op::SetPolicy { policy } => match Policy::parse(&policy) {
-                Some(p) => {
-                    self.cfg.policy = p;
-                    self.emit(Event::Notice {
-                        message: format!("approval policy: {}", p.name()),
-                    });
-                }
-                None => self.emit(Event::Error {
-                    message: format!(
-                        "policy `{policy}`: use read-only, ask, auto-edit or full-auto"
-                    ),
-                }),
-            },
-            Op::Undo => self.tool_op("undo failed", |t, _| {
-                let paths = t.undo()?;
-                Ok(if paths.is_empty() {
-                    "nothing to undo".into()
-                } else {
-                    format!(
-                        "restored {}",
-                        paths
-                            .iter()
-                            .map(|p| p.display().to_string())
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    )
-                })
-            }),
-            Op::Diff => self.tool_op("diff", |t, _| {
-                let d = t.diff();
-                Ok(if d.trim().is_empty() {
-                    "the tools have changed no files in this session".into()
-                } else {
-                    d
-                })
-            }),
-            Op::Tools => self.tool_op("tools", |t, policy| {
-                let mut m = format!("approval policy: {}\n", policy.name());
-                for spec in t.specs() {
-                    let f = &spec["function"];
-                    let name = f["name"].as_str().unwrap_or("?");
-                    let effect = t
-                        .effect(name)
-                        .map(|e| match e {
-                            Effect::ReadOnly => "reads",
-                            Effect::Edit => "edits files",
-                            Effect::Execute => "runs code",
-                            Effect::Commit => "commits",
-                        })
-                        .unwrap_or("?");
-                    let desc = f["description"].as_str().unwrap_or("");
-                    let first = desc.split(". ").next().unwrap_or(desc);
-                    m.push_str(&format!("{name} ({effect}): {first}\n"));
-                }
-                Ok(m)
-            }),
+            Op::SetPolicy { policy } => self.set_policy(policy),
+            Op::Undo => self.tool_op("undo failed", |t, _| Ok(ops::undo_summary(&t.undo()?))),
+            Op::Diff => self.tool_op("diff", |t, _| Ok(ops::diff_summary(t.diff()))),
+            Op::Tools => self.tool_op("tools", |t, policy| Ok(ops::tools_listing(t, policy))),
             Op::Index { paths } => self.tool_op("index", |t, _| t.index_docs(&paths)),
             Op::Search { query } => self.tool_op("search", |t, _| t.search_docs(&query)),
             Op::Cancel | Op::Pause | Op::Resume | Op::Step => {}
-        }
-    }
-
-    /// An op answered by the tools, not the model: its text as a `notice`, its failure as an
-    /// `error` starting with `what`.
-    fn tool_op(
-        &mut self,
-        what: &str,
-        f: impl FnOnce(&mut dyn ToolHost, &Policy) -> anyhow::Result<String>,
-    ) {
-        let policy = self.cfg.policy;
-        let r = self
-            .tools
-            .as_deref_mut()
-            .map(|t| aha_tools::catch_panic(|| f(t, &policy)).unwrap_or_else(|p| Err(p.into())));
-        let e = match r {
-            None => Event::Notice {
-                message: "tools are not enabled in this session".into(),
-            },
-            Some(Ok(message)) => Event::Notice { message },
-            Some(Err(e)) => Event::Error {
-                message: format!("{what}: {e:#}"),
-            },
-        };
-        self.emit(e);
-    }
-
-    /// One assistant turn: generate from the conversation (continuing `prefix` when branching),
-    /// run the tools it calls and generate again, until it answers, the step limit, or cancel.
-    fn turn(&mut self, branch_of: Option<usize>, prefix: String) {
-        self.ctrl.cancel.store(false, Ordering::SeqCst);
-        self.ctrl.paused.store(false, Ordering::SeqCst);
-        self.ctrl.step_to_boundary.store(false, Ordering::SeqCst);
-        self.tool_turn += 1;
-        let turn = self.turns.len().saturating_sub(1);
-        self.emit(Event::TurnStarted {
-            turn,
-            branch_of,
-            prefix: prefix.clone(),
-        });
-        let specs = self.tools.as_ref().map(|t| t.specs()).unwrap_or_default();
-        let names: Vec<String> = aha_tools::spec_names(&specs);
-        let name_refs: Vec<&str> = names.iter().map(String::as_str).collect();
-        let mut sum = TurnSum::default();
-        let mut prefix = Some(prefix).filter(|p| !p.is_empty());
-        let steps = self.cfg.max_steps.max(1);
-        let mut seen_calls: HashSet<String> = HashSet::new();
-        let mut seen_results: HashSet<String> = HashSet::new();
-        let mut repeats = 0usize;
-        // Set when the model must answer now: it repeated a call whose result it already has.
-        let mut insist: Option<&'static str> = None;
-        let mut step = 0usize;
-        loop {
-            if step >= steps && insist.is_none() {
-                // Only with a limit of one step: its calls ran, and no step is left to answer.
-                self.stop_turn(&mut sum, "step_limit", steps);
-                break;
-            }
-            // The last step (after tool rounds), or a repeated call, gets no more calls: the model
-            // answers from the results it has instead of being cut off mid-investigation.
-            let last = step + 1 >= steps;
-            let why = insist
-                .or((last && step > 0).then_some("step_limit"))
-                .filter(|_| self.cfg.insist);
-            if why.is_some() && self.messages.last().is_some_and(|m| m.role == "tool") {
-                // Small models keep calling unless told; the engine also forbids call text.
-                self.messages
-                    .push(ChatMessage::new("system", ANSWER_NOW_PROMPT.trim()));
-            }
-            let (reasoning, answer, ok) =
-                self.generate_once(prefix.take(), &specs, &name_refs, &mut sum, why.is_some());
-            step += 1;
-            let think = if reasoning.trim().is_empty() {
-                String::new()
-            } else {
-                format!("<think>\n{}\n</think>\n\n", reasoning.trim())
-            };
-            let parsed = if specs.is_empty() || !ok {
-                parse::Parsed {
-                    text: answer.clone(),
-                    ..Default::default()
-                }
-            } else {
-                parse::parse(&answer, &name_refs)
-            };
-            if parsed.calls.is_empty() && parsed.malformed.is_empty() {
-                self.messages
-                    .push(ChatMessage::new("assistant", format!("{think}{answer}")));
-                break;
-            }
-            if let Some(why) = why {
-                // Told to answer, it still called (an engine that cannot forbid calls): stop.
-                self.messages.push(ChatMessage::new(
-                    "assistant",
-                    format!("{think}{}", parsed.text),
-                ));
-                self.stop_turn(&mut sum, why, steps);
-                break;
-            }
-            let key = |c: &parse::Call| format!("{} {}", c.name, c.arguments);
-            if self.cfg.insist
-                && parsed.malformed.is_empty()
-                && parsed.calls.iter().all(|c| seen_calls.contains(&key(c)))
-            {
-                // Only calls it already made: their results are in the conversation. Ask again
-                // with calls forbidden, so it answers from them.
-                self.emit(Event::Notice {
-                    message: format!(
-                        "the model repeated {} with the same arguments; asking it to answer from the result it has",
-                        parsed.calls[0].name
-                    ),
-                });
-                insist = Some("repeated_call");
-                continue;
-            }
-            let ids: Vec<String> = (0..parsed.calls.len())
-                .map(|k| format!("call_{}_{}_{k}", self.tool_turn, step - 1))
-                .collect();
-            let mut msg = ChatMessage::new("assistant", format!("{think}{}", parsed.text));
-            msg.tool_calls = Some(Value::Array(
-                parsed
-                    .calls
-                    .iter()
-                    .zip(&ids)
-                    .map(|(c, id)| {
-                        json!({"id": id, "type": "function",
-                               "function": {"name": c.name, "arguments": c.arguments}})
-                    })
-                    .collect(),
-            ));
-            let round_start = self.messages.len();
-            self.messages.push(msg);
-            // Calls whose result repeats an earlier one word for word (say, a program that only
-            // prints the number the previous run printed) tell the model nothing new.
-            let mut redundant = 0usize;
-            let n_calls = parsed.calls.len();
-            let first_name = parsed
-                .calls
-                .first()
-                .map(|c| c.name.clone())
-                .unwrap_or_default();
-            for (call, id) in parsed.calls.into_iter().zip(ids) {
-                if self.ctrl.cancelled() {
-                    break;
-                }
-                self.emit(Event::ToolCall {
-                    id: id.clone(),
-                    name: call.name.clone(),
-                    arguments: call.arguments.clone(),
-                });
-                let t0 = std::time::Instant::now();
-                let (ok, output) = if seen_calls.contains(&key(&call)) {
-                    repeats += 1;
-                    (
-                        false,
-                        format!(
-                            "You already called {} with these arguments in this turn; its result is above. Use it and answer the user now.",
-                            call.name
-                        ),
-                    )
-                } else {
-                    seen_calls.insert(key(&call));
-                    let (ok, out) = self.call(&id, &call.name, call.arguments);
-                    let seen = format!("{}\u{0}{out}", call.name);
-                    if ok && !seen_results.insert(seen) {
-                        redundant += 1;
-                    }
-                    (ok, out)
-                };
-                self.emit(Event::ToolResult {
-                    id: id.clone(),
-                    ok,
-                    output: output.clone(),
-                    duration_ms: t0.elapsed().as_millis() as u64,
-                });
-                let mut m = ChatMessage::new("tool", output);
-                m.name = Some(call.name);
-                m.tool_call_id = Some(id);
-                self.messages.push(m);
-            }
-            for (k, bad) in parsed.malformed.into_iter().enumerate() {
-                let id = format!("bad_{}_{}_{k}", self.tool_turn, step - 1);
-                let output = format!(
-                    "Your tool call could not be read: {}. Write it again as <tool_call>{{\"name\": \"<tool>\", \"arguments\": {{...}}}}</tool_call> with valid JSON.",
-                    bad.reason
-                );
-                self.emit(Event::ToolCall {
-                    id: id.clone(),
-                    name: "(malformed)".into(),
-                    arguments: Value::String(bad.raw),
-                });
-                self.emit(Event::ToolResult {
-                    id: id.clone(),
-                    ok: false,
-                    output: output.clone(),
-                    duration_ms: 0,
-                });
-                let mut m = ChatMessage::new("tool", output);
-                m.tool_call_id = Some(id);
-                self.messages.push(m);
-            }
-            if self.ctrl.cancelled() {
-                sum.stats.finish_reason = "cancelled".into();
-                break;
-            }
-            if !self.cfg.insist && repeats >= 2 {
-                // Without insisting: told once that the result is there, it asked again.
-                self.stop_turn(&mut sum, "repeated_call", steps);
-                break;
-            }
-            if self.cfg.insist
-                && n_calls > 0
-                && redundant == n_calls
-                && self.messages.len() == round_start + 1 + n_calls
-            {
-                // Leave the round out of what the model sees (the events showed it) and have it
-                // answer from the results it already has: small models otherwise loop, feeding
-                // each result back into another call.
-                self.messages.truncate(round_start);
-                self.emit(Event::Notice {
-                    message: format!(
-                        "{first_name} returned the same result as before; asking the model to answer from it"
-                    ),
-                });
-                insist = Some("repeated_call");
-            }
-        }
-        self.emit(Event::TurnFinished {
-            stats: sum.stats,
-            tokens: sum.tokens,
-        });
-    }
-
-    /// Ends a turn early: `why` ("step_limit" or "repeated_call") becomes its finish reason, and
-    /// a notice says what happened.
-    fn stop_turn(&self, sum: &mut TurnSum, why: &str, steps: usize) {
-        sum.stats.finish_reason = why.into();
-        self.emit(Event::Notice {
-            message: match why {
-                "step_limit" => {
-                    format!("stopped after {steps} steps (the step limit); ask again to continue")
-                }
-                _ => "stopped: the model kept repeating the same tool call; its result is above"
-                    .into(),
-            },
-        });
-    }
-
-    /// One generation; returns (reasoning, answer, finished without error).
-    fn generate_once(
-        &mut self,
-        prefix: Option<String>,
-        specs: &[Value],
-        names: &[&str],
-        sum: &mut TurnSum,
-        no_calls: bool,
-    ) -> (String, String, bool) {
-        let mut msgs = Vec::new();
-        let system = match (&self.cfg.system, specs.is_empty()) {
-            (Some(s), true) => Some(s.clone()),
-            (Some(s), false) => Some(format!("{}\n\n{s}", AGENT_PROMPT.trim())),
-            (None, false) => Some(AGENT_PROMPT.trim().to_string()),
-            (None, true) => None,
-        };
-        if let Some(s) = system {
-            msgs.push(ChatMessage::new("system", s));
-        }
-        msgs.extend(self.messages.iter().cloned());
-        let mut req = GenerateRequest::chat(Vec::new());
-        req.prompt = Prompt::Chat(msgs);
-        req.max_tokens = self.cfg.max_tokens;
-        req.think = self.cfg.think;
-        req.think_budget = self.cfg.think_budget;
-        req.sampling = self
-            .cfg
-            .sampling
-            .clone()
-            .unwrap_or_else(|| self.engine.default_sampling());
-        req.tools = (!specs.is_empty()).then(|| specs.to_vec());
-        req.constrain_tools = self.cfg.constrain_tools;
-        req.no_tool_calls = no_calls;
-        let prefix_text = prefix.clone().unwrap_or_default();
-        req.assistant_prefix = prefix;
-        let mut reasoning = String::new();
-        let mut answer = String::new();
-        let mut finished: Option<(TurnStats, Vec<u32>)> = None;
-        let events = self.events.clone();
-        let mut send = |e: Event| {
-            let _ = events.send(e);
-        };
-        // With tools on, a call's raw text is held back (the UI shows a tool card instead).
-        let mut gate = (!specs.is_empty()).then(gate::AnswerGate::default);
-        let engine = &mut self.engine;
-        let ctrl = &self.ctrl;
-        // A generation that panics (a kernel's bounds check, a template on odd input) fails like
-        // one that returns an error: the turn ends and the agent serves the next one.
-        let r = aha_tools::catch_panic(|| {
-            engine.generate(&req, ctrl, &mut |e| match e {
-                Event::TurnFinished { stats, tokens } => finished = Some((stats, tokens)),
-                e => {
-                    match &e {
-                        Event::ThinkingDelta { text, .. } => reasoning.push_str(text),
-                        Event::AnswerDelta { text, .. } => answer.push_str(text),
-                        _ => {}
-                    }
-                    match (&mut gate, &e) {
-                        (Some(g), Event::AnswerDelta { .. }) => g.push(e, &mut send),
-                        _ => send(e),
-                    }
-                }
-            })
-        })
-        .unwrap_or_else(|p| Err(anyhow::anyhow!("the engine failed: {p}")));
-        if let Some(g) = gate {
-            g.finish(
-                |held| {
-                    let p = parse::parse(held, names);
-                    (!p.calls.is_empty() || !p.malformed.is_empty()).then_some(p.text)
-                },
-                &mut send,
-            );
-        }
-        let got_stats = finished.is_some();
-        if let Some((s, t)) = finished {
-            sum.add(s, t);
-        }
-        let ok = match r {
-            Ok(_) => true,
-            Err(e) => {
-                self.emit(Event::Error {
-                    message: format!("{e:#}"),
-                });
-                if !got_stats {
-                    // Otherwise the turn would report the previous step's reason (or none).
-                    sum.stats.finish_reason = if self.ctrl.cancelled() {
-                        "cancelled"
-                    } else {
-                        "error"
-                    }
-                    .into();
-                }
-                false
-            }
-        };
-        // A branch's prefix is part of this turn's text.
-        let opens = prefix_text.trim_start().starts_with("<think>");
-        let (pre_think, pre_answer) = aha_engine::reasoning::split_reasoning(
-            &prefix_text,
-            !opens && self.engine.is_reasoning(),
-        );
-        (
-            format!("{}{reasoning}", reasoning_part(&pre_think)),
-            format!("{pre_answer}{answer}"),
-            ok,
-        )
-    }
-
-    /// Decides, asks if need be, and runs one call.
-    fn call(&mut self, id: &str, name: &str, args: Value) -> (bool, String) {
-        let Some(host) = self.tools.as_ref() else {
-            return (false, "no tools are enabled".into());
-        };
-        let Some(effect) = host.effect(name) else {
-            let names: Vec<String> = aha_tools::spec_names(&host.specs());
-            return (
-                false,
-                format!(
-                    "there is no tool `{name}`; the tools are: {}",
-                    names.join(", ")
-                ),
-            );
-        };
-        let preview = match aha_tools::catch_panic(|| host.preview(name, &args)) {
-            Ok(Ok(p)) => p,
-            Ok(Err(e)) => return (false, format!("invalid arguments for {name}: {e:#}")),
-            Err(p) => return (false, tool_panicked(name, &p)),
-        };
-        match self.cfg.policy.decide(name, effect, &self.approved) {
-            Decision::Run => {}
-            Decision::Refuse => {
-                return (
-                    false,
-                    format!(
-                        "denied: the approval policy is {}, so {name} may not run. Answer without it, or say what you would do.",
-                        self.cfg.policy.name()
-                    ),
-                )
-            }
-            Decision::Ask if !self.cfg.interactive => {
-                return (
-                    false,
-                    format!(
-                        "denied: {name} needs a person's approval under the `{}` policy and nobody is there to give it (headless run). Answer without it, or say what you would do.",
-                        self.cfg.policy.name()
-                    ),
-                )
-            }
-            Decision::Ask => {
-                self.emit(Event::ApprovalRequest {
-                    id: id.to_string(),
-                    name: name.to_string(),
-                    summary: preview,
-                });
-                if !self.wait_for_approval(id, name) {
-                    return (false, format!("denied: the user did not approve {name}"));
-                }
-            }
-        }
-        let cancel = self.ctrl.cancel.clone();
-        let turn = self.tool_turn;
-        match self.tools.as_mut() {
-            // A tool that panics (a library on a damaged file) fails this call only: the model
-            // reads why, and the turn goes on to its end.
-            Some(h) => aha_tools::catch_panic(|| h.run(name, args, turn, cancel))
-                .unwrap_or_else(|p| (false, tool_panicked(name, &p))),
-            None => (false, "no tools are enabled".into()),
-        }
-    }
-
-    /// Waits for the person's answer to approval `id`; other ops wait until the turn is over.
-    fn wait_for_approval(&mut self, id: &str, name: &str) -> bool {
-        loop {
-            if self.ctrl.cancelled() {
-                return false;
-            }
-            match self.ops.recv_timeout(Duration::from_millis(100)) {
-                Ok(Op::Approve {
-                    id: got,
-                    approved,
-                    remember,
-                }) if got == id => {
-                    if approved && remember {
-                        self.approved.insert(name.to_string());
-                    }
-                    return approved;
-                }
-                Ok(Op::Cancel) => return false,
-                Ok(Op::Approve { .. }) => {}
-                Ok(other) => self.pending.push_back(other),
-                Err(RecvTimeoutError::Timeout) => {}
-                Err(RecvTimeoutError::Disconnected) => return false,
-            }
         }
     }
 }
@@ -933,7 +377,9 @@ fn reasoning_part(prefix: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use aha_engine::{GenerateRequest, Prompt};
     use aha_protocol::TurnStats;
+    use serde_json::json;
 
     /// A scripted engine: replies with fixed reasoning and answer, records the requests it saw.
     struct Scripted {

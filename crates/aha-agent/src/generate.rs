@@ -1,0 +1,296 @@
+//! The generate step: one generation from the conversation, streamed to the UI as it comes (with
+//! a call's raw text held back when tools are offered), its stats added to the turn's.
+
+use super::turn::TurnSum;
+use super::{gate, parse, reasoning_part, Agent, AGENT_PROMPT};
+use aha_engine::template::ChatMessage;
+use aha_engine::{GenerateRequest, Prompt};
+use aha_protocol::{Event, TurnStats};
+use serde_json::Value;
+
+/// The system message of a request: the agent's instructions when tools are offered, then the
+/// configured system prompt.
+pub(super) fn system_prompt(system: Option<&str>, tools_offered: bool) -> Option<String> {
+    match (system, tools_offered) {
+        (Some(s), false) => Some(s.to_string()),
+        (Some(s), true) => Some(format!("{}\n\n{s}", AGENT_PROMPT.trim())),
+        (None, true) => Some(AGENT_PROMPT.trim().to_string()),
+        (None, false) => None,
+    }
+}
+
+/// What one generation streamed.
+#[derive(Default)]
+struct Streamed {
+    reasoning: String,
+    answer: String,
+    /// The engine's closing stats and tokens, if it got that far.
+    finished: Option<(TurnStats, Vec<u32>)>,
+}
+
+/// A branch's prefix is part of the turn's text: its reasoning goes before the generated
+/// reasoning and its answer before the generated answer. Without a `<think>` of its own, a
+/// prefix for a reasoning model is reasoning.
+pub(super) fn with_prefix(
+    prefix: &str,
+    reasoning: &str,
+    answer: &str,
+    model_reasons: bool,
+) -> (String, String) {
+    let opens = prefix.trim_start().starts_with("<think>");
+    let (pre_think, pre_answer) =
+        aha_engine::reasoning::split_reasoning(prefix, !opens && model_reasons);
+    (
+        format!("{}{reasoning}", reasoning_part(&pre_think)),
+        format!("{pre_answer}{answer}"),
+    )
+}
+
+impl Agent {
+    /// One generation; returns (reasoning, answer, finished without error).
+    pub(super) fn generate_once(
+        &mut self,
+        prefix: Option<String>,
+        specs: &[Value],
+        names: &[&str],
+        sum: &mut TurnSum,
+        no_calls: bool,
+    ) -> (String, String, bool) {
+        let prefix_text = prefix.clone().unwrap_or_default();
+        let req = self.request(prefix, specs, no_calls);
+        let (streamed, r) = self.stream(&req, names, !specs.is_empty());
+        let got_stats = streamed.finished.is_some();
+        if let Some((s, t)) = streamed.finished {
+            sum.add(s, t);
+        }
+        let ok = match r {
+            Ok(()) => true,
+            Err(e) => {
+                self.emit(Event::Error {
+                    message: format!("{e:#}"),
+                });
+                if !got_stats {
+                    // Otherwise the turn would report the previous step's reason (or none).
+                    sum.stats.finish_reason = if self.ctrl.cancelled() {
+                        "cancelled"
+                    } else {
+                        "error"
+                    }
+                    .into();
+                }
+                false
+            }
+        };
+        let (reasoning, answer) = with_prefix(
+            &prefix_text,
+            &streamed.reasoning,
+            &streamed.answer,
+            self.engine.is_reasoning(),
+        );
+        (reasoning, answer, ok)
+    }
+
+    /// The request for the next generation: the system prompt and the conversation, this
+    /// session's settings, the tools, and the branch prefix to continue.
+    fn request(&self, prefix: Option<String>, specs: &[Value], no_calls: bool) -> GenerateRequest {
+        let mut msgs = Vec::new();
+        if let Some(s) = system_prompt(self.cfg.system.as_deref(), !specs.is_empty()) {
+            msgs.push(ChatMessage::new("system", s));
+        }
+        msgs.extend(self.messages.iter().cloned());
+        let mut req = GenerateRequest::chat(Vec::new());
+        req.prompt = Prompt::Chat(msgs);
+        req.max_tokens = self.cfg.max_tokens;
+        req.think = self.cfg.think;
+        req.think_budget = self.cfg.think_budget;
+        req.sampling = self
+            .cfg
+            .sampling
+            .clone()
+            .unwrap_or_else(|| self.engine.default_sampling());
+        req.tools = (!specs.is_empty()).then(|| specs.to_vec());
+        req.constrain_tools = self.cfg.constrain_tools;
+        req.no_tool_calls = no_calls;
+        req.assistant_prefix = prefix;
+        req
+    }
+
+    /// Runs the engine on `req`, sending its events on as they come; with tools offered, a
+    /// call's raw text is held back (the UI shows a tool card instead). A generation that panics
+    /// (a kernel's bounds check, a template on odd input) fails like one that returns an error.
+    fn stream(
+        &mut self,
+        req: &GenerateRequest,
+        names: &[&str],
+        tools_offered: bool,
+    ) -> (Streamed, anyhow::Result<()>) {
+        let mut out = Streamed::default();
+        let events = self.events.clone();
+        let mut send = |e: Event| {
+            let _ = events.send(e);
+        };
+        let mut gate = tools_offered.then(gate::AnswerGate::default);
+        let engine = &mut self.engine;
+        let ctrl = &self.ctrl;
+        let r = aha_tools::catch_panic(|| {
+            engine.generate(req, ctrl, &mut |e| match e {
+                Event::TurnFinished { stats, tokens } => out.finished = Some((stats, tokens)),
+                e => {
+                    match &e {
+                        Event::ThinkingDelta { text, .. } => out.reasoning.push_str(text),
+                        Event::AnswerDelta { text, .. } => out.answer.push_str(text),
+                        _ => {}
+                    }
+                    match (&mut gate, &e) {
+                        (Some(g), Event::AnswerDelta { .. }) => g.push(e, &mut send),
+                        _ => send(e),
+                    }
+                }
+            })
+        })
+        .unwrap_or_else(|p| Err(anyhow::anyhow!("the engine failed: {p}")));
+        if let Some(g) = gate {
+            g.finish(
+                |held| {
+                    let p = parse::parse(held, names);
+                    (!p.calls.is_empty() || !p.malformed.is_empty()).then_some(p.text)
+                },
+                &mut send,
+            );
+        }
+        (out, r.map(|_| ()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testkit::{bench, bench_with, call};
+    use super::super::AgentConfig;
+    use super::*;
+    use aha_engine::ThinkMode;
+
+    #[test]
+    fn the_system_message_puts_the_agent_prompt_first_when_tools_are_offered() {
+        let agent = AGENT_PROMPT.trim();
+        assert_eq!(system_prompt(None, false), None);
+        assert_eq!(system_prompt(Some("S"), false).as_deref(), Some("S"));
+        assert_eq!(system_prompt(None, true).as_deref(), Some(agent));
+        assert_eq!(
+            system_prompt(Some("S"), true),
+            Some(format!("{agent}\n\nS"))
+        );
+    }
+
+    #[test]
+    fn a_prefix_is_reasoning_for_a_reasoning_model_unless_it_says_otherwise() {
+        assert_eq!(
+            with_prefix("", "r", "a", true),
+            ("r".to_string(), "a".to_string())
+        );
+        assert_eq!(
+            with_prefix("<think>\nHmm", " more", "a", false),
+            ("Hmm more".to_string(), "a".to_string())
+        );
+        assert_eq!(
+            with_prefix("Plain ", "r", "a", false),
+            ("r".to_string(), "Plain a".to_string())
+        );
+        let (r, a) = with_prefix("Plain ", "r", "a", true);
+        assert!(r.starts_with("Plain") && a == "a", "{r:?} {a:?}");
+    }
+
+    #[test]
+    fn the_request_carries_the_settings_the_conversation_and_the_prefix() {
+        let cfg = AgentConfig {
+            max_tokens: 77,
+            think: ThinkMode::On,
+            think_budget: Some(9),
+            constrain_tools: false,
+            system: Some("S".into()),
+            ..AgentConfig::default()
+        };
+        let mut b = bench(&[], cfg, true);
+        b.agent.messages.push(ChatMessage::new("user", "q"));
+        let specs = vec![serde_json::json!({"function": {"name": "echo"}})];
+        let r = b.agent.request(Some("pre".into()), &specs, true);
+        let Prompt::Chat(m) = &r.prompt else { panic!() };
+        assert_eq!(m.len(), 2);
+        assert_eq!(m[0].content, format!("{}\n\nS", AGENT_PROMPT.trim()));
+        assert_eq!(m[1].content, "q");
+        assert_eq!(
+            (r.max_tokens, r.think, r.think_budget),
+            (77, ThinkMode::On, Some(9))
+        );
+        assert_eq!(r.tools.as_ref().map(Vec::len), Some(1));
+        assert!(!r.constrain_tools && r.no_tool_calls);
+        assert_eq!(r.assistant_prefix.as_deref(), Some("pre"));
+        let r = b.agent.request(None, &[], false);
+        assert!(r.tools.is_none() && !r.no_tool_calls && r.assistant_prefix.is_none());
+    }
+
+    #[test]
+    fn a_generation_streams_holds_back_a_call_and_adds_its_stats() {
+        let text = format!("Look.{}", call("echo", "{}"));
+        let mut b = bench(&[&format!("why|{text}")], AgentConfig::default(), true);
+        let mut sum = TurnSum::default();
+        let got = b
+            .agent
+            .generate_once(None, &[json_spec()], &["echo"], &mut sum, false);
+        assert_eq!(got, ("why".to_string(), text.clone(), true));
+        assert_eq!(sum.stats.finish_reason, "stop");
+        assert_eq!(sum.tokens.len(), 1);
+        let shown: String = b
+            .take()
+            .iter()
+            .filter_map(|e| match e {
+                Event::AnswerDelta { text, .. } => Some(text.as_str()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(shown, "Look.", "the call's text is not shown");
+    }
+
+    fn json_spec() -> Value {
+        serde_json::json!({"function": {"name": "echo"}})
+    }
+
+    #[test]
+    fn a_failed_generation_is_an_error_and_its_reason_when_no_stats_came() {
+        let mut b = bench(&["ERR", "LATE_ERR"], AgentConfig::default(), false);
+        let mut sum = TurnSum::default();
+        let got = b.agent.generate_once(None, &[], &[], &mut sum, false);
+        assert_eq!(got, (String::new(), String::new(), false));
+        assert_eq!(sum.stats.finish_reason, "error");
+        assert_eq!(
+            b.take(),
+            [Event::Error {
+                message: "the server went away".into()
+            }]
+        );
+        let got = b.agent.generate_once(None, &[], &[], &mut sum, false);
+        assert!(!got.2);
+        assert_eq!(
+            sum.stats.finish_reason, "stop",
+            "the engine's own reason stands"
+        );
+        let mut b2 = bench(&["ERR"], AgentConfig::default(), false);
+        b2.agent.ctrl.cancel();
+        let mut sum = TurnSum::default();
+        b2.agent.generate_once(None, &[], &[], &mut sum, false);
+        assert_eq!(sum.stats.finish_reason, "cancelled");
+    }
+
+    #[test]
+    fn a_panicking_engine_fails_the_generation() {
+        let mut b = bench_with(&["PANIC"], AgentConfig::default(), false, true);
+        let mut sum = TurnSum::default();
+        let got = b
+            .agent
+            .generate_once(Some("<think>\nso".into()), &[], &[], &mut sum, false);
+        assert_eq!(got, ("so".to_string(), String::new(), false));
+        assert_eq!(sum.stats.finish_reason, "error");
+        assert!(
+            matches!(&b.take()[..], [Event::Error { message }] if message.starts_with("the engine failed: internal error"))
+        );
+    }
+}

@@ -1,0 +1,295 @@
+//! The ops that are not a turn: settings, the conversation's history, and the tools' own ops.
+//! One small method per op; [`Agent::handle`](super::Agent::handle) dispatches to them.
+
+use super::policy::{Effect, Policy};
+use super::{Agent, ToolHost};
+use aha_engine::template::ChatMessage;
+use aha_engine::ThinkMode;
+use aha_protocol::Event;
+use serde_json::Value;
+use std::path::PathBuf;
+
+/// A thinking mode by its name in the protocol.
+pub(super) fn think_mode(mode: &str) -> Option<ThinkMode> {
+    match mode {
+        "auto" => Some(ThinkMode::Auto),
+        "on" => Some(ThinkMode::On),
+        "off" => Some(ThinkMode::Off),
+        _ => None,
+    }
+}
+
+/// What an undo restored, for a person.
+pub(super) fn undo_summary(paths: &[PathBuf]) -> String {
+    if paths.is_empty() {
+        "nothing to undo".into()
+    } else {
+        format!(
+            "restored {}",
+            paths
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    }
+}
+
+/// The session's diff, or a line saying there is none.
+pub(super) fn diff_summary(d: String) -> String {
+    if d.trim().is_empty() {
+        "the tools have changed no files in this session".into()
+    } else {
+        d
+    }
+}
+
+/// The policy, then each tool with what it may do and the first sentence of its description.
+pub(super) fn tools_listing(t: &dyn ToolHost, policy: &Policy) -> String {
+    let mut m = format!("approval policy: {}\n", policy.name());
+    for spec in t.specs() {
+        let f = &spec["function"];
+        let name = f["name"].as_str().unwrap_or("?");
+        let effect = t
+            .effect(name)
+            .map(|e| match e {
+                Effect::ReadOnly => "reads",
+                Effect::Edit => "edits files",
+                Effect::Execute => "runs code",
+                Effect::Commit => "commits",
+            })
+            .unwrap_or("?");
+        let desc = f["description"].as_str().unwrap_or("");
+        let first = desc.split(". ").next().unwrap_or(desc);
+        m.push_str(&format!("{name} ({effect}): {first}\n"));
+    }
+    m
+}
+
+impl Agent {
+    /// A new user message opens a turn.
+    pub(super) fn user_message(&mut self, text: String) {
+        self.turns.push(self.messages.len());
+        self.messages.push(ChatMessage::new("user", text));
+        self.turn(None, String::new());
+    }
+
+    /// Regenerates turn `turn` from `prefix`, dropping everything after its user message.
+    pub(super) fn branch(&mut self, turn: usize, prefix: String) {
+        let Some(&at) = self.turns.get(turn) else {
+            self.emit(Event::Error {
+                message: format!(
+                    "cannot branch turn {turn}: the conversation has {} turns",
+                    self.turns.len()
+                ),
+            });
+            return;
+        };
+        // Keep the conversation up to and including that turn's user message.
+        self.messages.truncate(at + 1);
+        self.turns.truncate(turn + 1);
+        self.turn(Some(turn), prefix);
+    }
+
+    /// Sets the thinking mode and budget for the next turns.
+    pub(super) fn set_thinking(&mut self, mode: String, budget: Option<usize>) {
+        let Some(think) = think_mode(&mode) else {
+            self.emit(Event::Error {
+                message: format!("thinking mode `{mode}`: use auto, on or off"),
+            });
+            return;
+        };
+        self.cfg.think = think;
+        self.cfg.think_budget = budget;
+        let b = budget.map_or("no budget".to_string(), |b| format!("budget {b} tokens"));
+        self.emit(Event::Notice {
+            message: format!("thinking {mode}, {b} (from the next turn)"),
+        });
+    }
+
+    /// Forgets the conversation.
+    pub(super) fn clear(&mut self) {
+        self.messages.clear();
+        self.turns.clear();
+    }
+
+    /// Replaces the conversation with saved messages; one that cannot be read is skipped.
+    pub(super) fn restore(&mut self, messages: Vec<Value>) {
+        self.clear();
+        for m in messages {
+            match serde_json::from_value::<ChatMessage>(m) {
+                Ok(m) => {
+                    if m.role == "user" {
+                        self.turns.push(self.messages.len());
+                    }
+                    self.messages.push(m);
+                }
+                Err(e) => self.emit(Event::Error {
+                    message: format!("a restored message was skipped: {e}"),
+                }),
+            }
+        }
+    }
+
+    /// Sets the approval policy by name.
+    pub(super) fn set_policy(&mut self, policy: String) {
+        match Policy::parse(&policy) {
+            Some(p) => {
+                self.cfg.policy = p;
+                self.emit(Event::Notice {
+                    message: format!("approval policy: {}", p.name()),
+                });
+            }
+            None => self.emit(Event::Error {
+                message: format!("policy `{policy}`: use read-only, ask, auto-edit or full-auto"),
+            }),
+        }
+    }
+
+    /// An op answered by the tools, not the model: its text as a `notice`, its failure as an
+    /// `error` starting with `what`.
+    pub(super) fn tool_op(
+        &mut self,
+        what: &str,
+        f: impl FnOnce(&mut dyn ToolHost, &Policy) -> anyhow::Result<String>,
+    ) {
+        let policy = self.cfg.policy;
+        let r = self
+            .tools
+            .as_deref_mut()
+            .map(|t| aha_tools::catch_panic(|| f(t, &policy)).unwrap_or_else(|p| Err(p.into())));
+        let e = match r {
+            None => Event::Notice {
+                message: "tools are not enabled in this session".into(),
+            },
+            Some(Ok(message)) => Event::Notice { message },
+            Some(Err(e)) => Event::Error {
+                message: format!("{what}: {e:#}"),
+            },
+        };
+        self.emit(e);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testkit::{bench, Tools};
+    use super::super::AgentConfig;
+    use super::*;
+    use aha_protocol::Op;
+    use serde_json::json;
+
+    #[test]
+    fn thinking_modes_by_name() {
+        assert_eq!(think_mode("auto"), Some(ThinkMode::Auto));
+        assert_eq!(think_mode("on"), Some(ThinkMode::On));
+        assert_eq!(think_mode("off"), Some(ThinkMode::Off));
+        assert_eq!(think_mode("On"), None);
+    }
+
+    #[test]
+    fn summaries_of_undo_and_diff() {
+        assert_eq!(undo_summary(&[]), "nothing to undo");
+        assert_eq!(
+            undo_summary(&[PathBuf::from("a"), PathBuf::from("b/c")]),
+            "restored a, b/c"
+        );
+        assert_eq!(
+            diff_summary(" \n".into()),
+            "the tools have changed no files in this session"
+        );
+        assert_eq!(diff_summary("+x\n".into()), "+x\n");
+    }
+
+    #[test]
+    fn the_listing_names_each_tool_what_it_may_do_and_its_first_sentence() {
+        let t = Tools {
+            ran: Default::default(),
+        };
+        assert_eq!(
+            tools_listing(&t, &Policy::AutoEdit),
+            "approval policy: auto-edit\necho (reads): Does echo\nwrite (edits files): Does write\nexec (runs code): Does exec\n"
+        );
+    }
+
+    #[test]
+    fn settings_change_for_the_next_turn_and_bad_names_are_errors() {
+        let mut b = bench(&[], AgentConfig::default(), false);
+        b.agent.set_thinking("off".into(), Some(5));
+        assert_eq!(
+            (b.agent.cfg.think, b.agent.cfg.think_budget),
+            (ThinkMode::Off, Some(5))
+        );
+        b.agent.set_thinking("loud".into(), None);
+        assert_eq!(b.agent.cfg.think_budget, Some(5), "unchanged");
+        b.agent.set_policy("read-only".into());
+        assert_eq!(b.agent.cfg.policy, Policy::ReadOnly);
+        b.agent.set_policy("none".into());
+        assert_eq!(b.agent.cfg.policy, Policy::ReadOnly);
+        let kinds: Vec<bool> = b
+            .take()
+            .iter()
+            .map(|e| matches!(e, Event::Notice { .. }))
+            .collect();
+        assert_eq!(kinds, [true, false, true, false]);
+    }
+
+    #[test]
+    fn restore_rebuilds_the_turns_and_branch_keeps_up_to_its_question() {
+        let mut b = bench(&["a"], AgentConfig::default(), false);
+        b.agent.restore(vec![
+            json!({"role": "user", "content": "u1"}),
+            json!({"role": "assistant", "content": "a1"}),
+            json!({"content": "no role"}),
+            json!({"role": "user", "content": "u2"}),
+            json!({"role": "assistant", "content": "a2"}),
+        ]);
+        assert_eq!(b.agent.turns, [0, 2]);
+        assert_eq!(b.agent.messages.len(), 4);
+        assert_eq!(b.take().len(), 1, "one error for the skipped message");
+        b.agent.branch(0, String::new());
+        assert_eq!(b.agent.turns, [0]);
+        let contents: Vec<_> = b
+            .agent
+            .messages
+            .iter()
+            .map(|m| m.content.as_str())
+            .collect();
+        assert_eq!(contents, ["u1", "a"]);
+        b.agent.branch(1, String::new());
+        assert!(
+            matches!(b.take().last(), Some(Event::Error { message }) if message == "cannot branch turn 1: the conversation has 1 turns")
+        );
+        b.agent.clear();
+        assert!(b.agent.messages.is_empty() && b.agent.turns.is_empty());
+    }
+
+    #[test]
+    fn a_tool_op_that_fails_or_panics_is_an_error_named_by_the_op() {
+        let mut b = bench(&[], AgentConfig::default(), true);
+        let ev = b.handle(Op::Search { query: "q".into() });
+        assert_eq!(
+            ev,
+            [Event::Notice {
+                message: "hits for q".into()
+            }]
+        );
+        let mut b = bench(&[], AgentConfig::default(), true);
+        b.agent.tool_op("index", |_, _| anyhow::bail!("no index"));
+        b.agent.tool_op("diff", |_, _| panic!("boom"));
+        let msgs: Vec<String> = b
+            .take()
+            .into_iter()
+            .map(|e| match e {
+                Event::Error { message } => message,
+                e => panic!("{e:?}"),
+            })
+            .collect();
+        assert_eq!(msgs[0], "index: no index");
+        assert!(
+            msgs[1].starts_with("diff: internal error: boom"),
+            "{}",
+            msgs[1]
+        );
+    }
+}
