@@ -41,7 +41,7 @@ pub fn chat(m: &ModelArgs) -> Result<i32> {
             }
             _ => {}
         }
-        history.push(ChatMessage::new("user", line));
+        history.push(ChatMessage::user(line));
         ctrl.cancel
             .store(false, std::sync::atomic::Ordering::SeqCst);
         let mut req = GenerateRequest::chat(history.clone());
@@ -80,6 +80,6 @@ pub fn chat(m: &ModelArgs) -> Result<i32> {
             history.pop();
             continue;
         }
-        history.push(ChatMessage::new("assistant", answer));
+        history.push(ChatMessage::assistant(answer));
     }
 }

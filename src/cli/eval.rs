@@ -134,7 +134,7 @@ pub fn eval_tools(m: &ModelArgs, a: EvalArgs) -> Result<i32> {
         for (prompt, expected) in &tasks {
             for seed in 0..a.samples.max(1) {
                 n += 1;
-                let mut req = GenerateRequest::chat(vec![ChatMessage::new("user", prompt.clone())]);
+                let mut req = GenerateRequest::chat(vec![ChatMessage::user(prompt.clone())]);
                 req.tools = Some(specs.clone());
                 req.constrain_tools = constrained;
                 req.max_tokens = a.max_tokens;

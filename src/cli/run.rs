@@ -213,9 +213,9 @@ pub fn run(m: &ModelArgs, a: RunArgs) -> Result<i32> {
     } else {
         let mut msgs = Vec::new();
         if let Some(s) = &a.system {
-            msgs.push(ChatMessage::new("system", s.clone()));
+            msgs.push(ChatMessage::system(s.clone()));
         }
-        msgs.push(ChatMessage::new("user", prompt_text));
+        msgs.push(ChatMessage::user(prompt_text));
         Prompt::Chat(msgs)
     };
     let req = GenerateRequest {
@@ -302,7 +302,7 @@ pub fn run(m: &ModelArgs, a: RunArgs) -> Result<i32> {
     })
     .unwrap_or_else(|p| Err(anyhow::anyhow!("the engine failed: {p}")));
     match result {
-        Ok(s) if s.finish_reason == "cancelled" => Ok(130),
+        Ok(s) if s.finish_reason == aha_protocol::FinishReason::Cancelled => Ok(130),
         Ok(_) => Ok(0),
         Err(e) if json => {
             print_json(&Event::Error {
@@ -358,11 +358,11 @@ fn run_agent(
         insist: !a.no_insist,
     };
     let h = agent::spawn_with_tools(engine, cfg, Some(host));
-    h.send(crate::protocol::Op::UserMessage { text });
+    h.send(crate::protocol::Op::UserMessage { text, turn_id: None });
     let mut code = 0;
     loop {
         if ctrl.cancelled() {
-            h.send(crate::protocol::Op::Cancel);
+            h.send(crate::protocol::Op::Cancel { turn_id: None });
             ctrl.cancel
                 .store(false, std::sync::atomic::Ordering::SeqCst);
         }
@@ -384,7 +384,7 @@ fn run_agent(
         };
         let done = matches!(e, Event::TurnFinished { .. });
         if let Event::TurnFinished { stats, .. } = &e {
-            if stats.finish_reason == "cancelled" {
+            if stats.finish_reason == aha_protocol::FinishReason::Cancelled {
                 code = 130;
             }
         }

@@ -41,8 +41,7 @@ fn python_block(s: &str) -> String {
 fn qwen_writes_an_is_prime_that_passes_asserts() {
     let _g = heavy();
     let mut e = load("qwen2.5-coder-0.5b");
-    let mut req = GenerateRequest::chat(vec![ChatMessage::new(
-        "user",
+    let mut req = GenerateRequest::chat(vec![ChatMessage::new(aha::protocol::Role::User,
         "Write a Python function is_prime(n) that returns True if n is a prime number and False otherwise. Reply with only the code.",
     )]);
     req.sampling = SamplingParams::greedy();
@@ -87,7 +86,7 @@ fn same_seed_same_text_other_seed_other_text() {
     let _g = heavy();
     let mut e = load("smollm2-135m");
     let mut run = |seed| {
-        let mut req = GenerateRequest::chat(vec![ChatMessage::new("user", "Tell me a story.")]);
+        let mut req = GenerateRequest::chat(vec![ChatMessage::user("Tell me a story.")]);
         req.sampling = SamplingParams {
             temperature: 1.0,
             top_k: 0,
@@ -109,7 +108,7 @@ fn same_seed_same_text_other_seed_other_text() {
 fn second_turn_prefills_only_the_new_tokens() {
     let _g = heavy();
     let mut e = load("smollm2-135m");
-    let mut msgs = vec![ChatMessage::new("user", "Name three colours.")];
+    let mut msgs = vec![ChatMessage::user("Name three colours.")];
     let mut req = GenerateRequest::chat(msgs.clone());
     req.sampling = SamplingParams::greedy();
     req.max_tokens = 16;
@@ -122,8 +121,8 @@ fn second_turn_prefills_only_the_new_tokens() {
         })
         .unwrap();
     assert_eq!(s1.prefilled_tokens, s1.prompt_tokens);
-    msgs.push(ChatMessage::new("assistant", ans));
-    msgs.push(ChatMessage::new("user", "And two more?"));
+    msgs.push(ChatMessage::assistant(ans));
+    msgs.push(ChatMessage::user("And two more?"));
     req.prompt = Prompt::Chat(msgs);
     let s2 = e.generate(&req, &Control::default(), &mut |_| {}).unwrap();
     assert!(s2.prompt_tokens > s1.prompt_tokens);
@@ -139,7 +138,7 @@ fn second_turn_prefills_only_the_new_tokens() {
 fn think_budget_closes_reasoning_and_the_model_answers() {
     let _g = heavy();
     let mut e = load("qwen2.5-coder-0.5b");
-    let mut req = GenerateRequest::chat(vec![ChatMessage::new("user", "What is 17 * 3?")]);
+    let mut req = GenerateRequest::chat(vec![ChatMessage::user("What is 17 * 3?")]);
     req.sampling = SamplingParams::greedy();
     req.think = aha::engine::ThinkMode::On;
     req.think_budget = Some(12);

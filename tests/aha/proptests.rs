@@ -380,7 +380,7 @@ fn record() -> impl Strategy<Value = Record> {
     prop_oneof![
         (any::<u32>(), text).prop_map(|(t, s)| Record::Op {
             t: t as u64,
-            op: Op::UserMessage { text: s },
+            op: Op::UserMessage { text: s, turn_id: None },
         }),
         (any::<u32>(), text).prop_map(|(t, s)| Record::Event {
             t: t as u64,
@@ -822,7 +822,7 @@ proptest! {
         let r = parse_request(&body).expect("a well-formed request decodes");
         prop_assert_eq!(r.stream, stream);
         prop_assert_eq!(r.temperature, temperature);
-        let got: Vec<(String, String)> = r.chat_messages().into_iter().map(|m| (m.role, m.content)).collect();
+        let got: Vec<(String, String)> = r.chat_messages().into_iter().map(|m| (m.role.to_string(), m.content)).collect();
         prop_assert_eq!(got, msgs);
 
         let short = &body[..cut % body.len()];

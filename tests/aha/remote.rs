@@ -160,7 +160,7 @@ impl Run {
 }
 
 fn run_with(e: &mut RemoteEngine, ctrl: &Control) -> Run {
-    let req = GenerateRequest::chat(vec![ChatMessage::new("user", "hi")]);
+    let req = GenerateRequest::chat(vec![ChatMessage::user("hi")]);
     let mut events = Vec::new();
     let result = e.generate(&req, ctrl, &mut |ev| events.push(ev));
     let (mut thinking, mut answer) = (String::new(), String::new());
@@ -204,7 +204,7 @@ fn reasoning_content_field_with_usage_stats() {
         (s.prompt_tokens, s.thinking_tokens, s.answer_tokens),
         (12, 4, 2)
     );
-    assert_eq!(s.finish_reason, "stop");
+    assert_eq!(s.finish_reason, aha_protocol::FinishReason::Stop);
     assert!(s.ttft_ms > 0.0);
     assert!(matches!(r.events.last(), Some(Event::TurnFinished { .. })));
     let body = &f.bodies.lock().unwrap()[0];
@@ -309,7 +309,7 @@ fn native_tool_calls_are_assembled_by_index() {
             ("call_b".into(), "search".into(), json!("{oops")),
         ]
     );
-    assert_eq!(r.stats().finish_reason, "stop");
+    assert_eq!(r.stats().finish_reason, aha_protocol::FinishReason::Stop);
 }
 
 #[test]
@@ -402,7 +402,7 @@ fn a_stalled_stream_times_out_keeping_what_arrived() {
     let t = Instant::now();
     let r = run(&mut engine(&f.url, "stall_timeout_s = 0.5"));
     assert_eq!(r.answer, "partial");
-    assert_eq!(r.stats().finish_reason, "incomplete");
+    assert_eq!(r.stats().finish_reason, aha_protocol::FinishReason::Incomplete);
     assert!(r.notices().iter().any(|n| n.contains("stalled")));
     assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
 }
@@ -418,7 +418,7 @@ fn a_cut_stream_keeps_what_arrived() {
     let f = fake(vec![stream(pieces)]);
     let r = run(&mut engine(&f.url, ""));
     assert_eq!(r.answer, "Hello");
-    assert_eq!(r.stats().finish_reason, "incomplete");
+    assert_eq!(r.stats().finish_reason, aha_protocol::FinishReason::Incomplete);
     assert!(r.notices().iter().any(|n| n.contains("incomplete")));
 }
 
@@ -436,7 +436,7 @@ fn malformed_lines_are_skipped_and_counted() {
     let f = fake(vec![stream(pieces)]);
     let r = run(&mut engine(&f.url, ""));
     assert_eq!(r.answer, "ab");
-    assert_eq!(r.stats().finish_reason, "stop");
+    assert_eq!(r.stats().finish_reason, aha_protocol::FinishReason::Stop);
     let n = r.notices();
     assert!(n.iter().any(|n| n.contains("skipped 2 malformed")), "{n:?}");
 }
@@ -456,7 +456,7 @@ fn cancel_interrupts_a_silent_server_promptly() {
     });
     let t = Instant::now();
     let r = run_with(&mut e, &ctrl);
-    assert_eq!(r.stats().finish_reason, "cancelled");
+    assert_eq!(r.stats().finish_reason, aha_protocol::FinishReason::Cancelled);
     assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
 }
 
@@ -516,7 +516,7 @@ fn aha_run_engine_flag_uses_the_configured_server() {
 #[test]
 fn forbidding_tool_calls_sends_tool_choice_none() {
     let e = engine("http://127.0.0.1:9", "");
-    let mut req = GenerateRequest::chat(vec![ChatMessage::new("user", "hi")]);
+    let mut req = GenerateRequest::chat(vec![ChatMessage::user("hi")]);
     req.tools = Some(vec![
         json!({"type": "function", "function": {"name": "w", "parameters": {"type": "object"}}}),
     ]);

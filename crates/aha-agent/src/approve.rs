@@ -1,7 +1,7 @@
 //! The approval step of a call: is it a tool, are its arguments readable, does the policy let it
 //! run, refuse it, or ask a person, and then running it.
 
-use super::policy::{Decision, Effect, Policy};
+use super::policy::{Decide, Decision, Effect, Policy};
 use super::{tool_panicked, Agent};
 use aha_protocol::{Event, Op};
 use serde_json::Value;
@@ -129,7 +129,7 @@ impl Agent {
                     }
                     return approved;
                 }
-                Ok(Op::Cancel) => return false,
+                Ok(Op::Cancel { .. }) => return false,
                 Ok(Op::Approve { .. }) => {}
                 Ok(other) => self.pending.push_back(other),
                 Err(RecvTimeoutError::Timeout) => {}
@@ -248,7 +248,7 @@ mod tests {
             (false, "denied: the user did not approve write".into())
         );
         assert!(b.agent.approved.is_empty(), "a denial is not remembered");
-        b.ops.send(Op::Cancel).unwrap();
+        b.ops.send(Op::Cancel { turn_id: None }).unwrap();
         assert!(!b.agent.call("c2", "write", json!({})).0);
         b.agent.ctrl.cancel();
         assert!(!b.agent.call("c3", "write", json!({})).0);

@@ -72,11 +72,10 @@ impl Agent {
                 if !got_stats {
                     // Otherwise the turn would report the previous step's reason (or none).
                     sum.stats.finish_reason = if self.ctrl.cancelled() {
-                        "cancelled"
+                        aha_protocol::FinishReason::Cancelled
                     } else {
-                        "error"
-                    }
-                    .into();
+                        aha_protocol::FinishReason::Error
+                    };
                 }
                 false
             }
@@ -95,7 +94,7 @@ impl Agent {
     fn request(&self, prefix: Option<String>, specs: &[Value], no_calls: bool) -> GenerateRequest {
         let mut msgs = Vec::new();
         if let Some(s) = system_prompt(self.cfg.system.as_deref(), !specs.is_empty()) {
-            msgs.push(ChatMessage::new("system", s));
+            msgs.push(ChatMessage::system(s));
         }
         msgs.extend(self.messages.iter().cloned());
         let mut req = GenerateRequest::chat(Vec::new());
@@ -210,7 +209,7 @@ mod tests {
             ..AgentConfig::default()
         };
         let mut b = bench(&[], cfg, true);
-        b.agent.messages.push(ChatMessage::new("user", "q"));
+        b.agent.messages.push(ChatMessage::user("q"));
         let specs = vec![serde_json::json!({"function": {"name": "echo"}})];
         let r = b.agent.request(Some("pre".into()), &specs, true);
         let Prompt::Chat(m) = &r.prompt else { panic!() };
@@ -237,7 +236,7 @@ mod tests {
             .agent
             .generate_once(None, &[json_spec()], &["echo"], &mut sum, false);
         assert_eq!(got, ("why".to_string(), text.clone(), true));
-        assert_eq!(sum.stats.finish_reason, "stop");
+        assert_eq!(sum.stats.finish_reason, aha_protocol::FinishReason::Stop);
         assert_eq!(sum.tokens.len(), 1);
         let shown: String = b
             .take()
@@ -260,7 +259,7 @@ mod tests {
         let mut sum = TurnSum::default();
         let got = b.agent.generate_once(None, &[], &[], &mut sum, false);
         assert_eq!(got, (String::new(), String::new(), false));
-        assert_eq!(sum.stats.finish_reason, "error");
+        assert_eq!(sum.stats.finish_reason, aha_protocol::FinishReason::Error);
         assert_eq!(
             b.take(),
             [Event::Error {
@@ -270,14 +269,14 @@ mod tests {
         let got = b.agent.generate_once(None, &[], &[], &mut sum, false);
         assert!(!got.2);
         assert_eq!(
-            sum.stats.finish_reason, "stop",
+            sum.stats.finish_reason, aha_protocol::FinishReason::Stop,
             "the engine's own reason stands"
         );
         let mut b2 = bench(&["ERR"], AgentConfig::default(), false);
         b2.agent.ctrl.cancel();
         let mut sum = TurnSum::default();
         b2.agent.generate_once(None, &[], &[], &mut sum, false);
-        assert_eq!(sum.stats.finish_reason, "cancelled");
+        assert_eq!(sum.stats.finish_reason, aha_protocol::FinishReason::Cancelled);
     }
 
     #[test]
@@ -288,7 +287,7 @@ mod tests {
             .agent
             .generate_once(Some("<think>\nso".into()), &[], &[], &mut sum, false);
         assert_eq!(got, ("so".to_string(), String::new(), false));
-        assert_eq!(sum.stats.finish_reason, "error");
+        assert_eq!(sum.stats.finish_reason, aha_protocol::FinishReason::Error);
         assert!(
             matches!(&b.take()[..], [Event::Error { message }] if message.starts_with("the engine failed: internal error"))
         );

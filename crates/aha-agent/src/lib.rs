@@ -153,7 +153,8 @@ impl AgentHandle {
     /// Sends an op. Cancel, pause, resume and step take effect immediately.
     pub fn send(&self, op: Op) {
         match &op {
-            Op::Cancel => self.ctrl.cancel(),
+            Op::Cancel { turn_id: None } => self.ctrl.cancel(),
+            Op::Cancel { turn_id: Some(id) } => self.ctrl.cancel_turn(*id),
             Op::Pause => {
                 self.ctrl.pause();
                 return;
@@ -273,6 +274,8 @@ pub struct Agent {
     tool_turn: u64,
     /// A turn has started and its `TurnFinished` is not out yet.
     in_turn: Cell<bool>,
+    /// The id the front end gave the turn asked for last (for cancels that name it).
+    turn_id: Option<aha_protocol::TurnId>,
 }
 
 impl Agent {
@@ -298,6 +301,7 @@ impl Agent {
             approved: HashSet::new(),
             tool_turn: 0,
             in_turn: Cell::new(false),
+            turn_id: None,
         }
     }
 
@@ -329,7 +333,7 @@ impl Agent {
                 if self.in_turn.get() {
                     self.emit(Event::TurnFinished {
                         stats: TurnStats {
-                            finish_reason: "error".into(),
+                            finish_reason: aha_protocol::FinishReason::Error,
                             ..TurnStats::default()
                         },
                         tokens: Vec::new(),
@@ -342,8 +346,18 @@ impl Agent {
     /// Acts on one queued op.
     pub fn handle(&mut self, op: Op) {
         match op {
-            Op::UserMessage { text } => self.user_message(text),
-            Op::Branch { turn, prefix } => self.branch(turn, prefix),
+            Op::UserMessage { text, turn_id } => {
+                self.turn_id = turn_id;
+                self.user_message(text)
+            }
+            Op::Branch {
+                turn,
+                prefix,
+                turn_id,
+            } => {
+                self.turn_id = turn_id;
+                self.branch(turn, prefix)
+            }
             Op::SetThinking { mode, budget } => self.set_thinking(mode, budget),
             Op::Clear => self.clear(),
             Op::Restore { messages } => self.restore(messages),
@@ -356,7 +370,7 @@ impl Agent {
             Op::Tools => self.tool_op("tools", |t, policy| Ok(ops::tools_listing(t, policy))),
             Op::Index { paths } => self.tool_op("index", |t, _| t.index_docs(&paths)),
             Op::Search { query } => self.tool_op("search", |t, _| t.search_docs(&query)),
-            Op::Cancel | Op::Pause | Op::Resume | Op::Step => {}
+            Op::Cancel { .. } | Op::Pause | Op::Resume | Op::Step => {}
         }
     }
 }
@@ -456,14 +470,15 @@ mod tests {
             Box::new(Scripted { seen: seen.clone() }),
             AgentConfig::default(),
         );
-        h.send(Op::UserMessage { text: "q1".into() });
+        h.send(Op::UserMessage { text: "q1".into(), turn_id: None });
         let ev = collect_turn(&h);
         assert!(matches!(ev[0], Event::TurnStarted { turn: 0, .. }));
-        h.send(Op::UserMessage { text: "q2".into() });
+        h.send(Op::UserMessage { text: "q2".into(), turn_id: None });
         collect_turn(&h);
         h.send(Op::Branch {
             turn: 0,
             prefix: "<think>\nLet me think.\n\nHmm, again.".into(),
+            turn_id: None,
         });
         let ev = collect_turn(&h);
         assert!(matches!(
@@ -536,7 +551,7 @@ mod tests {
             });
             let stats = TurnStats {
                 answer_tokens: 3,
-                finish_reason: "stop".into(),
+                finish_reason: aha_protocol::FinishReason::Stop,
                 ..Default::default()
             };
             emit(Event::TurnFinished {
@@ -630,7 +645,7 @@ mod tests {
             &[&call("echo", "{\"panic\": true}"), "Answered.", "Second."],
             AgentConfig::default(),
         );
-        r.h.send(Op::UserMessage { text: "go".into() });
+        r.h.send(Op::UserMessage { text: "go".into(), turn_id: None });
         let ev = collect_turn(&r.h);
         let results: Vec<_> = ev
             .iter()
@@ -657,6 +672,7 @@ mod tests {
         // The agent is still there for the next turn.
         r.h.send(Op::UserMessage {
             text: "again".into(),
+            turn_id: None,
         });
         assert!(answer_text(&collect_turn(&r.h)).contains("Second."));
     }
@@ -664,7 +680,7 @@ mod tests {
     #[test]
     fn an_engine_that_panics_is_an_error_and_the_turn_still_finishes() {
         let r = rig(&["PANIC", "Fine now."], AgentConfig::default());
-        r.h.send(Op::UserMessage { text: "go".into() });
+        r.h.send(Op::UserMessage { text: "go".into(), turn_id: None });
         let ev = collect_turn(&r.h);
         let errors: Vec<_> = ev
             .iter()
@@ -680,9 +696,10 @@ mod tests {
         let Some(Event::TurnFinished { stats, .. }) = ev.last() else {
             panic!("{ev:?}")
         };
-        assert_eq!(stats.finish_reason, "error");
+        assert_eq!(stats.finish_reason, aha_protocol::FinishReason::Error);
         r.h.send(Op::UserMessage {
             text: "again".into(),
+            turn_id: None,
         });
         assert!(answer_text(&collect_turn(&r.h)).contains("Fine now."));
     }
@@ -734,7 +751,7 @@ mod tests {
                 ..Default::default()
             },
         );
-        r.h.send(Op::UserMessage { text: "go".into() });
+        r.h.send(Op::UserMessage { text: "go".into(), turn_id: None });
         let ev = collect_turn(&r.h);
         let calls: Vec<_> = ev
             .iter()
@@ -793,7 +810,7 @@ mod tests {
             ],
             AgentConfig::default(),
         );
-        r.h.send(Op::UserMessage { text: "go".into() });
+        r.h.send(Op::UserMessage { text: "go".into(), turn_id: None });
         let ev = collect_turn(&r.h);
         let outs: Vec<String> = ev
             .iter()
@@ -827,7 +844,7 @@ mod tests {
                 ..Default::default()
             },
         );
-        r.h.send(Op::UserMessage { text: "go".into() });
+        r.h.send(Op::UserMessage { text: "go".into(), turn_id: None });
         let ev = collect_turn(&r.h);
         assert!(ev.iter().any(|e| matches!(e, Event::ToolResult { ok: false, output, .. } if output.contains("read-only"))));
         assert!(r.ran.lock().unwrap().is_empty());
@@ -839,7 +856,7 @@ mod tests {
                 ..Default::default()
             },
         );
-        r.h.send(Op::UserMessage { text: "go".into() });
+        r.h.send(Op::UserMessage { text: "go".into(), turn_id: None });
         let ev = collect_turn(&r.h);
         assert!(ev.iter().any(|e| matches!(e, Event::ToolResult { ok: false, output, .. } if output.contains("headless"))));
         assert!(r.ran.lock().unwrap().is_empty());
@@ -855,7 +872,7 @@ mod tests {
             ],
             AgentConfig::default(),
         );
-        r.h.send(Op::UserMessage { text: "go".into() });
+        r.h.send(Op::UserMessage { text: "go".into(), turn_id: None });
         let id = loop {
             if let Event::ApprovalRequest { id, summary, .. } =
                 r.h.recv_timeout(Duration::from_secs(5)).unwrap().unwrap()
@@ -900,7 +917,7 @@ mod tests {
                 ..Default::default()
             },
         );
-        r.h.send(Op::UserMessage { text: "go".into() });
+        r.h.send(Op::UserMessage { text: "go".into(), turn_id: None });
         let ev = collect_turn(&r.h);
         assert!(ev
             .iter()
@@ -914,13 +931,13 @@ mod tests {
             let Prompt::Chat(m) = &seen[1].prompt else {
                 panic!()
             };
-            assert_eq!(m.last().unwrap().role, "system");
+            assert_eq!(m.last().unwrap().role, aha_protocol::Role::System);
             assert_eq!(m.last().unwrap().content, ANSWER_NOW_PROMPT.trim());
         }
         let Some(Event::TurnFinished { stats, .. }) = ev.last() else {
             panic!()
         };
-        assert_eq!(stats.finish_reason, "step_limit");
+        assert_eq!(stats.finish_reason, aha_protocol::FinishReason::StepLimit);
         let r = rig(
             &[&call("exec", "{\"sleep\": true}"), "never"],
             AgentConfig {
@@ -928,7 +945,7 @@ mod tests {
                 ..Default::default()
             },
         );
-        r.h.send(Op::UserMessage { text: "go".into() });
+        r.h.send(Op::UserMessage { text: "go".into(), turn_id: None });
         loop {
             if let Some(Event::ToolCall { .. }) = r.h.recv_timeout(Duration::from_secs(5)).unwrap()
             {
@@ -936,11 +953,11 @@ mod tests {
             }
         }
         std::thread::sleep(Duration::from_millis(30));
-        r.h.send(Op::Cancel);
+        r.h.send(Op::Cancel { turn_id: None });
         let ev = collect_turn(&r.h);
         assert_eq!(*r.ran.lock().unwrap(), vec!["exec cancelled"]);
         match ev.last() {
-            Some(Event::TurnFinished { stats, .. }) => assert_eq!(stats.finish_reason, "cancelled"),
+            Some(Event::TurnFinished { stats, .. }) => assert_eq!(stats.finish_reason, aha_protocol::FinishReason::Cancelled),
             other => panic!("{other:?}"),
         }
         assert_eq!(
@@ -951,23 +968,55 @@ mod tests {
     }
 
     #[test]
-    fn bad_thinking_mode_and_bad_branch_are_errors_not_panics() {
+    fn a_bad_branch_is_an_error_not_a_panic() {
         let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
         let h = spawn(Box::new(Scripted { seen }), AgentConfig::default());
-        h.send(Op::SetThinking {
-            mode: "maybe".into(),
-            budget: None,
-        });
         h.send(Op::Branch {
             turn: 3,
             prefix: String::new(),
+            turn_id: None,
         });
-        let a = h.recv_timeout(Duration::from_secs(5)).unwrap().unwrap();
         let b = h.recv_timeout(Duration::from_secs(5)).unwrap().unwrap();
-        assert!(matches!(a, Event::Error { ref message } if message.contains("auto, on or off")));
         assert!(
             matches!(b, Event::Error { ref message } if message.contains("cannot branch turn 3"))
         );
+    }
+
+    #[test]
+    fn a_cancel_naming_a_turn_stops_it_before_it_starts_and_never_the_next() {
+        use aha_protocol::TurnId;
+        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let h = spawn(Box::new(Scripted { seen }), AgentConfig::default());
+        // The stop arrives before the agent has read the message that starts turn 1.
+        h.send(Op::Cancel {
+            turn_id: Some(TurnId(1)),
+        });
+        h.send(Op::UserMessage {
+            text: "q1".into(),
+            turn_id: Some(TurnId(1)),
+        });
+        let ev = collect_turn(&h);
+        assert!(
+            !ev.iter().any(|e| matches!(e, Event::ThinkingDelta { .. })),
+            "turn 1 stopped before its first token: {ev:?}"
+        );
+        // A stop for turn 1 that comes late must not touch turn 2.
+        h.send(Op::Cancel {
+            turn_id: Some(TurnId(1)),
+        });
+        h.send(Op::UserMessage {
+            text: "q2".into(),
+            turn_id: Some(TurnId(2)),
+        });
+        let ev = collect_turn(&h);
+        let thought: String = ev
+            .iter()
+            .filter_map(|e| match e {
+                Event::ThinkingDelta { text, .. } => Some(text.as_str()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(thought, "Let me think.\n\nWait, check.", "{ev:?}");
     }
 
     fn next_notice(h: &AgentHandle) -> String {
@@ -1016,6 +1065,7 @@ mod tests {
         assert!(next_notice(&h).contains("no files"));
         h.send(Op::UserMessage {
             text: "edit".into(),
+            turn_id: None,
         });
         let evs = collect_turn(&h);
         assert!(
@@ -1046,7 +1096,7 @@ mod tests {
             ],
             AgentConfig::default(),
         );
-        r.h.send(Op::UserMessage { text: "go".into() });
+        r.h.send(Op::UserMessage { text: "go".into(), turn_id: None });
         let ev = collect_turn(&r.h);
         let a = answer_text(&ev);
         assert!(a.starts_with("Let me look."), "{a}");
@@ -1061,14 +1111,14 @@ mod tests {
         let Prompt::Chat(m) = &req.prompt else {
             panic!()
         };
-        m.iter().map(|m| m.role.clone()).collect()
+        m.iter().map(|m| m.role.to_string()).collect()
     }
 
     #[test]
     fn a_repeated_call_makes_the_model_answer_from_the_result() {
         let c = call("echo", "{\"x\": 1}");
         let r = rig(&[&c, &c, "It says echo output."], AgentConfig::default());
-        r.h.send(Op::UserMessage { text: "go".into() });
+        r.h.send(Op::UserMessage { text: "go".into(), turn_id: None });
         let ev = collect_turn(&r.h);
         assert_eq!(*r.ran.lock().unwrap(), vec!["echo"], "run once");
         let seen = r.seen.lock().unwrap();
@@ -1086,7 +1136,7 @@ mod tests {
         let Some(Event::TurnFinished { stats, .. }) = ev.last() else {
             panic!()
         };
-        assert_eq!(stats.finish_reason, "stop");
+        assert_eq!(stats.finish_reason, aha_protocol::FinishReason::Stop);
     }
 
     #[test]
@@ -1099,7 +1149,7 @@ mod tests {
             ],
             AgentConfig::default(),
         );
-        r.h.send(Op::UserMessage { text: "go".into() });
+        r.h.send(Op::UserMessage { text: "go".into(), turn_id: None });
         let ev = collect_turn(&r.h);
         assert_eq!(*r.ran.lock().unwrap(), vec!["echo", "echo"], "both ran");
         assert_eq!(
@@ -1124,13 +1174,13 @@ mod tests {
     fn a_model_that_keeps_repeating_one_call_is_stopped_early() {
         let c = call("echo", "{\"x\": 1}");
         let r = rig(&[&c, &c, &c, &c, &c, &c, &c, &c], AgentConfig::default());
-        r.h.send(Op::UserMessage { text: "go".into() });
+        r.h.send(Op::UserMessage { text: "go".into(), turn_id: None });
         let ev = collect_turn(&r.h);
         assert_eq!(*r.ran.lock().unwrap(), vec!["echo"], "run once");
         assert_eq!(r.seen.lock().unwrap().len(), 3, "stopped after two repeats");
         let Some(Event::TurnFinished { stats, .. }) = ev.last() else {
             panic!()
         };
-        assert_eq!(stats.finish_reason, "repeated_call");
+        assert_eq!(stats.finish_reason, aha_protocol::FinishReason::RepeatedCall);
     }
 }

@@ -6,18 +6,7 @@ use std::collections::HashSet;
 /// What a tool may change (the tools' own classification).
 pub use aha_tools::Effect;
 
-/// The policy for tool calls.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Policy {
-    /// Only tools that change nothing run; the rest are refused.
-    ReadOnly,
-    /// Changes and code execution ask first (the default).
-    Ask,
-    /// File edits run; code and commits ask.
-    AutoEdit,
-    /// Everything runs.
-    FullAuto,
-}
+pub use aha_protocol::Policy;
 
 /// What to do with one call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,31 +16,16 @@ pub enum Decision {
     Refuse,
 }
 
-impl Policy {
-    /// Parses `read-only`, `ask`, `auto-edit`, `full-auto`.
-    pub fn parse(s: &str) -> Option<Self> {
-        match s.trim().to_ascii_lowercase().replace('_', "-").as_str() {
-            "read-only" | "readonly" => Some(Self::ReadOnly),
-            "ask" => Some(Self::Ask),
-            "auto-edit" => Some(Self::AutoEdit),
-            "full-auto" => Some(Self::FullAuto),
-            _ => None,
-        }
-    }
-
-    /// The name `parse` reads.
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::ReadOnly => "read-only",
-            Self::Ask => "ask",
-            Self::AutoEdit => "auto-edit",
-            Self::FullAuto => "full-auto",
-        }
-    }
-
+/// What a policy decides (the policy itself is a protocol type; its rules live here).
+pub trait Decide {
     /// The decision for a tool of this effect. `approved_for_session` holds tool names a person
     /// approved "for this session".
-    pub fn decide(
+    fn decide(self, tool: &str, effect: Effect, approved_for_session: &HashSet<String>)
+        -> Decision;
+}
+
+impl Decide for Policy {
+    fn decide(
         self,
         tool: &str,
         effect: Effect,

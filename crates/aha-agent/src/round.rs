@@ -117,7 +117,7 @@ impl Agent {
             output: output.clone(),
             duration_ms: t0.elapsed().as_millis() as u64,
         });
-        let mut m = ChatMessage::new("tool", output);
+        let mut m = ChatMessage::tool(output);
         m.name = Some(call.name);
         m.tool_call_id = Some(id);
         self.messages.push(m);
@@ -138,7 +138,7 @@ impl Agent {
             output: output.clone(),
             duration_ms: 0,
         });
-        let mut m = ChatMessage::new("tool", output);
+        let mut m = ChatMessage::tool(output);
         m.tool_call_id = Some(id);
         self.messages.push(m);
     }
@@ -184,7 +184,7 @@ mod tests {
     fn a_round_runs_each_call_and_feeds_back_each_result() {
         let mut b = bench(&[], full_auto(), true);
         b.agent.tool_turn = 4;
-        b.agent.messages.push(ChatMessage::new("user", "q"));
+        b.agent.messages.push(ChatMessage::user("q"));
         let mut g = RepeatGuard::default();
         let text = format!("{}{}", call("echo", "{}"), call("exec", "{\"out\": \"x\"}"));
         let end = b.agent.run_round(&mut g, 2, reading(&text));

@@ -66,7 +66,7 @@ impl Engine for Script {
             thinking_tokens: reasoning.len(),
             prompt_tokens: self.seen.lock().unwrap().len() * 10,
             decode_tok_s: 1.5,
-            finish_reason: "stop".into(),
+            finish_reason: aha_protocol::FinishReason::Stop,
             ..Default::default()
         };
         emit(Event::TurnFinished {

@@ -5,10 +5,9 @@
 
 use super::testkit::{bench, bench_with, call, event_lines, request_lines, Bench};
 use super::*;
-use serde_json::json;
 
 fn user(text: &str) -> Op {
-    Op::UserMessage { text: text.into() }
+    Op::UserMessage { text: text.into(), turn_id: None }
 }
 
 fn approve(id: &str, approved: bool, remember: bool) -> Op {
@@ -466,14 +465,17 @@ fn branches(o_: &mut String) {
             Op::Branch {
                 turn: 0,
                 prefix: "<think>\nLet me think.\n\nHmm".into(),
+                turn_id: None,
             },
             Op::Branch {
                 turn: 0,
                 prefix: "Plain start ".into(),
+                turn_id: None,
             },
             Op::Branch {
                 turn: 5,
                 prefix: String::new(),
+                turn_id: None,
             },
         ],
     );
@@ -487,6 +489,7 @@ fn branches(o_: &mut String) {
             Op::Branch {
                 turn: 0,
                 prefix: "I think".into(),
+                turn_id: None,
             },
         ],
     );
@@ -500,30 +503,22 @@ fn other_ops(o_: &mut String) {
         vec![],
         vec![
             Op::SetThinking {
-                mode: "on".into(),
+                mode: aha_protocol::ThinkMode::parse("on").unwrap(),
                 budget: Some(64),
             },
             Op::SetThinking {
-                mode: "off".into(),
-                budget: None,
-            },
-            Op::SetThinking {
-                mode: "maybe".into(),
+                mode: aha_protocol::ThinkMode::parse("off").unwrap(),
                 budget: None,
             },
             Op::SetPolicy {
-                policy: "full-auto".into(),
-            },
-            Op::SetPolicy {
-                policy: "yolo".into(),
+                policy: aha_protocol::Policy::parse("full-auto").unwrap(),
             },
             user("q"),
             Op::Restore {
                 messages: vec![
-                    json!({"role": "user", "content": "u1"}),
-                    json!({"role": "assistant", "content": "a1"}),
-                    json!({"bad": 1}),
-                    json!({"role": "user", "content": "u2"}),
+                    ChatMessage::user("u1"),
+                    ChatMessage::assistant("a1"),
+                    ChatMessage::user("u2"),
                 ],
             },
             user("q3"),
@@ -538,7 +533,7 @@ fn other_ops(o_: &mut String) {
             Op::Search {
                 query: "kv cache".into(),
             },
-            Op::Cancel,
+            Op::Cancel { turn_id: None },
             Op::Pause,
             Op::Resume,
             Op::Step,

@@ -12,7 +12,6 @@ use super::round::RoundEnd;
 use super::{Agent, ANSWER_NOW_PROMPT};
 use aha_engine::template::ChatMessage;
 use aha_protocol::{Event, TurnStats};
-use std::sync::atomic::Ordering;
 
 /// The stats of a user turn, summed over its generations.
 #[derive(Default)]
@@ -44,13 +43,32 @@ impl TurnSum {
 }
 
 /// What the turn does before a generation.
+/// Why the agent ends a turn itself, or insists on an answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum EarlyStop {
+    /// The most generations per turn were made.
+    StepLimit,
+    /// The model keeps repeating calls it already made.
+    RepeatedCall,
+}
+
+impl EarlyStop {
+    /// The turn's finish reason when it ends this way.
+    pub(super) fn reason(self) -> aha_protocol::FinishReason {
+        match self {
+            Self::StepLimit => aha_protocol::FinishReason::StepLimit,
+            Self::RepeatedCall => aha_protocol::FinishReason::RepeatedCall,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Next {
     /// Generate. `answer_now` names why the model must answer without calling (`step_limit`,
     /// `repeated_call`); `None` while calls are allowed.
-    Generate { answer_now: Option<&'static str> },
+    Generate { answer_now: Option<EarlyStop> },
     /// End the turn early with this finish reason.
-    Stop(&'static str),
+    Stop(EarlyStop),
 }
 
 /// What a parsed reply makes of the turn.
@@ -59,7 +77,7 @@ pub(super) enum Reply {
     /// No calls: the reply is the answer, and the turn is over.
     Answer,
     /// Told to answer, it called anyway (an engine that cannot forbid calls): stop for this reason.
-    CalledAnyway(&'static str),
+    CalledAnyway(EarlyStop),
     /// Only calls it already made: ask again with calls forbidden, so it answers from their
     /// results.
     Repeated,
@@ -73,7 +91,7 @@ pub(super) enum AfterRound {
     /// Cancelled during the round: the turn ends as `cancelled`.
     Cancelled,
     /// End the turn early with this finish reason.
-    Stop(&'static str),
+    Stop(EarlyStop),
     /// Every call only repeated an earlier result: leave the round out of the conversation and
     /// have the model answer from what it has.
     LeaveOut,
@@ -90,7 +108,7 @@ pub(super) struct Turn {
     /// Insisting on an answer is on (`AgentConfig::insist`).
     insist_on: bool,
     /// Set when the model must answer now: it repeated a call or a result.
-    insist: Option<&'static str>,
+    insist: Option<EarlyStop>,
     pub repeats: RepeatGuard,
     pub sum: TurnSum,
 }
@@ -116,14 +134,14 @@ impl Turn {
     pub fn next(&self) -> Next {
         if self.step >= self.steps && self.insist.is_none() {
             // Only with a limit of one step: its calls ran, and no step is left to answer.
-            return Next::Stop("step_limit");
+            return Next::Stop(EarlyStop::StepLimit);
         }
         // The last step (after tool rounds), or a repeated call, gets no more calls: the model
         // answers from the results it has instead of being cut off mid-investigation.
         let last = self.step + 1 >= self.steps;
         let answer_now = self
             .insist
-            .or((last && self.step > 0).then_some("step_limit"))
+            .or((last && self.step > 0).then_some(EarlyStop::StepLimit))
             .filter(|_| self.insist_on);
         Next::Generate { answer_now }
     }
@@ -135,7 +153,7 @@ impl Turn {
     }
 
     /// After parsing a reply generated under `answer_now`: what to do with it.
-    pub fn reply(&mut self, parsed: &Parsed, answer_now: Option<&'static str>) -> Reply {
+    pub fn reply(&mut self, parsed: &Parsed, answer_now: Option<EarlyStop>) -> Reply {
         if parsed.calls.is_empty() && parsed.malformed.is_empty() {
             Reply::Answer
         } else if let Some(why) = answer_now {
@@ -144,7 +162,7 @@ impl Turn {
             && parsed.malformed.is_empty()
             && self.repeats.all_made(&parsed.calls)
         {
-            self.insist = Some("repeated_call");
+            self.insist = Some(EarlyStop::RepeatedCall);
             Reply::Repeated
         } else {
             Reply::Run
@@ -157,13 +175,13 @@ impl Turn {
             AfterRound::Cancelled
         } else if !self.insist_on && self.repeats.repeats() >= 2 {
             // Without insisting: told once that the result is there, it asked again.
-            AfterRound::Stop("repeated_call")
+            AfterRound::Stop(EarlyStop::RepeatedCall)
         } else if self.insist_on
             && round.calls > 0
             && round.redundant == round.calls
             && round.fed_back == round.calls
         {
-            self.insist = Some("repeated_call");
+            self.insist = Some(EarlyStop::RepeatedCall);
             AfterRound::LeaveOut
         } else {
             AfterRound::Continue
@@ -206,12 +224,12 @@ impl Reading {
 
     /// The reply as the conversation keeps an answer: reasoning and the whole answer.
     pub fn answer_message(&self) -> ChatMessage {
-        ChatMessage::new("assistant", format!("{}{}", self.think, self.answer))
+        ChatMessage::assistant(format!("{}{}", self.think, self.answer))
     }
 
     /// The reply as the conversation keeps a reply with calls: reasoning and the text around them.
     pub fn text_message(&self) -> ChatMessage {
-        ChatMessage::new("assistant", format!("{}{}", self.think, self.parsed.text))
+        ChatMessage::assistant(format!("{}{}", self.think, self.parsed.text))
     }
 }
 
@@ -282,9 +300,7 @@ impl Agent {
 
     /// Clears the controls, counts the turn for the tools' undo, and says the turn has started.
     fn start_turn(&mut self, branch_of: Option<usize>, prefix: &str) {
-        self.ctrl.cancel.store(false, Ordering::SeqCst);
-        self.ctrl.paused.store(false, Ordering::SeqCst);
-        self.ctrl.step_to_boundary.store(false, Ordering::SeqCst);
+        self.ctrl.begin_turn(self.turn_id);
         self.tool_turn += 1;
         let turn = self.turns.len().saturating_sub(1);
         self.emit(Event::TurnStarted {
@@ -297,9 +313,9 @@ impl Agent {
     /// Before a generation that may not call: after tool results, say so in the conversation
     /// (small models keep calling unless told; the engine also forbids call text).
     fn tell_to_answer_now(&mut self) {
-        if self.messages.last().is_some_and(|m| m.role == "tool") {
+        if self.messages.last().is_some_and(|m| m.role == aha_protocol::Role::Tool) {
             self.messages
-                .push(ChatMessage::new("system", ANSWER_NOW_PROMPT.trim()));
+                .push(ChatMessage::system(ANSWER_NOW_PROMPT.trim()));
         }
     }
 
@@ -307,7 +323,7 @@ impl Agent {
     fn feed_back(&mut self, t: &mut Turn, round: RoundEnd) -> bool {
         match t.after_round(&round) {
             AfterRound::Cancelled => {
-                t.sum.stats.finish_reason = "cancelled".into();
+                t.sum.stats.finish_reason = aha_protocol::FinishReason::Cancelled;
                 false
             }
             AfterRound::Stop(why) => {
@@ -332,16 +348,16 @@ impl Agent {
         }
     }
 
-    /// Ends a turn early: `why` ("step_limit" or "repeated_call") becomes its finish reason, and
+    /// Ends a turn early: `why` becomes its finish reason, and
     /// a notice says what happened.
-    fn stop_turn(&self, sum: &mut TurnSum, why: &str, steps: usize) {
-        sum.stats.finish_reason = why.into();
+    fn stop_turn(&self, sum: &mut TurnSum, why: EarlyStop, steps: usize) {
+        sum.stats.finish_reason = why.reason();
         self.emit(Event::Notice {
             message: match why {
-                "step_limit" => {
+                EarlyStop::StepLimit => {
                     format!("stopped after {steps} steps (the step limit); ask again to continue")
                 }
-                _ => "stopped: the model kept repeating the same tool call; its result is above"
+                EarlyStop::RepeatedCall => "stopped: the model kept repeating the same tool call; its result is above"
                     .into(),
             },
         });
@@ -399,11 +415,11 @@ mod tests {
         assert_eq!(
             t.next(),
             Next::Generate {
-                answer_now: Some("step_limit")
+                answer_now: Some(EarlyStop::StepLimit)
             }
         );
         assert_eq!(t.generated(), 2);
-        assert_eq!(t.next(), Next::Stop("step_limit"));
+        assert_eq!(t.next(), Next::Stop(EarlyStop::StepLimit));
     }
 
     #[test]
@@ -413,7 +429,7 @@ mod tests {
             assert_eq!(t.steps(), 1);
             assert_eq!(t.next(), GO, "a first step that is also the last may call");
             t.generated();
-            assert_eq!(t.next(), Next::Stop("step_limit"));
+            assert_eq!(t.next(), Next::Stop(EarlyStop::StepLimit));
         }
     }
 
@@ -423,14 +439,14 @@ mod tests {
         t.generated();
         assert_eq!(t.next(), GO);
         t.generated();
-        assert_eq!(t.next(), Next::Stop("step_limit"));
+        assert_eq!(t.next(), Next::Stop(EarlyStop::StepLimit));
     }
 
     #[test]
     fn a_reply_without_calls_is_the_answer_even_when_told_to_answer() {
         let mut t = Turn::new(8, true);
         assert_eq!(t.reply(&parsed(&[], 0), None), Reply::Answer);
-        assert_eq!(t.reply(&parsed(&[], 0), Some("step_limit")), Reply::Answer);
+        assert_eq!(t.reply(&parsed(&[], 0), Some(EarlyStop::StepLimit)), Reply::Answer);
     }
 
     #[test]
@@ -438,13 +454,13 @@ mod tests {
         let mut t = Turn::new(8, true);
         let p = parsed(&[("echo", 1)], 0);
         assert_eq!(
-            t.reply(&p, Some("step_limit")),
-            Reply::CalledAnyway("step_limit")
+            t.reply(&p, Some(EarlyStop::StepLimit)),
+            Reply::CalledAnyway(EarlyStop::StepLimit)
         );
         let p = parsed(&[], 1);
         assert_eq!(
-            t.reply(&p, Some("repeated_call")),
-            Reply::CalledAnyway("repeated_call")
+            t.reply(&p, Some(EarlyStop::RepeatedCall)),
+            Reply::CalledAnyway(EarlyStop::RepeatedCall)
         );
     }
 
@@ -457,7 +473,7 @@ mod tests {
         assert_eq!(t.next(), GO);
         assert_eq!(t.reply(&p, None), Reply::Repeated);
         let insisting = Next::Generate {
-            answer_now: Some("repeated_call"),
+            answer_now: Some(EarlyStop::RepeatedCall),
         };
         assert_eq!(t.next(), insisting);
         t.generated();
@@ -508,7 +524,7 @@ mod tests {
         assert_eq!(
             t.next(),
             Next::Generate {
-                answer_now: Some("repeated_call")
+                answer_now: Some(EarlyStop::RepeatedCall)
             }
         );
     }
@@ -523,7 +539,7 @@ mod tests {
         t.repeats.first_time(c);
         assert_eq!(
             t.after_round(&round(1, 1, 0)),
-            AfterRound::Stop("repeated_call")
+            AfterRound::Stop(EarlyStop::RepeatedCall)
         );
     }
 
@@ -538,7 +554,7 @@ mod tests {
             r.answer_message().content,
             format!("<think>\nwhy\n</think>\n\nLook.{text}")
         );
-        assert_eq!(r.answer_message().role, "assistant");
+        assert_eq!(r.answer_message().role, aha_protocol::Role::Assistant);
         for (ok, names) in [(false, Some(&["echo"][..])), (true, None)] {
             let r = Reading::new(" ", text.clone(), ok, names);
             assert_eq!(r.think, "");
@@ -558,7 +574,7 @@ mod tests {
             thinking_tokens: 2,
             answer_tokens: answer,
             decode_tok_s: decode,
-            finish_reason: reason.into(),
+            finish_reason: aha_protocol::FinishReason::parse(reason).unwrap(),
         };
         s.add(st(5.0, 3, 7.0, "stop"), vec![1]);
         s.add(st(9.0, 4, 0.0, "length"), vec![2, 3]);
@@ -575,10 +591,10 @@ mod tests {
     #[test]
     fn the_answer_now_message_follows_tool_results_only() {
         let mut b = bench(&[], AgentConfig::default(), true);
-        b.agent.messages.push(ChatMessage::new("user", "q"));
+        b.agent.messages.push(ChatMessage::user("q"));
         b.agent.tell_to_answer_now();
         assert_eq!(b.agent.messages.len(), 1);
-        b.agent.messages.push(ChatMessage::new("tool", "r"));
+        b.agent.messages.push(ChatMessage::tool("r"));
         b.agent.tell_to_answer_now();
         assert_eq!(b.agent.messages.len(), 3);
         assert_eq!(b.agent.messages[2].content, ANSWER_NOW_PROMPT.trim());
@@ -589,7 +605,7 @@ mod tests {
     fn feeding_back_a_left_out_round_drops_its_messages_and_says_so() {
         let mut b = bench(&[], AgentConfig::default(), true);
         for role in ["user", "assistant", "tool"] {
-            b.agent.messages.push(ChatMessage::new(role, role));
+            b.agent.messages.push(ChatMessage::new(aha_protocol::Role::parse(role), role));
         }
         let mut t = Turn::new(8, true);
         assert!(b.agent.feed_back(&mut t, round(1, 1, 1)));
@@ -603,7 +619,7 @@ mod tests {
         let mut r = round(1, 1, 0);
         r.cancelled = true;
         assert!(!b.agent.feed_back(&mut t, r));
-        assert_eq!(t.sum.stats.finish_reason, "cancelled");
+        assert_eq!(t.sum.stats.finish_reason, aha_protocol::FinishReason::Cancelled);
         assert!(b.take().is_empty(), "a cancel says nothing more");
     }
 
@@ -625,7 +641,7 @@ mod tests {
             }]
         );
         assert!(b.agent.in_turn.get());
-        let ev = b.handle(Op::UserMessage { text: "q".into() });
+        let ev = b.handle(Op::UserMessage { text: "q".into(), turn_id: None });
         assert_eq!(b.agent.tool_turn, 2);
         assert!(matches!(ev.last(), Some(Event::TurnFinished { .. })));
         assert!(!b.agent.in_turn.get());
@@ -635,10 +651,10 @@ mod tests {
     fn stopping_a_turn_sets_its_reason_and_says_why() {
         let b = bench(&[], AgentConfig::default(), false);
         let mut sum = TurnSum::default();
-        b.agent.stop_turn(&mut sum, "step_limit", 3);
-        assert_eq!(sum.stats.finish_reason, "step_limit");
-        b.agent.stop_turn(&mut sum, "repeated_call", 3);
-        assert_eq!(sum.stats.finish_reason, "repeated_call");
+        b.agent.stop_turn(&mut sum, EarlyStop::StepLimit, 3);
+        assert_eq!(sum.stats.finish_reason, aha_protocol::FinishReason::StepLimit);
+        b.agent.stop_turn(&mut sum, EarlyStop::RepeatedCall, 3);
+        assert_eq!(sum.stats.finish_reason, aha_protocol::FinishReason::RepeatedCall);
         let notices: Vec<_> = b
             .take()
             .into_iter()

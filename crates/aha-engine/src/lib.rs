@@ -14,7 +14,7 @@ pub mod tokenizer;
 use aha_protocol::{Event, TurnStats};
 use anyhow::Result;
 use sampler::SamplingParams;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use template::ChatMessage;
 
 pub use local::engine::{LocalEngine, PreparedPrompt, PREFILL_CHUNK};
@@ -36,16 +36,7 @@ pub enum Prompt {
     Tokens(Vec<u32>),
 }
 
-/// Whether the model reasons before answering.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ThinkMode {
-    /// Reasoning models think; others don't.
-    Auto,
-    /// Make any model reason first (opens `<think>` after an instruction to reason).
-    On,
-    /// Ask a reasoning model to skip its reasoning (closes `<think>` at once).
-    Off,
-}
+pub use aha_protocol::{ThinkMode, TurnId};
 
 /// One generation request.
 #[derive(Debug, Clone)]
@@ -99,12 +90,39 @@ pub struct Control {
     /// Pause again at the next reasoning step boundary (a paragraph break in the reasoning):
     /// "step" in the trace explorer is `step_to_boundary = true; paused = false`.
     pub step_to_boundary: AtomicBool,
+    /// The highest turn id a cancel named (0: none).
+    cancelled_through: AtomicU64,
+    /// The id of the turn running now (0: unnamed).
+    current_turn: AtomicU64,
 }
 
 impl Control {
     /// Asks the generation to stop after the current token.
     pub fn cancel(&self) {
         self.cancel.store(true, Ordering::SeqCst)
+    }
+    /// Cancels turn `id` and every earlier one: at once if it runs now, else as soon as it
+    /// starts ([`Control::begin_turn`]). A later turn is never stopped by it.
+    pub fn cancel_turn(&self, id: TurnId) {
+        self.cancelled_through.fetch_max(id.0, Ordering::SeqCst);
+        if self.current_turn.load(Ordering::SeqCst) <= id.0 {
+            self.cancel();
+        }
+    }
+    /// Clears the controls as turn `id` starts; returns whether a cancel already named it (the
+    /// turn then stops before its first token). The order of the stores makes a concurrent
+    /// [`Control::cancel_turn`] either seen here or seen by the turn's own cancel check.
+    pub fn begin_turn(&self, id: Option<TurnId>) -> bool {
+        self.cancel.store(false, Ordering::SeqCst);
+        self.paused.store(false, Ordering::SeqCst);
+        self.step_to_boundary.store(false, Ordering::SeqCst);
+        self.current_turn
+            .store(id.map_or(0, |t| t.0), Ordering::SeqCst);
+        let named = id.is_some_and(|t| self.cancelled_through.load(Ordering::SeqCst) >= t.0);
+        if named {
+            self.cancel();
+        }
+        named
     }
     /// Pauses between tokens.
     pub fn pause(&self) {
@@ -179,6 +197,23 @@ pub trait Engine: Send {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_named_cancel_reaches_its_turn_early_and_never_a_later_one() {
+        let c = Control::default();
+        c.cancel_turn(TurnId(3));
+        assert!(c.begin_turn(Some(TurnId(3))), "named before it started");
+        assert!(c.cancelled());
+        assert!(!c.begin_turn(Some(TurnId(4))), "a later turn starts clean");
+        assert!(!c.cancelled());
+        c.cancel_turn(TurnId(3));
+        assert!(!c.cancelled(), "a late stop for turn 3 leaves turn 4 running");
+        c.cancel_turn(TurnId(4));
+        assert!(c.cancelled());
+        assert!(!c.begin_turn(None), "an unnamed turn starts clean");
+        c.cancel();
+        assert!(c.cancelled(), "an unnamed stop stops whatever runs");
+    }
 
     #[test]
     fn no_pause_no_wait() {

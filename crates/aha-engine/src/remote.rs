@@ -10,7 +10,7 @@ use super::reasoning::{split_reasoning, strip_reasoning, ReasoningParser, Segmen
 use super::sampler::SamplingParams;
 use super::template::ChatMessage;
 use super::{Control, Engine, GenerateRequest, Prompt, ThinkMode};
-use aha_protocol::{Event, TurnStats};
+use aha_protocol::{Event, FinishReason, TurnStats};
 use anyhow::{bail, Result};
 use serde_json::{json, Map, Value};
 use std::io::BufRead;
@@ -97,13 +97,13 @@ impl Provider {
 ///   is a JSON *string* as in OpenAI's API (an object is serialised).
 /// * `tool` messages carry their `tool_call_id` (and `name` where known).
 pub fn wire_messages(provider: Provider, msgs: &[ChatMessage]) -> Vec<Value> {
-    let last_user = msgs.iter().rposition(|m| m.role == "user");
+    let last_user = msgs.iter().rposition(|m| m.role == aha_protocol::Role::User);
     msgs.iter()
         .enumerate()
         .map(|(i, m)| {
             let mut o = Map::new();
             o.insert("role".into(), json!(m.role));
-            if m.role == "assistant" {
+            if m.role == aha_protocol::Role::Assistant {
                 let orphan_close = match (m.content.find("</think>"), m.content.find("<think>")) {
                     (Some(c), Some(o)) => c < o,
                     (Some(_), None) => true,
@@ -253,8 +253,8 @@ impl RemoteEngine {
         if req.think == ThinkMode::On && !self.reasoning && self.provider != Provider::Aha {
             let think = super::THINK_PROMPT.trim();
             match msgs.first_mut() {
-                Some(m) if m.role == "system" => m.content = format!("{}\n\n{think}", m.content),
-                _ => msgs.insert(0, ChatMessage::new("system", think)),
+                Some(m) if m.role == aha_protocol::Role::System => m.content = format!("{}\n\n{think}", m.content),
+                _ => msgs.insert(0, ChatMessage::system(think)),
             }
         }
         let s = &req.sampling;
@@ -957,7 +957,7 @@ impl RemoteEngine {
                 emit(Event::Notice {
                     message: format!("{why}; keeping what arrived (turn incomplete)"),
                 });
-                "incomplete".into()
+                FinishReason::Incomplete
             }
             None => finish_reason(st.finish.as_deref()),
         };
@@ -971,10 +971,10 @@ impl RemoteEngine {
 
 /// The server's finish reason as the turn reports it: ending on tool calls (or with no reason)
 /// is `stop`; anything else (`length`, `content_filter`…) passes through.
-fn finish_reason(server: Option<&str>) -> String {
+fn finish_reason(server: Option<&str>) -> FinishReason {
     match server {
-        Some("tool_calls") | Some("function_call") | None => "stop".into(),
-        Some(f) => f.to_string(),
+        Some("tool_calls") | Some("function_call") | None => FinishReason::Stop,
+        Some(f) => FinishReason::parse(f).unwrap_or(FinishReason::Other(f.to_string())),
     }
 }
 
@@ -982,7 +982,7 @@ fn finish_reason(server: Option<&str>) -> String {
 fn cancelled_turn(st: &mut StreamState, t0: Instant, emit: &mut dyn FnMut(Event)) -> TurnStats {
     st.finish(emit);
     let mut s = st.stats(t0);
-    s.finish_reason = "cancelled".into();
+    s.finish_reason = aha_protocol::FinishReason::Cancelled;
     emit(Event::TurnFinished {
         stats: s.clone(),
         tokens: vec![],
@@ -1124,15 +1124,15 @@ mod tests {
 
     #[test]
     fn history_drops_reasoning_except_deepseek_tool_turns() {
-        let mut call = ChatMessage::new("assistant", "<think>need weather</think>");
+        let mut call = ChatMessage::assistant("<think>need weather</think>");
         call.tool_calls =
             Some(json!([{"id":"c1","function":{"name":"w","arguments":{"city":"Paris"}}}]));
-        let mut result = ChatMessage::new("tool", "sunny");
+        let mut result = ChatMessage::tool("sunny");
         result.tool_call_id = Some("c1".into());
         let msgs = vec![
-            ChatMessage::new("user", "hi"),
-            ChatMessage::new("assistant", "<think>greet</think>\n\nHello"),
-            ChatMessage::new("user", "weather?"),
+            ChatMessage::user("hi"),
+            ChatMessage::assistant("<think>greet</think>\n\nHello"),
+            ChatMessage::user("weather?"),
             call,
             result,
         ];
@@ -1206,12 +1206,12 @@ mod tests {
 
     #[test]
     fn finish_reasons_are_normalised() {
-        assert_eq!(finish_reason(None), "stop");
-        assert_eq!(finish_reason(Some("stop")), "stop");
-        assert_eq!(finish_reason(Some("tool_calls")), "stop");
-        assert_eq!(finish_reason(Some("function_call")), "stop");
-        assert_eq!(finish_reason(Some("length")), "length");
-        assert_eq!(finish_reason(Some("content_filter")), "content_filter");
+        assert_eq!(finish_reason(None).as_str(), "stop");
+        assert_eq!(finish_reason(Some("stop")).as_str(), "stop");
+        assert_eq!(finish_reason(Some("tool_calls")).as_str(), "stop");
+        assert_eq!(finish_reason(Some("function_call")).as_str(), "stop");
+        assert_eq!(finish_reason(Some("length")).as_str(), "length");
+        assert_eq!(finish_reason(Some("content_filter")).as_str(), "content_filter");
     }
 
     #[test]
@@ -1348,7 +1348,7 @@ mod tests {
         )
         .unwrap();
         let s = cancelled_turn(&mut st, Instant::now(), &mut |e| events.push(e));
-        assert_eq!(s.finish_reason, "cancelled");
+        assert_eq!(s.finish_reason, aha_protocol::FinishReason::Cancelled);
         assert_eq!(s.answer_tokens, 1);
         assert_eq!(answer(&events), "Hi");
         assert!(

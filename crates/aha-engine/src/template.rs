@@ -2,33 +2,9 @@
 
 use anyhow::{anyhow, Result};
 use minijinja::{Environment, Error, ErrorKind, Value};
-use serde::{Deserialize, Serialize};
 
-/// One message of a conversation, in the shape chat templates expect.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ChatMessage {
-    pub role: String,
-    pub content: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tool_calls: Option<serde_json::Value>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub name: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tool_call_id: Option<String>,
-}
 
-impl ChatMessage {
-    /// A message with just a role and text.
-    pub fn new(role: &str, content: impl Into<String>) -> Self {
-        Self {
-            role: role.into(),
-            content: content.into(),
-            tool_calls: None,
-            name: None,
-            tool_call_id: None,
-        }
-    }
-}
+pub use aha_protocol::chat::{ChatMessage, Role};
 
 /// ChatML, used by Qwen and SmolLM when a file carries no template.
 pub const CHATML: &str = "{% if tools %}<|im_start|>system\n{% if messages and messages[0].role == 'system' %}{{ messages[0].content }}\n\n{% endif %}# Tools\n\nYou may call one or more functions to assist with the user query.\n\nYou are provided with function signatures within <tools></tools> XML tags:\n<tools>{% for tool in tools %}\n{{ tool | tojson }}{% endfor %}\n</tools>\n\nFor each function call, return a json object with function name and arguments within <tool_call></tool_call> XML tags:\n<tool_call>\n{\"name\": <function-name>, \"arguments\": <args-json-object>}\n</tool_call><|im_end|>\n{% endif %}{% for message in messages %}{% if not (tools and loop.first and message.role == 'system') %}<|im_start|>{{ message.role }}\n{{ message.content }}<|im_end|>\n{% endif %}{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}";
@@ -196,7 +172,7 @@ mod tests {
     fn renders_python_style_template_with_tools() {
         let t = ChatTemplate::new(QWEN_LIKE, "", "<|im_end|>").unwrap();
         assert_eq!(t.family, Family::ChatMl);
-        let msgs = vec![ChatMessage::new("user", "  hi  ")];
+        let msgs = vec![ChatMessage::user("  hi  ")];
         let out = t.render(&msgs, None, true, true).unwrap();
         assert_eq!(
             out,
@@ -221,9 +197,9 @@ mod tests {
         let t = ChatTemplate::fallback(Family::DeepSeekR1, "<｜begin▁of▁sentence｜>", "").unwrap();
         assert!(t.is_reasoning());
         let msgs = vec![
-            ChatMessage::new("user", "2+2?"),
-            ChatMessage::new("assistant", "<think>\nadd\n</think>\n\n4"),
-            ChatMessage::new("user", "and 3+3?"),
+            ChatMessage::user("2+2?"),
+            ChatMessage::assistant("<think>\nadd\n</think>\n\n4"),
+            ChatMessage::user("and 3+3?"),
         ];
         let out = t.render(&msgs, None, true, true).unwrap();
         assert_eq!(

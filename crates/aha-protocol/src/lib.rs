@@ -1,7 +1,12 @@
 //! The types that cross between the UI (or `aha run --json`) and the agent/engine: `Op` in, `Event` out.
 
+pub mod chat;
 pub mod panic;
 pub mod sampling;
+pub mod settings;
+
+pub use chat::{ChatMessage, Role};
+pub use settings::{FinishReason, Policy, ThinkMode, TurnId};
 
 use serde::{Deserialize, Serialize};
 
@@ -22,8 +27,8 @@ pub struct TurnStats {
     pub prefill_tok_s: f64,
     /// Generation speed (generated tokens per second, after the first).
     pub decode_tok_s: f64,
-    /// Why generation ended: `stop` (end of turn), `length` (max tokens), `context` (context full), `cancelled`.
-    pub finish_reason: String,
+    /// Why generation ended (see [`FinishReason`] for the complete set).
+    pub finish_reason: FinishReason,
 }
 
 /// What the agent/engine reports, in order. Serialised as one JSON object per line with a `"type"` field.
@@ -97,10 +102,18 @@ pub enum Event {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Op {
-    /// A new user message.
-    UserMessage { text: String },
-    /// Stop the current generation, keeping what was produced.
-    Cancel,
+    /// A new user message. `turn_id` names the turn it starts, for a later `Cancel`.
+    UserMessage {
+        text: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        turn_id: Option<TurnId>,
+    },
+    /// Stop a generation, keeping what was produced: the turn `turn_id` (even if it has not
+    /// started yet: it then ends as soon as it starts), or, without one, whatever runs now.
+    Cancel {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        turn_id: Option<TurnId>,
+    },
     /// Pause generation between tokens.
     Pause,
     /// Resume a paused generation.
@@ -117,21 +130,26 @@ pub enum Op {
     /// Regenerate assistant turn `turn` (0-based, counting assistant turns) from `prefix`: the
     /// reasoning up to a chosen step, plus any text a person inserted. Later turns are dropped
     /// from the agent's conversation (the UI keeps them, side by side).
-    Branch { turn: usize, prefix: String },
+    Branch {
+        turn: usize,
+        prefix: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        turn_id: Option<TurnId>,
+    },
     /// Thinking for the next turns: `mode` auto | on | off; `budget` closes reasoning after N tokens.
     SetThinking {
-        mode: String,
+        mode: ThinkMode,
         #[serde(default)]
         budget: Option<usize>,
     },
     /// Approval policy: read-only | ask | auto-edit | full-auto.
-    SetPolicy { policy: String },
+    SetPolicy { policy: Policy },
     /// Forget the conversation.
     Clear,
     /// Restore the files the last turn's tools changed.
     Undo,
     /// Replace the conversation (resuming a session): `messages` as chat messages.
-    Restore { messages: Vec<serde_json::Value> },
+    Restore { messages: Vec<ChatMessage> },
     /// Show, as a `notice`, the diff of every file the tools changed in this session.
     Diff,
     /// Show, as a `notice`, the tools, what each may do, and the approval policy.
@@ -180,5 +198,44 @@ mod tests {
         assert_eq!(serde_json::to_value(&e).unwrap()["type"], "error");
         let back: Event = serde_json::from_str(r#"{"type":"answer_delta","text":"a"}"#).unwrap();
         assert!(matches!(back, Event::AnswerDelta { .. }));
+    }
+
+    #[test]
+    fn ops_without_a_turn_id_read_and_write_as_before() {
+        // Session logs written before ops carried turn ids must still load, unchanged.
+        for (json, op) in [
+            (r#"{"type":"cancel"}"#, Op::Cancel { turn_id: None }),
+            (
+                r#"{"type":"user_message","text":"hi"}"#,
+                Op::UserMessage {
+                    text: "hi".into(),
+                    turn_id: None,
+                },
+            ),
+            (
+                r#"{"type":"set_thinking","mode":"on","budget":null}"#,
+                Op::SetThinking {
+                    mode: ThinkMode::On,
+                    budget: None,
+                },
+            ),
+            (
+                r#"{"type":"set_policy","policy":"auto-edit"}"#,
+                Op::SetPolicy {
+                    policy: Policy::AutoEdit,
+                },
+            ),
+        ] {
+            assert_eq!(serde_json::from_str::<Op>(json).unwrap(), op);
+            assert_eq!(serde_json::to_string(&op).unwrap(), json);
+        }
+        let with_id = Op::Cancel {
+            turn_id: Some(TurnId(7)),
+        };
+        assert_eq!(
+            serde_json::to_string(&with_id).unwrap(),
+            r#"{"type":"cancel","turn_id":7}"#
+        );
+        assert!(serde_json::from_str::<Op>(r#"{"type":"set_policy","policy":"yolo"}"#).is_err());
     }
 }

@@ -180,7 +180,7 @@ fn engine_loop(mut engine: LocalEngine, mut jobs: mpsc::UnboundedReceiver<Job>, 
         });
         c.running.fetch_sub(1, Ordering::SeqCst);
         match r {
-            Ok(s) if s.finish_reason == "cancelled" => {
+            Ok(s) if s.finish_reason == aha_protocol::FinishReason::Cancelled => {
                 c.cancelled.fetch_add(1, Ordering::SeqCst);
                 eprintln!(
                     "aha serve: request cancelled after {} tokens, {:.2} s",

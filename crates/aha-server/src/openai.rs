@@ -204,7 +204,7 @@ impl ChatRequest {
         self.messages
             .iter()
             .map(|m| ChatMessage {
-                role: m.role.clone(),
+                role: aha_protocol::Role::parse(&m.role),
                 content: m.content.as_ref().map(Content::text).unwrap_or_default(),
                 tool_calls: m.tool_calls.as_ref().map(tool_calls_for_template),
                 name: m.name.clone(),

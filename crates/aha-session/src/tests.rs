@@ -24,7 +24,7 @@ fn answer(text: &str) -> Event {
 fn finished(reason: &str) -> Event {
     Event::TurnFinished {
         stats: TurnStats {
-            finish_reason: reason.into(),
+            finish_reason: aha_protocol::FinishReason::parse(reason).unwrap(),
             ..TurnStats::default()
         },
         tokens: vec![1, 2],
@@ -51,6 +51,7 @@ fn script() -> Vec<Record> {
         &mut r,
         Op::UserMessage {
             text: "q1 <b>".into(),
+            turn_id: None,
         },
     );
     let evs = [
@@ -64,7 +65,7 @@ fn script() -> Vec<Record> {
         t: 20 + i as u64,
         event: e,
     }));
-    op(&mut r, Op::UserMessage { text: "q2".into() });
+    op(&mut r, Op::UserMessage { text: "q2".into(), turn_id: None });
     r.extend(
         [started(1, None, ""), answer("A2"), finished("cancelled")]
             .into_iter()
@@ -75,6 +76,7 @@ fn script() -> Vec<Record> {
         Op::Branch {
             turn: 0,
             prefix: "<think>\nFirst.\n\nHmm, ".into(),
+            turn_id: None,
         },
     );
     r.extend(
@@ -141,7 +143,7 @@ fn round_trip_rebuilds_the_transcript_with_its_branches() {
     let msgs = t.messages();
     assert_eq!(msgs.len(), 2);
     assert_eq!(
-        msgs[1]["content"],
+        msgs[1].content,
         "<think>\nFirst.\n\nHmm, third.\n</think>\n\nA1b"
     );
     assert_eq!(l.last_t(), 60);
@@ -151,7 +153,7 @@ fn round_trip_rebuilds_the_transcript_with_its_branches() {
 fn a_log_is_flushed_at_turn_boundaries() {
     let dir = tempfile::tempdir().unwrap();
     let mut log = SessionLog::create(dir.path(), "s2", "m").unwrap();
-    log.op(1, &Op::UserMessage { text: "q".into() }).unwrap();
+    log.op(1, &Op::UserMessage { text: "q".into(), turn_id: None }).unwrap();
     log.event(2, &started(0, None, "")).unwrap();
     log.event(3, &think("tok")).unwrap();
     // Not flushed yet: a kill -9 now loses only the turn in flight.
@@ -199,6 +201,7 @@ fn corrupt_and_truncated_files_load_what_is_valid_and_say_what_was_skipped() {
         80,
         &Op::UserMessage {
             text: "after".into(),
+            turn_id: None,
         },
     )
     .unwrap();
@@ -206,7 +209,7 @@ fn corrupt_and_truncated_files_load_what_is_valid_and_say_what_was_skipped() {
     let l = load(&path).unwrap();
     assert!(matches!(
         l.records.last(),
-        Some(Record::Op { op: Op::UserMessage { text }, .. }) if text == "after"
+        Some(Record::Op { op: Op::UserMessage { text, .. }, .. }) if text == "after"
     ));
     assert_eq!(l.skipped.len(), 4);
 }
@@ -267,7 +270,7 @@ fn export_puts_reasoning_in_details_and_keeps_every_version() {
 #[test]
 fn reasoning_with_tags_cannot_break_the_export() {
     let mut t = Transcript::default();
-    t.apply_op(&Op::UserMessage { text: "q".into() }, 0);
+    t.apply_op(&Op::UserMessage { text: "q".into(), turn_id: None }, 0);
     t.apply_event(&think("a </details> b <script>"), 1);
     t.apply_event(&finished("stop"), 2);
     let md = export::markdown(&t, "x", "m");

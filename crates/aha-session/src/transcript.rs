@@ -299,7 +299,7 @@ impl Transcript {
     /// Applies an op the UI sent (live, or replayed from a session log).
     pub fn apply_op(&mut self, op: &Op, _now: u64) {
         match op {
-            Op::UserMessage { text } => self.push(EntryKind::User(capped(text).into_owned())),
+            Op::UserMessage { text, .. } => self.push(EntryKind::User(capped(text).into_owned())),
             Op::Clear => {
                 let next_rev = self.next_rev;
                 *self = Transcript::default();
@@ -403,7 +403,7 @@ impl Transcript {
             }
             Event::TurnFinished { stats, .. } => {
                 if let Some(r) = self.live_mut() {
-                    r.state = if stats.finish_reason == "cancelled" {
+                    r.state = if stats.finish_reason == aha_protocol::FinishReason::Cancelled {
                         ReplyState::Cancelled
                     } else {
                         ReplyState::Done
@@ -543,16 +543,15 @@ impl Transcript {
     }
 
     /// The conversation as chat messages (the active version of every turn), for `Op::Restore`.
-    pub fn messages(&self) -> Vec<serde_json::Value> {
+    pub fn messages(&self) -> Vec<aha_protocol::ChatMessage> {
+        use aha_protocol::ChatMessage;
         let mut out = Vec::new();
         for e in &self.entries {
             match &e.kind {
-                EntryKind::User(t) => out.push(serde_json::json!({"role": "user", "content": t})),
+                EntryKind::User(t) => out.push(ChatMessage::user(t.clone())),
                 EntryKind::Reply { .. } => {
                     if let Some(r) = e.reply() {
-                        out.push(
-                            serde_json::json!({"role": "assistant", "content": r.as_message()}),
-                        )
+                        out.push(ChatMessage::assistant(r.as_message()))
                     }
                 }
                 _ => {}
@@ -588,6 +587,7 @@ mod tests {
         t.apply_op(
             &Op::UserMessage {
                 text: "é".repeat(max),
+                turn_id: None,
             },
             0,
         );

@@ -9,7 +9,7 @@ use super::steps;
 use super::theme::Theme;
 use super::view;
 use aha_agent::EngineInfo;
-use aha_protocol::{Event, Op, TurnStats};
+use aha_protocol::{Event, Op, TurnId, TurnStats};
 use aha_session::transcript::{Part, ReplyState, ToolState, Transcript};
 use crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers, MouseEvent, MouseEventKind};
 use std::cell::RefCell;
@@ -124,7 +124,7 @@ pub struct App {
     pub effects: Vec<Effect>,
     ctrl_c_at: Option<u64>,
     pub flash: Option<(String, u64)>,
-    pub think_mode: String,
+    pub think_mode: aha_protocol::ThinkMode,
     pub think_budget: Option<usize>,
     /// The focused assistant turn (`None`: the newest).
     pub focus: Option<usize>,
@@ -134,9 +134,9 @@ pub struct App {
     pub last_stats: Option<TurnStats>,
     /// Ops sent that start a turn the agent has not acknowledged yet.
     pub awaiting: bool,
-    /// A stop asked for before the turn started (the agent clears its stop flag when a turn
-    /// starts, so it is sent again then).
-    cancel_pending: bool,
+    /// The id of the last turn asked for (user message or branch); a stop names it, so a stop
+    /// pressed before the agent has started that turn still stops it.
+    last_turn: u64,
     pub quit: bool,
     /// Wrapped lines per transcript entry, keyed by width and revision.
     pub layout: RefCell<view::chat::LayoutCache>,
@@ -163,7 +163,7 @@ impl App {
             effects: Vec::new(),
             ctrl_c_at: None,
             flash: None,
-            think_mode: "auto".into(),
+            think_mode: aha_protocol::ThinkMode::Auto,
             think_budget: None,
             focus: None,
             theme: Theme::default(),
@@ -171,20 +171,25 @@ impl App {
             session_id: String::new(),
             last_stats: None,
             awaiting: false,
-            cancel_pending: false,
+            last_turn: 0,
             quit: false,
             layout: RefCell::new(Default::default()),
         }
     }
 
     /// Sends an op: the transcript records it and the shell passes it on.
-    pub fn send(&mut self, op: Op) {
+    pub fn send(&mut self, mut op: Op) {
+        match &mut op {
+            Op::UserMessage { turn_id, .. } | Op::Branch { turn_id, .. } => {
+                self.last_turn += 1;
+                *turn_id = Some(TurnId(self.last_turn));
+            }
+            Op::Cancel { turn_id } if self.last_turn > 0 => *turn_id = Some(TurnId(self.last_turn)),
+            _ => {}
+        }
         self.t.apply_op(&op, self.now);
         if matches!(op, Op::UserMessage { .. } | Op::Branch { .. }) {
             self.awaiting = true;
-        }
-        if matches!(op, Op::Cancel) && self.t.live.is_none() && self.awaiting {
-            self.cancel_pending = true;
         }
         if matches!(op, Op::Clear) {
             self.scroll = Scroll::Follow;
@@ -243,12 +248,7 @@ impl App {
     pub fn on_event(&mut self, e: &Event) {
         self.t.apply_event(e, self.now);
         match e {
-            Event::TurnStarted { .. } => {
-                self.awaiting = false;
-                if std::mem::take(&mut self.cancel_pending) {
-                    self.outbox.push(Op::Cancel);
-                }
-            }
+            Event::TurnStarted { .. } => self.awaiting = false,
             Event::ApprovalRequest { id, name, summary } => self.approvals.push_back(Approval {
                 id: id.clone(),
                 name: name.clone(),
@@ -369,7 +369,7 @@ fn key(app: &mut App, k: KeyEvent) {
         }
         app.ctrl_c_at = Some(app.now);
         if app.generating() {
-            app.send(Op::Cancel);
+            app.send(Op::Cancel { turn_id: None });
             app.flash("stopped — Ctrl-C again to quit");
         } else if !app.composer.is_empty() {
             app.composer.take();
@@ -500,7 +500,7 @@ fn chat_key(app: &mut App, k: KeyEvent) {
         KeyCode::Char('?') if app.composer.is_empty() => app.help = Some(0),
         KeyCode::Esc => {
             if app.generating() {
-                app.send(Op::Cancel);
+                app.send(Op::Cancel { turn_id: None });
                 app.flash("stopped");
             } else if popup {
                 app.popup_closed = true;
@@ -646,7 +646,7 @@ fn submit(app: &mut App) {
     push_history(app, &text);
     app.scroll = Scroll::Follow;
     app.focus = None;
-    app.send(Op::UserMessage { text });
+    app.send(Op::UserMessage { text, turn_id: None });
 }
 
 fn push_history(app: &mut App, text: &str) {
@@ -675,7 +675,7 @@ fn command(app: &mut App, line: &str) {
                 app.think_budget = b;
             }
             let op = Op::SetThinking {
-                mode: app.think_mode.clone(),
+                mode: app.think_mode,
                 budget: app.think_budget,
             };
             app.send(op);
@@ -699,7 +699,7 @@ fn command(app: &mut App, line: &str) {
         }
         Command::Clear => {
             if app.generating() {
-                app.send(Op::Cancel);
+                app.send(Op::Cancel { turn_id: None });
             }
             app.send(Op::Clear);
             app.flash("conversation cleared");
@@ -837,7 +837,7 @@ fn trace_key(app: &mut App, k: KeyEvent) {
     }
     if keys.stop.matches(&k) {
         if live {
-            app.send(Op::Cancel);
+            app.send(Op::Cancel { turn_id: None });
             app.flash("stopped");
         }
         return;
@@ -870,7 +870,7 @@ fn trace_key(app: &mut App, k: KeyEvent) {
             Some(_) => None,
         };
         let op = Op::SetThinking {
-            mode: app.think_mode.clone(),
+            mode: app.think_mode,
             budget: app.think_budget,
         };
         app.send(op);
@@ -915,8 +915,8 @@ fn branch(app: &mut App, turn: usize, v: usize) {
     tv.step = None;
     tv.compare = false;
     if live {
-        app.send(Op::Cancel);
+        app.send(Op::Cancel { turn_id: None });
     }
-    app.send(Op::Branch { turn, prefix });
+    app.send(Op::Branch { turn, prefix, turn_id: None });
     app.flash(format!("branching turn {} at step {}", turn + 1, sel + 1));
 }

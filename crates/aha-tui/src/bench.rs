@@ -77,7 +77,7 @@ pub fn reply_events(i: usize, tokens: usize) -> Vec<Event> {
     }
     out.push(Event::TurnFinished {
         stats: TurnStats {
-            finish_reason: "stop".into(),
+            finish_reason: aha_protocol::FinishReason::Stop,
             ..TurnStats::default()
         },
         tokens: vec![],
@@ -92,6 +92,7 @@ pub fn synthetic_app(messages: usize) -> App {
         app.t.apply_op(
             &Op::UserMessage {
                 text: format!("Question {i}: what is {i} times seven, and why?"),
+                turn_id: None,
             },
             i as u64 * 10,
         );
@@ -121,6 +122,7 @@ pub fn frame_times(messages: usize, frames: usize, w: u16, h: u16) -> Result<Fra
     app.t.apply_op(
         &Op::UserMessage {
             text: "and now?".into(),
+            turn_id: None,
         },
         0,
     );
@@ -247,6 +249,7 @@ pub fn cpu_load(tok_s: u32, secs: f64, w: u16, h: u16) -> Result<CpuLoad> {
     app.t.apply_op(
         &Op::UserMessage {
             text: "stream".into(),
+            turn_id: None,
         },
         0,
     );

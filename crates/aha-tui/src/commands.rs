@@ -1,5 +1,7 @@
 //! Slash commands: the list the completion popup offers, and parsing a typed command.
 
+use aha_protocol::{Policy, ThinkMode};
+
 /// A command the composer knows, with a one-line description for the popup and help.
 pub struct CommandInfo {
     pub name: &'static str,
@@ -91,7 +93,7 @@ pub const COMMANDS: &[CommandInfo] = &[
 pub enum Command {
     Help,
     Think {
-        mode: Option<String>,
+        mode: Option<ThinkMode>,
         budget: Option<Option<usize>>,
     },
     Model,
@@ -99,7 +101,7 @@ pub enum Command {
     Save,
     Resume(Option<String>),
     Export(Option<String>),
-    Approve(String),
+    Approve(Policy),
     Diff,
     Tools,
     Index(Vec<String>),
@@ -167,13 +169,13 @@ pub fn parse(line: &str) -> Result<Command, String> {
         },
         "/approve" => match args.as_slice() {
             [p] if matches!(*p, "read-only" | "ask" | "auto-edit" | "full-auto") => {
-                Command::Approve(p.to_string())
+                Command::Approve(Policy::parse(p).ok_or_else(|| usage("/approve"))?)
             }
             _ => return Err(usage("/approve")),
         },
         "/think" => match args.as_slice() {
-            [m] if matches!(*m, "on" | "off" | "auto") => Command::Think {
-                mode: Some(m.to_string()),
+            [m] if ThinkMode::parse(m).is_some() => Command::Think {
+                mode: ThinkMode::parse(m),
                 budget: None,
             },
             ["budget", "off"] | ["budget", "0"] => Command::Think {
@@ -220,7 +222,7 @@ mod tests {
         assert_eq!(
             parse("/think off"),
             Ok(Command::Think {
-                mode: Some("off".into()),
+                mode: Some(ThinkMode::Off),
                 budget: None
             })
         );

@@ -459,7 +459,7 @@ pub fn run_tui(
     app.theme = cfg.theme()?;
     app.keys = cfg.keymap()?;
     if let Some(m) = &cfg.think {
-        app.think_mode = m.clone();
+        app.think_mode = aha_protocol::ThinkMode::parse(m).unwrap_or_default();
     }
     app.think_budget = cfg.think_budget.filter(|b| *b > 0);
     let dir = session::sessions_dir();

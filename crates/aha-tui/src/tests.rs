@@ -4,6 +4,7 @@
 use super::app::{update, App, AppEvent, Phase, Scroll, View};
 use super::view;
 use aha_agent::EngineInfo;
+use aha_protocol::TurnId;
 use aha_protocol::{Event, Op, TurnStats};
 use aha_session::transcript::ReplyState;
 use crossterm::event::{KeyCode, KeyEvent, KeyModifiers, MouseEvent, MouseEventKind};
@@ -77,7 +78,7 @@ fn ask(a: &mut App, q: &str) {
     key(a, KeyCode::Enter);
     let turn = a.t.turns.len();
     assert!(
-        matches!(a.outbox.last(), Some(Op::UserMessage { text }) if text == q),
+        matches!(a.outbox.last(), Some(Op::UserMessage { text, turn_id: Some(_) }) if text == q),
         "{:?}",
         a.outbox
     );
@@ -104,7 +105,7 @@ fn finish(a: &mut App, reason: &str) {
                 ttft_ms: 180.0,
                 prefill_tok_s: 220.0,
                 decode_tok_s: 19.5,
-                finish_reason: reason.into(),
+                finish_reason: aha_protocol::FinishReason::parse(reason).unwrap(),
             },
             tokens: vec![],
         },
@@ -184,7 +185,13 @@ fn esc_cancels_and_keeps_the_output() {
     ask(&mut a, "q");
     think(&mut a, "partial thought");
     key(&mut a, KeyCode::Esc);
-    assert_eq!(a.outbox, [Op::Cancel]);
+    assert_eq!(
+        a.outbox,
+        [Op::Cancel {
+            turn_id: Some(TurnId(1))
+        }],
+        "the stop names the turn it means"
+    );
     a.outbox.clear();
     finish(&mut a, "cancelled");
     let r = a.t.entries[a.t.turns[0]].reply().unwrap();
@@ -202,7 +209,13 @@ fn esc_before_the_turn_starts_still_stops_it() {
     key(&mut a, KeyCode::Enter);
     a.outbox.clear();
     key(&mut a, KeyCode::Esc);
-    assert_eq!(a.outbox, [Op::Cancel]);
+    assert_eq!(
+        a.outbox,
+        [Op::Cancel {
+            turn_id: Some(TurnId(1))
+        }],
+        "a stop before the turn started names that turn: the agent stops it as it starts"
+    );
     a.outbox.clear();
     ev(
         &mut a,
@@ -212,7 +225,7 @@ fn esc_before_the_turn_starts_still_stops_it() {
             prefix: String::new(),
         },
     );
-    assert_eq!(a.outbox, [Op::Cancel], "sent again once the turn exists");
+    assert!(a.outbox.is_empty(), "nothing is sent again once the turn exists");
 }
 
 #[test]
@@ -220,7 +233,11 @@ fn ctrl_c_once_cancels_twice_quits() {
     let mut a = app();
     ask(&mut a, "q");
     ctrl(&mut a, 'c');
-    assert_eq!(a.outbox, [Op::Cancel]);
+    assert!(
+        matches!(a.outbox[..], [Op::Cancel { turn_id: Some(_) }]),
+        "{:?}",
+        a.outbox
+    );
     assert!(!a.quit);
     a.now += 3000;
     ctrl(&mut a, 'c');
@@ -276,7 +293,7 @@ fn slash_commands_complete_and_send_ops() {
     assert_eq!(
         a.outbox,
         [Op::SetThinking {
-            mode: "auto".into(),
+            mode: aha_protocol::ThinkMode::parse("auto").unwrap(),
             budget: Some(256)
         }]
     );
@@ -286,7 +303,7 @@ fn slash_commands_complete_and_send_ops() {
     assert_eq!(
         a.outbox,
         [Op::SetThinking {
-            mode: "off".into(),
+            mode: aha_protocol::ThinkMode::parse("off").unwrap(),
             budget: Some(256)
         }]
     );
@@ -296,7 +313,7 @@ fn slash_commands_complete_and_send_ops() {
     assert_eq!(
         a.outbox,
         [Op::SetPolicy {
-            policy: "auto-edit".into()
+            policy: aha_protocol::Policy::parse("auto-edit").unwrap()
         }]
     );
     a.outbox.clear();
@@ -468,7 +485,11 @@ fn pause_step_and_stop_from_the_trace_explorer() {
     ev(&mut a, Event::Paused);
     assert_eq!(a.phase(), Phase::Paused);
     key(&mut a, KeyCode::Char('x'));
-    assert_eq!(a.outbox, [Op::Cancel]);
+    assert!(
+        matches!(a.outbox[..], [Op::Cancel { turn_id: Some(_) }]),
+        "{:?}",
+        a.outbox
+    );
     a.outbox.clear();
     finish(&mut a, "cancelled");
     key(&mut a, KeyCode::Char(' '));
@@ -494,12 +515,10 @@ fn branching_sends_the_prefix_and_keeps_both_versions() {
     typ(&mut a, "Actually, let me verify with long multiplication. ");
     key(&mut a, KeyCode::Enter);
     let expected = "<think>\nThe user asks for 17 times 24. Let me compute: 17 times 20 is 340, and 17 times 4 is 68.\n\nActually, let me verify with long multiplication. ";
-    assert_eq!(
-        a.outbox,
-        [Op::Branch {
-            turn: 0,
-            prefix: expected.into()
-        }]
+    assert!(
+        matches!(&a.outbox[..], [Op::Branch { turn: 0, prefix, turn_id: Some(_) }] if prefix == expected),
+        "{:?}",
+        a.outbox
     );
     a.outbox.clear();
     ev(
@@ -544,7 +563,7 @@ fn thinking_budget_cycles_and_applies_to_the_next_turn() {
     assert_eq!(
         a.outbox,
         [Op::SetThinking {
-            mode: "auto".into(),
+            mode: aha_protocol::ThinkMode::parse("auto").unwrap(),
             budget: Some(256)
         }]
     );

@@ -389,7 +389,7 @@ fn rss_probe() {
         let l = aha::session::load(Path::new(&args[1])).unwrap();
         let t = aha::session::replay(&l);
         let msgs = t.messages();
-        let kept: usize = msgs.iter().map(|m| m.to_string().len()).sum();
+        let kept: usize = msgs.iter().map(|m| m.content.len()).sum();
         let status = std::fs::read_to_string("/proc/self/status").unwrap();
         let hwm = status
             .lines()

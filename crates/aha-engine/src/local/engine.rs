@@ -25,11 +25,11 @@ fn tools_as_text(msgs: &mut Vec<ChatMessage>, tools: &[serde_json::Value]) {
     let list: Vec<String> = tools.iter().map(|t| t.to_string()).collect();
     let prompt = TOOLS_PROMPT.trim().replace("{tools}", &list.join("\n"));
     match msgs.first_mut() {
-        Some(m) if m.role == "system" => m.content = format!("{}\n\n{prompt}", m.content),
-        _ => msgs.insert(0, ChatMessage::new("system", prompt)),
+        Some(m) if m.role == aha_protocol::Role::System => m.content = format!("{}\n\n{prompt}", m.content),
+        _ => msgs.insert(0, ChatMessage::system(prompt)),
     }
     for m in msgs.iter_mut() {
-        if m.role == "assistant" {
+        if m.role == aha_protocol::Role::Assistant {
             if let Some(calls) = m.tool_calls.take() {
                 for c in calls.as_array().into_iter().flatten() {
                     let f = c.get("function").unwrap_or(c);
@@ -38,8 +38,8 @@ fn tools_as_text(msgs: &mut Vec<ChatMessage>, tools: &[serde_json::Value]) {
                         .push_str(&format!("\n<tool_call>\n{call}\n</tool_call>"));
                 }
             }
-        } else if m.role == "tool" {
-            m.role = "user".into();
+        } else if m.role == aha_protocol::Role::Tool {
+            m.role = aha_protocol::Role::User;
             let name = m.name.take().unwrap_or_default();
             m.content = format!(
                 "<tool_response name=\"{name}\">\n{}\n</tool_response>",
@@ -292,7 +292,7 @@ impl LocalEngine {
             .iter()
             .map(|m| {
                 let mut m = m.clone();
-                if m.role == "assistant" {
+                if m.role == aha_protocol::Role::Assistant {
                     m.content = reasoning::strip_reasoning(&m.content);
                 }
                 m
@@ -300,10 +300,10 @@ impl LocalEngine {
             .collect();
         if force_think {
             match msgs.first_mut() {
-                Some(m) if m.role == "system" => {
+                Some(m) if m.role == aha_protocol::Role::System => {
                     m.content = format!("{}\n\n{}", m.content, THINK_PROMPT.trim())
                 }
-                _ => msgs.insert(0, ChatMessage::new("system", THINK_PROMPT.trim())),
+                _ => msgs.insert(0, ChatMessage::system(THINK_PROMPT.trim())),
             }
         }
         let mut tools = req.tools.as_deref().filter(|t| !t.is_empty());
@@ -399,7 +399,7 @@ impl LocalEngine {
                 break;
             };
             if self.cached.len() + 1 >= n_ctx {
-                turn.end("context");
+                turn.end(aha_protocol::FinishReason::Context);
                 break;
             }
             logits = self.step(token)?;
@@ -552,19 +552,19 @@ mod tests {
 
     #[test]
     fn tools_become_text_for_templates_without_them() {
-        let mut call = ChatMessage::new("assistant", "Looking.");
+        let mut call = ChatMessage::assistant("Looking.");
         call.tool_calls =
             Some(serde_json::json!([{"function": {"name": "w", "arguments": {"c": 1}}}]));
-        let mut result = ChatMessage::new("tool", "sunny");
+        let mut result = ChatMessage::tool("sunny");
         result.name = Some("w".into());
         result.tool_call_id = Some("c1".into());
-        let mut msgs = vec![ChatMessage::new("user", "hi"), call, result];
+        let mut msgs = vec![ChatMessage::user("hi"), call, result];
         tools_as_text(&mut msgs, &[serde_json::json!({"name": "w"})]);
-        assert_eq!(msgs[0].role, "system");
+        assert_eq!(msgs[0].role, aha_protocol::Role::System);
         assert!(msgs[0].content.contains(r#"{"name":"w"}"#));
         assert!(msgs[2].content.ends_with("</tool_call>"));
         assert!(msgs[2].tool_calls.is_none());
-        assert_eq!(msgs[3].role, "user");
+        assert_eq!(msgs[3].role, aha_protocol::Role::User);
         assert_eq!(
             msgs[3].content,
             "<tool_response name=\"w\">\nsunny\n</tool_response>"

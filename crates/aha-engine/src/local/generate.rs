@@ -54,7 +54,7 @@ impl StatsAccumulator {
                 prompt_tokens,
                 prefilled_tokens: prefilled,
                 prefill_tok_s: prefilled as f64 / prefill_s.max(1e-9),
-                finish_reason: "length".into(),
+                finish_reason: aha_protocol::FinishReason::Length,
                 ..TurnStats::default()
             },
             first_token_at: None,
@@ -91,8 +91,8 @@ impl StatsAccumulator {
     }
 
     /// Sets why the turn ended (`length` until told otherwise).
-    pub fn finish(&mut self, reason: &str) {
-        self.stats.finish_reason = reason.into();
+    pub fn finish(&mut self, reason: aha_protocol::FinishReason) {
+        self.stats.finish_reason = reason;
     }
 
     /// The turn's stats as it ends at `now`, with the decode speed (tokens after the first, per second).
@@ -368,14 +368,14 @@ impl<'r> Turn<'r> {
         }
         ctrl.wait_while_paused(emit);
         if ctrl.cancelled() {
-            self.stats.finish("cancelled");
+            self.stats.finish(aha_protocol::FinishReason::Cancelled);
             return false;
         }
         true
     }
 
     /// Ends the turn early for `reason` (`context`: the cache is full).
-    pub fn end(&mut self, reason: &str) {
+    pub fn end(&mut self, reason: aha_protocol::FinishReason) {
         self.stats.finish(reason);
     }
 
@@ -407,7 +407,7 @@ impl<'r> Turn<'r> {
         let (token, lp, ent) = self.choose(logits, emit);
         self.stats.token_chosen(Instant::now());
         if !self.req.ignore_eos && tok.stop_ids.contains(&token) {
-            self.stats.finish("stop");
+            self.stats.finish(aha_protocol::FinishReason::Stop);
             return Ok(None);
         }
         self.stats.count(self.parser.in_thinking());
@@ -586,9 +586,9 @@ mod tests {
             (st.decode_tok_s - 2.0).abs() < 1e-9,
             "2 tokens after the first in 1 s"
         );
-        assert_eq!(st.finish_reason, "length");
-        s.finish("stop");
-        assert_eq!(s.close(t0).finish_reason, "stop");
+        assert_eq!(st.finish_reason, aha_protocol::FinishReason::Length);
+        s.finish(aha_protocol::FinishReason::Stop);
+        assert_eq!(s.close(t0).finish_reason, aha_protocol::FinishReason::Stop);
     }
 
     #[test]
@@ -761,7 +761,7 @@ mod tests {
             &[97, 98, 99, 10, THINK_END, 10, 10, u32::from(b'x')]
         );
         assert_eq!((stats.thinking_tokens, stats.answer_tokens), (5, 3));
-        assert_eq!(stats.finish_reason, "stop");
+        assert_eq!(stats.finish_reason, aha_protocol::FinishReason::Stop);
         let (thinking, answer) = texts(&events);
         assert_eq!(thinking.trim(), "abc");
         assert_eq!(answer.trim(), "x");
