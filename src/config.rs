@@ -1,5 +1,7 @@
 //! The TOML config file (`$AHA_CONFIG` or `~/.config/aha/config.toml`): default model and engine,
-//! sampling defaults, and named remote engines. Unknown keys are errors that name the key.
+//! sampling defaults, named remote engines and the workbench's `[ui]` table. This is the one
+//! loader: the CLI loads the file once at start-up and passes `&Config` to the subcommands.
+//! Unknown keys anywhere, `[ui]` included, are errors that name the key.
 
 use anyhow::{bail, Context, Result};
 use serde::Deserialize;
@@ -8,6 +10,7 @@ use std::path::{Path, PathBuf};
 
 pub use aha_engine::remote::RemoteConfig;
 pub use aha_protocol::sampling::SamplingConfig;
+pub use aha_tui::config::UiConfig;
 
 /// The whole config file. Every field is optional; a missing file is the default config.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -23,9 +26,9 @@ pub struct Config {
     /// Remote OpenAI-compatible engines by name.
     #[serde(default)]
     pub engines: BTreeMap<String, RemoteConfig>,
-    /// The terminal UI's settings (parsed by the UI).
+    /// The workbench's settings (`[ui]`), checked by [`UiConfig::validate`] when parsed.
     #[serde(default)]
-    pub ui: toml::Table,
+    pub ui: UiConfig,
 }
 
 impl Config {
@@ -66,6 +69,7 @@ impl Config {
                 bail!("engines.{name}.base_url must start with http:// or https://");
             }
         }
+        c.ui.validate()?;
         Ok(c)
     }
 
@@ -110,7 +114,7 @@ stall_timeout_s = 30
 max_retries = 2
 provider = "vllm"
 [ui]
-theme = "dark"
+fps = 20
 "#,
         )
         .unwrap();
@@ -118,7 +122,7 @@ theme = "dark"
         let e = c.remote("cluster").unwrap();
         assert_eq!(e.headers["X-Team"], "lab");
         assert_eq!(e.max_retries, Some(2));
-        assert!(c.ui.contains_key("theme"));
+        assert_eq!(c.ui.fps, Some(20));
         assert!(c.remote("nope").is_err());
     }
 
@@ -131,5 +135,69 @@ theme = "dark"
         assert!(e.contains("api_key"), "{e}");
         let e = Config::parse("temprature = 1\n").unwrap_err().to_string();
         assert!(e.contains("temprature"), "{e}");
+    }
+
+    #[test]
+    fn reads_the_ui_section_next_to_the_others() {
+        let c = Config::parse(
+            r##"
+            model = "r1-distill-qwen-7b"
+            engine = "local"
+            [sampling]
+            top_p = 0.9
+            [ui]
+            model = "smollm2-135m"
+            think = "on"
+            think_budget = 256
+            [ui.sampling]
+            temperature = 0.2
+            [ui.colors]
+            user = "#00ff00"
+            heat = ["green", "yellow", "208", "red"]
+            [ui.keys]
+            fold = "f2"
+            "##,
+        )
+        .unwrap();
+        let ui = &c.ui;
+        assert_eq!(ui.model.as_deref(), Some("smollm2-135m"));
+        assert_eq!(ui.think.as_deref(), Some("on"));
+        assert_eq!(ui.think_budget, Some(256));
+        assert_eq!(ui.keymap().unwrap().fold.to_string(), "F2");
+        assert_eq!(
+            ui.theme().unwrap().user,
+            ratatui::style::Color::Rgb(0, 255, 0)
+        );
+        use aha_protocol::sampling::SamplingParams;
+        assert_eq!(ui.sampling(SamplingParams::greedy()).temperature, 0.2);
+        assert!(ui.has_sampling());
+        assert_eq!(c.sampling.top_p, Some(0.9));
+        assert_eq!(Config::parse("").unwrap().ui, UiConfig::default());
+        assert_eq!(Config::parse("[ui]\n").unwrap().ui, UiConfig::default());
+    }
+
+    #[test]
+    fn the_loader_refuses_a_bad_ui_key_or_value_naming_it() {
+        let err = |text: &str| format!("{:#}", Config::parse(text).unwrap_err());
+        // An unknown key in [ui] and in its sub-tables.
+        let e = err("[ui]\nthemee = 1\n");
+        assert!(e.contains("themee"), "{e}");
+        let e = err("[ui.colors]\nusr = \"red\"\n");
+        assert!(e.contains("usr"), "{e}");
+        // A value serde accepts but the UI cannot use.
+        let e = err("[ui.colors]\nuser = \"mauve\"\n");
+        assert!(e.contains("[ui.colors] user = \"mauve\""), "{e}");
+        let e = err("[ui.colors]\nheat = [\"red\"]\n");
+        assert!(e.contains("heat"), "{e}");
+        let e = err("[ui.keys]\nfold = \"hyper-x\"\n");
+        assert!(e.contains("fold"), "{e}");
+        let e = err("[ui]\nthink = \"maybe\"\n");
+        assert!(e.contains("auto, on or off"), "{e}");
+        // A wrong type names the key too.
+        let e = err("[ui]\nfps = \"fast\"\n");
+        assert!(e.contains("fps"), "{e}");
+        // The file as a whole is still checked: a bad [ui] fails it even with good other tables.
+        let e = err("model = \"m\"\n[ui]\nthink = \"maybe\"\n");
+        assert!(e.contains("think"), "{e}");
     }
 }

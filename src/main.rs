@@ -9,15 +9,16 @@ fn main() {
     if argv.get(1).map(String::as_str) == Some("__sandbox") {
         std::process::exit(aha::sandbox::launch::main(&argv[2..]));
     }
-    // `AHA_LOG=debug` (any tracing filter) writes diagnostics, e.g. each rendered prompt, to
-    // stderr. Off by default: stderr carries the reasoning stream, and the TUI owns the terminal.
-    if let Ok(filter) = std::env::var("AHA_LOG") {
-        tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
-            .with_writer(std::io::stderr)
-            .init();
-    }
     let cli = aha::cli::Cli::parse();
+    // Diagnostics (`AHA_LOG`, any tracing filter): the workbench appends them to
+    // `<data dir>/logs/aha.log` (default filter `info`), since it owns the terminal; other
+    // subcommands write them to stderr, only when `AHA_LOG` is set (stderr carries the
+    // reasoning stream).
+    aha::cli::logs::init(&aha::cli::logs::target(
+        cli.command.is_none(),
+        std::env::var("AHA_LOG").ok(),
+        &aha::session::data_dir(),
+    ));
     let code = match aha::cli::dispatch(cli) {
         Ok(code) => code,
         Err(e) => {

@@ -9,8 +9,8 @@ use std::io::{BufRead, IsTerminal, Write};
 use std::sync::Arc;
 
 /// Runs the interactive chat until end of input or `/quit`.
-pub fn chat(m: &ModelArgs) -> Result<i32> {
-    let mut engine = load_any_engine(m)?;
+pub fn chat(m: &ModelArgs, cfg: &crate::config::Config) -> Result<i32> {
+    let mut engine = load_any_engine(m, cfg)?;
     eprintln!(
         "aha · {} · context {} tokens. Type a message; /clear starts over, /quit leaves. Ctrl-C stops a reply.",
         engine.model_name(),

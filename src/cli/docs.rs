@@ -1,6 +1,6 @@
 //! `aha index` and `aha search`: the document index from the command line.
 
-use crate::rag::{self, Analyzer, DocIndex, IndexOptions};
+use crate::rag::{self, Analyzer, DocIndex, IndexOptions, RagOptions};
 use anyhow::{anyhow, Result};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -132,12 +132,12 @@ pub fn index(a: IndexArgs) -> Result<i32> {
     Ok(0)
 }
 
-pub fn search(a: SearchArgs) -> Result<i32> {
+pub fn search(a: SearchArgs, rag: &RagOptions) -> Result<i32> {
     use std::fmt::Write as _;
     let dir = index_dir(&a.index)?;
     let ix = DocIndex::open(&dir)?;
     let q = a.query.join(" ");
-    let hits = ix.search(&q, a.k)?;
+    let hits = ix.search(&q, a.k, rag)?;
     let mut out = String::new();
     if a.json {
         for h in &hits {
@@ -216,7 +216,7 @@ fn peak_rss_mb() -> f64 {
 
 /// `aha bench-index`: indexing throughput against tantivy's bare `add_document` on the same
 /// chunks, query latency on large synthetic indexes, and peak memory while indexing.
-pub fn bench_index(a: BenchIndexArgs) -> Result<i32> {
+pub fn bench_index(a: BenchIndexArgs, rag: &RagOptions) -> Result<i32> {
     use std::time::Instant;
     let _ = std::fs::remove_dir_all(&a.out);
     std::fs::create_dir_all(&a.out)?;
@@ -296,13 +296,13 @@ pub fn bench_index(a: BenchIndexArgs) -> Result<i32> {
         let build_s = t.elapsed().as_secs_f64();
         let big = DocIndex::open(&dir)?;
         for q in &queries {
-            big.search(q, 10)?; // warm
+            big.search(q, 10, rag)?; // warm
         }
         let mut lat = Vec::new();
         for _ in 0..5 {
             for q in &queries {
                 let t = Instant::now();
-                big.search(q, 10)?;
+                big.search(q, 10, rag)?;
                 lat.push(t.elapsed().as_secs_f64() * 1e3);
             }
         }

@@ -4,6 +4,7 @@
 
 use super::{load_engine, ModelArgs};
 use crate::agent::parse;
+use crate::config::Config;
 use crate::engine::sampler::SamplingParams;
 use crate::engine::template::ChatMessage;
 use crate::engine::{Control, GenerateRequest};
@@ -102,7 +103,7 @@ pub fn validate(v: &Value, schema: &Value) -> std::result::Result<(), String> {
 }
 
 /// Runs `aha eval-tools`.
-pub fn eval_tools(m: &ModelArgs, a: EvalArgs) -> Result<i32> {
+pub fn eval_tools(m: &ModelArgs, a: EvalArgs, cfg: &Config) -> Result<i32> {
     let text = std::fs::read_to_string(&a.tasks)
         .with_context(|| format!("cannot read {}", a.tasks.display()))?;
     let tasks: Vec<(String, String)> = text
@@ -126,7 +127,7 @@ pub fn eval_tools(m: &ModelArgs, a: EvalArgs) -> Result<i32> {
     };
     let names: Vec<String> = crate::tools::spec_names(&specs);
     let name_refs: Vec<&str> = names.iter().map(String::as_str).collect();
-    let mut engine = load_engine(m)?;
+    let mut engine = load_engine(m, cfg)?;
     let ctrl = Control::default();
     let mut summary = Vec::new();
     for constrained in [false, true] {

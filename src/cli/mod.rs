@@ -4,12 +4,15 @@ mod bench;
 mod chat;
 mod docs;
 mod eval;
+mod firstrun;
+pub mod logs;
 mod models;
 mod run;
 mod serve;
 mod tui;
 mod undo;
 
+use crate::config::Config;
 use crate::engine::registry::DEFAULT_MODEL;
 use crate::engine::sampler::SamplingParams;
 use crate::engine::{device, registry, LocalEngine};
@@ -182,13 +185,13 @@ pub fn set_threads(threads: Option<usize>) {
 }
 
 /// Resolves and loads the model named by `args` (pulling a known model on first use).
-pub fn load_engine(args: &ModelArgs) -> Result<LocalEngine> {
+pub fn load_engine(args: &ModelArgs, cfg: &Config) -> Result<LocalEngine> {
     let dev = device::select(&args.device)?;
     let mut name = args.model.clone();
     if name == DEFAULT_MODEL && std::env::var_os("AHA_MODEL").is_none() {
         // The config's default model applies when neither --model nor $AHA_MODEL chose one.
-        if let Some(m) = crate::config::Config::load()?.model {
-            name = m;
+        if let Some(m) = &cfg.model {
+            name = m.clone();
         }
     }
     let r = registry::resolve(&name, true)?;
@@ -196,8 +199,10 @@ pub fn load_engine(args: &ModelArgs) -> Result<LocalEngine> {
 }
 
 /// The remote engine `args` select (`--engine NAME`, else the config's `engine`), if any.
-pub fn remote_engine(args: &ModelArgs) -> Result<Option<Box<dyn crate::engine::Engine>>> {
-    let cfg = crate::config::Config::load()?;
+pub fn remote_engine(
+    args: &ModelArgs,
+    cfg: &Config,
+) -> Result<Option<Box<dyn crate::engine::Engine>>> {
     match args.engine.as_deref().or(cfg.engine.as_deref()) {
         Some(name) if name != "local" => {
             let r = cfg.remote(name)?;
@@ -211,36 +216,50 @@ pub fn remote_engine(args: &ModelArgs) -> Result<Option<Box<dyn crate::engine::E
 
 /// The engine `args` select: a configured remote engine or the local model. `aha bench`,
 /// `perplexity` and `serve` use [`load_engine`] (local only).
-pub fn load_any_engine(args: &ModelArgs) -> Result<Box<dyn crate::engine::Engine>> {
-    match remote_engine(args)? {
+pub fn load_any_engine(args: &ModelArgs, cfg: &Config) -> Result<Box<dyn crate::engine::Engine>> {
+    match remote_engine(args, cfg)? {
         Some(e) => Ok(e),
-        None => Ok(Box::new(load_engine(args)?)),
+        None => Ok(Box::new(load_engine(args, cfg)?)),
     }
 }
 
-/// Runs the parsed command line; returns the process exit code.
+/// Runs the parsed command line; returns the process exit code. The config file is loaded
+/// here, once, for the subcommands that use it (the others run even when it is broken), and
+/// environment knobs are read here and passed down.
 pub fn dispatch(cli: Cli) -> Result<i32> {
     set_threads(cli.model.threads);
     let m = &cli.model;
+    let rag = crate::rag::RagOptions::from_env;
     match cli.command {
-        None => tui::workbench(m, cli.resume, cli.last),
-        Some(Command::Chat) => chat::chat(m),
+        None => tui::workbench(m, &Config::load()?, rag(), cli.resume, cli.last),
+        Some(Command::Chat) => chat::chat(m, &Config::load()?),
         Some(Command::BenchUi {
             secs,
             tok_s,
             frames,
         }) => tui::bench_ui(secs, tok_s, frames),
-        Some(Command::Run(a)) => run::run(m, a),
+        Some(Command::Run(a)) => match Config::load() {
+            Ok(cfg) => run::run(m, a, &cfg),
+            // `aha run --json` reports a failure before generation as an error event.
+            Err(e) if a.json => {
+                let e = crate::protocol::Event::Error {
+                    message: format!("{e:#}"),
+                };
+                println!("{}", serde_json::to_string(&e)?);
+                Ok(1)
+            }
+            Err(e) => Err(e),
+        },
         Some(Command::Pull { name }) => models::pull(&name),
         Some(Command::Models { json }) => models::list(json),
-        Some(Command::Bench(a)) => bench::bench(m, a),
-        Some(Command::Perplexity(a)) => bench::perplexity(m, a),
-        Some(Command::Serve(a)) => serve::serve(m, a),
+        Some(Command::Bench(a)) => bench::bench(m, a, &Config::load()?),
+        Some(Command::Perplexity(a)) => bench::perplexity(m, a, &Config::load()?),
+        Some(Command::Serve(a)) => serve::serve(m, a, &Config::load()?),
         Some(Command::Index(a)) => docs::index(a),
-        Some(Command::Search(a)) => docs::search(a),
-        Some(Command::BenchIndex(a)) => docs::bench_index(a),
+        Some(Command::Search(a)) => docs::search(a, &rag()),
+        Some(Command::BenchIndex(a)) => docs::bench_index(a, &rag()),
         Some(Command::Synth { shape, dtype, out }) => synth(&shape, &dtype, &out),
-        Some(Command::EvalTools(a)) => eval::eval_tools(m, a),
+        Some(Command::EvalTools(a)) => eval::eval_tools(m, a, &Config::load()?),
         Some(Command::Undo { workspace }) => undo::undo(workspace),
         Some(Command::Tokenize { text }) => {
             let r = registry::resolve(&m.model, true)?;

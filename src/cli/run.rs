@@ -177,7 +177,7 @@ enum Loaded {
 }
 
 /// Runs `aha run`.
-pub fn run(m: &ModelArgs, a: RunArgs) -> Result<i32> {
+pub fn run(m: &ModelArgs, a: RunArgs, cfg: &crate::config::Config) -> Result<i32> {
     // Out-of-range sampling flags are refused before a model loads, naming the flag.
     use crate::engine::sampler::{validate_max_tokens, SamplingParams};
     if let Err(e) = validate_max_tokens(a.max_tokens)
@@ -194,9 +194,9 @@ pub fn run(m: &ModelArgs, a: RunArgs) -> Result<i32> {
         a.prompt.clone()
     };
     // The local engine stays concrete so --show-prompt can render its template.
-    let loaded = remote_engine(m).and_then(|r| match r {
+    let loaded = remote_engine(m, cfg).and_then(|r| match r {
         Some(r) => Ok(Loaded::Remote(r)),
-        None => load_engine(m).map(|l| Loaded::Local(Box::new(l))),
+        None => load_engine(m, cfg).map(|l| Loaded::Local(Box::new(l))),
     });
     let mut loaded = match loaded {
         Ok(e) => e,
@@ -221,14 +221,10 @@ pub fn run(m: &ModelArgs, a: RunArgs) -> Result<i32> {
     let req = GenerateRequest {
         prompt,
         // Model defaults, then the config's [sampling], then the flags.
-        sampling: a.sampling.apply(
-            crate::config::Config::load()?
-                .sampling
-                .apply(match &loaded {
-                    Loaded::Local(l) => l.default_sampling(),
-                    Loaded::Remote(r) => r.default_sampling(),
-                }),
-        ),
+        sampling: a.sampling.apply(cfg.sampling.apply(match &loaded {
+            Loaded::Local(l) => l.default_sampling(),
+            Loaded::Remote(r) => r.default_sampling(),
+        })),
         max_tokens: a.max_tokens,
         think: if a.think {
             ThinkMode::On

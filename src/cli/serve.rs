@@ -1,6 +1,7 @@
 //! `aha serve`: flags for the OpenAI-compatible server over the local engine.
 
 use super::{load_engine, ModelArgs};
+use crate::config::Config;
 use crate::server::{serve as run_server, ServeOptions};
 use anyhow::Result;
 use clap::Args;
@@ -43,8 +44,8 @@ pub struct ServeArgs {
 }
 
 /// Runs `aha serve` until interrupted.
-pub fn serve(m: &ModelArgs, a: ServeArgs) -> Result<i32> {
-    let engine = load_engine(m)?;
+pub fn serve(m: &ModelArgs, a: ServeArgs, cfg: &Config) -> Result<i32> {
+    let engine = load_engine(m, cfg)?;
     run_server(
         engine,
         ServeOptions {

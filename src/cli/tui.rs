@@ -1,39 +1,45 @@
 //! `aha` with no subcommand: load the model, start the agent and open the workbench TUI; and the
 //! hidden `aha bench-ui` that measures the workbench's drawing.
 
-use super::{load_engine, remote_engine, ModelArgs};
+use super::{firstrun, load_engine, remote_engine, ModelArgs};
 use crate::agent::{self, policy::Policy, AgentConfig};
-use crate::engine::registry::DEFAULT_MODEL;
+use crate::config::Config;
+use crate::engine::registry::{self, DEFAULT_MODEL};
 use crate::engine::ThinkMode;
+use crate::rag::RagOptions;
 use crate::ui;
-use crate::ui::config::UiConfig;
 use anyhow::{bail, Result};
 use std::io::IsTerminal;
 
-/// Opens the workbench (`--resume [ID]` / `--resume --last` reopen a session).
-pub fn workbench(m: &ModelArgs, resume: Option<Option<String>>, last: bool) -> Result<i32> {
+/// Opens the workbench (`--resume [ID]` / `--resume --last` reopen a session). `file` is the
+/// config the CLI loaded (its `[ui]` table already checked); `rag` ranks the agent's searches.
+pub fn workbench(
+    m: &ModelArgs,
+    file: &Config,
+    rag: RagOptions,
+    resume: Option<Option<String>>,
+    last: bool,
+) -> Result<i32> {
     if !std::io::stdout().is_terminal() || !std::io::stdin().is_terminal() {
         bail!("the workbench needs a terminal: use `aha chat` for a line chat, or `aha run PROMPT` for one answer");
     }
-    // The whole file is checked here (a typo anywhere is an error); the UI reads its `[ui]` table.
-    let file = crate::config::Config::load()?;
-    let cfg = UiConfig::from_table(&file.ui)?;
+    let cfg = &file.ui;
     let mut args = m.clone();
     if let Some(model) = &cfg.model {
         if args.model == DEFAULT_MODEL && std::env::var_os("AHA_MODEL").is_none() {
             args.model = model.clone();
         }
     }
-    let engine: Box<dyn crate::engine::Engine> = match remote_engine(&args)? {
+    let engine: Box<dyn crate::engine::Engine> = match remote_engine(&args, file)? {
         Some(e) => e,
         None => {
             // First run: offer to pull a missing model, with progress on screen.
-            match ui::firstrun::ensure_model(&args.model)? {
+            match firstrun::ensure_model(&args.model)? {
                 Some(name) => args.model = name,
                 None => return Ok(1),
             }
             eprintln!("aha: loading {}…", args.model);
-            Box::new(load_engine(&args)?)
+            Box::new(load_engine(&args, file)?)
         }
     };
     let sampling = (cfg.has_sampling() || file.sampling.is_set())
@@ -44,7 +50,7 @@ pub fn workbench(m: &ModelArgs, resume: Option<Option<String>>, last: bool) -> R
         _ => ThinkMode::Auto,
     };
     let workspace = std::env::current_dir()?;
-    let host = agent::host::builtin(&workspace)?;
+    let host = agent::host::builtin_with(&workspace, None, rag)?;
     let acfg = AgentConfig {
         max_tokens: cfg.max_tokens.unwrap_or(4096),
         think,
@@ -62,7 +68,19 @@ pub fn workbench(m: &ModelArgs, resume: Option<Option<String>>, last: bool) -> R
         Some(Some(id)) => Some(ui::ResumeArg::Id(id)),
         Some(None) => Some(ui::ResumeArg::Last),
     };
-    ui::run_tui(agent, &cfg, r)
+    // What `/model` lists: the models on disk now (the UI itself does no I/O for it).
+    let downloaded: Vec<String> = registry::list_rows()
+        .into_iter()
+        .filter(|r| r.1)
+        .map(|r| r.0)
+        .collect();
+    let opts = ui::LoopOpts {
+        fps: cfg.fps.unwrap_or(30),
+        // Tests that the terminal is restored after a panic in the loop.
+        panic_after_first_draw: std::env::var_os("AHA_TEST_PANIC").is_some_and(|v| v == "1"),
+        stop: None,
+    };
+    ui::run_tui(agent, cfg, r, downloaded, opts)
 }
 
 /// `aha bench-ui`: frame time for 10 and 10,000 messages, and UI-thread CPU while streaming.

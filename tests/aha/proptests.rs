@@ -746,7 +746,7 @@ proptest! {
     #[test]
     fn any_query_is_answered_or_refused(q in text_of(QUERY_FRAGMENTS, 16)) {
         let ix = query_index();
-        match ix.search(&q, 5) {
+        match ix.search(&q, 5, &Default::default()) {
             Ok(hits) => {
                 for h in hits {
                     prop_assert!(h.start_line <= h.line && h.line <= h.end_line, "{h:?}");
@@ -766,7 +766,7 @@ proptest! {
         let (word, path) = UNIQUE[pick];
         let w = if quoted { format!("\"{word}\"") } else { word.to_string() };
         let q = format!("{} {w}", noise.join(" "));
-        let hits = query_index().search(&q, 3).unwrap();
+        let hits = query_index().search(&q, 3, &Default::default()).unwrap();
         prop_assert!(hits.first().is_some_and(|h| h.path == path), "{q}: {hits:?}");
     }
 }

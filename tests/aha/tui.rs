@@ -255,6 +255,29 @@ fn a_panic_in_the_ui_loop_restores_the_terminal() {
         "the panic message is readable:\n{p}"
     );
     t.assert_restored();
+    // The workbench's log went to its file (AHA_LOG unset: `info`), never to the terminal: the
+    // start line and the panic hook's copy of the message.
+    let log = std::fs::read_to_string(data.path().join("logs").join("aha.log"))
+        .expect("the workbench writes <data dir>/logs/aha.log");
+    assert!(
+        log.lines()
+            .any(|l| l.contains("INFO") && l.contains("workbench started")),
+        "{log}"
+    );
+    // The message ("panicked at FILE:LINE:COL:" then the payload) spans two lines.
+    assert!(
+        log.lines()
+            .any(|l| l.contains("ERROR") && l.contains("panic: panicked at")),
+        "{log}"
+    );
+    assert!(
+        log.contains("AHA_TEST_PANIC: a panic inside the UI loop"),
+        "{log}"
+    );
+    assert!(
+        !p.contains("workbench started"),
+        "the log reached the terminal:\n{p}"
+    );
 }
 
 #[test]

@@ -2,6 +2,7 @@
 
 use super::policy::Effect;
 use super::ToolHost;
+use aha_rag::RagOptions;
 use aha_tools::{Registry, ToolContext};
 use anyhow::{anyhow, Result};
 use serde_json::Value;
@@ -15,16 +16,29 @@ pub struct Builtin {
     ctx: ToolContext,
 }
 
-/// The built-in tools for a workspace.
+/// The built-in tools for a workspace (default search weights).
 pub fn builtin(workspace: &Path) -> Result<Box<dyn ToolHost>> {
-    builtin_with_index(workspace, None)
+    builtin_with(workspace, None, RagOptions::default())
+}
+
+/// The built-in tools searching `index`, with the search weights of `AHA_RAG_BOOST`.
+/// `aha run` builds its host through this until it passes the CLI's [`RagOptions`] to
+/// [`builtin_with`]; then this goes and nothing below the CLI reads the variable.
+pub fn builtin_with_index(workspace: &Path, index: Option<PathBuf>) -> Result<Box<dyn ToolHost>> {
+    builtin_with(workspace, index, RagOptions::from_env())
 }
 
 /// The built-in tools, searching the document index in `index` (default:
-/// `<workspace>/.aha/index`). `search_docs` is offered only when that index exists.
-pub fn builtin_with_index(workspace: &Path, index: Option<PathBuf>) -> Result<Box<dyn ToolHost>> {
+/// `<workspace>/.aha/index`) ranked with `rag`. `search_docs` is offered only when that index
+/// exists.
+pub fn builtin_with(
+    workspace: &Path,
+    index: Option<PathBuf>,
+    rag: RagOptions,
+) -> Result<Box<dyn ToolHost>> {
     let mut ctx = ToolContext::new(workspace)?;
     ctx.index_dir = index;
+    ctx.rag = rag;
     let mut reg = Registry::builtin();
     if !aha_rag::exists(&aha_tools::docs::index_dir(&ctx)) {
         reg.remove("search_docs");
@@ -111,7 +125,7 @@ impl ToolHost for Builtin {
     }
     fn search_docs(&self, query: &str) -> Result<String> {
         let ix = aha_rag::DocIndex::open(&aha_tools::docs::index_dir(&self.ctx))?;
-        let hits = ix.search(query, 8)?;
+        let hits = ix.search(query, 8, &self.ctx.rag)?;
         if hits.is_empty() {
             return Ok(format!("no passages match `{query}`"));
         }

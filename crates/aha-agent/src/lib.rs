@@ -113,14 +113,7 @@ pub trait ToolHost: Send {
     }
 }
 
-/// What the UI shows about the engine behind the agent.
-#[derive(Debug, Clone, PartialEq)]
-pub struct EngineInfo {
-    pub model: String,
-    pub device: String,
-    pub context_length: usize,
-    pub reasoning: bool,
-}
+pub use aha_protocol::EngineInfo;
 
 /// The agent's thread has ended (its handle was dropped, or it panicked).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -204,6 +197,18 @@ impl AgentHandle {
     /// Whether generation is paused right now.
     pub fn is_paused(&self) -> bool {
         self.ctrl.is_paused()
+    }
+}
+
+impl aha_protocol::AgentLink for AgentHandle {
+    fn send(&mut self, op: Op) {
+        AgentHandle::send(self, op)
+    }
+    fn try_recv(&mut self) -> Option<Event> {
+        AgentHandle::try_recv(self)
+    }
+    fn info(&self) -> &EngineInfo {
+        AgentHandle::info(self)
     }
 }
 

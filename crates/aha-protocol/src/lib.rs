@@ -239,3 +239,23 @@ mod tests {
         assert!(serde_json::from_str::<Op>(r#"{"type":"set_policy","policy":"yolo"}"#).is_err());
     }
 }
+
+/// What the UI shows about the engine behind the agent.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EngineInfo {
+    pub model: String,
+    pub device: String,
+    pub context_length: usize,
+    pub reasoning: bool,
+}
+
+/// The agent as the UI sees it: ops in, events out, and what it runs on. The agent crate
+/// implements it for its handle; the UI depends only on this trait.
+pub trait AgentLink {
+    /// Sends an op to the agent.
+    fn send(&mut self, op: Op);
+    /// The next event, if one is waiting.
+    fn try_recv(&mut self) -> Option<Event>;
+    /// The engine's name, device and context length.
+    fn info(&self) -> &EngineInfo;
+}

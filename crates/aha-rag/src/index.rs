@@ -174,6 +174,45 @@ pub struct IndexOptions {
     pub stop_after_commits: Option<usize>,
 }
 
+/// How searches rank matches. The weights are over a body match's 1.0; a heading line is also
+/// part of the body, so a heading match scores the body's weight plus `heading_boost`. The
+/// defaults were chosen on tools/rag_eval (see BENCHMARKS.md).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RagOptions {
+    /// Weight of a query term found in the chunk's innermost heading (default 1.0).
+    pub heading_boost: f32,
+    /// Weight of a query term found in the file's path (default 0.5).
+    pub path_boost: f32,
+}
+
+impl Default for RagOptions {
+    fn default() -> Self {
+        Self {
+            heading_boost: 1.0,
+            path_boost: 0.5,
+        }
+    }
+}
+
+impl RagOptions {
+    /// The options from the environment: `AHA_RAG_BOOST=HEADING,PATH` sets the two weights
+    /// (a missing or unparsable one keeps its default). The CLI calls this once at start-up
+    /// and passes the result to whatever searches.
+    pub fn from_env() -> Self {
+        Self::from_boost_spec(&std::env::var("AHA_RAG_BOOST").unwrap_or_default())
+    }
+
+    /// Parses `HEADING,PATH` as `AHA_RAG_BOOST` gives it.
+    pub fn from_boost_spec(spec: &str) -> Self {
+        let d = Self::default();
+        let mut it = spec.split(',').filter_map(|x| x.parse().ok());
+        Self {
+            heading_boost: it.next().unwrap_or(d.heading_boost),
+            path_boost: it.next().unwrap_or(d.path_boost),
+        }
+    }
+}
+
 impl DocIndex {
     /// Opens the index in `dir`, or says how to make one.
     pub fn open(dir: &Path) -> Result<Self> {
@@ -525,8 +564,8 @@ impl DocIndex {
     }
 
     /// The query: each analysed term, searched in the body, the innermost heading and the path
-    /// ([`boosts`]); "quoted text" must appear as a phrase.
-    fn query(&self, q: &str) -> Result<Box<dyn Query>> {
+    /// (weighted by `opts`); "quoted text" must appear as a phrase.
+    fn query(&self, q: &str, opts: &RagOptions) -> Result<Box<dyn Query>> {
         let a = self.meta.analyzer;
         let mut clauses: Vec<(Occur, Box<dyn Query>)> = Vec::new();
         let mut loose = String::new();
@@ -561,7 +600,7 @@ impl DocIndex {
             if !uniq.insert(t.clone()) {
                 continue;
             }
-            let (hb, pb) = boosts();
+            let (hb, pb) = (opts.heading_boost, opts.path_boost);
             for (f, boost) in [
                 (self.f.body, 1.0f32),
                 (self.f.heading, hb),
@@ -581,9 +620,9 @@ impl DocIndex {
         Ok(Box::new(BooleanQuery::new(clauses)))
     }
 
-    /// The `k` best chunks for `q`.
-    pub fn search(&self, q: &str, k: usize) -> Result<Vec<Hit>> {
-        let query = self.query(q)?;
+    /// The `k` best chunks for `q`, ranked with `opts`.
+    pub fn search(&self, q: &str, k: usize, opts: &RagOptions) -> Result<Vec<Hit>> {
+        let query = self.query(q, opts)?;
         guard(&self.dir, || {
             self.search_unguarded(&*query, k).with_context(|| {
                 let d = self.dir.display();
@@ -679,19 +718,6 @@ fn damaged_files(dir: &Path) -> String {
     }
 }
 
-/// Weights of a term match in the innermost heading and in the path, over the body's 1.0
-/// (`AHA_RAG_BOOST=HEADING,PATH` changes them). A heading line is also part of the body, so a
-/// heading match scores twice. Chosen on tools/rag_eval (see BENCHMARKS.md).
-/// Read once per process (it used to be read again for every query term).
-fn boosts() -> (f32, f32) {
-    static B: std::sync::OnceLock<(f32, f32)> = std::sync::OnceLock::new();
-    *B.get_or_init(|| {
-        let v = std::env::var("AHA_RAG_BOOST").unwrap_or_default();
-        let mut it = v.split(',').filter_map(|x| x.parse().ok());
-        (it.next().unwrap_or(1.0), it.next().unwrap_or(0.5))
-    })
-}
-
 /// Marks the highlighted ranges (merged where they overlap, as CJK bigrams do) with `**`;
 /// returns the marked text and the byte offset of the first match.
 fn mark(fragment: &str, ranges: &[std::ops::Range<usize>]) -> (String, Option<usize>) {
@@ -723,6 +749,20 @@ fn mark(fragment: &str, ranges: &[std::ops::Range<usize>]) -> (String, Option<us
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn boost_spec_parses_like_the_old_variable() {
+        let d = RagOptions::default();
+        assert_eq!((d.heading_boost, d.path_boost), (1.0, 0.5));
+        assert_eq!(RagOptions::from_boost_spec(""), d);
+        let o = RagOptions::from_boost_spec("2,0.25");
+        assert_eq!((o.heading_boost, o.path_boost), (2.0, 0.25));
+        let o = RagOptions::from_boost_spec("3");
+        assert_eq!((o.heading_boost, o.path_boost), (3.0, 0.5));
+        // Unparsable parts are skipped, as before: the next number takes the slot.
+        let o = RagOptions::from_boost_spec("x,4,5");
+        assert_eq!((o.heading_boost, o.path_boost), (4.0, 5.0));
+    }
 
     #[test]
     fn overlapping_bigram_highlights_merge_into_one_mark() {

@@ -8,4 +8,4 @@ pub mod extract;
 pub mod index;
 
 pub use analyzer::Analyzer;
-pub use index::{default_dir, exists, DocIndex, Hit, IndexOptions, Report};
+pub use index::{default_dir, exists, DocIndex, Hit, IndexOptions, RagOptions, Report};

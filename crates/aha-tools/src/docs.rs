@@ -48,7 +48,7 @@ impl Tool for SearchDocs {
         let r = (|| -> Result<String> {
             let a: SearchDocsArgs = args(self.name(), &a)?;
             let ix = DocIndex::open(&index_dir(ctx))?;
-            let hits = ix.search(&a.query, a.k.unwrap_or(5).clamp(1, 20))?;
+            let hits = ix.search(&a.query, a.k.unwrap_or(5).clamp(1, 20), &ctx.rag)?;
             if hits.is_empty() {
                 return Ok(format!(
                     "no passages match {:?}; try other words (or the corpus does not cover it)",

@@ -42,6 +42,8 @@ pub struct ToolContext {
     pub index_dir: Option<PathBuf>,
     /// The agent turn this call belongs to (groups file changes for undo).
     pub turn: u64,
+    /// How `search_docs` ranks (the CLI's `RagOptions::from_env()`; default weights otherwise).
+    pub rag: aha_rag::RagOptions,
 }
 
 impl ToolContext {
@@ -56,6 +58,7 @@ impl ToolContext {
             cancel: Arc::new(AtomicBool::new(false)),
             index_dir: None,
             turn: 0,
+            rag: aha_rag::RagOptions::default(),
         })
     }
 }

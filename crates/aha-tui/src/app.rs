@@ -8,8 +8,7 @@ use super::keymap::Keymap;
 use super::steps;
 use super::theme::Theme;
 use super::view;
-use aha_agent::EngineInfo;
-use aha_protocol::{Event, Op, TurnId, TurnStats};
+use aha_protocol::{EngineInfo, Event, Op, TurnId, TurnStats};
 use aha_session::transcript::{Part, ReplyState, ToolState, Transcript};
 use crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers, MouseEvent, MouseEventKind};
 use std::cell::RefCell;
@@ -130,7 +129,8 @@ pub struct App {
     pub focus: Option<usize>,
     pub theme: Theme,
     pub keys: Keymap,
-    pub session_id: String,
+    /// The models on disk, as the caller found them at start-up (`/model` lists them).
+    pub downloaded: Vec<String>,
     pub last_stats: Option<TurnStats>,
     /// Ops sent that start a turn the agent has not acknowledged yet.
     pub awaiting: bool,
@@ -168,7 +168,7 @@ impl App {
             focus: None,
             theme: Theme::default(),
             keys: Keymap::default(),
-            session_id: String::new(),
+            downloaded: Vec::new(),
             last_stats: None,
             awaiting: false,
             last_turn: 0,
@@ -682,11 +682,7 @@ fn command(app: &mut App, line: &str) {
         }
         Command::Model => {
             let i = &app.info;
-            let on_disk: Vec<String> = aha_engine::registry::list_rows()
-                .into_iter()
-                .filter(|r| r.1)
-                .map(|r| r.0)
-                .collect();
+            let on_disk = &app.downloaded;
             let msg = format!(
                 "model {} on {} · context {} tokens · {} · downloaded: {} (start `aha --model NAME` to use another)",
                 i.model,
@@ -724,7 +720,6 @@ fn command(app: &mut App, line: &str) {
         }
         Command::Search(query) => app.send(Op::Search { query }),
         Command::Open(path, line) => app.effects.push(Effect::Open(path, line)),
-        Command::NotYet(name) => app.t.notice(format!("{name} is not available yet")),
     }
 }
 

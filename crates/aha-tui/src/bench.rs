@@ -3,7 +3,7 @@
 
 use super::app::App;
 use super::{run_loop, AgentLink, Clock, Input, LoopOpts, Sessions};
-use aha_agent::EngineInfo;
+use aha_protocol::EngineInfo;
 use aha_protocol::{Event, Op, TurnStats};
 use anyhow::Result;
 use ratatui::backend::{CrosstermBackend, TestBackend};
@@ -172,12 +172,15 @@ pub fn frame_times(messages: usize, frames: usize, w: u16, h: u16) -> Result<Fra
     })
 }
 
-struct ChannelAgent(Receiver<Event>);
+struct ChannelAgent(Receiver<Event>, EngineInfo);
 
 impl AgentLink for ChannelAgent {
     fn send(&mut self, _op: Op) {}
     fn try_recv(&mut self) -> Option<Event> {
         self.0.try_recv().ok()
+    }
+    fn info(&self) -> &EngineInfo {
+        &self.1
     }
 }
 
@@ -272,7 +275,7 @@ pub fn cpu_load(tok_s: u32, secs: f64, w: u16, h: u16) -> Result<CpuLoad> {
     run_loop(
         &mut term,
         &mut app,
-        &mut ChannelAgent(rx),
+        &mut ChannelAgent(rx, info()),
         &mut NoInput,
         &mut sessions,
         &mut clock,

@@ -109,7 +109,6 @@ pub enum Command {
     /// `/open path[:line]`: a cited source in `$EDITOR`.
     Open(String, usize),
     Undo,
-    NotYet(&'static str),
     Quit,
 }
 

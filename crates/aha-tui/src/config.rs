@@ -1,13 +1,14 @@
-//! The `[ui]` section of aha's config file (`$AHA_CONFIG`, else `~/.config/aha/config.toml`):
-//! default model, thinking and sampling for the workbench, colours and key bindings. Unknown
-//! keys are errors that name the key, not silent defaults.
+//! The `[ui]` section of aha's config file: default model, thinking and sampling for the
+//! workbench, colours and key bindings. The file is found, read and checked by the one config
+//! loader (`aha::config::Config`), which parses this table into [`UiConfig`] and runs
+//! [`UiConfig::validate`]; unknown keys are errors that name the key, not silent defaults.
+//! Its tests are with the loader (`src/config.rs`), on input the loader accepts.
 
 use super::keymap::Keymap;
 use super::theme::{parse_color, Theme};
 use aha_protocol::sampling::SamplingParams;
-use anyhow::{anyhow, Context, Result};
+use anyhow::{anyhow, Result};
 use serde::Deserialize;
-use std::path::PathBuf;
 
 /// The workbench's settings.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
@@ -68,46 +69,10 @@ pub struct KeysConfig {
 }
 
 impl UiConfig {
-    /// Reads the `[ui]` table itself.
-    pub fn from_table(t: &toml::Table) -> Result<Self> {
-        let c: UiConfig = toml::Value::Table(t.clone())
-            .try_into()
-            .map_err(|e| anyhow!("[ui]: {e}"))?;
-        c.validate()?;
-        Ok(c)
-    }
-
-    /// Reads the `[ui]` section of a whole config file (other sections belong to others).
-    pub fn from_file_text(text: &str) -> Result<Self> {
-        let t: toml::Table = text.parse().map_err(|e| anyhow!("{e}"))?;
-        match t.get("ui") {
-            None => Ok(Self::default()),
-            Some(toml::Value::Table(ui)) => Self::from_table(ui),
-            Some(_) => Err(anyhow!("`ui` must be a table ([ui])")),
-        }
-    }
-
-    /// The config file's path: `$AHA_CONFIG`, else `<config dir>/aha/config.toml`.
-    pub fn path() -> Option<PathBuf> {
-        if let Some(p) = std::env::var_os("AHA_CONFIG") {
-            return Some(PathBuf::from(p));
-        }
-        dirs::config_dir().map(|d| d.join("aha").join("config.toml"))
-    }
-
-    /// Loads the config file; a missing file is the defaults.
-    pub fn load() -> Result<Self> {
-        let Some(p) = Self::path() else {
-            return Ok(Self::default());
-        };
-        match std::fs::read_to_string(&p) {
-            Ok(text) => Self::from_file_text(&text).with_context(|| format!("in {}", p.display())),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Self::default()),
-            Err(e) => Err(anyhow!("cannot read {}: {e}", p.display())),
-        }
-    }
-
-    fn validate(&self) -> Result<()> {
+    /// Checks what serde cannot: the thinking mode, the colours and the key bindings. The
+    /// config loader (`aha::config::Config::parse`) runs it, so a bad value is refused when the
+    /// file is read, naming the key.
+    pub fn validate(&self) -> Result<()> {
         if let Some(t) = &self.think {
             if !matches!(t.as_str(), "auto" | "on" | "off") {
                 return Err(anyhow!("[ui] think = \"{t}\": use auto, on or off"));
@@ -187,56 +152,5 @@ impl UiConfig {
     /// Whether any sampling value is set.
     pub fn has_sampling(&self) -> bool {
         self.sampling.is_set()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn reads_the_ui_section_and_ignores_the_others() {
-        let c = UiConfig::from_file_text(
-            r##"
-            [engine]
-            whatever = 1
-            [ui]
-            model = "smollm2-135m"
-            think = "on"
-            think_budget = 256
-            [ui.sampling]
-            temperature = 0.2
-            [ui.colors]
-            user = "#00ff00"
-            heat = ["green", "yellow", "208", "red"]
-            [ui.keys]
-            fold = "f2"
-            "##,
-        )
-        .unwrap();
-        assert_eq!(c.model.as_deref(), Some("smollm2-135m"));
-        assert_eq!(c.think_budget, Some(256));
-        assert_eq!(c.keymap().unwrap().fold.to_string(), "F2");
-        assert_eq!(
-            c.theme().unwrap().user,
-            ratatui::style::Color::Rgb(0, 255, 0)
-        );
-        assert_eq!(c.sampling(SamplingParams::greedy()).temperature, 0.2);
-        assert_eq!(UiConfig::from_file_text("").unwrap(), UiConfig::default());
-    }
-
-    #[test]
-    fn typos_are_errors_that_name_the_key() {
-        let e = UiConfig::from_file_text("[ui]\nthemee = 1\n").unwrap_err();
-        assert!(format!("{e:#}").contains("themee"), "{e:#}");
-        let e = UiConfig::from_file_text("[ui.colors]\nuser = \"mauve\"\n").unwrap_err();
-        assert!(format!("{e:#}").contains("user = \"mauve\""), "{e:#}");
-        let e = UiConfig::from_file_text("[ui.keys]\nfold = \"hyper-x\"\n").unwrap_err();
-        assert!(format!("{e:#}").contains("fold"), "{e:#}");
-        let e = UiConfig::from_file_text("[ui]\nthink = \"maybe\"\n").unwrap_err();
-        assert!(format!("{e:#}").contains("auto, on or off"), "{e:#}");
-        let mut t = toml::Table::new();
-        t.insert("fps".into(), toml::Value::Integer(20));
-        assert_eq!(UiConfig::from_table(&t).unwrap().fps, Some(20));
     }
 }

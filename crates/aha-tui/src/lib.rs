@@ -12,7 +12,6 @@ pub mod bench;
 pub mod commands;
 pub mod composer;
 pub mod config;
-pub mod firstrun;
 pub mod highlight;
 pub mod keymap;
 pub mod markdown;
@@ -22,7 +21,7 @@ pub mod text;
 pub mod theme;
 pub mod view;
 
-use aha_agent::AgentHandle;
+pub use aha_protocol::AgentLink;
 use aha_protocol::{Event, Op};
 use aha_session::{self as session, SessionLog};
 use anyhow::Result;
@@ -33,21 +32,6 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-/// The agent as the UI sees it: ops in, events out.
-pub trait AgentLink {
-    fn send(&mut self, op: Op);
-    fn try_recv(&mut self) -> Option<Event>;
-}
-
-impl AgentLink for AgentHandle {
-    fn send(&mut self, op: Op) {
-        AgentHandle::send(self, op)
-    }
-    fn try_recv(&mut self) -> Option<Event> {
-        AgentHandle::try_recv(self)
-    }
-}
 
 /// A source of key, mouse, paste and resize events.
 pub trait Input {
@@ -71,22 +55,6 @@ impl Input for TerminalInput {
             CE::Resize(w, h) => Some(AppEvent::Resize(w, h)),
             _ => None,
         })
-    }
-}
-
-/// Appends a line to aha's UI log file (never the terminal the TUI owns).
-pub fn log(msg: &str) {
-    use std::io::Write;
-    let dir = session::data_dir().join("logs");
-    if std::fs::create_dir_all(&dir).is_err() {
-        return;
-    }
-    if let Ok(mut f) = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(dir.join("tui.log"))
-    {
-        let _ = writeln!(f, "{} {msg}", session::format_utc(session::unix_now()));
     }
 }
 
@@ -153,7 +121,8 @@ impl Sessions {
 pub struct LoopOpts {
     /// Most frames per second.
     pub fps: u32,
-    /// Panic right after the first frame (tests that the terminal is restored).
+    /// Panic right after the first frame (tests that the terminal is restored; the CLI sets it
+    /// from `AHA_TEST_PANIC=1` at start-up).
     pub panic_after_first_draw: bool,
     /// Stop once this is set and the agent has nothing more to say (benchmarks).
     pub stop: Option<Arc<AtomicBool>>,
@@ -449,13 +418,18 @@ pub enum ResumeArg {
     Id(String),
 }
 
-/// Runs the workbench on the real terminal with an agent already started.
+/// Runs the workbench on the real terminal with an agent already started. `downloaded` lists
+/// the models on disk at start-up (for `/model`); `opts` says how the loop runs. Nothing here
+/// reads the environment: the caller gathers its knobs at start-up.
 pub fn run_tui(
-    mut agent: AgentHandle,
+    mut agent: impl AgentLink,
     cfg: &config::UiConfig,
     resume_arg: Option<ResumeArg>,
+    downloaded: Vec<String>,
+    opts: LoopOpts,
 ) -> Result<i32> {
     let mut app = App::new(agent.info().clone());
+    app.downloaded = downloaded;
     app.theme = cfg.theme()?;
     app.keys = cfg.keymap()?;
     if let Some(m) = &cfg.think {
@@ -472,11 +446,11 @@ pub fn run_tui(
         };
         resume(&mut app, &mut agent, &mut sessions, &mut clock, &path)?;
     }
-    let opts = LoopOpts {
-        fps: cfg.fps.unwrap_or(30),
-        panic_after_first_draw: std::env::var_os("AHA_TEST_PANIC").is_some_and(|v| v == "1"),
-        stop: None,
-    };
+    tracing::info!(
+        model = %app.info.model,
+        device = %app.info.device,
+        "workbench started"
+    );
     let mut guard = terminal::TerminalGuard::enter()?;
     let r = run_loop(
         &mut guard.terminal,

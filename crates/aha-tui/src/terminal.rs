@@ -116,7 +116,7 @@ pub fn restore() {
 }
 
 /// Restores the terminal before the default panic message is printed, and keeps a copy of the
-/// message in the log file.
+/// message in the log (tracing, which the workbench sends to a file).
 fn install_panic_hook() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
@@ -127,7 +127,7 @@ fn install_panic_hook() {
                 return prev(info);
             }
             restore();
-            super::log(&format!("panic: {info}"));
+            tracing::error!("panic: {info}");
             prev(info);
         }));
     });

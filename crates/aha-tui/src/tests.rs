@@ -3,8 +3,7 @@
 
 use super::app::{update, App, AppEvent, Phase, Scroll, View};
 use super::view;
-use aha_agent::EngineInfo;
-use aha_protocol::TurnId;
+use aha_protocol::{EngineInfo, TurnId};
 use aha_protocol::{Event, Op, TurnStats};
 use aha_session::transcript::ReplyState;
 use crossterm::event::{KeyCode, KeyEvent, KeyModifiers, MouseEvent, MouseEventKind};
@@ -356,6 +355,31 @@ fn clear_forgets_the_transcript() {
     key(&mut a, KeyCode::Enter);
     assert_eq!(a.outbox, [Op::Clear]);
     assert!(a.t.turns.is_empty());
+}
+
+#[test]
+fn model_lists_the_downloaded_models_the_caller_gave() {
+    use aha_session::transcript::EntryKind;
+    let notice = |a: &App| match a.t.entries.last().map(|e| &e.kind) {
+        Some(EntryKind::Notice(m)) => m.clone(),
+        other => panic!("expected a notice, got {other:?}"),
+    };
+    let mut a = app();
+    typ(&mut a, "/model");
+    key(&mut a, KeyCode::Enter);
+    let m = notice(&a);
+    assert!(
+        m.contains("model r1-distill-qwen-1.5b on cpu (2 threads)"),
+        "{m}"
+    );
+    assert!(m.contains("downloaded: none"), "{m}");
+    let mut a = app();
+    a.downloaded = vec!["smollm2-135m".into(), "qwen2.5-0.5b".into()];
+    typ(&mut a, "/model");
+    key(&mut a, KeyCode::Enter);
+    let m = notice(&a);
+    assert!(m.contains("downloaded: smollm2-135m, qwen2.5-0.5b"), "{m}");
+    assert!(a.outbox.is_empty());
 }
 
 // ---- update(): scrolling -----------------------------------------------------------------

@@ -2,12 +2,13 @@
 //! download in place. The pull runs as a child `aha pull NAME` (its own progress bars go to a
 //! pipe, never to this screen); progress is the bytes arriving in the model and hub folders.
 //! When the pull fails (no network to the hub), the error is shown with the models that can be
-//! used instead.
+//! used instead. It lives with the CLI, not in the UI crate, because it needs the engine's
+//! model registry.
 
-use super::terminal::TerminalGuard;
-use super::text::{pad, truncate, wrap_text};
-use super::theme::Theme;
-use aha_engine::registry::{self, KnownModel, Source};
+use crate::engine::registry::{self, KnownModel, Source};
+use crate::ui::terminal::TerminalGuard;
+use crate::ui::text::{pad, truncate, wrap_text};
+use crate::ui::theme::Theme;
 use anyhow::Result;
 use crossterm::event::{self, Event as CE, KeyCode, KeyEventKind, KeyModifiers};
 use ratatui::style::{Modifier, Style};
