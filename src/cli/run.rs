@@ -356,6 +356,8 @@ fn run_agent(
         max_steps: a.max_steps,
         constrain_tools: !a.no_constrain,
         insist: !a.no_insist,
+        raw: false,
+        no_tool_calls: false,
     };
     let h = agent::spawn_with_tools(engine, cfg, Some(host));
     h.send(crate::protocol::Op::UserMessage { text });
