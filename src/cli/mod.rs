@@ -4,6 +4,7 @@ mod bench;
 mod chat;
 mod docs;
 mod eval;
+mod events;
 mod models;
 mod run;
 mod serve;
