@@ -316,7 +316,11 @@ mod tests {
 
     #[test]
     fn a_tool_less_turn_is_the_engine_s_events_between_turn_started_and_its_stats() {
-        let mut b = bench(&["why|The answer is 42."], one_shot_cfg(false, false), false);
+        let mut b = bench(
+            &["why|The answer is 42."],
+            one_shot_cfg(false, false),
+            false,
+        );
         let ev = b.handle(aha_protocol::Op::UserMessage { text: "q".into() });
         assert!(matches!(ev[0], Event::TurnStarted { turn: 0, .. }));
         // What the engine emitted, in order, unchanged (the double streams 7 characters a piece).
