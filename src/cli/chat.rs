@@ -1,28 +1,40 @@
 //! `aha chat`: a line-by-line chat in the terminal, for when there is no full-screen terminal.
+//! Each message is a turn of the agent without tools, printed by the shared event printer.
 
-use super::{load_any_engine, run::print_stats, ModelArgs};
-use crate::engine::template::ChatMessage;
-use crate::engine::{Control, GenerateRequest, Prompt};
-use crate::protocol::Event;
+use super::events::{drive_turn, Printer, Shown};
+use super::{load_any_engine, ModelArgs};
+use crate::agent::{self, AgentConfig};
+use crate::engine::{Control, GenerateRequest};
+use crate::protocol::Op;
 use anyhow::Result;
-use std::io::{BufRead, IsTerminal, Write};
+use std::io::BufRead;
 use std::sync::Arc;
 
 /// Runs the interactive chat until end of input or `/quit`.
-pub fn chat(m: &ModelArgs, cfg: &crate::config::Config) -> Result<i32> {
-    let mut engine = load_any_engine(m, cfg)?;
+pub fn chat(m: &ModelArgs, config: &crate::config::Config) -> Result<i32> {
+    let engine = load_any_engine(m, config)?;
+    // The settings of a plain chat request; the model's recommended sampling.
+    let defaults = GenerateRequest::chat(Vec::new());
+    let cfg = AgentConfig {
+        max_tokens: defaults.max_tokens,
+        think: defaults.think,
+        think_budget: defaults.think_budget,
+        sampling: None,
+        interactive: false,
+        ..AgentConfig::default()
+    };
+    let h = agent::spawn(engine, cfg);
     eprintln!(
         "aha · {} · context {} tokens. Type a message; /clear starts over, /quit leaves. Ctrl-C stops a reply.",
-        engine.model_name(),
-        engine.context_length()
+        h.info().model,
+        h.info().context_length
     );
     let ctrl = Arc::new(Control::default());
     {
         let c = ctrl.clone();
         let _ = ctrlc::set_handler(move || c.cancel());
     }
-    let dim = std::io::stderr().is_terminal();
-    let mut history: Vec<ChatMessage> = Vec::new();
+    let mut printer = Printer::new(false);
     let stdin = std::io::stdin();
     loop {
         eprint!("\n> ");
@@ -35,51 +47,21 @@ pub fn chat(m: &ModelArgs, cfg: &crate::config::Config) -> Result<i32> {
             "" => continue,
             "/quit" | "/exit" => return Ok(0),
             "/clear" => {
-                history.clear();
+                h.send(Op::Clear);
                 eprintln!("(conversation cleared)");
                 continue;
             }
             _ => {}
         }
-        history.push(ChatMessage::user(line));
-        ctrl.cancel
-            .store(false, std::sync::atomic::Ordering::SeqCst);
-        let mut req = GenerateRequest::chat(history.clone());
-        req.sampling = engine.default_sampling();
-        req.prompt = Prompt::Chat(history.clone());
-        let mut answer = String::new();
-        let mut thinking = false;
-        let r = engine.generate(&req, &ctrl, &mut |e| match e {
-            Event::ThinkingDelta { text, .. } => {
-                if dim && !thinking {
-                    eprint!("\x1b[2m");
-                }
-                thinking = true;
-                eprint!("{text}");
-            }
-            Event::AnswerDelta { text, .. } => {
-                if thinking {
-                    eprintln!("{}", if dim { "\x1b[0m" } else { "" });
-                    thinking = false;
-                }
-                print!("{text}");
-                let _ = std::io::stdout().flush();
-                answer.push_str(&text);
-            }
-            Event::TurnFinished { stats, .. } => {
-                if thinking && dim {
-                    eprint!("\x1b[0m");
-                }
-                println!();
-                print_stats(&stats);
-            }
-            _ => {}
-        });
-        if let Err(e) = r {
-            eprintln!("error: {e:#}");
-            history.pop();
-            continue;
+        let end = drive_turn(
+            &h,
+            line.to_string(),
+            &ctrl,
+            Shown::OneGeneration,
+            &mut printer,
+        );
+        if let Some(e) = end.error {
+            eprintln!("error: {e}");
         }
-        history.push(ChatMessage::assistant(answer));
     }
 }

@@ -4,6 +4,7 @@ mod bench;
 mod chat;
 mod docs;
 mod eval;
+mod events;
 mod firstrun;
 pub mod logs;
 mod models;
@@ -239,7 +240,7 @@ pub fn dispatch(cli: Cli) -> Result<i32> {
             frames,
         }) => tui::bench_ui(secs, tok_s, frames),
         Some(Command::Run(a)) => match Config::load() {
-            Ok(cfg) => run::run(m, a, &cfg),
+            Ok(cfg) => run::run(m, a, &cfg, rag()),
             // `aha run --json` reports a failure before generation as an error event.
             Err(e) if a.json => {
                 let e = crate::protocol::Event::Error {

@@ -1,12 +1,12 @@
 //! `aha run`: one generation from the command line, as text or as JSON events.
 
+use super::events::{drive_turn, print_json, Printer, Shown};
 use super::{load_engine, remote_engine, ModelArgs, SamplingArgs};
 use crate::engine::template::ChatMessage;
 use crate::engine::{Control, Engine, GenerateRequest, Prompt, ThinkMode};
-use crate::protocol::{Event, TurnStats};
+use crate::protocol::Event;
 use anyhow::Result;
 use clap::Args;
-use std::io::{IsTerminal, Write};
 use std::sync::Arc;
 
 #[derive(Debug, Args)]
@@ -30,7 +30,9 @@ pub struct RunArgs {
     /// Ask a reasoning model to answer without reasoning.
     #[arg(long)]
     pub no_think: bool,
-    /// Print one JSON event per line on stdout.
+    /// Print one JSON event per line on stdout. Without --agent, the events of the one
+    /// generation: no turn_started, and a generation that fails ends with its error (no
+    /// turn_finished after it). With --agent, every event of the turn, turn_started first.
     #[arg(long)]
     pub json: bool,
     /// Pass the prompt as exact text, without the chat template (completion mode).
@@ -73,103 +75,6 @@ pub struct RunArgs {
     pub index: Option<std::path::PathBuf>,
 }
 
-fn print_json(e: &Event) {
-    let mut out = std::io::stdout().lock();
-    if let Ok(s) = serde_json::to_string(e) {
-        let _ = writeln!(out, "{s}");
-        let _ = out.flush();
-    }
-}
-
-/// Prints the stats line to stderr.
-pub fn print_stats(s: &TurnStats) {
-    eprintln!(
-        "\n[{} prompt tokens ({} prefilled) · {} thinking + {} answer tokens · ttft {:.0} ms · prefill {:.1} tok/s · decode {:.1} tok/s · {}]",
-        s.prompt_tokens,
-        s.prefilled_tokens,
-        s.thinking_tokens,
-        s.answer_tokens,
-        s.ttft_ms,
-        s.prefill_tok_s,
-        s.decode_tok_s,
-        s.finish_reason
-    );
-}
-
-/// Writes events as a person reads them: reasoning dim on stderr, the answer on stdout, tool
-/// calls and results on stderr.
-struct Printer {
-    dim: bool,
-    in_thinking: bool,
-}
-
-impl Printer {
-    fn on(&mut self, e: Event) {
-        match e {
-            Event::ThinkingDelta { text, .. } => {
-                let mut err = std::io::stderr().lock();
-                if self.dim && !self.in_thinking {
-                    let _ = write!(err, "\x1b[2m");
-                }
-                self.in_thinking = true;
-                let _ = write!(err, "{text}");
-                let _ = err.flush();
-            }
-            Event::AnswerDelta { text, .. } => {
-                self.end_thinking();
-                let mut out = std::io::stdout().lock();
-                let _ = write!(out, "{text}");
-                let _ = out.flush();
-            }
-            Event::ToolCall {
-                name, arguments, ..
-            } => {
-                self.end_thinking();
-                eprintln!("\n→ {name} {arguments}");
-            }
-            Event::ToolResult {
-                ok,
-                output,
-                duration_ms,
-                ..
-            } => {
-                let lines: Vec<&str> = output.lines().collect();
-                let shown = lines
-                    .iter()
-                    .take(12)
-                    .copied()
-                    .collect::<Vec<_>>()
-                    .join("\n  ");
-                let more = if lines.len() > 12 {
-                    format!("\n  … {} more lines", lines.len() - 12)
-                } else {
-                    String::new()
-                };
-                eprintln!(
-                    "{} ({duration_ms} ms)\n  {shown}{more}",
-                    if ok { "✓" } else { "✗" }
-                );
-            }
-            Event::Notice { message } => eprintln!("\n[{message}]"),
-            Event::Error { message } => eprintln!("\nerror: {message}"),
-            Event::TurnFinished { stats, .. } => {
-                self.end_thinking();
-                println!();
-                print_stats(&stats);
-            }
-            _ => {}
-        }
-    }
-
-    fn end_thinking(&mut self) {
-        if self.in_thinking {
-            let mut err = std::io::stderr().lock();
-            let _ = writeln!(err, "{}", if self.dim { "\x1b[0m" } else { "" });
-            self.in_thinking = false;
-        }
-    }
-}
-
 /// The engine `aha run` uses.
 enum Loaded {
     Local(Box<crate::engine::LocalEngine>),
@@ -177,7 +82,12 @@ enum Loaded {
 }
 
 /// Runs `aha run`.
-pub fn run(m: &ModelArgs, a: RunArgs, cfg: &crate::config::Config) -> Result<i32> {
+pub fn run(
+    m: &ModelArgs,
+    a: RunArgs,
+    cfg: &crate::config::Config,
+    rag: crate::rag::RagOptions,
+) -> Result<i32> {
     // Out-of-range sampling flags are refused before a model loads, naming the flag.
     use crate::engine::sampler::{validate_max_tokens, SamplingParams};
     if let Err(e) = validate_max_tokens(a.max_tokens)
@@ -198,7 +108,7 @@ pub fn run(m: &ModelArgs, a: RunArgs, cfg: &crate::config::Config) -> Result<i32
         Some(r) => Ok(Loaded::Remote(r)),
         None => load_engine(m, cfg).map(|l| Loaded::Local(Box::new(l))),
     });
-    let mut loaded = match loaded {
+    let loaded = match loaded {
         Ok(e) => e,
         Err(e) if a.json => {
             print_json(&Event::Error {
@@ -208,6 +118,8 @@ pub fn run(m: &ModelArgs, a: RunArgs, cfg: &crate::config::Config) -> Result<i32
         }
         Err(e) => return Err(e),
     };
+    // Without --agent, the text the agent is sent (the request below is what it will ask).
+    let text = prompt_text.clone();
     let prompt = if a.raw {
         Prompt::Raw(prompt_text)
     } else {
@@ -271,42 +183,33 @@ pub fn run(m: &ModelArgs, a: RunArgs, cfg: &crate::config::Config) -> Result<i32
             c.cancel();
         });
     }
-    let mut printer = Printer {
-        dim: std::io::stderr().is_terminal(),
-        in_thinking: false,
+    let mut printer = Printer::new(a.json);
+    let engine: Box<dyn Engine> = match loaded {
+        Loaded::Local(l) => l,
+        Loaded::Remote(r) => r,
     };
-    let json = a.json;
     if a.agent {
-        let boxed: Box<dyn Engine> = match loaded {
-            Loaded::Local(l) => l,
-            Loaded::Remote(r) => r,
-        };
-        return run_agent(boxed, &a, req, ctrl, printer);
+        return run_agent(engine, &a, req, &ctrl, printer, rag);
     }
-    let engine: &mut dyn Engine = match &mut loaded {
-        Loaded::Local(l) => l.as_mut(),
-        Loaded::Remote(r) => r.as_mut(),
+    // One generation: the agent without tools, asked exactly what the request above says.
+    let cfg = crate::agent::AgentConfig {
+        max_tokens: req.max_tokens,
+        think: req.think,
+        think_budget: req.think_budget,
+        sampling: Some(req.sampling),
+        system: a.system.clone(),
+        interactive: false,
+        raw: a.raw,
+        no_tool_calls: a.no_tool_calls,
+        ..Default::default()
     };
-    let result = crate::tools::catch_panic(|| {
-        engine.generate(&req, &ctrl, &mut |e| {
-            if json {
-                print_json(&e);
-            } else {
-                printer.on(e);
-            }
-        })
-    })
-    .unwrap_or_else(|p| Err(anyhow::anyhow!("the engine failed: {p}")));
-    match result {
-        Ok(s) if s.finish_reason == aha_protocol::FinishReason::Cancelled => Ok(130),
-        Ok(_) => Ok(0),
-        Err(e) if json => {
-            print_json(&Event::Error {
-                message: format!("{e:#}"),
-            });
-            Ok(1)
-        }
-        Err(e) => Err(e),
+    let h = crate::agent::spawn(engine, cfg);
+    let end = drive_turn(&h, text, &ctrl, Shown::OneGeneration, &mut printer);
+    match end.error {
+        Some(_) if a.json => Ok(1),
+        Some(e) => Err(anyhow::anyhow!(e)),
+        None if end.cancelled() => Ok(130),
+        None => Ok(0),
     }
 }
 
@@ -318,8 +221,9 @@ fn run_agent(
     engine: Box<dyn Engine>,
     a: &RunArgs,
     req: GenerateRequest,
-    ctrl: Arc<Control>,
+    ctrl: &Control,
     mut printer: Printer,
+    rag: crate::rag::RagOptions,
 ) -> Result<i32> {
     use crate::agent::{self, policy::Policy, AgentConfig};
     let policy = Policy::parse(&a.approve).ok_or_else(|| {
@@ -335,7 +239,7 @@ fn run_agent(
         Some(w) => w.clone(),
         None => std::env::current_dir()?,
     };
-    let host = agent::host::builtin_with_index(&workspace, a.index.clone())?;
+    let host = agent::host::builtin_with(&workspace, a.index.clone(), rag)?;
     let text = msgs.pop().map(|m| m.content).unwrap_or_default();
     let cfg = AgentConfig {
         max_tokens: req.max_tokens,
@@ -352,49 +256,16 @@ fn run_agent(
         max_steps: a.max_steps,
         constrain_tools: !a.no_constrain,
         insist: !a.no_insist,
+        raw: false,
+        no_tool_calls: false,
     };
     let h = agent::spawn_with_tools(engine, cfg, Some(host));
-    h.send(crate::protocol::Op::UserMessage { text, turn_id: None });
-    let mut code = 0;
-    loop {
-        if ctrl.cancelled() {
-            h.send(crate::protocol::Op::Cancel { turn_id: None });
-            ctrl.cancel
-                .store(false, std::sync::atomic::Ordering::SeqCst);
-        }
-        let e = match h.recv_timeout(std::time::Duration::from_millis(50)) {
-            Ok(Some(e)) => e,
-            Ok(None) => continue,
-            Err(_) => {
-                // The thread is gone before the turn ended: say so, whatever came before.
-                let e = Event::Error {
-                    message: agent::AGENT_STOPPED_MESSAGE.into(),
-                };
-                if a.json {
-                    print_json(&e);
-                } else {
-                    printer.on(e);
-                }
-                return Ok(1);
-            }
-        };
-        let done = matches!(e, Event::TurnFinished { .. });
-        if let Event::TurnFinished { stats, .. } = &e {
-            if stats.finish_reason == aha_protocol::FinishReason::Cancelled {
-                code = 130;
-            }
-        }
-        if matches!(e, Event::Error { .. }) {
-            code = 1;
-        }
-        if a.json {
-            print_json(&e);
-        } else {
-            printer.on(e);
-        }
-        if done {
-            break;
-        }
-    }
-    Ok(code)
+    let end = drive_turn(&h, text, ctrl, Shown::All, &mut printer);
+    Ok(if end.cancelled() {
+        130
+    } else if end.error.is_some() {
+        1
+    } else {
+        0
+    })
 }

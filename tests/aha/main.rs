@@ -12,6 +12,7 @@ mod proptests;
 mod pull;
 mod rag;
 mod remote;
+mod run_json;
 mod sandbox;
 mod serve;
 mod tokenizer;

@@ -92,13 +92,17 @@ impl Agent {
     /// The request for the next generation: the system prompt and the conversation, this
     /// session's settings, the tools, and the branch prefix to continue.
     fn request(&self, prefix: Option<String>, specs: &[Value], no_calls: bool) -> GenerateRequest {
-        let mut msgs = Vec::new();
-        if let Some(s) = system_prompt(self.cfg.system.as_deref(), !specs.is_empty()) {
-            msgs.push(ChatMessage::system(s));
-        }
-        msgs.extend(self.messages.iter().cloned());
         let mut req = GenerateRequest::chat(Vec::new());
-        req.prompt = Prompt::Chat(msgs);
+        req.prompt = if self.cfg.raw {
+            Prompt::Raw(self.last_user_text())
+        } else {
+            let mut msgs = Vec::new();
+            if let Some(s) = system_prompt(self.cfg.system.as_deref(), !specs.is_empty()) {
+                msgs.push(ChatMessage::system(s));
+            }
+            msgs.extend(self.messages.iter().cloned());
+            Prompt::Chat(msgs)
+        };
         req.max_tokens = self.cfg.max_tokens;
         req.think = self.cfg.think;
         req.think_budget = self.cfg.think_budget;
@@ -109,9 +113,19 @@ impl Agent {
             .unwrap_or_else(|| self.engine.default_sampling());
         req.tools = (!specs.is_empty()).then(|| specs.to_vec());
         req.constrain_tools = self.cfg.constrain_tools;
-        req.no_tool_calls = no_calls;
+        req.no_tool_calls = no_calls || self.cfg.no_tool_calls;
         req.assistant_prefix = prefix;
         req
+    }
+
+    /// The text of the latest user message (the whole prompt in completion mode).
+    fn last_user_text(&self) -> String {
+        self.messages
+            .iter()
+            .rev()
+            .find(|m| m.role == aha_protocol::Role::User)
+            .map(|m| m.content.clone())
+            .unwrap_or_default()
     }
 
     /// Runs the engine on `req`, sending its events on as they come; with tools offered, a
@@ -225,6 +239,116 @@ mod tests {
         assert_eq!(r.assistant_prefix.as_deref(), Some("pre"));
         let r = b.agent.request(None, &[], false);
         assert!(r.tools.is_none() && !r.no_tool_calls && r.assistant_prefix.is_none());
+    }
+
+    /// What `aha run` built before it went through the agent: the system message and the user
+    /// message, the flags' settings, no tools.
+    fn direct_request(prompt: Prompt, no_tool_calls: bool) -> GenerateRequest {
+        let mut r = GenerateRequest::chat(Vec::new());
+        r.prompt = prompt;
+        r.sampling = aha_engine::sampler::SamplingParams::greedy();
+        r.max_tokens = 40;
+        r.think = ThinkMode::On;
+        r.think_budget = Some(24);
+        r.no_tool_calls = no_tool_calls;
+        r
+    }
+
+    fn one_shot_cfg(raw: bool, no_tool_calls: bool) -> AgentConfig {
+        AgentConfig {
+            max_tokens: 40,
+            think: ThinkMode::On,
+            think_budget: Some(24),
+            sampling: Some(aha_engine::sampler::SamplingParams::greedy()),
+            system: Some("S".into()),
+            raw,
+            no_tool_calls,
+            ..AgentConfig::default()
+        }
+    }
+
+    #[test]
+    fn a_tool_less_agent_asks_exactly_what_a_direct_generation_asks() {
+        for no_calls in [false, true] {
+            let mut b = bench(&[], one_shot_cfg(false, no_calls), false);
+            b.agent.messages.push(ChatMessage::user("q"));
+            let want = direct_request(
+                Prompt::Chat(vec![
+                    ChatMessage::system("S"),
+                    ChatMessage::user("q"),
+                ]),
+                no_calls,
+            );
+            let got = b.agent.request(None, &[], false);
+            assert_eq!(format!("{got:?}"), format!("{want:?}"));
+        }
+    }
+
+    #[test]
+    fn raw_mode_sends_the_latest_user_message_as_exact_text() {
+        let mut b = bench(&[], one_shot_cfg(true, false), false);
+        b.agent.messages.push(ChatMessage::user("def f(n):"));
+        let got = b.agent.request(None, &[], false);
+        let want = direct_request(Prompt::Raw("def f(n):".into()), false);
+        assert_eq!(
+            format!("{got:?}"),
+            format!("{want:?}"),
+            "no template, no system prompt"
+        );
+        b.agent.messages.push(ChatMessage::assistant("x"));
+        b.agent.messages.push(ChatMessage::user("second"));
+        b.agent.messages.push(ChatMessage::tool("not user"));
+        let Prompt::Raw(text) = b.agent.request(None, &[], false).prompt else {
+            panic!("raw")
+        };
+        assert_eq!(text, "second", "only the latest user message");
+    }
+
+    #[test]
+    fn no_tool_calls_forbids_calls_in_every_generation() {
+        let b = bench(&[], one_shot_cfg(false, true), true);
+        let r = b.agent.request(None, &[json_spec()], false);
+        assert!(r.no_tool_calls && r.tools.is_some());
+        let b = bench(&[], AgentConfig::default(), true);
+        assert!(!b.agent.request(None, &[json_spec()], false).no_tool_calls);
+    }
+
+    #[test]
+    fn a_tool_less_turn_is_the_engine_s_events_between_turn_started_and_its_stats() {
+        let mut b = bench(
+            &["why|The answer is 42."],
+            one_shot_cfg(false, false),
+            false,
+        );
+        let ev = b.handle(aha_protocol::Op::UserMessage { text: "q".into(), turn_id: None });
+        assert!(matches!(ev[0], Event::TurnStarted { turn: 0, .. }));
+        // What the engine emitted, in order, unchanged (the double streams 7 characters a piece).
+        let deltas: Vec<String> = ev[1..ev.len() - 1]
+            .iter()
+            .map(|e| serde_json::to_string(e).unwrap())
+            .collect();
+        assert_eq!(
+            deltas,
+            [
+                r#"{"type":"thinking_delta","text":"why"}"#,
+                r#"{"type":"answer_delta","text":"The ans"}"#,
+                r#"{"type":"answer_delta","text":"wer is "}"#,
+                r#"{"type":"answer_delta","text":"42."}"#,
+            ]
+        );
+        // The engine's own turn_finished, field for field.
+        let want = Event::TurnFinished {
+            stats: TurnStats {
+                answer_tokens: 17,
+                thinking_tokens: 3,
+                prompt_tokens: 10,
+                decode_tok_s: 1.5,
+                finish_reason: aha_protocol::FinishReason::Stop,
+                ..TurnStats::default()
+            },
+            tokens: vec![17],
+        };
+        assert_eq!(ev.last(), Some(&want));
     }
 
     #[test]

@@ -21,13 +21,6 @@ pub fn builtin(workspace: &Path) -> Result<Box<dyn ToolHost>> {
     builtin_with(workspace, None, RagOptions::default())
 }
 
-/// The built-in tools searching `index`, with the search weights of `AHA_RAG_BOOST`.
-/// `aha run` builds its host through this until it passes the CLI's [`RagOptions`] to
-/// [`builtin_with`]; then this goes and nothing below the CLI reads the variable.
-pub fn builtin_with_index(workspace: &Path, index: Option<PathBuf>) -> Result<Box<dyn ToolHost>> {
-    builtin_with(workspace, index, RagOptions::from_env())
-}
-
 /// The built-in tools, searching the document index in `index` (default:
 /// `<workspace>/.aha/index`) ranked with `rag`. `search_docs` is offered only when that index
 /// exists.

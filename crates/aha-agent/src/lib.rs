@@ -63,6 +63,12 @@ pub struct AgentConfig {
     /// Insist on an answer when the model repeats itself or reaches the last step (an "answer
     /// now" message and a generation with calls forbidden). Off only to measure what it changes.
     pub insist: bool,
+    /// Completion mode (`aha run --raw`): each generation's prompt is the latest user message as
+    /// exact text, without the chat template, the system prompt or the earlier conversation.
+    pub raw: bool,
+    /// Forbid tool-call text in every generation: replies must open as prose
+    /// (`aha run --no-tool-calls`).
+    pub no_tool_calls: bool,
 }
 
 impl Default for AgentConfig {
@@ -78,6 +84,8 @@ impl Default for AgentConfig {
             max_steps: 8,
             constrain_tools: true,
             insist: true,
+            raw: false,
+            no_tool_calls: false,
         }
     }
 }
