@@ -184,14 +184,6 @@ pub trait Engine: Send {
         ctrl: &Control,
         emit: &mut dyn FnMut(Event),
     ) -> Result<TurnStats>;
-    /// Tokens of `text` (exact for a local tokenizer, an estimate elsewhere).
-    fn count_tokens(&self, text: &str) -> usize {
-        text.len().div_ceil(4)
-    }
-    /// Tokens currently held in the KV cache (local engines), for "context used".
-    fn cached_len(&self) -> usize {
-        0
-    }
 }
 
 #[cfg(test)]

@@ -74,12 +74,6 @@ impl Engine for LocalEngine {
     ) -> Result<TurnStats> {
         LocalEngine::generate(self, req, ctrl, emit)
     }
-    fn count_tokens(&self, text: &str) -> usize {
-        self.tokenizer.encode(text).map(|t| t.len()).unwrap_or(0)
-    }
-    fn cached_len(&self) -> usize {
-        self.cached.len()
-    }
 }
 
 /// A rendered prompt ready for the model.

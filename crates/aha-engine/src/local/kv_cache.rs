@@ -175,22 +175,6 @@ impl KvCache {
     pub(crate) fn layer_mut(&mut self, i: usize) -> &mut LayerCache {
         &mut self.layers[i]
     }
-
-    /// Bytes allocated for keys and values.
-    pub fn allocated_bytes(&self) -> usize {
-        self.layers
-            .iter()
-            .map(|l| {
-                l.k.as_ref()
-                    .map(|t| t.elem_count() * t.dtype().size_in_bytes() * 2)
-                    .unwrap_or(0)
-                    + l.cpu
-                        .as_ref()
-                        .map(|c| (c.keys.len() + c.values.len()) * 4)
-                        .unwrap_or(0)
-            })
-            .sum()
-    }
 }
 
 #[cfg(test)]
