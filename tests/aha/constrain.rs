@@ -65,7 +65,8 @@ fn qwen() -> LocalEngine {
 /// The product question with run_code and git_log offered, sampled at `temperature` (no top-p or
 /// top-k cut) with `seed`.
 fn product_request(temperature: f32, seed: u64) -> GenerateRequest {
-    let mut req = GenerateRequest::chat(vec![ChatMessage::new(aha::protocol::Role::User,
+    let mut req = GenerateRequest::chat(vec![ChatMessage::new(
+        aha::protocol::Role::User,
         "What is 123456789 * 987654321? Use run_code to compute it.",
     )]);
     req.tools = Some(vec![run_code_spec(), git_log_spec()]);
@@ -163,7 +164,8 @@ fn the_builtin_tools_schemas_compile_into_the_call_grammar() {
         .iter()
         .map(|s| s["function"]["name"].as_str().unwrap().to_string())
         .collect();
-    let mut req = GenerateRequest::chat(vec![ChatMessage::new(aha::protocol::Role::User,
+    let mut req = GenerateRequest::chat(vec![ChatMessage::new(
+        aha::protocol::Role::User,
         "Use Python to print the first 10 Fibonacci numbers.",
     )]);
     req.tools = Some(specs);

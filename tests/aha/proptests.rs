@@ -380,7 +380,10 @@ fn record() -> impl Strategy<Value = Record> {
     prop_oneof![
         (any::<u32>(), text).prop_map(|(t, s)| Record::Op {
             t: t as u64,
-            op: Op::UserMessage { text: s, turn_id: None },
+            op: Op::UserMessage {
+                text: s,
+                turn_id: None
+            },
         }),
         (any::<u32>(), text).prop_map(|(t, s)| Record::Event {
             t: t as u64,

@@ -402,7 +402,10 @@ fn a_stalled_stream_times_out_keeping_what_arrived() {
     let t = Instant::now();
     let r = run(&mut engine(&f.url, "stall_timeout_s = 0.5"));
     assert_eq!(r.answer, "partial");
-    assert_eq!(r.stats().finish_reason, aha_protocol::FinishReason::Incomplete);
+    assert_eq!(
+        r.stats().finish_reason,
+        aha_protocol::FinishReason::Incomplete
+    );
     assert!(r.notices().iter().any(|n| n.contains("stalled")));
     assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
 }
@@ -418,7 +421,10 @@ fn a_cut_stream_keeps_what_arrived() {
     let f = fake(vec![stream(pieces)]);
     let r = run(&mut engine(&f.url, ""));
     assert_eq!(r.answer, "Hello");
-    assert_eq!(r.stats().finish_reason, aha_protocol::FinishReason::Incomplete);
+    assert_eq!(
+        r.stats().finish_reason,
+        aha_protocol::FinishReason::Incomplete
+    );
     assert!(r.notices().iter().any(|n| n.contains("incomplete")));
 }
 
@@ -456,7 +462,10 @@ fn cancel_interrupts_a_silent_server_promptly() {
     });
     let t = Instant::now();
     let r = run_with(&mut e, &ctrl);
-    assert_eq!(r.stats().finish_reason, aha_protocol::FinishReason::Cancelled);
+    assert_eq!(
+        r.stats().finish_reason,
+        aha_protocol::FinishReason::Cancelled
+    );
     assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
 }
 

@@ -95,7 +95,8 @@ fn remote_engine_round_trip_through_aha_serve() {
     let s = Server::start(&[]);
     let mut e = remote_for(&s);
     let ask = |e: &mut RemoteEngine, think: ThinkMode, max: usize| {
-        let mut req = GenerateRequest::chat(vec![ChatMessage::new(aha::protocol::Role::User,
+        let mut req = GenerateRequest::chat(vec![ChatMessage::new(
+            aha::protocol::Role::User,
             "What is the capital of France? Answer in one word.",
         )]);
         req.sampling = SamplingParams::greedy();

@@ -273,10 +273,7 @@ mod tests {
             let mut b = bench(&[], one_shot_cfg(false, no_calls), false);
             b.agent.messages.push(ChatMessage::user("q"));
             let want = direct_request(
-                Prompt::Chat(vec![
-                    ChatMessage::system("S"),
-                    ChatMessage::user("q"),
-                ]),
+                Prompt::Chat(vec![ChatMessage::system("S"), ChatMessage::user("q")]),
                 no_calls,
             );
             let got = b.agent.request(None, &[], false);
@@ -320,7 +317,10 @@ mod tests {
             one_shot_cfg(false, false),
             false,
         );
-        let ev = b.handle(aha_protocol::Op::UserMessage { text: "q".into(), turn_id: None });
+        let ev = b.handle(aha_protocol::Op::UserMessage {
+            text: "q".into(),
+            turn_id: None,
+        });
         assert!(matches!(ev[0], Event::TurnStarted { turn: 0, .. }));
         // What the engine emitted, in order, unchanged (the double streams 7 characters a piece).
         let deltas: Vec<String> = ev[1..ev.len() - 1]
@@ -393,14 +393,18 @@ mod tests {
         let got = b.agent.generate_once(None, &[], &[], &mut sum, false);
         assert!(!got.2);
         assert_eq!(
-            sum.stats.finish_reason, aha_protocol::FinishReason::Stop,
+            sum.stats.finish_reason,
+            aha_protocol::FinishReason::Stop,
             "the engine's own reason stands"
         );
         let mut b2 = bench(&["ERR"], AgentConfig::default(), false);
         b2.agent.ctrl.cancel();
         let mut sum = TurnSum::default();
         b2.agent.generate_once(None, &[], &[], &mut sum, false);
-        assert_eq!(sum.stats.finish_reason, aha_protocol::FinishReason::Cancelled);
+        assert_eq!(
+            sum.stats.finish_reason,
+            aha_protocol::FinishReason::Cancelled
+        );
     }
 
     #[test]

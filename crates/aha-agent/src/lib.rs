@@ -483,10 +483,16 @@ mod tests {
             Box::new(Scripted { seen: seen.clone() }),
             AgentConfig::default(),
         );
-        h.send(Op::UserMessage { text: "q1".into(), turn_id: None });
+        h.send(Op::UserMessage {
+            text: "q1".into(),
+            turn_id: None,
+        });
         let ev = collect_turn(&h);
         assert!(matches!(ev[0], Event::TurnStarted { turn: 0, .. }));
-        h.send(Op::UserMessage { text: "q2".into(), turn_id: None });
+        h.send(Op::UserMessage {
+            text: "q2".into(),
+            turn_id: None,
+        });
         collect_turn(&h);
         h.send(Op::Branch {
             turn: 0,
@@ -658,7 +664,10 @@ mod tests {
             &[&call("echo", "{\"panic\": true}"), "Answered.", "Second."],
             AgentConfig::default(),
         );
-        r.h.send(Op::UserMessage { text: "go".into(), turn_id: None });
+        r.h.send(Op::UserMessage {
+            text: "go".into(),
+            turn_id: None,
+        });
         let ev = collect_turn(&r.h);
         let results: Vec<_> = ev
             .iter()
@@ -693,7 +702,10 @@ mod tests {
     #[test]
     fn an_engine_that_panics_is_an_error_and_the_turn_still_finishes() {
         let r = rig(&["PANIC", "Fine now."], AgentConfig::default());
-        r.h.send(Op::UserMessage { text: "go".into(), turn_id: None });
+        r.h.send(Op::UserMessage {
+            text: "go".into(),
+            turn_id: None,
+        });
         let ev = collect_turn(&r.h);
         let errors: Vec<_> = ev
             .iter()
@@ -764,7 +776,10 @@ mod tests {
                 ..Default::default()
             },
         );
-        r.h.send(Op::UserMessage { text: "go".into(), turn_id: None });
+        r.h.send(Op::UserMessage {
+            text: "go".into(),
+            turn_id: None,
+        });
         let ev = collect_turn(&r.h);
         let calls: Vec<_> = ev
             .iter()
@@ -823,7 +838,10 @@ mod tests {
             ],
             AgentConfig::default(),
         );
-        r.h.send(Op::UserMessage { text: "go".into(), turn_id: None });
+        r.h.send(Op::UserMessage {
+            text: "go".into(),
+            turn_id: None,
+        });
         let ev = collect_turn(&r.h);
         let outs: Vec<String> = ev
             .iter()
@@ -857,7 +875,10 @@ mod tests {
                 ..Default::default()
             },
         );
-        r.h.send(Op::UserMessage { text: "go".into(), turn_id: None });
+        r.h.send(Op::UserMessage {
+            text: "go".into(),
+            turn_id: None,
+        });
         let ev = collect_turn(&r.h);
         assert!(ev.iter().any(|e| matches!(e, Event::ToolResult { ok: false, output, .. } if output.contains("read-only"))));
         assert!(r.ran.lock().unwrap().is_empty());
@@ -869,7 +890,10 @@ mod tests {
                 ..Default::default()
             },
         );
-        r.h.send(Op::UserMessage { text: "go".into(), turn_id: None });
+        r.h.send(Op::UserMessage {
+            text: "go".into(),
+            turn_id: None,
+        });
         let ev = collect_turn(&r.h);
         assert!(ev.iter().any(|e| matches!(e, Event::ToolResult { ok: false, output, .. } if output.contains("headless"))));
         assert!(r.ran.lock().unwrap().is_empty());
@@ -885,7 +909,10 @@ mod tests {
             ],
             AgentConfig::default(),
         );
-        r.h.send(Op::UserMessage { text: "go".into(), turn_id: None });
+        r.h.send(Op::UserMessage {
+            text: "go".into(),
+            turn_id: None,
+        });
         let id = loop {
             if let Event::ApprovalRequest { id, summary, .. } =
                 r.h.recv_timeout(Duration::from_secs(5)).unwrap().unwrap()
@@ -930,7 +957,10 @@ mod tests {
                 ..Default::default()
             },
         );
-        r.h.send(Op::UserMessage { text: "go".into(), turn_id: None });
+        r.h.send(Op::UserMessage {
+            text: "go".into(),
+            turn_id: None,
+        });
         let ev = collect_turn(&r.h);
         assert!(ev
             .iter()
@@ -958,7 +988,10 @@ mod tests {
                 ..Default::default()
             },
         );
-        r.h.send(Op::UserMessage { text: "go".into(), turn_id: None });
+        r.h.send(Op::UserMessage {
+            text: "go".into(),
+            turn_id: None,
+        });
         loop {
             if let Some(Event::ToolCall { .. }) = r.h.recv_timeout(Duration::from_secs(5)).unwrap()
             {
@@ -970,7 +1003,9 @@ mod tests {
         let ev = collect_turn(&r.h);
         assert_eq!(*r.ran.lock().unwrap(), vec!["exec cancelled"]);
         match ev.last() {
-            Some(Event::TurnFinished { stats, .. }) => assert_eq!(stats.finish_reason, aha_protocol::FinishReason::Cancelled),
+            Some(Event::TurnFinished { stats, .. }) => {
+                assert_eq!(stats.finish_reason, aha_protocol::FinishReason::Cancelled)
+            }
             other => panic!("{other:?}"),
         }
         assert_eq!(
@@ -1109,7 +1144,10 @@ mod tests {
             ],
             AgentConfig::default(),
         );
-        r.h.send(Op::UserMessage { text: "go".into(), turn_id: None });
+        r.h.send(Op::UserMessage {
+            text: "go".into(),
+            turn_id: None,
+        });
         let ev = collect_turn(&r.h);
         let a = answer_text(&ev);
         assert!(a.starts_with("Let me look."), "{a}");
@@ -1131,7 +1169,10 @@ mod tests {
     fn a_repeated_call_makes_the_model_answer_from_the_result() {
         let c = call("echo", "{\"x\": 1}");
         let r = rig(&[&c, &c, "It says echo output."], AgentConfig::default());
-        r.h.send(Op::UserMessage { text: "go".into(), turn_id: None });
+        r.h.send(Op::UserMessage {
+            text: "go".into(),
+            turn_id: None,
+        });
         let ev = collect_turn(&r.h);
         assert_eq!(*r.ran.lock().unwrap(), vec!["echo"], "run once");
         let seen = r.seen.lock().unwrap();
@@ -1162,7 +1203,10 @@ mod tests {
             ],
             AgentConfig::default(),
         );
-        r.h.send(Op::UserMessage { text: "go".into(), turn_id: None });
+        r.h.send(Op::UserMessage {
+            text: "go".into(),
+            turn_id: None,
+        });
         let ev = collect_turn(&r.h);
         assert_eq!(*r.ran.lock().unwrap(), vec!["echo", "echo"], "both ran");
         assert_eq!(
@@ -1187,13 +1231,19 @@ mod tests {
     fn a_model_that_keeps_repeating_one_call_is_stopped_early() {
         let c = call("echo", "{\"x\": 1}");
         let r = rig(&[&c, &c, &c, &c, &c, &c, &c, &c], AgentConfig::default());
-        r.h.send(Op::UserMessage { text: "go".into(), turn_id: None });
+        r.h.send(Op::UserMessage {
+            text: "go".into(),
+            turn_id: None,
+        });
         let ev = collect_turn(&r.h);
         assert_eq!(*r.ran.lock().unwrap(), vec!["echo"], "run once");
         assert_eq!(r.seen.lock().unwrap().len(), 3, "stopped after two repeats");
         let Some(Event::TurnFinished { stats, .. }) = ev.last() else {
             panic!()
         };
-        assert_eq!(stats.finish_reason, aha_protocol::FinishReason::RepeatedCall);
+        assert_eq!(
+            stats.finish_reason,
+            aha_protocol::FinishReason::RepeatedCall
+        );
     }
 }

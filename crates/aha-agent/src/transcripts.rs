@@ -7,7 +7,10 @@ use super::testkit::{bench, bench_with, call, event_lines, request_lines, Bench}
 use super::*;
 
 fn user(text: &str) -> Op {
-    Op::UserMessage { text: text.into(), turn_id: None }
+    Op::UserMessage {
+        text: text.into(),
+        turn_id: None,
+    }
 }
 
 fn approve(id: &str, approved: bool, remember: bool) -> Op {
@@ -556,10 +559,7 @@ fn other_ops(o_: &mut String) {
 
 #[test]
 fn every_scripted_conversation_plays_exactly_as_recorded() {
-    let path = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/src/testdata/transcripts.txt"
-    );
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/src/testdata/transcripts.txt");
     let got = all();
     if std::env::var_os("AHA_BLESS").is_some() {
         std::fs::write(path, &got).unwrap();

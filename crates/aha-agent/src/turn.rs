@@ -313,7 +313,11 @@ impl Agent {
     /// Before a generation that may not call: after tool results, say so in the conversation
     /// (small models keep calling unless told; the engine also forbids call text).
     fn tell_to_answer_now(&mut self) {
-        if self.messages.last().is_some_and(|m| m.role == aha_protocol::Role::Tool) {
+        if self
+            .messages
+            .last()
+            .is_some_and(|m| m.role == aha_protocol::Role::Tool)
+        {
             self.messages
                 .push(ChatMessage::system(ANSWER_NOW_PROMPT.trim()));
         }
@@ -357,8 +361,10 @@ impl Agent {
                 EarlyStop::StepLimit => {
                     format!("stopped after {steps} steps (the step limit); ask again to continue")
                 }
-                EarlyStop::RepeatedCall => "stopped: the model kept repeating the same tool call; its result is above"
-                    .into(),
+                EarlyStop::RepeatedCall => {
+                    "stopped: the model kept repeating the same tool call; its result is above"
+                        .into()
+                }
             },
         });
     }
@@ -446,7 +452,10 @@ mod tests {
     fn a_reply_without_calls_is_the_answer_even_when_told_to_answer() {
         let mut t = Turn::new(8, true);
         assert_eq!(t.reply(&parsed(&[], 0), None), Reply::Answer);
-        assert_eq!(t.reply(&parsed(&[], 0), Some(EarlyStop::StepLimit)), Reply::Answer);
+        assert_eq!(
+            t.reply(&parsed(&[], 0), Some(EarlyStop::StepLimit)),
+            Reply::Answer
+        );
     }
 
     #[test]
@@ -605,7 +614,9 @@ mod tests {
     fn feeding_back_a_left_out_round_drops_its_messages_and_says_so() {
         let mut b = bench(&[], AgentConfig::default(), true);
         for role in ["user", "assistant", "tool"] {
-            b.agent.messages.push(ChatMessage::new(aha_protocol::Role::parse(role), role));
+            b.agent
+                .messages
+                .push(ChatMessage::new(aha_protocol::Role::parse(role), role));
         }
         let mut t = Turn::new(8, true);
         assert!(b.agent.feed_back(&mut t, round(1, 1, 1)));
@@ -619,7 +630,10 @@ mod tests {
         let mut r = round(1, 1, 0);
         r.cancelled = true;
         assert!(!b.agent.feed_back(&mut t, r));
-        assert_eq!(t.sum.stats.finish_reason, aha_protocol::FinishReason::Cancelled);
+        assert_eq!(
+            t.sum.stats.finish_reason,
+            aha_protocol::FinishReason::Cancelled
+        );
         assert!(b.take().is_empty(), "a cancel says nothing more");
     }
 
@@ -641,7 +655,10 @@ mod tests {
             }]
         );
         assert!(b.agent.in_turn.get());
-        let ev = b.handle(Op::UserMessage { text: "q".into(), turn_id: None });
+        let ev = b.handle(Op::UserMessage {
+            text: "q".into(),
+            turn_id: None,
+        });
         assert_eq!(b.agent.tool_turn, 2);
         assert!(matches!(ev.last(), Some(Event::TurnFinished { .. })));
         assert!(!b.agent.in_turn.get());
@@ -652,9 +669,15 @@ mod tests {
         let b = bench(&[], AgentConfig::default(), false);
         let mut sum = TurnSum::default();
         b.agent.stop_turn(&mut sum, EarlyStop::StepLimit, 3);
-        assert_eq!(sum.stats.finish_reason, aha_protocol::FinishReason::StepLimit);
+        assert_eq!(
+            sum.stats.finish_reason,
+            aha_protocol::FinishReason::StepLimit
+        );
         b.agent.stop_turn(&mut sum, EarlyStop::RepeatedCall, 3);
-        assert_eq!(sum.stats.finish_reason, aha_protocol::FinishReason::RepeatedCall);
+        assert_eq!(
+            sum.stats.finish_reason,
+            aha_protocol::FinishReason::RepeatedCall
+        );
         let notices: Vec<_> = b
             .take()
             .into_iter()

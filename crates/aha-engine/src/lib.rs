@@ -199,7 +199,10 @@ mod tests {
         assert!(!c.begin_turn(Some(TurnId(4))), "a later turn starts clean");
         assert!(!c.cancelled());
         c.cancel_turn(TurnId(3));
-        assert!(!c.cancelled(), "a late stop for turn 3 leaves turn 4 running");
+        assert!(
+            !c.cancelled(),
+            "a late stop for turn 3 leaves turn 4 running"
+        );
         c.cancel_turn(TurnId(4));
         assert!(c.cancelled());
         assert!(!c.begin_turn(None), "an unnamed turn starts clean");

@@ -13,9 +13,9 @@ use super::{Control, Engine, GenerateRequest, Prompt, ThinkMode};
 use aha_protocol::{Event, FinishReason, TurnStats};
 use anyhow::{bail, Result};
 use serde_json::{json, Map, Value};
+use std::collections::BTreeMap;
 use std::io::BufRead;
 use std::sync::mpsc;
-use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 /// `[engines.NAME]`: an OpenAI-compatible server (vLLM, SGLang, llama.cpp's server, a hosted API).
@@ -45,7 +45,6 @@ pub struct RemoteConfig {
     /// The model's context length in tokens, for the status bar (default: unknown).
     pub context_length: Option<usize>,
 }
-
 
 /// Whose conversation rules and request fields apply.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -97,7 +96,9 @@ impl Provider {
 ///   is a JSON *string* as in OpenAI's API (an object is serialised).
 /// * `tool` messages carry their `tool_call_id` (and `name` where known).
 pub fn wire_messages(provider: Provider, msgs: &[ChatMessage]) -> Vec<Value> {
-    let last_user = msgs.iter().rposition(|m| m.role == aha_protocol::Role::User);
+    let last_user = msgs
+        .iter()
+        .rposition(|m| m.role == aha_protocol::Role::User);
     msgs.iter()
         .enumerate()
         .map(|(i, m)| {
@@ -253,7 +254,9 @@ impl RemoteEngine {
         if req.think == ThinkMode::On && !self.reasoning && self.provider != Provider::Aha {
             let think = super::THINK_PROMPT.trim();
             match msgs.first_mut() {
-                Some(m) if m.role == aha_protocol::Role::System => m.content = format!("{}\n\n{think}", m.content),
+                Some(m) if m.role == aha_protocol::Role::System => {
+                    m.content = format!("{}\n\n{think}", m.content)
+                }
                 _ => msgs.insert(0, ChatMessage::system(think)),
             }
         }
@@ -1211,7 +1214,10 @@ mod tests {
         assert_eq!(finish_reason(Some("tool_calls")).as_str(), "stop");
         assert_eq!(finish_reason(Some("function_call")).as_str(), "stop");
         assert_eq!(finish_reason(Some("length")).as_str(), "length");
-        assert_eq!(finish_reason(Some("content_filter")).as_str(), "content_filter");
+        assert_eq!(
+            finish_reason(Some("content_filter")).as_str(),
+            "content_filter"
+        );
     }
 
     #[test]

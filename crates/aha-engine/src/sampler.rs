@@ -5,9 +5,9 @@
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-
-pub use aha_protocol::sampling::{validate_max_tokens, InvalidSampling, SamplingConfig, SamplingParams};
-
+pub use aha_protocol::sampling::{
+    validate_max_tokens, InvalidSampling, SamplingConfig, SamplingParams,
+};
 
 /// A chosen token, with the log-probability the model gave it and the entropy of the distribution.
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -3,7 +3,6 @@
 use anyhow::{anyhow, Result};
 use minijinja::{Environment, Error, ErrorKind, Value};
 
-
 pub use aha_protocol::chat::{ChatMessage, Role};
 
 /// ChatML, used by Qwen and SmolLM when a file carries no template.

@@ -153,10 +153,7 @@ impl SamplingConfig {
     }
 
     /// `base` with the configured values put over it.
-    pub fn apply(
-        &self,
-        mut base: SamplingParams,
-    ) -> SamplingParams {
+    pub fn apply(&self, mut base: SamplingParams) -> SamplingParams {
         if let Some(v) = self.temperature {
             base.temperature = v;
         }

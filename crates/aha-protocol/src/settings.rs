@@ -163,7 +163,10 @@ impl Policy {
     }
 }
 
-by_name!(Policy, "approval policy (use read-only, ask, auto-edit or full-auto)");
+by_name!(
+    Policy,
+    "approval policy (use read-only, ask, auto-edit or full-auto)"
+);
 
 /// Names one turn a front end asked for (a user message or a branch), so that a later `Cancel`
 /// says which turn it means: a cancel that arrives before its turn has started still stops it,

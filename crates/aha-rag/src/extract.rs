@@ -335,7 +335,9 @@ fn walk(node: ego_tree::NodeRef<'_, scraper::Node>, out: &mut String) {
 /// files; that is caught and reported like any other failure.
 fn pdf(bytes: &[u8]) -> Result<Extracted> {
     let owned = bytes.to_vec();
-    let r = aha_protocol::panic::catch_panic(move || pdf_extract::extract_text_from_mem_by_pages(&owned));
+    let r = aha_protocol::panic::catch_panic(move || {
+        pdf_extract::extract_text_from_mem_by_pages(&owned)
+    });
     let pages = match r {
         Ok(Ok(p)) => p,
         Ok(Err(e)) => return Err(anyhow!("cannot read the PDF: {e}")),

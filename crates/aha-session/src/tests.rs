@@ -65,7 +65,13 @@ fn script() -> Vec<Record> {
         t: 20 + i as u64,
         event: e,
     }));
-    op(&mut r, Op::UserMessage { text: "q2".into(), turn_id: None });
+    op(
+        &mut r,
+        Op::UserMessage {
+            text: "q2".into(),
+            turn_id: None,
+        },
+    );
     r.extend(
         [started(1, None, ""), answer("A2"), finished("cancelled")]
             .into_iter()
@@ -153,7 +159,14 @@ fn round_trip_rebuilds_the_transcript_with_its_branches() {
 fn a_log_is_flushed_at_turn_boundaries() {
     let dir = tempfile::tempdir().unwrap();
     let mut log = SessionLog::create(dir.path(), "s2", "m").unwrap();
-    log.op(1, &Op::UserMessage { text: "q".into(), turn_id: None }).unwrap();
+    log.op(
+        1,
+        &Op::UserMessage {
+            text: "q".into(),
+            turn_id: None,
+        },
+    )
+    .unwrap();
     log.event(2, &started(0, None, "")).unwrap();
     log.event(3, &think("tok")).unwrap();
     // Not flushed yet: a kill -9 now loses only the turn in flight.
@@ -270,7 +283,13 @@ fn export_puts_reasoning_in_details_and_keeps_every_version() {
 #[test]
 fn reasoning_with_tags_cannot_break_the_export() {
     let mut t = Transcript::default();
-    t.apply_op(&Op::UserMessage { text: "q".into(), turn_id: None }, 0);
+    t.apply_op(
+        &Op::UserMessage {
+            text: "q".into(),
+            turn_id: None,
+        },
+        0,
+    );
     t.apply_event(&think("a </details> b <script>"), 1);
     t.apply_event(&finished("stop"), 2);
     let md = export::markdown(&t, "x", "m");

@@ -646,7 +646,10 @@ fn submit(app: &mut App) {
     push_history(app, &text);
     app.scroll = Scroll::Follow;
     app.focus = None;
-    app.send(Op::UserMessage { text, turn_id: None });
+    app.send(Op::UserMessage {
+        text,
+        turn_id: None,
+    });
 }
 
 fn push_history(app: &mut App, text: &str) {
@@ -912,6 +915,10 @@ fn branch(app: &mut App, turn: usize, v: usize) {
     if live {
         app.send(Op::Cancel { turn_id: None });
     }
-    app.send(Op::Branch { turn, prefix, turn_id: None });
+    app.send(Op::Branch {
+        turn,
+        prefix,
+        turn_id: None,
+    });
     app.flash(format!("branching turn {} at step {}", turn + 1, sel + 1));
 }

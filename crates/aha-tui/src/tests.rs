@@ -224,7 +224,10 @@ fn esc_before_the_turn_starts_still_stops_it() {
             prefix: String::new(),
         },
     );
-    assert!(a.outbox.is_empty(), "nothing is sent again once the turn exists");
+    assert!(
+        a.outbox.is_empty(),
+        "nothing is sent again once the turn exists"
+    );
 }
 
 #[test]

@@ -25,7 +25,9 @@ fn tools_as_text(msgs: &mut Vec<ChatMessage>, tools: &[serde_json::Value]) {
     let list: Vec<String> = tools.iter().map(|t| t.to_string()).collect();
     let prompt = TOOLS_PROMPT.trim().replace("{tools}", &list.join("\n"));
     match msgs.first_mut() {
-        Some(m) if m.role == aha_protocol::Role::System => m.content = format!("{}\n\n{prompt}", m.content),
+        Some(m) if m.role == aha_protocol::Role::System => {
+            m.content = format!("{}\n\n{prompt}", m.content)
+        }
         _ => msgs.insert(0, ChatMessage::system(prompt)),
     }
     for m in msgs.iter_mut() {
@@ -114,7 +116,12 @@ impl LocalEngine {
     /// Loads a `.gguf` file or a safetensors checkpoint folder. A parser that panics on a
     /// damaged file (tokenizer, template, weights) gives an error, not a dead program.
     pub fn load(path: &Path, name: &str, device: &Device) -> Result<Self> {
-        Self::load_with(path, name, device, &crate::options::EngineOptions::from_env())
+        Self::load_with(
+            path,
+            name,
+            device,
+            &crate::options::EngineOptions::from_env(),
+        )
     }
 
     /// [`LocalEngine::load`] with the engine's knobs given, not read from the environment.

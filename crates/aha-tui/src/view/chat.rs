@@ -4,11 +4,11 @@
 //! following new output, so drawing costs the same for 10 or 10,000 messages.
 
 use super::Areas;
-use aha_session::transcript::{Entry, EntryKind, Part, Reply, ReplyState, ToolCard, ToolState};
 use crate::app::{App, Scroll};
 use crate::markdown;
 use crate::steps;
 use crate::text::{str_width, truncate, wrap_text};
+use aha_session::transcript::{Entry, EntryKind, Part, Reply, ReplyState, ToolCard, ToolState};
 use ratatui::layout::Rect;
 use ratatui::style::{Modifier, Style};
 use ratatui::text::{Line, Span};
