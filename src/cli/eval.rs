@@ -122,8 +122,8 @@ pub fn eval_tools(m: &ModelArgs, a: EvalArgs, cfg: &Config) -> Result<i32> {
     let schema_of = |name: &str| -> Option<Value> {
         specs
             .iter()
-            .find(|s| s["function"]["name"] == name)
-            .map(|s| s["function"]["parameters"].clone())
+            .find(|s| s.name == name)
+            .map(|s| s.parameters.clone())
     };
     let names: Vec<String> = crate::tools::spec_names(&specs);
     let name_refs: Vec<&str> = names.iter().map(String::as_str).collect();
@@ -136,7 +136,7 @@ pub fn eval_tools(m: &ModelArgs, a: EvalArgs, cfg: &Config) -> Result<i32> {
             for seed in 0..a.samples.max(1) {
                 n += 1;
                 let mut req = GenerateRequest::chat(vec![ChatMessage::user(prompt.clone())]);
-                req.tools = Some(specs.clone());
+                req.tools = Some(specs.iter().map(|s| s.to_openai()).collect());
                 req.constrain_tools = constrained;
                 req.max_tokens = a.max_tokens;
                 req.sampling = if a.temperature <= 0.0 {

@@ -160,15 +160,12 @@ fn the_builtin_tools_schemas_compile_into_the_call_grammar() {
     let _g = heavy();
     let mut e = qwen();
     let specs = aha::tools::Registry::builtin().specs();
-    let names: Vec<String> = specs
-        .iter()
-        .map(|s| s["function"]["name"].as_str().unwrap().to_string())
-        .collect();
+    let names: Vec<String> = specs.iter().map(|s| s.name.clone()).collect();
     let mut req = GenerateRequest::chat(vec![ChatMessage::new(
         aha::protocol::Role::User,
         "Use Python to print the first 10 Fibonacci numbers.",
     )]);
-    req.tools = Some(specs);
+    req.tools = Some(specs.iter().map(|s| s.to_openai()).collect());
     req.sampling = SamplingParams {
         temperature: 1.2,
         seed: 3,

@@ -6,7 +6,6 @@ use super::{gate, parse, reasoning_part, Agent, AGENT_PROMPT};
 use aha_engine::template::ChatMessage;
 use aha_engine::{GenerateRequest, Prompt};
 use aha_protocol::{Event, TurnStats};
-use serde_json::Value;
 
 /// The system message of a request: the agent's instructions when tools are offered, then the
 /// configured system prompt.
@@ -51,7 +50,7 @@ impl Agent {
     pub(super) fn generate_once(
         &mut self,
         prefix: Option<String>,
-        specs: &[Value],
+        specs: &[aha_protocol::ToolSpec],
         names: &[&str],
         sum: &mut TurnSum,
         no_calls: bool,
@@ -91,7 +90,12 @@ impl Agent {
 
     /// The request for the next generation: the system prompt and the conversation, this
     /// session's settings, the tools, and the branch prefix to continue.
-    fn request(&self, prefix: Option<String>, specs: &[Value], no_calls: bool) -> GenerateRequest {
+    fn request(
+        &self,
+        prefix: Option<String>,
+        specs: &[aha_protocol::ToolSpec],
+        no_calls: bool,
+    ) -> GenerateRequest {
         let mut req = GenerateRequest::chat(Vec::new());
         req.prompt = if self.cfg.raw {
             Prompt::Raw(self.last_user_text())
@@ -111,7 +115,7 @@ impl Agent {
             .sampling
             .clone()
             .unwrap_or_else(|| self.engine.default_sampling());
-        req.tools = (!specs.is_empty()).then(|| specs.to_vec());
+        req.tools = (!specs.is_empty()).then(|| specs.iter().map(|s| s.to_openai()).collect());
         req.constrain_tools = self.cfg.constrain_tools;
         req.no_tool_calls = no_calls || self.cfg.no_tool_calls;
         req.assistant_prefix = prefix;
@@ -224,7 +228,11 @@ mod tests {
         };
         let mut b = bench(&[], cfg, true);
         b.agent.messages.push(ChatMessage::user("q"));
-        let specs = vec![serde_json::json!({"function": {"name": "echo"}})];
+        let specs = vec![aha_protocol::ToolSpec::new(
+            "echo",
+            "",
+            serde_json::json!({}),
+        )];
         let r = b.agent.request(Some("pre".into()), &specs, true);
         let Prompt::Chat(m) = &r.prompt else { panic!() };
         assert_eq!(m.len(), 2);
@@ -373,8 +381,8 @@ mod tests {
         assert_eq!(shown, "Look.", "the call's text is not shown");
     }
 
-    fn json_spec() -> Value {
-        serde_json::json!({"function": {"name": "echo"}})
+    fn json_spec() -> aha_protocol::ToolSpec {
+        aha_protocol::ToolSpec::new("echo", "", serde_json::Value::Null)
     }
 
     #[test]

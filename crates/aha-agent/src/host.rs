@@ -40,7 +40,7 @@ pub fn builtin_with(
 }
 
 impl ToolHost for Builtin {
-    fn specs(&self) -> Vec<Value> {
+    fn specs(&self) -> Vec<aha_protocol::ToolSpec> {
         self.reg.specs()
     }
     fn effect(&self, name: &str) -> Option<Effect> {

@@ -93,8 +93,8 @@ impl Default for AgentConfig {
 /// The tools an agent may call, as the loop sees them (implemented over `aha_tools`, and by
 /// scripted doubles in tests).
 pub trait ToolHost: Send {
-    /// OpenAI-style function specs for the chat template.
-    fn specs(&self) -> Vec<Value>;
+    /// The tools the model is offered.
+    fn specs(&self) -> Vec<aha_protocol::ToolSpec>;
     /// What a tool may change; `None` for a name that is not a tool.
     fn effect(&self, name: &str) -> Option<Effect>;
     /// What a person must see to approve the call (the command, the code, or the diff).
@@ -588,10 +588,10 @@ mod tests {
     }
 
     impl ToolHost for Host {
-        fn specs(&self) -> Vec<Value> {
+        fn specs(&self) -> Vec<aha_protocol::ToolSpec> {
             ["echo", "write", "exec"]
                 .iter()
-                .map(|n| json!({"type": "function", "function": {"name": n, "parameters": {"type": "object"}}}))
+                .map(|n| aha_protocol::ToolSpec::new(*n, "", json!({"type": "object"})))
                 .collect()
         }
         fn effect(&self, name: &str) -> Option<Effect> {

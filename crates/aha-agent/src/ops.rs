@@ -37,8 +37,7 @@ pub(super) fn diff_summary(d: String) -> String {
 pub(super) fn tools_listing(t: &dyn ToolHost, policy: &Policy) -> String {
     let mut m = format!("approval policy: {}\n", policy.name());
     for spec in t.specs() {
-        let f = &spec["function"];
-        let name = f["name"].as_str().unwrap_or("?");
+        let name = spec.name.as_str();
         let effect = t
             .effect(name)
             .map(|e| match e {
@@ -48,7 +47,7 @@ pub(super) fn tools_listing(t: &dyn ToolHost, policy: &Policy) -> String {
                 Effect::Commit => "commits",
             })
             .unwrap_or("?");
-        let desc = f["description"].as_str().unwrap_or("");
+        let desc = spec.description.as_str();
         let first = desc.split(". ").next().unwrap_or(desc);
         m.push_str(&format!("{name} ({effect}): {first}\n"));
     }

@@ -88,10 +88,16 @@ pub(super) struct Tools {
 }
 
 impl ToolHost for Tools {
-    fn specs(&self) -> Vec<Value> {
+    fn specs(&self) -> Vec<aha_protocol::ToolSpec> {
         ["echo", "write", "exec"]
             .iter()
-            .map(|n| json!({"type": "function", "function": {"name": n, "description": format!("Does {n}. More."), "parameters": {"type": "object"}}}))
+            .map(|n| {
+                aha_protocol::ToolSpec::new(
+                    *n,
+                    format!("Does {n}. More."),
+                    json!({"type": "object"}),
+                )
+            })
             .collect()
     }
     fn effect(&self, name: &str) -> Option<Effect> {

@@ -4,9 +4,11 @@ pub mod chat;
 pub mod panic;
 pub mod sampling;
 pub mod settings;
+pub mod tool;
 
 pub use chat::{ChatMessage, Role};
 pub use settings::{FinishReason, Policy, ThinkMode, TurnId};
+pub use tool::ToolSpec;
 
 use serde::{Deserialize, Serialize};
 

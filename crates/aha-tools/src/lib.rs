@@ -164,13 +164,11 @@ pub fn cap(s: &str, max: usize) -> String {
 pub const OUTPUT_CAP: usize = 12_000;
 
 pub use aha_protocol::panic::{catch_panic, catching_panics, Panicked};
+pub use aha_protocol::ToolSpec;
 
-/// The tool names in OpenAI-style function specs.
-pub fn spec_names(specs: &[Value]) -> Vec<String> {
-    specs
-        .iter()
-        .filter_map(|s| s["function"]["name"].as_str().map(str::to_string))
-        .collect()
+/// The tools' names.
+pub fn spec_names(specs: &[ToolSpec]) -> Vec<String> {
+    specs.iter().map(|s| s.name.clone()).collect()
 }
 
 /// The built-in tools.
@@ -220,14 +218,11 @@ impl Registry {
         self.tools.iter().map(|t| t.as_ref())
     }
 
-    /// OpenAI-style function specs for chat templates.
-    pub fn specs(&self) -> Vec<Value> {
+    /// What the model is offered, one spec per tool.
+    pub fn specs(&self) -> Vec<ToolSpec> {
         self.tools
             .iter()
-            .map(|t| {
-                serde_json::json!({"type": "function", "function": {
-                    "name": t.name(), "description": t.description(), "parameters": t.schema()}})
-            })
+            .map(|t| ToolSpec::new(t.name(), t.description(), t.schema()))
             .collect()
     }
 }
