@@ -161,7 +161,7 @@ fps = 20
         .unwrap();
         let ui = &c.ui;
         assert_eq!(ui.model.as_deref(), Some("smollm2-135m"));
-        assert_eq!(ui.think.as_deref(), Some("on"));
+        assert_eq!(ui.think, Some(crate::engine::ThinkMode::On));
         assert_eq!(ui.think_budget, Some(256));
         assert_eq!(ui.keymap().unwrap().fold.to_string(), "F2");
         assert_eq!(

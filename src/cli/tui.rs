@@ -44,11 +44,7 @@ pub fn workbench(
     };
     let sampling = (cfg.has_sampling() || file.sampling.is_set())
         .then(|| cfg.sampling(file.sampling.apply(engine.default_sampling())));
-    let think = match cfg.think.as_deref() {
-        Some("on") => ThinkMode::On,
-        Some("off") => ThinkMode::Off,
-        _ => ThinkMode::Auto,
-    };
+    let think = cfg.think.unwrap_or(ThinkMode::Auto);
     let workspace = std::env::current_dir()?;
     let host = agent::host::builtin_with(&workspace, None, rag)?;
     let acfg = AgentConfig {

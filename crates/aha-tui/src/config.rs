@@ -17,7 +17,7 @@ pub struct UiConfig {
     /// Model to open when `--model` is not given.
     pub model: Option<String>,
     /// Thinking mode at start: auto, on or off.
-    pub think: Option<String>,
+    pub think: Option<aha_protocol::ThinkMode>,
     /// Thinking budget in tokens at start (0 = none).
     pub think_budget: Option<usize>,
     /// Tokens per reply (reasoning and answer together).
@@ -69,15 +69,10 @@ pub struct KeysConfig {
 }
 
 impl UiConfig {
-    /// Checks what serde cannot: the thinking mode, the colours and the key bindings. The
+    /// Checks what serde cannot: the colours and the key bindings. The
     /// config loader (`aha::config::Config::parse`) runs it, so a bad value is refused when the
     /// file is read, naming the key.
     pub fn validate(&self) -> Result<()> {
-        if let Some(t) = &self.think {
-            if !matches!(t.as_str(), "auto" | "on" | "off") {
-                return Err(anyhow!("[ui] think = \"{t}\": use auto, on or off"));
-            }
-        }
         self.theme()?;
         self.keymap()?;
         Ok(())

@@ -432,8 +432,8 @@ pub fn run_tui(
     app.downloaded = downloaded;
     app.theme = cfg.theme()?;
     app.keys = cfg.keymap()?;
-    if let Some(m) = &cfg.think {
-        app.think_mode = aha_protocol::ThinkMode::parse(m).unwrap_or_default();
+    if let Some(m) = cfg.think {
+        app.think_mode = m;
     }
     app.think_budget = cfg.think_budget.filter(|b| *b > 0);
     let dir = session::sessions_dir();
