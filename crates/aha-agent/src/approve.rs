@@ -66,7 +66,7 @@ impl Agent {
                 names.join(", ")
             ));
         };
-        match aha_tools::catch_panic(|| host.preview(name, args)) {
+        match aha_protocol::panic::catch_panic(|| host.preview(name, args)) {
             Ok(Ok(p)) => Ok((effect, p)),
             Ok(Err(e)) => Err(format!("invalid arguments for {name}: {e:#}")),
             Err(p) => Err(tool_panicked(name, &p)),
@@ -106,7 +106,7 @@ impl Agent {
         let cancel = self.ctrl.cancel.clone();
         let turn = self.tool_turn;
         match self.tools.as_mut() {
-            Some(h) => aha_tools::catch_panic(|| h.run(name, args, turn, cancel))
+            Some(h) => aha_protocol::panic::catch_panic(|| h.run(name, args, turn, cancel))
                 .unwrap_or_else(|p| (false, tool_panicked(name, &p))),
             None => (false, "no tools are enabled".into()),
         }

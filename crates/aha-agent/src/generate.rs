@@ -149,7 +149,7 @@ impl Agent {
         let mut gate = tools_offered.then(gate::AnswerGate::default);
         let engine = &mut self.engine;
         let ctrl = &self.ctrl;
-        let r = aha_tools::catch_panic(|| {
+        let r = aha_protocol::panic::catch_panic(|| {
             engine.generate(req, ctrl, &mut |e| match e {
                 Event::TurnFinished { stats, tokens } => out.finished = Some((stats, tokens)),
                 e => {

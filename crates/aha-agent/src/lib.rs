@@ -339,7 +339,7 @@ impl Agent {
             // The tools and the engine catch their own panics; this is the last line, for a bug in
             // the loop itself: the op fails with an error, a turn in flight still ends with its
             // `TurnFinished`, and the agent keeps serving the next op.
-            if let Err(p) = aha_tools::catch_panic(|| self.handle(op)) {
+            if let Err(p) = aha_protocol::panic::catch_panic(|| self.handle(op)) {
                 self.emit(Event::Error {
                     message: format!("the agent failed: {p}"),
                 });

@@ -122,10 +122,9 @@ impl Agent {
         f: impl FnOnce(&mut dyn ToolHost, &Policy) -> anyhow::Result<String>,
     ) {
         let policy = self.cfg.policy;
-        let r = self
-            .tools
-            .as_deref_mut()
-            .map(|t| aha_tools::catch_panic(|| f(t, &policy)).unwrap_or_else(|p| Err(p.into())));
+        let r = self.tools.as_deref_mut().map(|t| {
+            aha_protocol::panic::catch_panic(|| f(t, &policy)).unwrap_or_else(|p| Err(p.into()))
+        });
         let e = match r {
             None => Event::Notice {
                 message: "tools are not enabled in this session".into(),

@@ -122,7 +122,7 @@ fn install_panic_hook() {
     ONCE.call_once(|| {
         let prev = std::panic::take_hook();
         std::panic::set_hook(Box::new(move |info| {
-            // A panic that `tools::catch_panic` turns into an error leaves the workbench running.
+            // A panic that `aha_protocol::panic::catch_panic` turns into an error leaves the workbench running.
             if aha_protocol::panic::catching_panics() {
                 return prev(info);
             }
