@@ -136,7 +136,7 @@ pub fn eval_tools(m: &ModelArgs, a: EvalArgs, cfg: &Config) -> Result<i32> {
             for seed in 0..a.samples.max(1) {
                 n += 1;
                 let mut req = GenerateRequest::chat(vec![ChatMessage::user(prompt.clone())]);
-                req.tools = Some(specs.iter().map(|s| s.to_openai()).collect());
+                req.tools = Some(crate::protocol::ToolSpec::to_openai_all(&specs));
                 req.constrain_tools = constrained;
                 req.max_tokens = a.max_tokens;
                 req.sampling = if a.temperature <= 0.0 {

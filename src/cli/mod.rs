@@ -187,7 +187,9 @@ pub fn set_threads(threads: Option<usize>) {
 
 /// Resolves and loads the model named by `args` (pulling a known model on first use).
 pub fn load_engine(args: &ModelArgs, cfg: &Config) -> Result<LocalEngine> {
-    let dev = device::select(&args.device)?;
+    // The engine's `AHA_*` knobs, read once for the device and the model.
+    let opts = crate::engine::options::EngineOptions::from_env();
+    let dev = device::select_with(&args.device, &opts)?;
     let mut name = args.model.clone();
     if name == DEFAULT_MODEL && std::env::var_os("AHA_MODEL").is_none() {
         // The config's default model applies when neither --model nor $AHA_MODEL chose one.
@@ -196,7 +198,7 @@ pub fn load_engine(args: &ModelArgs, cfg: &Config) -> Result<LocalEngine> {
         }
     }
     let r = registry::resolve(&name, true)?;
-    LocalEngine::load(&r.path, &r.name, &dev)
+    LocalEngine::load_with(&r.path, &r.name, &dev, &opts)
 }
 
 /// The remote engine `args` select (`--engine NAME`, else the config's `engine`), if any.

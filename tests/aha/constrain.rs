@@ -165,7 +165,7 @@ fn the_builtin_tools_schemas_compile_into_the_call_grammar() {
         aha::protocol::Role::User,
         "Use Python to print the first 10 Fibonacci numbers.",
     )]);
-    req.tools = Some(specs.iter().map(|s| s.to_openai()).collect());
+    req.tools = Some(aha::protocol::ToolSpec::to_openai_all(&specs));
     req.sampling = SamplingParams {
         temperature: 1.2,
         seed: 3,

@@ -31,11 +31,11 @@ pub(super) fn approval(
         Decision::Run => Approval::Run,
         Decision::Refuse => Approval::Refused(format!(
             "denied: the approval policy is {}, so {name} may not run. Answer without it, or say what you would do.",
-            policy.name()
+            policy.as_str()
         )),
         Decision::Ask if !interactive => Approval::Refused(format!(
             "denied: {name} needs a person's approval under the `{}` policy and nobody is there to give it (headless run). Answer without it, or say what you would do.",
-            policy.name()
+            policy.as_str()
         )),
         Decision::Ask => Approval::Ask,
     }

@@ -115,7 +115,7 @@ impl Agent {
             .sampling
             .clone()
             .unwrap_or_else(|| self.engine.default_sampling());
-        req.tools = (!specs.is_empty()).then(|| specs.iter().map(|s| s.to_openai()).collect());
+        req.tools = (!specs.is_empty()).then(|| aha_protocol::ToolSpec::to_openai_all(specs));
         req.constrain_tools = self.cfg.constrain_tools;
         req.no_tool_calls = no_calls || self.cfg.no_tool_calls;
         req.assistant_prefix = prefix;

@@ -35,7 +35,7 @@ pub(super) fn diff_summary(d: String) -> String {
 
 /// The policy, then each tool with what it may do and the first sentence of its description.
 pub(super) fn tools_listing(t: &dyn ToolHost, policy: &Policy) -> String {
-    let mut m = format!("approval policy: {}\n", policy.name());
+    let mut m = format!("approval policy: {}\n", policy.as_str());
     for spec in t.specs() {
         let name = spec.name.as_str();
         let effect = t
@@ -110,7 +110,7 @@ impl Agent {
     pub(super) fn set_policy(&mut self, policy: Policy) {
         self.cfg.policy = policy;
         self.emit(Event::Notice {
-            message: format!("approval policy: {}", policy.name()),
+            message: format!("approval policy: {}", policy.as_str()),
         });
     }
 

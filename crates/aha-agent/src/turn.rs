@@ -583,7 +583,7 @@ mod tests {
             thinking_tokens: 2,
             answer_tokens: answer,
             decode_tok_s: decode,
-            finish_reason: aha_protocol::FinishReason::parse(reason).unwrap(),
+            finish_reason: aha_protocol::FinishReason::from_name(reason),
         };
         s.add(st(5.0, 3, 7.0, "stop"), vec![1]);
         s.add(st(9.0, 4, 0.0, "length"), vec![2, 3]);

@@ -4,12 +4,6 @@ use super::options::EngineOptions;
 use anyhow::{bail, Result};
 use candle_core::Device;
 
-/// Resolves `--device` (`auto`, `cpu`, `cuda`, `cuda:N`), with the options the environment sets
-/// ([`EngineOptions::from_env`]).
-pub fn select(spec: &str) -> Result<Device> {
-    select_with(spec, &EngineOptions::from_env())
-}
-
 /// Resolves `--device` (`auto`, `cpu`, `cuda`, `cuda:N`). `auto` prefers CUDA when aha was built
 /// with it and a GPU answers, else the CPU.
 pub fn select_with(spec: &str, opts: &EngineOptions) -> Result<Device> {

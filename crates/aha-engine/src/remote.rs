@@ -977,7 +977,7 @@ impl RemoteEngine {
 fn finish_reason(server: Option<&str>) -> FinishReason {
     match server {
         Some("tool_calls") | Some("function_call") | None => FinishReason::Stop,
-        Some(f) => FinishReason::parse(f).unwrap_or(FinishReason::Other(f.to_string())),
+        Some(f) => FinishReason::from_name(f),
     }
 }
 

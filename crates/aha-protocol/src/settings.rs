@@ -69,9 +69,9 @@ impl FinishReason {
         }
     }
 
-    /// Reads a reason; unknown names become `Other` (never fails).
-    pub fn parse(s: &str) -> Option<Self> {
-        Some(match s {
+    /// Reads a reason; unknown names become `Other`.
+    pub fn from_name(s: &str) -> Self {
+        match s {
             "stop" => Self::Stop,
             "length" => Self::Length,
             "context" => Self::Context,
@@ -81,7 +81,12 @@ impl FinishReason {
             "step_limit" => Self::StepLimit,
             "repeated_call" => Self::RepeatedCall,
             other => Self::Other(other.to_string()),
-        })
+        }
+    }
+
+    /// [`FinishReason::from_name`], in the shape the name-based serde impls take (never `None`).
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(Self::from_name(s))
     }
 }
 
@@ -155,11 +160,6 @@ impl Policy {
             Self::AutoEdit => "auto-edit",
             Self::FullAuto => "full-auto",
         }
-    }
-
-    /// Same as [`Policy::as_str`].
-    pub fn name(self) -> &'static str {
-        self.as_str()
     }
 }
 

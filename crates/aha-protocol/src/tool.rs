@@ -35,6 +35,11 @@ impl ToolSpec {
         json!({"type": "function", "function": f})
     }
 
+    /// Every spec of `specs` in the OpenAI shape, in order (a request's `tools`).
+    pub fn to_openai_all(specs: &[ToolSpec]) -> Vec<Value> {
+        specs.iter().map(ToolSpec::to_openai).collect()
+    }
+
     /// Reads the OpenAI function-tool shape; `None` when it names no function.
     pub fn from_openai(v: &Value) -> Option<Self> {
         let f = &v["function"];

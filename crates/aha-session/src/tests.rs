@@ -24,7 +24,7 @@ fn answer(text: &str) -> Event {
 fn finished(reason: &str) -> Event {
     Event::TurnFinished {
         stats: TurnStats {
-            finish_reason: aha_protocol::FinishReason::parse(reason).unwrap(),
+            finish_reason: aha_protocol::FinishReason::from_name(reason),
             ..TurnStats::default()
         },
         tokens: vec![1, 2],

@@ -104,7 +104,7 @@ fn finish(a: &mut App, reason: &str) {
                 ttft_ms: 180.0,
                 prefill_tok_s: 220.0,
                 decode_tok_s: 19.5,
-                finish_reason: aha_protocol::FinishReason::parse(reason).unwrap(),
+                finish_reason: aha_protocol::FinishReason::from_name(reason),
             },
             tokens: vec![],
         },
