@@ -20,6 +20,9 @@ pub struct Config {
     pub model: Option<String>,
     /// The default engine: the name of an `[engines.NAME]` table (absent: the local engine).
     pub engine: Option<String>,
+    /// Whether the local engine drafts tokens by prompt lookup (`off` or `ngram`; `--speculate`
+    /// overrides it).
+    pub speculate: Option<crate::engine::local::speculate::Speculate>,
     /// Sampling defaults over the model's own.
     #[serde(default)]
     pub sampling: SamplingConfig,

@@ -2,6 +2,7 @@
 
 use super::{load_engine, ModelArgs};
 use crate::config::Config;
+use crate::engine::local::speculate::Speculate;
 use crate::engine::sampler::SamplingParams;
 use crate::engine::{Control, GenerateRequest, Prompt, ThinkMode};
 use anyhow::{bail, Context, Result};
@@ -26,6 +27,14 @@ pub struct BenchArgs {
     /// Print one JSON object.
     #[arg(long)]
     pub json: bool,
+    /// Compare decoding with prompt-lookup drafting (`--speculate ngram`) against plain decoding
+    /// over agent-style tasks and over the prose prompt, checking the tokens are identical.
+    #[arg(long)]
+    pub speculation: bool,
+    /// With --speculation: the tasks (JSON lines; default: the built-in set,
+    /// `assets/speculate_tasks.jsonl`).
+    #[arg(long, value_name = "FILE")]
+    pub tasks: Option<PathBuf>,
 }
 
 #[derive(Debug, Serialize)]
@@ -82,6 +91,17 @@ fn median(mut v: Vec<f64>) -> f64 {
 /// Runs `aha bench`.
 pub fn bench(m: &ModelArgs, a: BenchArgs, cfg: &Config) -> Result<i32> {
     let mut engine = load_engine(m, cfg)?;
+    // Plain decoding unless `--speculate` says otherwise: the figures compare with llama-bench's.
+    engine.set_speculate(m.speculate.unwrap_or(Speculate::Off));
+    if a.speculation {
+        let prose = prompt_tokens(&engine, a.prompt_tokens)?;
+        let tasks = match &a.tasks {
+            Some(f) => std::fs::read_to_string(f)
+                .with_context(|| format!("cannot read {}", f.display()))?,
+            None => include_str!("../../assets/speculate_tasks.jsonl").to_string(),
+        };
+        return super::bench_spec::run(&mut engine, &tasks, prose, a.json);
+    }
     let ctrl = Control::default();
     let tokens = prompt_tokens(&engine, a.prompt_tokens)?;
     let req = |t: Vec<u32>, g: usize| GenerateRequest {

@@ -1,6 +1,7 @@
 //! Command-line arguments and the dispatch to each subcommand.
 
 mod bench;
+mod bench_spec;
 mod chat;
 mod docs;
 mod eval;
@@ -122,6 +123,11 @@ pub struct ModelArgs {
     /// (`aha run` and chat; default: the config's `engine`).
     #[arg(long, global = true, env = "AHA_ENGINE")]
     pub engine: Option<String>,
+    /// Speculative decoding on the local engine: `ngram` drafts tokens by looking the latest
+    /// ones up in the prompt and the reply (same output, fewer forward passes on text that
+    /// repeats), `off` decodes one token per pass. Default: the config's `speculate`, else ngram.
+    #[arg(long, global = true, value_name = "off|ngram")]
+    pub speculate: Option<crate::engine::local::speculate::Speculate>,
 }
 
 /// Options that shape sampling.
@@ -198,7 +204,9 @@ pub fn load_engine(args: &ModelArgs, cfg: &Config) -> Result<LocalEngine> {
         }
     }
     let r = registry::resolve(&name, true)?;
-    LocalEngine::load_with(&r.path, &r.name, &dev, &opts)
+    let mut engine = LocalEngine::load_with(&r.path, &r.name, &dev, &opts)?;
+    engine.set_speculate(args.speculate.or(cfg.speculate).unwrap_or_default());
+    Ok(engine)
 }
 
 /// The remote engine `args` select (`--engine NAME`, else the config's `engine`), if any.

@@ -240,3 +240,78 @@ fn ggml_numerics_reproduce_llama_cpp_greedy_tokens() {
         assert_eq!(greedy_ids("ggml", prompt, 32), llama, "prompt {prompt:?}");
     }
 }
+
+/// Events of one generation from an empty cache with speculation `mode`, and the closing stats.
+fn events_with(
+    engine: &mut LocalEngine,
+    req: &GenerateRequest,
+    mode: aha::engine::local::speculate::Speculate,
+) -> (Vec<Event>, aha::protocol::TurnStats) {
+    engine.set_speculate(mode);
+    engine.truncate(0);
+    let mut events = Vec::new();
+    let stats = engine
+        .generate(req, &Control::default(), &mut |e| events.push(e))
+        .unwrap();
+    // Timings differ from run to run; everything else must not.
+    if let Some(Event::TurnFinished { stats, .. }) = events.last_mut() {
+        *stats = aha::protocol::TurnStats::default();
+    }
+    (events, stats)
+}
+
+#[test]
+fn prompt_lookup_decoding_changes_nothing_but_the_speed() {
+    use aha::engine::local::speculate::Speculate;
+    let _g = heavy();
+    let mut e = load("qwen2.5-coder-0.5b");
+    let code = "def area(w, h):\n    return w * h\n\n\ndef perimeter(w, h):\n    return 2 * (w + h)\n\n\ndef describe(w, h):\n    return f\"{w}x{h}: area {area(w, h)}, perimeter {perimeter(w, h)}\"\n";
+    let mut req = GenerateRequest::chat(vec![ChatMessage::new(
+        aha::protocol::Role::User,
+        format!("Here is shapes.py:\n```python\n{code}```\nRename `w` to `width` everywhere and give back the whole file in one code block."),
+    )]);
+    req.max_tokens = 120;
+    for sampling in [SamplingParams::greedy(), {
+        let mut s = SamplingParams::default();
+        s.temperature = 0.8;
+        s.seed = 7;
+        s
+    }] {
+        req.sampling = sampling.clone();
+        let (plain, ps) = events_with(&mut e, &req, Speculate::Off);
+        let plain_cache = e.cached_tokens().to_vec();
+        let (spec, ss) = events_with(&mut e, &req, Speculate::Ngram);
+        assert_eq!((ps.drafted_tokens, ps.accepted_tokens), (0, 0));
+        assert!(
+            ss.accepted_tokens > 10 && ss.drafted_tokens >= ss.accepted_tokens,
+            "a rewrite copies most of its input: {ss:?}"
+        );
+        // The same tokens, text, log-probabilities and entropies, event for event.
+        assert_eq!(plain, spec, "temperature {}", sampling.temperature);
+        let with_logprob = spec
+            .iter()
+            .filter(|e| {
+                matches!(
+                    e,
+                    Event::AnswerDelta {
+                        logprob: Some(_),
+                        entropy: Some(_),
+                        ..
+                    }
+                )
+            })
+            .count();
+        assert!(
+            with_logprob > 50,
+            "{with_logprob} pieces carry a log-probability"
+        );
+        // The cache holds what plain decoding leaves there (the prompt and every token fed),
+        // nothing drafted past the end.
+        let Some(Event::TurnFinished { tokens, .. }) = spec.last() else {
+            panic!("no turn_finished")
+        };
+        let prompt = e.prepare(&req).unwrap().tokens;
+        assert_eq!(e.cached_tokens(), &plain_cache[..]);
+        assert_eq!(&plain_cache[prompt.len()..], &tokens[..]);
+    }
+}

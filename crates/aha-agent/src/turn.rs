@@ -34,6 +34,8 @@ impl TurnSum {
         t.prefilled_tokens += s.prefilled_tokens;
         t.thinking_tokens += s.thinking_tokens;
         t.answer_tokens += s.answer_tokens;
+        t.drafted_tokens += s.drafted_tokens;
+        t.accepted_tokens += s.accepted_tokens;
         if s.decode_tok_s > 0.0 {
             t.decode_tok_s = s.decode_tok_s;
         }
@@ -584,6 +586,8 @@ mod tests {
             answer_tokens: answer,
             decode_tok_s: decode,
             finish_reason: aha_protocol::FinishReason::from_name(reason),
+            drafted_tokens: 5,
+            accepted_tokens: answer,
         };
         s.add(st(5.0, 3, 7.0, "stop"), vec![1]);
         s.add(st(9.0, 4, 0.0, "length"), vec![2, 3]);
@@ -592,6 +596,7 @@ mod tests {
             want.prompt_tokens = 40;
             want.prefilled_tokens = 2;
             want.thinking_tokens = 4;
+            want.drafted_tokens = 10;
             want
         });
         assert_eq!(s.tokens, vec![1, 2, 3]);

@@ -25,6 +25,27 @@ pub const THINK_PROMPT: &str = include_str!("../../../prompts/think.md");
 /// How tools are described to models whose chat template has no place for them.
 pub const TOOLS_PROMPT: &str = include_str!("../../../prompts/tools.md");
 
+/// Adds the instruction to reason ([`THINK_PROMPT`]) to the latest user message, so turning
+/// thinking on changes only the end of the prompt and the KV cache keeps the conversation before
+/// it. Without a user message it goes into the system message.
+pub fn add_think_prompt(msgs: &mut Vec<ChatMessage>) {
+    let think = THINK_PROMPT.trim();
+    if let Some(m) = msgs
+        .iter_mut()
+        .rev()
+        .find(|m| m.role == aha_protocol::Role::User)
+    {
+        m.content = format!("{}\n\n{think}", m.content);
+        return;
+    }
+    match msgs.first_mut() {
+        Some(m) if m.role == aha_protocol::Role::System => {
+            m.content = format!("{}\n\n{think}", m.content)
+        }
+        _ => msgs.insert(0, ChatMessage::system(think)),
+    }
+}
+
 /// What to generate from.
 #[derive(Debug, Clone)]
 pub enum Prompt {

@@ -252,13 +252,8 @@ impl RemoteEngine {
         let mut msgs = msgs.clone();
         // aha serve applies the reasoning instruction itself (told through chat_template_kwargs).
         if req.think == ThinkMode::On && !self.reasoning && self.provider != Provider::Aha {
-            let think = super::THINK_PROMPT.trim();
-            match msgs.first_mut() {
-                Some(m) if m.role == aha_protocol::Role::System => {
-                    m.content = format!("{}\n\n{think}", m.content)
-                }
-                _ => msgs.insert(0, ChatMessage::system(think)),
-            }
+            // In the latest user message, so the server's prefix cache keeps the rest.
+            super::add_think_prompt(&mut msgs);
         }
         let s = &req.sampling;
         let mut b = json!({

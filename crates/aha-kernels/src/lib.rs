@@ -18,7 +18,7 @@ mod neon;
 #[cfg(target_arch = "x86_64")]
 mod x86;
 
-pub use quant::{matvec, Format, QuantRow};
+pub use quant::{matvec, matvec_rows, Format, QuantRow};
 
 use std::sync::OnceLock;
 

@@ -409,7 +409,6 @@ pub fn dot_rows(
 /// The weight rows in `w` times every row of `xs` into `out` (`xs.len() × rows`), with each
 /// weight block unpacked once for several rows (K-quants: rows of `xs` in groups of four take
 /// llama.cpp's per-64 steps, see `matvec`). Every output equals [`dot_rows`]'s bit for bit.
-#[allow(unsafe_code)]
 pub fn dot_tile(
     k: Kernels,
     dt: Format,
@@ -417,6 +416,21 @@ pub fn dot_tile(
     row_bytes: usize,
     xs: &[QuantRow],
     out: &mut [f32],
+) {
+    dot_tile_as(k, dt, w, row_bytes, xs, out, true)
+}
+
+/// [`dot_tile`]; with `group4` false every row takes the decode steps (no per-64 groups), so
+/// each output equals [`dot_rows`] without `per64`.
+#[allow(unsafe_code)]
+pub fn dot_tile_as(
+    k: Kernels,
+    dt: Format,
+    w: &[u8],
+    row_bytes: usize,
+    xs: &[QuantRow],
+    out: &mut [f32],
+    group4: bool,
 ) {
     let nw = w.len() / row_bytes;
     assert_eq!(out.len(), xs.len() * nw);
@@ -428,13 +442,13 @@ pub fn dot_tile(
         #[cfg(target_arch = "x86_64")]
         // SAFETY: the set was detected at run time; the checks keep reads in bounds.
         Kernels::Avx512Vnni | Kernels::AvxVnni | Kernels::Avx2 => unsafe {
-            crate::x86::tiles(k, dt, w, row_bytes, nw, xs, out, nw)
+            crate::x86::tiles(k, dt, w, row_bytes, nw, xs, out, nw, group4)
         },
         _ => {
             // Row at a time (the NEON and scalar sets have no tiles of their own).
             let grouped = xs.len() - xs.len() % 4;
             for (i, x) in xs.iter().enumerate() {
-                let per64 = dt == Format::Q4K && i < grouped;
+                let per64 = group4 && dt == Format::Q4K && i < grouped;
                 dot_rows(
                     k,
                     dt,
@@ -454,6 +468,25 @@ pub fn dot_tile(
 /// Q4_K weights with the rows of a batch in groups of four with different float steps than
 /// the rest (`per64`), and this follows it so that the two agree on a prompt bit for bit.
 pub fn matvec(dt: Format, w: &[u8], rows: usize, cols: usize, xs: &[f32], out: &mut [f32]) {
+    matvec_as(dt, w, rows, cols, xs, out, true)
+}
+
+/// [`matvec`] where every row of `xs` gives the bits a one-row call gives (no per-64 groups of
+/// a batch): for verifying drafted tokens, which must match decoding them one at a time. The
+/// weights are still read once per tile of rows.
+pub fn matvec_rows(dt: Format, w: &[u8], rows: usize, cols: usize, xs: &[f32], out: &mut [f32]) {
+    matvec_as(dt, w, rows, cols, xs, out, false)
+}
+
+fn matvec_as(
+    dt: Format,
+    w: &[u8],
+    rows: usize,
+    cols: usize,
+    xs: &[f32],
+    out: &mut [f32],
+    group4: bool,
+) {
     let k = crate::active();
     let row_bytes = dt.row_bytes(cols);
     debug_assert_eq!(w.len(), rows * row_bytes);
@@ -490,7 +523,7 @@ pub fn matvec(dt: Format, w: &[u8], rows: usize, cols: usize, xs: &[f32], out: &
                 let (r0, r1) = (c * chunk, ((c + 1) * chunk).min(rows));
                 let mut part = vec![0f32; tile.len() * (r1 - r0)];
                 let w = &w[r0 * row_bytes..r1 * row_bytes];
-                dot_tile(k, dt, w, row_bytes, tile, &mut part);
+                dot_tile_as(k, dt, w, row_bytes, tile, &mut part, group4);
                 part
             })
             .collect();
@@ -680,6 +713,21 @@ pub mod check {
                     let grouped = nx - nx % 4;
                     let mut tile = vec![0f32; nx * rows];
                     dot_tile(k, dt, &w, rb, &xs, &mut tile);
+                    // Rows as decode computes them: no per-64 groups anywhere.
+                    let mut single = vec![0f32; nx * rows];
+                    dot_tile_as(k, dt, &w, rb, &xs, &mut single, false);
+                    for (i, x) in xs.iter().enumerate() {
+                        for r in 0..rows {
+                            let want = dot_row_scalar(dt, &w[r * rb..(r + 1) * rb], x, false);
+                            if single[i * rows + r].to_bits() != want.to_bits() {
+                                return Err(format!(
+                                    "{} {dt:?} {rows}x{cols}, {nx} rows as decode, row {r} of x {i}",
+                                    k.name()
+                                ));
+                            }
+                            n += 1;
+                        }
+                    }
                     for (i, x) in xs.iter().enumerate() {
                         let per64 = dt == Format::Q4K && i < grouped;
                         let mut one = vec![0f32; rows];
@@ -736,6 +784,31 @@ mod tests {
                     for r in 0..rows {
                         let want = dot_row_scalar(dt, &w[r * rb..(r + 1) * rb], &qx, per64);
                         assert_eq!(got[i * rows + r].to_bits(), want.to_bits(), "{dt:?} n {n}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn matvec_rows_gives_every_row_the_decode_bits() {
+        let mut rng = check::Rng::new(5);
+        let (rows, cols) = (70, 512);
+        for dt in Format::ALL {
+            let w = check::random_rows(dt, rows, cols, &mut rng);
+            for n in [2, 4, 5, 7] {
+                let xs = check::random_x(n * cols, &mut rng);
+                let mut got = vec![0f32; n * rows];
+                matvec_rows(dt, &w, rows, cols, &xs, &mut got);
+                for i in 0..n {
+                    let mut one = vec![0f32; rows];
+                    matvec(dt, &w, rows, cols, &xs[i * cols..(i + 1) * cols], &mut one);
+                    for r in 0..rows {
+                        assert_eq!(
+                            got[i * rows + r].to_bits(),
+                            one[r].to_bits(),
+                            "{dt:?} n {n} row {i} output {r}"
+                        );
                     }
                 }
             }

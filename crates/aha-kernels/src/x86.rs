@@ -199,6 +199,7 @@ macro_rules! tiles_fn {
         /// `nw` consecutive weight rows times every row of `xs`:
         /// `out[j * out_stride + r] = row_r · xs[j]`.
         #[target_feature(enable = $feat)]
+        #[allow(clippy::too_many_arguments)]
         unsafe fn $name(
             dt: Format,
             w: &[u8],
@@ -207,11 +208,12 @@ macro_rules! tiles_fn {
             xs: &[QuantRow],
             out: &mut [f32],
             out_stride: usize,
+            group4: bool,
         ) {
             let p = w.as_ptr();
             match dt {
                 Format::Q4K | Format::Q6K => {
-                    tiles_k::<$v>(dt, p, row_bytes, nw, xs, out, out_stride)
+                    tiles_k::<$v>(dt, p, row_bytes, nw, xs, out, out_stride, group4)
                 }
                 Format::Q8_0 => tiles32::<$v, F_Q8_0>(p, row_bytes, nw, xs, out, out_stride),
                 Format::Q5_0 => tiles32::<$v, F_Q5_0>(p, row_bytes, nw, xs, out, out_stride),
@@ -230,7 +232,8 @@ tiles_fn!(
     2
 );
 
-/// [`super::quant::dot_tile`] on x86: `nw` weight rows times every row of `xs`.
+/// [`super::quant::dot_tile`] on x86: `nw` weight rows times every row of `xs`; `group4`: Q4_K
+/// rows in groups of four take the per-64 steps (a batch), else every row the decode steps.
 ///
 /// # Safety
 /// `k` must be available on this CPU, and `w` and every row of `xs` must hold `nw` rows of
@@ -245,11 +248,12 @@ pub(crate) unsafe fn tiles(
     xs: &[QuantRow],
     out: &mut [f32],
     out_stride: usize,
+    group4: bool,
 ) {
     match k {
-        Kernels::Avx512Vnni => tiles_avx512vnni(dt, w, row_bytes, nw, xs, out, out_stride),
-        Kernels::AvxVnni => tiles_avxvnni(dt, w, row_bytes, nw, xs, out, out_stride),
-        _ => tiles_avx2(dt, w, row_bytes, nw, xs, out, out_stride),
+        Kernels::Avx512Vnni => tiles_avx512vnni(dt, w, row_bytes, nw, xs, out, out_stride, group4),
+        Kernels::AvxVnni => tiles_avxvnni(dt, w, row_bytes, nw, xs, out, out_stride, group4),
+        _ => tiles_avx2(dt, w, row_bytes, nw, xs, out, out_stride, group4),
     }
 }
 
@@ -395,6 +399,7 @@ unsafe fn row_k<const V: u8, const RX: usize>(
 /// `out[j * out_stride + r] = row_r · xs[j]`. Rows of `xs` come in groups of four
 /// (llama.cpp's `per64` rounding for Q4_K) and a tail of fewer.
 #[inline(always)]
+#[allow(clippy::too_many_arguments)]
 unsafe fn tiles_k<const V: u8>(
     dt: Format,
     p: *const u8,
@@ -403,6 +408,7 @@ unsafe fn tiles_k<const V: u8>(
     xs: &[QuantRow],
     out: &mut [f32],
     out_stride: usize,
+    group4: bool,
 ) {
     let nsb = row_bytes / dt.block_bytes();
     let mut j = 0;
@@ -417,7 +423,7 @@ unsafe fn tiles_k<const V: u8>(
                 }
             };
             match rx {
-                4 => put(&row_k::<V, 4>(dt, wr, nsb, xj, true)),
+                4 => put(&row_k::<V, 4>(dt, wr, nsb, xj, group4)),
                 3 => put(&row_k::<V, 3>(dt, wr, nsb, xj, false)),
                 2 => put(&row_k::<V, 2>(dt, wr, nsb, xj, false)),
                 _ => put(&row_k::<V, 1>(dt, wr, nsb, xj, false)),

@@ -31,6 +31,12 @@ pub struct TurnStats {
     pub decode_tok_s: f64,
     /// Why generation ended (see [`FinishReason`] for the complete set).
     pub finish_reason: FinishReason,
+    /// Tokens speculative decoding proposed (`--speculate ngram`); 0 without it.
+    #[serde(default)]
+    pub drafted_tokens: usize,
+    /// Of those, tokens the model's own choice confirmed (each saved a forward pass).
+    #[serde(default)]
+    pub accepted_tokens: usize,
 }
 
 /// What the agent/engine reports, in order. Serialised as one JSON object per line with a `"type"` field.

@@ -105,6 +105,7 @@ fn finish(a: &mut App, reason: &str) {
                 prefill_tok_s: 220.0,
                 decode_tok_s: 19.5,
                 finish_reason: aha_protocol::FinishReason::from_name(reason),
+                ..TurnStats::default()
             },
             tokens: vec![],
         },

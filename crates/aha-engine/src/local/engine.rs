@@ -6,14 +6,15 @@ use crate::sampler::SamplingParams;
 use crate::template::{ChatMessage, ChatTemplate, Family};
 use crate::{
     constrain, device, local, reasoning, tokenizer, Control, Engine, GenerateRequest, Prompt,
-    ThinkMode, THINK_PROMPT, TOOLS_PROMPT,
+    ThinkMode, TOOLS_PROMPT,
 };
 use aha_protocol::{Event, TurnStats};
 use anyhow::{bail, Result};
 use candle_core::Device;
 use local::kv_cache::KvCache;
 use local::load::GgufFile;
-use local::model::Transformer;
+use local::model::{ForwardOpts, Transformer};
+use local::speculate::{NgramDrafter, Speculate, MAX_DRAFT};
 use std::path::Path;
 use std::time::Instant;
 use tokenizer::TextTokenizer;
@@ -102,6 +103,8 @@ pub struct LocalEngine {
     llg: Option<std::sync::Arc<llguidance::ParserFactory>>,
     /// Tokens that open a tool call, built on first use of `no_tool_calls`.
     openers: Option<std::sync::Arc<constrain::CallOpeners>>,
+    /// Whether decoding drafts tokens by prompt lookup.
+    speculate: Speculate,
 }
 
 impl std::fmt::Debug for LocalEngine {
@@ -197,6 +200,7 @@ impl LocalEngine {
             cached: Vec::new(),
             llg: None,
             openers: None,
+            speculate: Speculate::default(),
         })
     }
 
@@ -208,6 +212,16 @@ impl LocalEngine {
     /// Tokens the cache currently holds.
     pub fn cached_tokens(&self) -> &[u32] {
         &self.cached
+    }
+
+    /// Chooses whether decoding drafts tokens ([`Speculate`]; prompt lookup by default).
+    pub fn set_speculate(&mut self, s: Speculate) {
+        self.speculate = s;
+    }
+
+    /// Whether decoding drafts tokens.
+    pub fn speculate(&self) -> Speculate {
+        self.speculate
     }
 
     /// Sampling defaults for this model (R1's recommendation for reasoning models).
@@ -300,12 +314,7 @@ impl LocalEngine {
             })
             .collect();
         if force_think {
-            match msgs.first_mut() {
-                Some(m) if m.role == aha_protocol::Role::System => {
-                    m.content = format!("{}\n\n{}", m.content, THINK_PROMPT.trim())
-                }
-                _ => msgs.insert(0, ChatMessage::system(THINK_PROMPT.trim())),
-            }
+            crate::add_think_prompt(&mut msgs);
         }
         let mut tools = req.tools.as_deref().filter(|t| !t.is_empty());
         if let Some(t) = tools {
@@ -318,8 +327,10 @@ impl LocalEngine {
     }
 
     /// Truncates the cache to the longest common prefix with `tokens` (keeping at least one token to
-    /// feed) and prefills the rest in chunks. Returns the logits of the last token and the count prefilled.
-    fn prefill(&mut self, tokens: &[u32], ctrl: &Control) -> Result<(Vec<f32>, usize)> {
+    /// feed) and prefills the rest in chunks. Returns the logits of the last token and the count
+    /// prefilled, or `None` when cancelled (checked before every layer; the cache keeps the
+    /// chunks that were done).
+    fn prefill(&mut self, tokens: &[u32], ctrl: &Control) -> Result<Option<(Vec<f32>, usize)>> {
         let common = self
             .cached
             .iter()
@@ -335,33 +346,50 @@ impl LocalEngine {
         if self.model.ggml_numerics() {
             let mut logits = None;
             for chunk in rest.chunks(PREFILL_CHUNK) {
-                if ctrl.cancelled() {
-                    bail!("cancelled during prompt processing");
-                }
-                logits = Some(self.model.forward(chunk, &mut self.cache, false)?);
-                self.cached.extend_from_slice(chunk);
+                let Some(l) = self.prefill_chunk(chunk, ctrl)? else {
+                    return Ok(None);
+                };
+                logits = Some(l);
             }
             let Some(l) = logits else {
                 bail!("empty prompt");
             };
-            return Ok((local::model::last_row(&l)?, rest.len()));
+            return Ok(Some((local::model::last_row(&l)?, rest.len())));
         }
         // Otherwise the last prompt token always goes through the single-token (decode) path, so
         // the first sampled token's logits do not depend on whether the prefix came from the
         // cache: the same seed gives the same reply on a cold and a warm cache.
         let (batch, last) = rest.split_at(rest.len().saturating_sub(1));
         for chunk in batch.chunks(PREFILL_CHUNK) {
-            if ctrl.cancelled() {
-                bail!("cancelled during prompt processing");
+            if self.prefill_chunk(chunk, ctrl)?.is_none() {
+                return Ok(None);
             }
-            self.model.forward(chunk, &mut self.cache, false)?;
-            self.cached.extend_from_slice(chunk);
         }
         let &[last] = last else {
             bail!("empty prompt");
         };
+        if ctrl.cancelled() {
+            return Ok(None);
+        }
         let logits = self.step(last)?;
-        Ok((logits, rest.len()))
+        Ok(Some((logits, rest.len())))
+    }
+
+    /// Runs one chunk of the prompt, stopping between layers on cancel (`None`).
+    fn prefill_chunk(
+        &mut self,
+        chunk: &[u32],
+        ctrl: &Control,
+    ) -> Result<Option<candle_core::Tensor>> {
+        let opts = ForwardOpts {
+            cancel: Some(&ctrl.cancel),
+            ..ForwardOpts::default()
+        };
+        let out = self.model.forward_with(chunk, &mut self.cache, opts)?;
+        if out.is_some() {
+            self.cached.extend_from_slice(chunk);
+        }
+        Ok(out)
     }
 
     /// Feeds one token and returns the next logits.
@@ -387,25 +415,120 @@ impl LocalEngine {
     ) -> Result<TurnStats> {
         let t0 = Instant::now();
         let prompt = self.prepare(req)?;
-        let n_ctx = self.context_length();
-        check_fits(prompt.tokens.len(), n_ctx)?;
-        let (mut logits, prefilled) = self.prefill(&prompt.tokens, ctrl)?;
+        check_fits(prompt.tokens.len(), self.context_length())?;
+        let before = self.cached.len();
+        let prefilled = self.prefill(&prompt.tokens, ctrl)?;
         let prefill_s = t0.elapsed().as_secs_f64();
+        let Some((logits, prefilled)) = prefilled else {
+            // Stopped while the prompt went in: a cancelled turn with nothing generated.
+            let done = self
+                .cached
+                .len()
+                .saturating_sub(before.min(self.cached.len()));
+            let mut stats = StatsAccumulator::new(t0, prompt.tokens.len(), done, prefill_s);
+            stats.finish(aha_protocol::FinishReason::Cancelled);
+            let stats = stats.close(Instant::now());
+            emit(Event::TurnFinished {
+                stats: stats.clone(),
+                tokens: Vec::new(),
+            });
+            return Ok(stats);
+        };
         let stats = StatsAccumulator::new(t0, prompt.tokens.len(), prefilled, prefill_s);
         let calls = self.call_grammar(req)?;
         let openers = self.call_openers(req);
         let mut turn = Turn::new(req, &prompt, stats, calls, openers)?;
+        self.decode(&mut turn, logits, ctrl, emit)?;
+        Ok(turn.finish(emit))
+    }
+
+    /// The decode loop: one token per [`Turn::step`], fed back for the next logits. With
+    /// [`Speculate::Ngram`], each fed token takes a draft along ([`local::speculate`]); the
+    /// rows the model gives for the drafted positions are the logits of the next steps while
+    /// the turn keeps choosing the drafted tokens, and the cache forgets the rest.
+    fn decode(
+        &mut self,
+        turn: &mut Turn,
+        mut logits: Vec<f32>,
+        ctrl: &Control,
+        emit: &mut dyn FnMut(Event),
+    ) -> Result<()> {
+        let n_ctx = self.context_length();
+        let spec = self.speculate == Speculate::Ngram;
+        let max_draft = MAX_DRAFT.min(self.verify_rows().saturating_sub(1));
+        let mut drafter = NgramDrafter::new(max_draft);
+        // Drafted tokens already in the cache, each with the logits that follow it.
+        let mut ahead: std::collections::VecDeque<(u32, Vec<f32>)> = Default::default();
+        let mut kept = 0;
         while turn.running(ctrl, emit) {
             let Some(token) = turn.step(&mut logits, &self.tokenizer, ctrl, emit)? else {
                 break;
             };
+            if let Some((draft, next)) = ahead.pop_front() {
+                if draft == token {
+                    turn.accepted(1);
+                    kept += 1;
+                    logits = next;
+                    if ahead.is_empty() {
+                        drafter.update(kept, kept);
+                    }
+                    continue;
+                }
+                drafter.update(kept + ahead.len() + 1, kept);
+                self.truncate(self.cached.len() - ahead.len() - 1);
+                ahead.clear();
+            }
             if self.cached.len() + 1 >= n_ctx {
                 turn.end(aha_protocol::FinishReason::Context);
                 break;
             }
-            logits = self.step(token)?;
+            // Room for the token and its draft, with every drafted feed inside the context.
+            let room = (n_ctx - 2 - self.cached.len()).min(max_draft);
+            let draft = if spec {
+                drafter.draft(turn.history(), room)
+            } else {
+                Vec::new()
+            };
+            if draft.is_empty() {
+                logits = self.step(token)?;
+                continue;
+            }
+            turn.drafted(draft.len());
+            kept = 0;
+            let mut rows = self.verify(token, &draft)?.into_iter();
+            logits = rows.next().unwrap_or_default();
+            ahead.extend(draft.into_iter().zip(rows));
         }
-        Ok(turn.finish(emit))
+        // Drafts the turn never reached leave the cache.
+        self.truncate(self.cached.len() - ahead.len());
+        Ok(())
+    }
+
+    /// The most rows a verifying forward call may have and still give each row a one-token
+    /// step's bits ([`Transformer::rows_match_decode`]); 1 where batching changes the rounding
+    /// (then nothing is drafted).
+    fn verify_rows(&self) -> usize {
+        (1..=MAX_DRAFT + 1)
+            .rev()
+            .find(|&r| self.model.rows_match_decode(r))
+            .unwrap_or(1)
+    }
+
+    /// Feeds `token` and its `draft` in one forward call; returns the logits after each of them.
+    fn verify(&mut self, token: u32, draft: &[u32]) -> Result<Vec<Vec<f32>>> {
+        let mut feed = Vec::with_capacity(draft.len() + 1);
+        feed.push(token);
+        feed.extend_from_slice(draft);
+        let opts = ForwardOpts {
+            all_logits: true,
+            rowwise: true,
+            ..ForwardOpts::default()
+        };
+        let Some(l) = self.model.forward_with(&feed, &mut self.cache, opts)? else {
+            bail!("verification was cancelled");
+        };
+        self.cached.extend_from_slice(&feed);
+        Ok(l.to_vec2::<f32>()?)
     }
 
     /// Tool calls: once `<tool_call>` opens in the answer, sampling follows the call grammar. The
@@ -539,6 +662,31 @@ mod tests {
             "<think>\nstep 1"
         );
         assert_eq!(prefix_after_prompt("Answer", true), "Answer");
+    }
+
+    #[test]
+    fn the_think_prompt_goes_in_the_latest_user_message() {
+        let mut msgs = vec![
+            ChatMessage::system("sys"),
+            ChatMessage::user("one"),
+            ChatMessage::assistant("a"),
+            ChatMessage::user("two"),
+            ChatMessage::tool("result"),
+        ];
+        crate::add_think_prompt(&mut msgs);
+        assert_eq!(
+            msgs[0].content, "sys",
+            "the system message (the cached prefix) stays"
+        );
+        assert_eq!(msgs[1].content, "one");
+        assert_eq!(
+            msgs[3].content,
+            format!("two\n\n{}", crate::THINK_PROMPT.trim())
+        );
+        assert_eq!(msgs[4].content, "result");
+        let mut none = vec![ChatMessage::system("sys")];
+        crate::add_think_prompt(&mut none);
+        assert!(none[0].content.starts_with("sys\n\nBefore you answer"));
     }
 
     #[test]

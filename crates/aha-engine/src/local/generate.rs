@@ -80,6 +80,16 @@ impl StatsAccumulator {
         }
     }
 
+    /// `n` tokens were drafted (speculative decoding).
+    pub fn drafted(&mut self, n: usize) {
+        self.stats.drafted_tokens += n;
+    }
+
+    /// `n` drafted tokens were kept.
+    pub fn accepted(&mut self, n: usize) {
+        self.stats.accepted_tokens += n;
+    }
+
     /// Tokens generated so far.
     pub fn generated(&self) -> usize {
         self.generated
@@ -372,6 +382,21 @@ impl<'r> Turn<'r> {
             return false;
         }
         true
+    }
+
+    /// The prompt's tokens and those generated so far (what a draft is looked up in).
+    pub fn history(&self) -> &[u32] {
+        &self.history
+    }
+
+    /// `n` tokens were drafted after the latest one.
+    pub fn drafted(&mut self, n: usize) {
+        self.stats.drafted(n);
+    }
+
+    /// `n` drafted tokens were chosen as the model's own.
+    pub fn accepted(&mut self, n: usize) {
+        self.stats.accepted(n);
     }
 
     /// Ends the turn early for `reason` (`context`: the cache is full).

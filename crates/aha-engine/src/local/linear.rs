@@ -75,6 +75,12 @@ impl Linear {
 
     /// `x`: `(rows, in)` → `(rows, out)`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        self.forward_as(x, false)
+    }
+
+    /// [`Linear::forward`]; `rowwise`: on aha's kernels every row gets the bits a one-row call
+    /// gives ([`aha_kernels::matvec_rows`]), not a batch's.
+    pub fn forward_as(&self, x: &Tensor, rowwise: bool) -> Result<Tensor> {
         match self {
             Self::Quant {
                 q,
@@ -103,7 +109,12 @@ impl Linear {
                 } else if let (true, true, Some(f)) =
                     (cpu, f32_in, super::qkernels::format(q.dtype()))
                 {
-                    on_blocks(f, aha_kernels::matvec)
+                    let mul: BlockKernel = if rowwise {
+                        aha_kernels::matvec_rows
+                    } else {
+                        aha_kernels::matvec
+                    };
+                    on_blocks(f, mul)
                 } else {
                     mm.forward(x)
                 }

@@ -8,4 +8,5 @@ pub mod linear;
 pub mod load;
 pub mod model;
 pub mod qkernels;
+pub mod speculate;
 pub mod synth;

@@ -6,7 +6,7 @@ use crate::options::Numerics;
 use candle_core::quantized::QTensor;
 use candle_core::{DType, Device, Result, Tensor};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 /// Architectures the local engine runs.
@@ -237,6 +237,22 @@ struct Pass {
     cpu_kernels: bool,
     /// Logits are wanted for every row, not just the last.
     all_logits: bool,
+    /// Each row's attention is computed as a one-row call at its position computes it.
+    rowwise: bool,
+}
+
+/// How a forward call runs ([`Transformer::forward_with`]).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct ForwardOpts<'a> {
+    /// Logits for every row, not just the last.
+    pub all_logits: bool,
+    /// Checked before every layer: once set, the call stops, the cache forgets the call's rows
+    /// and the call returns `None` (a cancel lands within one layer's time, not one chunk's).
+    pub cancel: Option<&'a AtomicBool>,
+    /// Every row's result equals, bit for bit, what a one-row call at its position gives (where
+    /// [`Transformer::rows_match_decode`] holds): attention runs row by row as decode runs it.
+    /// Speculative decoding verifies drafted tokens this way.
+    pub rowwise: bool,
 }
 
 /// Rotary embedding on the CPU for `x` of shape `(1, heads, n, d)`, rounding as llama.cpp does:
@@ -376,20 +392,64 @@ impl Transformer {
     /// Runs `tokens` at positions `cache.len()..`, appending to the cache. Returns logits
     /// `(n, vocab)` for every position when `all_logits`, else `(1, vocab)` for the last one.
     pub fn forward(&self, tokens: &[u32], cache: &mut KvCache, all_logits: bool) -> Result<Tensor> {
+        let opts = ForwardOpts {
+            all_logits,
+            ..ForwardOpts::default()
+        };
+        match self.forward_with(tokens, cache, opts)? {
+            Some(l) => Ok(l),
+            None => candle_core::bail!("forward cancelled"),
+        }
+    }
+
+    /// [`Transformer::forward`] with the options `o`; `None` when `o.cancel` stopped it (the
+    /// cache then holds what it held before the call).
+    pub fn forward_with(
+        &self,
+        tokens: &[u32],
+        cache: &mut KvCache,
+        o: ForwardOpts<'_>,
+    ) -> Result<Option<Tensor>> {
         if rayon::current_thread_index().is_some() {
-            return self.forward_inner(tokens, cache, all_logits);
+            return self.forward_inner(tokens, cache, o);
         }
         // Run on a pool worker: the parallel kernels inside then split work with the calling
         // worker instead of handing every one of the ~170 mat-vecs per token to sleeping threads.
-        rayon::join(|| self.forward_inner(tokens, cache, all_logits), || ()).0
+        rayon::join(|| self.forward_inner(tokens, cache, o), || ()).0
+    }
+
+    /// Whether a call of `rows` rows with [`ForwardOpts::rowwise`] gives every row the bits a
+    /// one-row call gives: on the CPU in f32 with aha's kernels, every weight quantized in a
+    /// format they multiply, and fewer rows than turn a mat-vec into a GEMM (whose rounding
+    /// depends on the batch). Elsewhere (a GPU, dense weights, llama.cpp's numerics) batching
+    /// changes the rounding.
+    pub fn rows_match_decode(&self, rows: usize) -> bool {
+        let quant_row_exact = |l: &Linear| match l {
+            Linear::Quant {
+                q, gemm_min_rows, ..
+            } => {
+                super::qkernels::format(q.dtype()).is_some()
+                    && gemm_min_rows.is_none_or(|m| rows < m)
+            }
+            Linear::Dense(_) => false,
+        };
+        self.device.is_cpu()
+            && self.dtype == DType::F32
+            && !self.ggml_numerics()
+            && quant_row_exact(&self.output)
+            && self.blocks.iter().all(|b| {
+                [&b.wq, &b.wk, &b.wv, &b.wo, &b.w_gate, &b.w_up, &b.w_down]
+                    .into_iter()
+                    .all(quant_row_exact)
+            })
     }
 
     fn forward_inner(
         &self,
         tokens: &[u32],
         cache: &mut KvCache,
-        all_logits: bool,
-    ) -> Result<Tensor> {
+        o: ForwardOpts<'_>,
+    ) -> Result<Option<Tensor>> {
         let (n, pos) = (tokens.len(), cache.len());
         if let Some(e) = check_room(n, pos, self.cfg.n_ctx) {
             candle_core::bail!("{e}")
@@ -397,20 +457,35 @@ impl Transformer {
         self.dump.next_call();
         let ids = Tensor::new(tokens, &self.device)?;
         let mut x = self.embed.forward(&ids)?.to_dtype(self.dtype)?;
-        let pass = self.pass(n, pos, all_logits)?;
+        let mut pass = self.pass(n, pos, o.all_logits)?;
+        pass.rowwise = o.rowwise && n > 1;
         for (li, b) in self.blocks.iter().enumerate() {
-            x = self.block(li, b, x, cache, &pass)?;
+            if o.cancel.is_some_and(|c| c.load(Ordering::SeqCst)) {
+                cache.truncate(pos);
+                return Ok(None);
+            }
+            x = match self.block(li, b, x, cache, &pass) {
+                Ok(x) => x,
+                Err(e) => {
+                    // No layer keeps a half call's rows.
+                    cache.truncate(pos);
+                    return Err(e);
+                }
+            };
         }
-        let x = if all_logits || x.dim(0)? == 1 {
+        let x = if o.all_logits || x.dim(0)? == 1 {
             x
         } else {
             x.narrow(0, n - 1, 1)?
         };
         let x = rms_norm(&x, &self.norm, self.cfg.rms_eps)?;
         self.dump.write(format_args!("result_norm"), &x)?;
-        let logits = self.output.forward(&x)?.to_dtype(DType::F32)?;
+        let logits = self
+            .output
+            .forward_as(&x, pass.rowwise)?
+            .to_dtype(DType::F32)?;
         self.dump.write(format_args!("result_output"), &logits)?;
-        Ok(logits)
+        Ok(Some(logits))
     }
 
     /// The rotary tables and the mask for `n` tokens at `pos`.
@@ -434,6 +509,7 @@ impl Transformer {
             mask,
             cpu_kernels,
             all_logits,
+            rowwise: false,
         })
     }
 
@@ -452,7 +528,7 @@ impl Transformer {
         dump.write(format_args!("attn_norm-{li}"), &xn)?;
         let y = self.attention(li, b, &xn, cache, pass)?;
         dump.write(format_args!("kqv_out-{li}"), &y)?;
-        let y = b.wo.forward(&y)?;
+        let y = b.wo.forward_as(&y, pass.rowwise)?;
         dump.write(format_args!("attn_out-{li}"), &y)?;
         let x1 = (&x + y)?;
         // Only the last row's logits are wanted: the last layer's feed-forward runs on it
@@ -466,14 +542,19 @@ impl Transformer {
         dump.write(format_args!("ffn_inp-{li}"), &x1)?;
         let xn = rms_norm(&x1, &b.ffn_norm, self.cfg.rms_eps)?;
         dump.write(format_args!("ffn_norm-{li}"), &xn)?;
-        let y = self.feed_forward(li, b, &xn)?;
+        let y = self.feed_forward(li, b, &xn, pass.rowwise)?;
         let x = (x1 + y)?;
         dump.write(format_args!("l_out-{li}"), &x)?;
         Ok(x)
     }
 
     /// Queries, keys and values of `xn` (`(n, heads·d)` each), with their biases.
-    fn project_qkv(&self, b: &Block, xn: &Tensor) -> Result<(Tensor, Tensor, Tensor)> {
+    fn project_qkv(
+        &self,
+        b: &Block,
+        xn: &Tensor,
+        rowwise: bool,
+    ) -> Result<(Tensor, Tensor, Tensor)> {
         let (h, kvh, d) = (self.cfg.n_head, self.cfg.n_kv_head, self.cfg.head_dim);
         match &b.qkv {
             Some((w, bias)) => {
@@ -485,9 +566,9 @@ impl Transformer {
                 ))
             }
             None => Ok((
-                add_bias(b.wq.forward(xn)?, &b.bq)?,
-                add_bias(b.wk.forward(xn)?, &b.bk)?,
-                add_bias(b.wv.forward(xn)?, &b.bv)?,
+                add_bias(b.wq.forward_as(xn, rowwise)?, &b.bq)?,
+                add_bias(b.wk.forward_as(xn, rowwise)?, &b.bk)?,
+                add_bias(b.wv.forward_as(xn, rowwise)?, &b.bv)?,
             )),
         }
     }
@@ -508,7 +589,7 @@ impl Transformer {
             self.cfg.n_kv_head,
             self.cfg.head_dim,
         );
-        let (q, k, v) = self.project_qkv(b, xn)?;
+        let (q, k, v) = self.project_qkv(b, xn, pass.rowwise)?;
         let q = q.reshape((1, n, h, d))?.transpose(1, 2)?.contiguous()?;
         let k = k.reshape((1, n, kvh, d))?.transpose(1, 2)?.contiguous()?;
         let v = v.reshape((n, kvh, d))?.transpose(0, 1)?.contiguous()?;
@@ -572,7 +653,25 @@ impl Transformer {
             stride,
         };
         let mut y = vec![0f32; n * h * d];
-        aha_kernels::attention::attend(&qs, &layer.keys, &layer.values, shape, scale, &mut y);
+        if pass.rowwise {
+            // Row by row, each over the keys up to its own position, as decode computes it (the
+            // kernel splits the keys by the call's shape, and the splits change the rounding).
+            let mut qrow = vec![0f32; h * d];
+            for i in 0..n {
+                for hd in 0..h {
+                    qrow[hd * d..(hd + 1) * d].copy_from_slice(&qs[(hd * n + i) * d..][..d]);
+                }
+                let one = aha_kernels::attention::Shape {
+                    n: 1,
+                    pos: pass.pos + i,
+                    ..shape
+                };
+                let out = &mut y[i * h * d..(i + 1) * h * d];
+                aha_kernels::attention::attend(&qrow, &layer.keys, &layer.values, one, scale, out);
+            }
+        } else {
+            aha_kernels::attention::attend(&qs, &layer.keys, &layer.values, shape, scale, &mut y);
+        }
         Tensor::from_vec(y, (n, h * d), &self.device)
     }
 
@@ -641,14 +740,17 @@ impl Transformer {
     }
 
     /// Block `li`'s feed-forward (SwiGLU) for normalised `xn`.
-    fn feed_forward(&self, li: usize, b: &Block, xn: &Tensor) -> Result<Tensor> {
+    fn feed_forward(&self, li: usize, b: &Block, xn: &Tensor, rowwise: bool) -> Result<Tensor> {
         let (gate, up) = match &b.gate_up {
             Some(w) => {
                 let gu = xn.matmul(&w.t()?)?;
                 let f = gu.dim(1)? / 2;
                 (gu.narrow(1, 0, f)?, gu.narrow(1, f, f)?)
             }
-            None => (b.w_gate.forward(xn)?, b.w_up.forward(xn)?),
+            None => (
+                b.w_gate.forward_as(xn, rowwise)?,
+                b.w_up.forward_as(xn, rowwise)?,
+            ),
         };
         self.dump.write(format_args!("ffn_gate-{li}"), &gate)?;
         self.dump.write(format_args!("ffn_up-{li}"), &up)?;
@@ -664,7 +766,7 @@ impl Transformer {
             (candle_nn::ops::silu(&gate)? * up)?
         };
         self.dump.write(format_args!("ffn_swiglu-{li}"), &sw)?;
-        let y = b.w_down.forward(&sw)?;
+        let y = b.w_down.forward_as(&sw, rowwise)?;
         self.dump.write(format_args!("ffn_out-{li}"), &y)?;
         Ok(y)
     }
