@@ -31,6 +31,10 @@ pub struct BenchArgs {
     /// over agent-style tasks and over the prose prompt, checking the tokens are identical.
     #[arg(long)]
     pub speculation: bool,
+    /// Measure how fast a cancel lands during a prefill of --prompt-tokens tokens (20 tries,
+    /// or --reps when above 1).
+    #[arg(long)]
+    pub cancel: bool,
     /// With --speculation: the tasks (JSON lines; default: the built-in set,
     /// `assets/speculate_tasks.jsonl`).
     #[arg(long, value_name = "FILE")]
@@ -93,6 +97,11 @@ pub fn bench(m: &ModelArgs, a: BenchArgs, cfg: &Config) -> Result<i32> {
     let mut engine = load_engine(m, cfg)?;
     // Plain decoding unless `--speculate` says otherwise: the figures compare with llama-bench's.
     engine.set_speculate(m.speculate.unwrap_or(Speculate::Off));
+    if a.cancel {
+        let prompt = prompt_tokens(&engine, a.prompt_tokens)?;
+        let tries = if a.reps > 1 { a.reps } else { 20 };
+        return super::bench_cancel::run(&mut engine, prompt, tries, a.json);
+    }
     if a.speculation {
         let prose = prompt_tokens(&engine, a.prompt_tokens)?;
         let tasks = match &a.tasks {

@@ -26,8 +26,16 @@ pub fn print_json(e: &Event) {
 
 /// The stats line for a person.
 pub fn stats_line(s: &TurnStats) -> String {
+    let drafts = if s.drafted_tokens > 0 {
+        format!(
+            " ({} of {} drafted tokens kept)",
+            s.accepted_tokens, s.drafted_tokens
+        )
+    } else {
+        String::new()
+    };
     format!(
-        "\n[{} prompt tokens ({} prefilled) · {} thinking + {} answer tokens · ttft {:.0} ms · prefill {:.1} tok/s · decode {:.1} tok/s · {}]",
+        "\n[{} prompt tokens ({} prefilled) · {} thinking + {} answer tokens · ttft {:.0} ms · prefill {:.1} tok/s · decode {:.1} tok/s{drafts} · {}]",
         s.prompt_tokens,
         s.prefilled_tokens,
         s.thinking_tokens,
@@ -280,6 +288,16 @@ mod tests {
         assert!(
             line.starts_with("\n[12 prompt tokens (3 prefilled) · 4 thinking + 5 answer tokens · ttft 7 ms · prefill 100.0 tok/s · decode 10.0 tok/s · "),
             "{line}"
+        );
+        let spec = TurnStats {
+            drafted_tokens: 40,
+            accepted_tokens: 31,
+            ..s
+        };
+        assert!(
+            stats_line(&spec).contains("decode 10.0 tok/s (31 of 40 drafted tokens kept) · "),
+            "{}",
+            stats_line(&spec)
         );
     }
 

@@ -1,6 +1,7 @@
 //! Command-line arguments and the dispatch to each subcommand.
 
 mod bench;
+mod bench_cancel;
 mod bench_spec;
 mod chat;
 mod docs;

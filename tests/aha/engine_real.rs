@@ -315,3 +315,49 @@ fn prompt_lookup_decoding_changes_nothing_but_the_speed() {
         assert_eq!(&plain_cache[prompt.len()..], &tokens[..]);
     }
 }
+
+#[test]
+fn thinking_turned_on_prefills_only_the_new_turn() {
+    let _g = heavy();
+    let mut e = load("qwen2.5-coder-0.5b");
+    let user = |t: &str| ChatMessage::new(aha::protocol::Role::User, t);
+    let mut msgs = vec![
+        ChatMessage::new(
+            aha::protocol::Role::System,
+            "You are a terse assistant. ".repeat(20),
+        ),
+        user("Name one prime number."),
+    ];
+    let mut req = GenerateRequest::chat(msgs.clone());
+    req.sampling = SamplingParams::greedy();
+    req.max_tokens = 12;
+    let (_, answer) = answer_of(&mut e, &req);
+    let first_prompt = e.prepare(&req).unwrap().tokens.len();
+    // `/think on` for the next turn: the instruction lands in the new user message, so the
+    // system prompt and the first exchange stay cached.
+    msgs.push(ChatMessage::new(aha::protocol::Role::Assistant, answer));
+    msgs.push(user("And another one?"));
+    let mut req = GenerateRequest::chat(msgs);
+    req.sampling = SamplingParams::greedy();
+    req.max_tokens = 4;
+    req.think = aha::engine::ThinkMode::On;
+    let mut stats = None;
+    e.generate(&req, &Control::default(), &mut |ev| {
+        if let Event::TurnFinished { stats: s, .. } = ev {
+            stats = Some(s);
+        }
+    })
+    .unwrap();
+    let s = stats.unwrap();
+    let text = e.prepare(&req).unwrap().text;
+    assert!(
+        text.contains("And another one?\n\nBefore you answer"),
+        "{text}"
+    );
+    assert!(
+        s.prefilled_tokens + first_prompt <= s.prompt_tokens,
+        "only the new turn is prefilled: {} of {} (the first prompt had {first_prompt})",
+        s.prefilled_tokens,
+        s.prompt_tokens
+    );
+}

@@ -1,0 +1,89 @@
+//! `aha bench --cancel`: how long a stop takes to land while a long prompt is prefilled. Each
+//! try starts a fresh prefill, cancels it from another thread at a point spread over the
+//! prefill's length, and measures from the cancel to `generate` returning.
+
+use crate::engine::sampler::SamplingParams;
+use crate::engine::{Control, GenerateRequest, LocalEngine, Prompt};
+use anyhow::{bail, Result};
+use serde::Serialize;
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Serialize)]
+struct Report {
+    model: String,
+    prompt_tokens: usize,
+    tries: usize,
+    /// One whole prefill of the prompt, uncancelled.
+    prefill_ms: f64,
+    p50_ms: f64,
+    p95_ms: f64,
+    max_ms: f64,
+}
+
+/// One try: prefill `req` from an empty cache and cancel after `delay`. Returns the time from the
+/// cancel to `generate` returning, or `None` if the turn ended before the cancel.
+fn once(engine: &mut LocalEngine, req: &GenerateRequest, delay: Duration) -> Result<Option<f64>> {
+    engine.truncate(0);
+    let ctrl = Control::default();
+    let (r, cancelled_at, ended) = std::thread::scope(|s| {
+        let c = &ctrl;
+        let stopper = s.spawn(move || {
+            std::thread::sleep(delay);
+            c.cancel();
+            Instant::now()
+        });
+        let r = engine.generate(req, &ctrl, &mut |_| {});
+        let ended = Instant::now();
+        (r, stopper.join(), ended)
+    });
+    let stats = r?;
+    let Ok(at) = cancelled_at else {
+        bail!("the cancelling thread panicked");
+    };
+    if stats.finish_reason != crate::protocol::FinishReason::Cancelled || ended < at {
+        return Ok(None);
+    }
+    Ok(Some(ended.duration_since(at).as_secs_f64() * 1000.0))
+}
+
+/// Runs `tries` cancels during prefills of `prompt`.
+pub fn run(engine: &mut LocalEngine, prompt: Vec<u32>, tries: usize, json: bool) -> Result<i32> {
+    let mut req = GenerateRequest::chat(Vec::new());
+    req.prompt = Prompt::Tokens(prompt.clone());
+    req.sampling = SamplingParams::greedy();
+    req.max_tokens = 1;
+    engine.truncate(0);
+    let t0 = Instant::now();
+    engine.generate(&req, &Control::default(), &mut |_| {})?;
+    let prefill = t0.elapsed();
+    let tries = tries.max(1);
+    let mut lat = Vec::with_capacity(tries);
+    for i in 0..tries {
+        // Cancel points from 5 % to 90 % of the prefill.
+        let f = 0.05 + 0.85 * i as f64 / (tries - 1).max(1) as f64;
+        match once(engine, &req, prefill.mul_f64(f))? {
+            Some(ms) => lat.push(ms),
+            None => bail!("try {i}: the prefill ended before the cancel; use a longer prompt"),
+        }
+    }
+    lat.sort_by(|a, b| a.total_cmp(b));
+    let pick = |q: f64| lat[((lat.len() as f64 * q).ceil() as usize).clamp(1, lat.len()) - 1];
+    let r = Report {
+        model: engine.name.clone(),
+        prompt_tokens: prompt.len(),
+        tries,
+        prefill_ms: prefill.as_secs_f64() * 1000.0,
+        p50_ms: pick(0.5),
+        p95_ms: pick(0.95),
+        max_ms: pick(1.0),
+    };
+    if json {
+        println!("{}", serde_json::to_string(&r)?);
+    } else {
+        println!(
+            "cancel during a {}-token prefill ({:.0} ms whole), {} tries: p50 {:.0} ms, p95 {:.0} ms, max {:.0} ms",
+            r.prompt_tokens, r.prefill_ms, r.tries, r.p50_ms, r.p95_ms, r.max_ms
+        );
+    }
+    Ok(0)
+}
