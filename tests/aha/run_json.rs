@@ -1,6 +1,9 @@
 //! `aha run --json` without `--agent` prints, byte for byte, what it printed before it went
 //! through the agent: three runs of the real smollm2-135m compared with the streams recorded in
-//! tests/fixtures/run_json (recorded with `-m smollm2-135m` and the flags below).
+//! tests/fixtures/run_json (recorded with `-m smollm2-135m` and the flags below). Since then,
+//! `turn_finished` gained `drafted_tokens` and `accepted_tokens` (speculative decoding), and
+//! `2.jsonl` was recorded again when `--think`'s instruction moved from the system message to
+//! the user's (issue 17: a per-turn setting keeps the cached prefix).
 //!
 //! Before comparing, on both sides: the timing fields (`ttft_ms`, `prefill_tok_s`,
 //! `decode_tok_s`) become 0, and `logprob` and `entropy` are rounded to 2 decimals (another SIMD
