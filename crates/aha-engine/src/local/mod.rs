@@ -7,5 +7,6 @@ pub mod kv_cache;
 pub mod linear;
 pub mod load;
 pub mod model;
+pub mod prompt_cache;
 pub mod qkernels;
 pub mod synth;
