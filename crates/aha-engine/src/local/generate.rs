@@ -527,6 +527,7 @@ mod tests {
             text: String::new(),
             started_in_think,
             assistant_prefix: prefix.into(),
+            stable_prefix: 0,
         }
     }
 
