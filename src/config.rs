@@ -32,6 +32,9 @@ pub struct Config {
     /// The workbench's settings (`[ui]`), checked by [`UiConfig::validate`] when parsed.
     #[serde(default)]
     pub ui: UiConfig,
+    /// The most megabytes the prompt cache on disk (`<data dir>/cache/`) may hold; 0 turns it
+    /// off. Absent: [`aha_engine::local::prompt_cache::DEFAULT_LIMIT_MB`].
+    pub prompt_cache_mb: Option<u64>,
 }
 
 impl Config {
@@ -74,6 +77,18 @@ impl Config {
         }
         c.ui.validate()?;
         Ok(c)
+    }
+
+    /// The prompt cache's size limit in bytes, or `None` when it is off: `prompt_cache_mb = 0`,
+    /// or `prompt_cache` (the value of `AHA_PROMPT_CACHE`) `off`, `0` or `false`.
+    pub fn prompt_cache_bytes(&self, prompt_cache: Option<&str>) -> Option<u64> {
+        if prompt_cache.is_some_and(|v| matches!(v.trim(), "off" | "0" | "false")) {
+            return None;
+        }
+        let mb = self
+            .prompt_cache_mb
+            .unwrap_or(aha_engine::local::prompt_cache::DEFAULT_LIMIT_MB);
+        (mb > 0).then(|| mb.saturating_mul(1 << 20))
     }
 
     /// The remote engine called `name`, or an error listing the configured ones.
@@ -127,6 +142,21 @@ fps = 20
         assert_eq!(e.max_retries, Some(2));
         assert_eq!(c.ui.fps, Some(20));
         assert!(c.remote("nope").is_err());
+    }
+
+    #[test]
+    fn the_prompt_cache_limit_comes_from_the_file_and_the_switch() {
+        let d = Config::parse("").unwrap();
+        assert_eq!(d.prompt_cache_bytes(None), Some(2048 << 20));
+        assert_eq!(d.prompt_cache_bytes(Some("on")), Some(2048 << 20));
+        for off in ["off", "0", "false", " off "] {
+            assert_eq!(d.prompt_cache_bytes(Some(off)), None, "{off}");
+        }
+        let c = Config::parse("prompt_cache_mb = 10\n").unwrap();
+        assert_eq!(c.prompt_cache_bytes(None), Some(10 << 20));
+        let c = Config::parse("prompt_cache_mb = 0\n").unwrap();
+        assert_eq!(c.prompt_cache_bytes(None), None);
+        assert!(Config::parse("prompt_cache_mb = -1\n").is_err());
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! `aha bench` (prefill/decode speed, time to first token, memory) and `aha perplexity`.
 
-use super::{load_engine, ModelArgs};
+use super::{load_engine_cold, ModelArgs};
 use crate::config::Config;
 use crate::engine::local::speculate::Speculate;
 use crate::engine::sampler::SamplingParams;
@@ -94,7 +94,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 /// Runs `aha bench`.
 pub fn bench(m: &ModelArgs, a: BenchArgs, cfg: &Config) -> Result<i32> {
-    let mut engine = load_engine(m, cfg)?;
+    let mut engine = load_engine_cold(m, cfg)?;
     // Plain decoding unless `--speculate` says otherwise: the figures compare with llama-bench's.
     engine.set_speculate(m.speculate.unwrap_or(Speculate::Off));
     if a.cancel {
@@ -201,7 +201,7 @@ pub struct PplArgs {
 pub fn perplexity(m: &ModelArgs, a: PplArgs, cfg: &Config) -> Result<i32> {
     let text = std::fs::read_to_string(&a.file)
         .with_context(|| format!("cannot read {}", a.file.display()))?;
-    let engine = load_engine(m, cfg)?;
+    let engine = load_engine_cold(m, cfg)?;
     let mut tokens = Vec::new();
     if let Some((id, _)) = &engine.tokenizer.bos {
         if engine.tokenizer.add_bos {

@@ -192,8 +192,37 @@ pub fn set_threads(threads: Option<usize>) {
         .build_global();
 }
 
-/// Resolves and loads the model named by `args` (pulling a known model on first use).
+/// Resolves and loads the model named by `args` (pulling a known model on first use), with the
+/// prompt cache on disk that `aha run`, the workbench and `aha serve` share
+/// ([`attach_prompt_cache`]).
 pub fn load_engine(args: &ModelArgs, cfg: &Config) -> Result<LocalEngine> {
+    let (mut engine, path) = load_model(args, cfg)?;
+    attach_prompt_cache(&mut engine, &path, cfg);
+    Ok(engine)
+}
+
+/// [`load_engine`] without the prompt cache: every prompt is computed in full (`aha bench`
+/// measures that).
+pub fn load_engine_cold(args: &ModelArgs, cfg: &Config) -> Result<LocalEngine> {
+    Ok(load_model(args, cfg)?.0)
+}
+
+/// Gives `engine` (loaded from `model`) the prompt cache in `<data dir>/cache/`, unless the
+/// config or `AHA_PROMPT_CACHE=off` turn it off. A cache that cannot be opened only warns.
+fn attach_prompt_cache(engine: &mut LocalEngine, model: &std::path::Path, cfg: &Config) {
+    let switch = std::env::var("AHA_PROMPT_CACHE").ok();
+    let Some(limit) = cfg.prompt_cache_bytes(switch.as_deref()) else {
+        return;
+    };
+    let dir = crate::session::data_dir().join("cache");
+    match crate::engine::local::prompt_cache::PromptCache::open(&dir, limit, model) {
+        Ok(c) => engine.set_prompt_cache(Some(c)),
+        Err(e) => tracing::warn!("the prompt cache is off: {e}"),
+    }
+}
+
+/// The model `args` name, loaded, and the path it was loaded from.
+fn load_model(args: &ModelArgs, cfg: &Config) -> Result<(LocalEngine, std::path::PathBuf)> {
     // The engine's `AHA_*` knobs, read once for the device and the model.
     let opts = crate::engine::options::EngineOptions::from_env();
     let dev = device::select_with(&args.device, &opts)?;
@@ -207,7 +236,7 @@ pub fn load_engine(args: &ModelArgs, cfg: &Config) -> Result<LocalEngine> {
     let r = registry::resolve(&name, true)?;
     let mut engine = LocalEngine::load_with(&r.path, &r.name, &dev, &opts)?;
     engine.set_speculate(args.speculate.or(cfg.speculate).unwrap_or_default());
-    Ok(engine)
+    Ok((engine, r.path))
 }
 
 /// The remote engine `args` select (`--engine NAME`, else the config's `engine`), if any.

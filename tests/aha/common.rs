@@ -27,9 +27,12 @@ pub fn init_threads() {
     ONCE.get_or_init(|| aha::cli::set_threads(None));
 }
 
-/// The aha binary under test.
+/// The aha binary under test, with the prompt cache off so that tests leave no entries in the
+/// user's data folder (the prompt cache's own tests turn it on, in a folder of their own).
 pub fn bin() -> std::process::Command {
-    std::process::Command::new(env!("CARGO_BIN_EXE_aha"))
+    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_aha"));
+    c.env("AHA_PROMPT_CACHE", "off");
+    c
 }
 
 /// Spawns `cmd` (an `aha serve …` command line) with its stderr read into a log, and waits up to

@@ -14,6 +14,7 @@ use candle_core::Device;
 use local::kv_cache::KvCache;
 use local::load::GgufFile;
 use local::model::{ForwardOpts, Transformer};
+use local::prompt_cache::{KvShape, PromptCache};
 use local::speculate::{NgramDrafter, Speculate, MAX_DRAFT};
 use std::path::Path;
 use std::time::Instant;
@@ -88,6 +89,9 @@ pub struct PreparedPrompt {
     pub started_in_think: bool,
     /// The part of `text` that was already the assistant's (a branch's prefix), or empty.
     pub assistant_prefix: String,
+    /// How many leading tokens are the conversation's stable part (system prompt and tools),
+    /// which the prompt cache on disk keeps; 0 when none is found or there is no such cache.
+    pub stable_prefix: usize,
 }
 
 /// A model loaded on this machine, with its tokenizer, template and KV cache.
@@ -105,6 +109,10 @@ pub struct LocalEngine {
     openers: Option<std::sync::Arc<constrain::CallOpeners>>,
     /// Whether decoding drafts tokens by prompt lookup.
     speculate: Speculate,
+    /// The prompt cache on disk, if one was set ([`LocalEngine::set_prompt_cache`]).
+    prompt_cache: Option<PromptCache>,
+    /// What the cache's entries must have been computed with ([`local::prompt_cache::engine_fingerprint`]).
+    fingerprint: String,
 }
 
 impl std::fmt::Debug for LocalEngine {
@@ -191,6 +199,7 @@ impl LocalEngine {
             }
         };
         let cache = model.new_cache();
+        let fingerprint = local::prompt_cache::engine_fingerprint(&model, opts);
         Ok(Self {
             model,
             tokenizer,
@@ -201,7 +210,23 @@ impl LocalEngine {
             llg: None,
             openers: None,
             speculate: Speculate::default(),
+            prompt_cache: None,
+            fingerprint,
         })
+    }
+
+    /// Keeps chat prompts' stable prefixes (system prompt and tools) in `cache` on disk, or
+    /// stops (`None`). Not with llama.cpp's numerics, whose prompt goes in as one batch.
+    pub fn set_prompt_cache(&mut self, cache: Option<PromptCache>) {
+        self.prompt_cache = cache.filter(|_| !self.model.ggml_numerics()).map(|mut c| {
+            c.set_fingerprint(self.fingerprint.clone());
+            c
+        });
+    }
+
+    /// The prompt cache on disk, if set.
+    pub fn prompt_cache(&self) -> Option<&PromptCache> {
+        self.prompt_cache.as_ref()
     }
 
     /// The model's context length.
@@ -241,6 +266,7 @@ impl LocalEngine {
                 text: String::new(),
                 started_in_think: false,
                 assistant_prefix: String::new(),
+                stable_prefix: 0,
             }),
             Prompt::Raw(text) => self.prepare_raw(text),
             Prompt::Chat(msgs) => self.prepare_chat(req, msgs),
@@ -261,6 +287,7 @@ impl LocalEngine {
             text: text.to_string(),
             started_in_think: text.trim_end().ends_with("<think>"),
             assistant_prefix: String::new(),
+            stable_prefix: 0,
         })
     }
 
@@ -277,21 +304,64 @@ impl LocalEngine {
         if let Some(prefix) = &req.assistant_prefix {
             text.push_str(prefix_after_prompt(prefix, started));
         }
+        let tokens = self.encode_chat(&text)?;
+        let prefix = text[prompt_end..].to_string();
+        tracing::debug!(tokens = tokens.len(), "rendered prompt:\n{text}");
+        let stable_prefix = self.stable_prefix(req, &msgs, tools, &tokens);
+        Ok(PreparedPrompt {
+            tokens,
+            text,
+            started_in_think: started,
+            assistant_prefix: prefix,
+            stable_prefix,
+        })
+    }
+
+    /// A rendered chat prompt's tokens, with BOS when the model wants one and the template did
+    /// not write it.
+    fn encode_chat(&self, text: &str) -> Result<Vec<u32>> {
         let mut tokens = Vec::new();
         if let Some((id, bos)) = &self.tokenizer.bos {
             if self.tokenizer.add_bos && !text.starts_with(bos.as_str()) {
                 tokens.push(*id);
             }
         }
-        tokens.extend(self.tokenizer.encode(&text)?);
-        let prefix = text[prompt_end..].to_string();
-        tracing::debug!(tokens = tokens.len(), "rendered prompt:\n{text}");
-        Ok(PreparedPrompt {
-            tokens,
-            text,
-            started_in_think: started,
-            assistant_prefix: prefix,
-        })
+        tokens.extend(self.tokenizer.encode(text)?);
+        Ok(tokens)
+    }
+
+    /// Where the stable part of a chat prompt of `tokens` ends: the common prefix with the same
+    /// leading system messages and tools, rendered the same way, before a placeholder user
+    /// message ([`local::prompt_cache::stable_len`]). `msgs` and `tools` are as
+    /// [`LocalEngine::chat_messages`] gave them. Only with a prompt cache on disk (it costs a
+    /// second render); 0 where the template refuses the placeholder.
+    fn stable_prefix(
+        &self,
+        req: &GenerateRequest,
+        msgs: &[ChatMessage],
+        tools: Option<&[serde_json::Value]>,
+        tokens: &[u32],
+    ) -> usize {
+        if self.prompt_cache.is_none() {
+            return 0;
+        }
+        let mut probe: Vec<ChatMessage> = msgs
+            .iter()
+            .take_while(|m| m.role == aha_protocol::Role::System)
+            .cloned()
+            .collect();
+        probe.push(ChatMessage::user("\u{1}"));
+        let probe = self
+            .template
+            .render(&probe, tools, true, req.think != ThinkMode::Off)
+            .and_then(|text| self.encode_chat(&text));
+        match probe {
+            Ok(p) => local::prompt_cache::stable_len(tokens, &p),
+            Err(e) => {
+                tracing::debug!("no stable prompt prefix: {e:#}");
+                0
+            }
+        }
     }
 
     /// The messages as the template gets them: earlier turns' reasoning stripped, the instruction
@@ -327,10 +397,16 @@ impl LocalEngine {
     }
 
     /// Truncates the cache to the longest common prefix with `tokens` (keeping at least one token to
-    /// feed) and prefills the rest in chunks. Returns the logits of the last token and the count
-    /// prefilled, or `None` when cancelled (checked before every layer; the cache keeps the
-    /// chunks that were done).
-    fn prefill(&mut self, tokens: &[u32], ctrl: &Control) -> Result<Option<(Vec<f32>, usize)>> {
+    /// feed) and prefills the rest in chunks; the first `stable` tokens may come from the prompt
+    /// cache on disk ([`LocalEngine::restore_prefix`]). Returns the logits of the last token and
+    /// the count prefilled, or `None` when cancelled (checked before every layer; the cache
+    /// keeps the chunks that were done).
+    fn prefill(
+        &mut self,
+        tokens: &[u32],
+        stable: usize,
+        ctrl: &Control,
+    ) -> Result<Option<(Vec<f32>, usize)>> {
         let common = self
             .cached
             .iter()
@@ -356,23 +432,34 @@ impl LocalEngine {
             };
             return Ok(Some((local::model::last_row(&l)?, rest.len())));
         }
+        // A stable prefix the cache does not hold comes from the disk cache, or is computed
+        // first and saved there; the rest then starts at its end either way.
+        let Some(built) = self.restore_prefix(tokens, stable, ctrl)? else {
+            return Ok(None);
+        };
+        let rest = &tokens[self.cached.len()..];
         // Otherwise the last prompt token always goes through the single-token (decode) path, so
         // the first sampled token's logits do not depend on whether the prefix came from the
         // cache: the same seed gives the same reply on a cold and a warm cache.
         let (batch, last) = rest.split_at(rest.len().saturating_sub(1));
-        for chunk in batch.chunks(PREFILL_CHUNK) {
-            if self.prefill_chunk(chunk, ctrl)?.is_none() {
-                return Ok(None);
-            }
-        }
         let &[last] = last else {
             bail!("empty prompt");
         };
-        if ctrl.cancelled() {
+        if !self.prefill_chunks(batch, ctrl)? || ctrl.cancelled() {
             return Ok(None);
         }
         let logits = self.step(last)?;
-        Ok(Some((logits, rest.len())))
+        Ok(Some((logits, built + rest.len())))
+    }
+
+    /// Runs `tokens` into the cache in chunks of [`PREFILL_CHUNK`]; false when cancelled.
+    fn prefill_chunks(&mut self, tokens: &[u32], ctrl: &Control) -> Result<bool> {
+        for chunk in tokens.chunks(PREFILL_CHUNK) {
+            if self.prefill_chunk(chunk, ctrl)?.is_none() {
+                return Ok(false);
+            }
+        }
+        Ok(true)
     }
 
     /// Runs one chunk of the prompt, stopping between layers on cancel (`None`).
@@ -390,6 +477,58 @@ impl LocalEngine {
             self.cached.extend_from_slice(chunk);
         }
         Ok(out)
+    }
+
+    /// With a prompt cache on disk and a stable prefix of `stable` tokens longer than what the
+    /// cache holds: loads the prefix's keys and values from its entry, or on a miss prefills up
+    /// to the prefix's end as chunks of their own and saves the entry. The cache then holds
+    /// exactly `tokens[..stable]`, so what follows is computed the same way (same start, same
+    /// chunks) whether the entry was there or not: a warm start gives a cold one's tokens.
+    /// Returns the tokens computed here, or `None` when cancelled (nothing is saved then). A
+    /// cache that cannot be read or written only warns.
+    fn restore_prefix(
+        &mut self,
+        tokens: &[u32],
+        stable: usize,
+        ctrl: &Control,
+    ) -> Result<Option<usize>> {
+        let Some(pc) = &self.prompt_cache else {
+            return Ok(Some(0));
+        };
+        if stable <= self.cached.len() || stable >= tokens.len() {
+            return Ok(Some(0));
+        }
+        let prefix = &tokens[..stable];
+        let shape = KvShape::of(&self.model);
+        let dims = (shape.kv_heads, stable, shape.head_dim);
+        if let Some(layers) = pc.load(prefix, shape) {
+            let layout = local::prompt_cache::kv_layout(&self.model);
+            match self.cache.import(&layers, dims, &layout) {
+                Ok(()) => {
+                    self.cached = prefix.to_vec();
+                    return Ok(Some(0));
+                }
+                // The cache is empty now: the prefix is computed from the start.
+                Err(e) => tracing::warn!("prompt cache: cannot import an entry: {e}"),
+            }
+            self.cached.clear();
+        }
+        let from = self.cached.len();
+        if !self.prefill_chunks(&tokens[from..stable], ctrl)? {
+            return Ok(None);
+        }
+        let saved = self
+            .cache
+            .export(stable, (shape.kv_heads, shape.head_dim))
+            .map_err(anyhow::Error::from)
+            .and_then(|layers| match &self.prompt_cache {
+                Some(pc) => Ok(pc.save(prefix, shape, &layers)?),
+                None => Ok(()),
+            });
+        if let Err(e) = saved {
+            tracing::warn!("prompt cache: the prompt's prefix was not saved: {e:#}");
+        }
+        Ok(Some(stable - from))
     }
 
     /// Feeds one token and returns the next logits.
@@ -417,7 +556,7 @@ impl LocalEngine {
         let prompt = self.prepare(req)?;
         check_fits(prompt.tokens.len(), self.context_length())?;
         let before = self.cached.len();
-        let prefilled = self.prefill(&prompt.tokens, ctrl)?;
+        let prefilled = self.prefill(&prompt.tokens, prompt.stable_prefix, ctrl)?;
         let prefill_s = t0.elapsed().as_secs_f64();
         let Some((logits, prefilled)) = prefilled else {
             // Stopped while the prompt went in: a cancelled turn with nothing generated.

@@ -552,6 +552,7 @@ mod tests {
             text: String::new(),
             started_in_think,
             assistant_prefix: prefix.into(),
+            stable_prefix: 0,
         }
     }
 

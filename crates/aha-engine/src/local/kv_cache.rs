@@ -3,7 +3,7 @@
 //! memory in the layout aha's attention kernel reads.
 
 use aha_kernels::attention;
-use candle_core::{Result, Tensor};
+use candle_core::{DType, Device, Result, Tensor};
 
 /// How many positions the cache grows by at a time.
 pub const CHUNK: usize = 512;
@@ -124,6 +124,60 @@ impl LayerCache {
     }
 }
 
+/// One layer's keys and values for the first `n` positions, each `(kv_heads, n, head_dim)`
+/// row-major f32, whatever the cache's own layout and dtype: what [`KvCache::export`] gives and
+/// [`KvCache::import`] takes (the prompt cache on disk stores it).
+#[derive(Debug, Clone, PartialEq)]
+pub struct LayerKv {
+    pub keys: Vec<f32>,
+    pub values: Vec<f32>,
+}
+
+/// Where [`KvCache::import`] puts keys and values: aha's CPU attention layout ([`CpuLayer`]), or
+/// candle tensors of the activations' dtype on the model's device. It must be the layout the
+/// forward pass uses for the model, or it will not find them.
+#[derive(Debug, Clone)]
+pub enum KvLayout {
+    Cpu,
+    Tensors { dtype: DType, device: Device },
+}
+
+impl LayerCache {
+    /// The first `n` positions as `(kv_heads, n, head_dim)` f32.
+    fn export(&self, n: usize, (kvh, d): (usize, usize)) -> Result<LayerKv> {
+        if n > self.len {
+            candle_core::bail!("cannot export {n} positions: the cache holds {}", self.len)
+        }
+        if let Some(c) = &self.cpu {
+            let rows = |src: &[f32]| -> Vec<f32> {
+                (0..kvh)
+                    .flat_map(|h| {
+                        let at = attention::key_at(h, 0, 0, self.cap, d);
+                        src[at..at + n * d].iter().copied()
+                    })
+                    .collect()
+            };
+            return Ok(LayerKv {
+                keys: rows(&c.keys),
+                values: rows(&c.values),
+            });
+        }
+        let (Some(k), Some(v)) = (&self.k, &self.v) else {
+            candle_core::bail!("KV cache not allocated")
+        };
+        let rows = |t: &Tensor| -> Result<Vec<f32>> {
+            t.narrow(1, 0, n)?
+                .to_dtype(DType::F32)?
+                .flatten_all()?
+                .to_vec1::<f32>()
+        };
+        Ok(LayerKv {
+            keys: rows(k)?,
+            values: rows(v)?,
+        })
+    }
+}
+
 /// The whole model's cache.
 #[derive(Debug, Clone)]
 pub struct KvCache {
@@ -174,6 +228,64 @@ impl KvCache {
 
     pub(crate) fn layer_mut(&mut self, i: usize) -> &mut LayerCache {
         &mut self.layers[i]
+    }
+
+    /// Every layer's keys and values for positions `0..n`, for a model with `kv_heads` heads of
+    /// `head_dim` (an error past what the cache holds).
+    pub fn export(&self, n: usize, (kv_heads, head_dim): (usize, usize)) -> Result<Vec<LayerKv>> {
+        self.layers
+            .iter()
+            .map(|l| l.export(n, (kv_heads, head_dim)))
+            .collect()
+    }
+
+    /// Replaces the whole cache with `layers`, `n` positions each of shape
+    /// `(kv_heads, n, head_dim)`, stored in `layout`. On an error (a shape that does not fit)
+    /// the cache is left empty.
+    pub fn import(
+        &mut self,
+        layers: &[LayerKv],
+        (kvh, n, d): (usize, usize, usize),
+        layout: &KvLayout,
+    ) -> Result<()> {
+        self.clear();
+        let r = self.import_layers(layers, (kvh, n, d), layout);
+        if r.is_err() {
+            self.clear();
+        }
+        r
+    }
+
+    fn import_layers(
+        &mut self,
+        layers: &[LayerKv],
+        (kvh, n, d): (usize, usize, usize),
+        layout: &KvLayout,
+    ) -> Result<()> {
+        if layers.len() != self.layers.len() {
+            candle_core::bail!(
+                "{} layers to import into a cache of {}",
+                layers.len(),
+                self.layers.len()
+            )
+        }
+        let max_len = self.max_len;
+        for (l, kv) in self.layers.iter_mut().zip(layers) {
+            if kv.keys.len() != kvh * n * d || kv.values.len() != kvh * n * d {
+                candle_core::bail!("a layer to import is not ({kvh}, {n}, {d})")
+            }
+            match layout {
+                KvLayout::Cpu => {
+                    l.append_cpu(&kv.keys, &kv.values, (kvh, n, d), max_len)?;
+                }
+                KvLayout::Tensors { dtype, device } => {
+                    let t =
+                        |x: &[f32]| Tensor::from_slice(x, (kvh, n, d), device)?.to_dtype(*dtype);
+                    l.append(&t(&kv.keys)?, &t(&kv.values)?, max_len)?;
+                }
+            }
+        }
+        Ok(())
     }
 }
 
@@ -264,6 +376,66 @@ mod tests {
             .layer_mut(0)
             .append_cpu(&rows(3, 1998), &rows(3, 1998), (kvh, 1998, d), 2000)
             .is_err());
+    }
+
+    /// Keys `1000·l + 100·h + p + c/10` (values negated) for `n` positions from `p0`, as
+    /// `(kvh, n, d)`.
+    fn rows(l: usize, p0: usize, n: usize, (kvh, d): (usize, usize)) -> (Vec<f32>, Vec<f32>) {
+        let k: Vec<f32> = (0..kvh)
+            .flat_map(|h| {
+                (p0..p0 + n).flat_map(move |p| {
+                    (0..d).map(move |c| (1000 * l + 100 * h + p) as f32 + c as f32 / 10.0)
+                })
+            })
+            .collect();
+        let v = k.iter().map(|x| -x).collect();
+        (k, v)
+    }
+
+    #[test]
+    fn export_and_import_round_trip_in_both_layouts() {
+        let (kvh, d) = (2, 4);
+        let dev = Device::Cpu;
+        let tensors = KvLayout::Tensors {
+            dtype: DType::F32,
+            device: dev.clone(),
+        };
+        for layout in [KvLayout::Cpu, tensors] {
+            let mut c = KvCache::new(2, 2000);
+            // 600 positions in two appends, so the cache regrew once in between.
+            for (p0, n) in [(0, 3), (3, 597)] {
+                for l in 0..2 {
+                    let (k, v) = rows(l, p0, n, (kvh, d));
+                    match &layout {
+                        KvLayout::Cpu => {
+                            c.layer_mut(l)
+                                .append_cpu(&k, &v, (kvh, n, d), 2000)
+                                .unwrap();
+                        }
+                        KvLayout::Tensors { .. } => {
+                            let t = |x: Vec<f32>| Tensor::from_vec(x, (kvh, n, d), &dev).unwrap();
+                            c.layer_mut(l).append(&t(k), &t(v), 2000).unwrap();
+                        }
+                    }
+                }
+            }
+            let out = c.export(550, (kvh, d)).unwrap();
+            assert_eq!(out.len(), 2);
+            for (l, kv) in out.iter().enumerate() {
+                let (k, v) = rows(l, 0, 550, (kvh, d));
+                assert_eq!(kv.keys, k, "{layout:?} layer {l}");
+                assert_eq!(kv.values, v, "{layout:?} layer {l}");
+            }
+            assert!(c.export(601, (kvh, d)).is_err());
+            let mut fresh = KvCache::new(2, 2000);
+            fresh.import(&out, (kvh, 550, d), &layout).unwrap();
+            assert_eq!(fresh.len(), 550);
+            assert_eq!(fresh.export(550, (kvh, d)).unwrap(), out);
+            // A wrong shape leaves the cache empty.
+            assert!(fresh.import(&out, (kvh, 551, d), &layout).is_err());
+            assert_eq!(fresh.len(), 0);
+            assert!(fresh.import(&out[..1], (kvh, 550, d), &layout).is_err());
+        }
     }
 
     #[test]

@@ -7,6 +7,7 @@ pub mod kv_cache;
 pub mod linear;
 pub mod load;
 pub mod model;
+pub mod prompt_cache;
 pub mod qkernels;
 pub mod speculate;
 pub mod synth;
