@@ -3,7 +3,7 @@
 //! over free prose (the `aha bench` prompt). Every task runs greedy both ways, and the tokens
 //! must be identical; a difference is reported and fails the run.
 
-use crate::engine::local::speculate::Speculate;
+use crate::engine::local::speculate::{Speculate, MAX_DRAFT};
 use crate::engine::sampler::SamplingParams;
 use crate::engine::template::ChatMessage;
 use crate::engine::{Control, GenerateRequest, LocalEngine, Prompt, ThinkMode};
@@ -98,6 +98,48 @@ fn compare(
     Ok((p, s))
 }
 
+/// Milliseconds of one verifying forward call of 1 to [`MAX_DRAFT`] + 1 rows after a 300-token
+/// context (median of 5 each): what a draft costs against a one-token step.
+fn verify_costs(engine: &LocalEngine, prose: &[u32]) -> Result<Vec<f64>> {
+    use crate::engine::local::model::ForwardOpts;
+    let m = &engine.model;
+    let mut cache = m.new_cache();
+    let ctx = &prose[..prose.len().min(300)];
+    m.forward(ctx, &mut cache, false)?;
+    let mut out = Vec::new();
+    for rows in 1..=MAX_DRAFT + 1 {
+        let feed = &prose[..rows];
+        let mut t = Vec::new();
+        for _ in 0..5 {
+            let t0 = std::time::Instant::now();
+            let opts = ForwardOpts {
+                all_logits: true,
+                rowwise: true,
+                ..ForwardOpts::default()
+            };
+            m.forward_with(feed, &mut cache, opts)?;
+            t.push(t0.elapsed().as_secs_f64() * 1000.0);
+            cache.truncate(ctx.len());
+        }
+        t.sort_by(|a, b| a.total_cmp(b));
+        out.push(t[2]);
+    }
+    Ok(out)
+}
+
+/// Free writing from a short request (nothing to copy): both modes, plain first.
+fn free_writing(engine: &mut LocalEngine) -> Result<(Decode, Decode)> {
+    let mut req = GenerateRequest::chat(vec![ChatMessage::new(
+        crate::protocol::Role::User,
+        "Write a short story about a lighthouse keeper who finds a message in a bottle.",
+    )]);
+    req.sampling = SamplingParams::greedy();
+    req.max_tokens = 256;
+    let (mut p, mut s) = (Decode::default(), Decode::default());
+    compare(engine, &req, "free writing", &mut p, &mut s)?;
+    Ok((p, s))
+}
+
 #[derive(Debug, Serialize)]
 struct Report {
     model: String,
@@ -111,6 +153,11 @@ struct Report {
     prose_plain_tok_s: f64,
     prose_ngram_tok_s: f64,
     prose_ratio: f64,
+    free_plain_tok_s: f64,
+    free_ngram_tok_s: f64,
+    free_ratio: f64,
+    /// One verifying forward call of 1, 2, … rows, in ms (row 1: a plain step).
+    verify_ms_by_rows: Vec<f64>,
     identical: bool,
 }
 
@@ -144,12 +191,14 @@ pub fn run(engine: &mut LocalEngine, text: &str, prose: Vec<u32>, json: bool) ->
         }
     }
     let mut req = GenerateRequest::chat(Vec::new());
-    req.prompt = Prompt::Tokens(prose);
+    req.prompt = Prompt::Tokens(prose.clone());
     req.sampling = SamplingParams::greedy();
     req.max_tokens = 128;
     req.ignore_eos = true;
     let (mut pp, mut ps) = (Decode::default(), Decode::default());
     compare(engine, &req, "prose", &mut pp, &mut ps)?;
+    let (fp, fs) = free_writing(engine)?;
+    let verify = verify_costs(engine, &prose)?;
     let r = Report {
         model: engine.name.clone(),
         kernels: engine
@@ -166,13 +215,17 @@ pub fn run(engine: &mut LocalEngine, text: &str, prose: Vec<u32>, json: bool) ->
         prose_plain_tok_s: pp.tok_s(),
         prose_ngram_tok_s: ps.tok_s(),
         prose_ratio: ps.tok_s() / pp.tok_s().max(1e-9),
+        free_plain_tok_s: fp.tok_s(),
+        free_ngram_tok_s: fs.tok_s(),
+        free_ratio: fs.tok_s() / fp.tok_s().max(1e-9),
+        verify_ms_by_rows: verify,
         identical: true,
     };
     if json {
         println!("{}", serde_json::to_string(&r)?);
     } else {
         println!(
-            "{} tasks: plain {:.1} tok/s, ngram {:.1} tok/s ({:.2}x; {} of {} drafted tokens kept)\nprose: plain {:.1} tok/s, ngram {:.1} tok/s ({:.2}x)\ntokens identical in every task",
+            "{} tasks: plain {:.1} tok/s, ngram {:.1} tok/s ({:.2}x; {} of {} drafted tokens kept)\nprose (the aha bench prompt): plain {:.1} tok/s, ngram {:.1} tok/s ({:.2}x)\nfree writing: plain {:.1} tok/s, ngram {:.1} tok/s ({:.2}x; {} of {} drafted tokens kept)\ntokens identical in every task",
             r.tasks,
             r.tasks_plain_tok_s,
             r.tasks_ngram_tok_s,
@@ -181,8 +234,27 @@ pub fn run(engine: &mut LocalEngine, text: &str, prose: Vec<u32>, json: bool) ->
             spec.drafted,
             r.prose_plain_tok_s,
             r.prose_ngram_tok_s,
-            r.prose_ratio
+            r.prose_ratio,
+            r.free_plain_tok_s,
+            r.free_ngram_tok_s,
+            r.free_ratio,
+            fs.accepted,
+            fs.drafted
         );
+        let costs: Vec<String> = r
+            .verify_ms_by_rows
+            .iter()
+            .enumerate()
+            .map(|(i, ms)| {
+                format!(
+                    "{} rows {:.1} ms ({:.2}x)",
+                    i + 1,
+                    ms,
+                    ms / r.verify_ms_by_rows[0]
+                )
+            })
+            .collect();
+        println!("one verifying forward call: {}", costs.join(", "));
     }
     Ok(0)
 }

@@ -399,7 +399,7 @@ impl LocalEngine {
     /// Truncates the cache to the longest common prefix with `tokens` (keeping at least one token to
     /// feed) and prefills the rest in chunks; the first `stable` tokens may come from the prompt
     /// cache on disk ([`LocalEngine::restore_prefix`]). Returns the logits of the last token and
-    /// the count prefilled, or `None` when cancelled (checked before every layer; the cache
+    /// the count prefilled, or `None` when cancelled (checked within every layer; the cache
     /// keeps the chunks that were done).
     fn prefill(
         &mut self,

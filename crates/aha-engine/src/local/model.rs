@@ -246,8 +246,9 @@ struct Pass {
 pub struct ForwardOpts<'a> {
     /// Logits for every row, not just the last.
     pub all_logits: bool,
-    /// Checked before every layer: once set, the call stops, the cache forgets the call's rows
-    /// and the call returns `None` (a cancel lands within one layer's time, not one chunk's).
+    /// Checked before every layer's attention and feed-forward: once set, the call stops, the
+    /// cache forgets the call's rows and the call returns `None` (a cancel lands within half a
+    /// layer's time, not one chunk's).
     pub cancel: Option<&'a AtomicBool>,
     /// Every row's result equals, bit for bit, what a one-row call at its position gives (where
     /// [`Transformer::rows_match_decode`] holds): attention runs row by row as decode runs it.
@@ -464,8 +465,12 @@ impl Transformer {
                 cache.truncate(pos);
                 return Ok(None);
             }
-            x = match self.block(li, b, x, cache, &pass) {
-                Ok(x) => x,
+            x = match self.block(li, b, x, cache, &pass, o.cancel) {
+                Ok(Some(x)) => x,
+                Ok(None) => {
+                    cache.truncate(pos);
+                    return Ok(None);
+                }
                 Err(e) => {
                     // No layer keeps a half call's rows.
                     cache.truncate(pos);
@@ -514,7 +519,8 @@ impl Transformer {
     }
 
     /// Transformer block `li` on `x`: attention, then the feed-forward, each added to the
-    /// residual stream.
+    /// residual stream. `None` when `cancel` was set between the two (the caller truncates the
+    /// cache).
     fn block(
         &self,
         li: usize,
@@ -522,7 +528,8 @@ impl Transformer {
         x: Tensor,
         cache: &mut KvCache,
         pass: &Pass,
-    ) -> Result<Tensor> {
+        cancel: Option<&AtomicBool>,
+    ) -> Result<Option<Tensor>> {
         let dump = &self.dump;
         let xn = rms_norm(&x, &b.attn_norm, self.cfg.rms_eps)?;
         dump.write(format_args!("attn_norm-{li}"), &xn)?;
@@ -531,6 +538,9 @@ impl Transformer {
         let y = b.wo.forward_as(&y, pass.rowwise)?;
         dump.write(format_args!("attn_out-{li}"), &y)?;
         let x1 = (&x + y)?;
+        if cancel.is_some_and(|c| c.load(Ordering::SeqCst)) {
+            return Ok(None);
+        }
         // Only the last row's logits are wanted: the last layer's feed-forward runs on it
         // alone (as in llama.cpp, whose Q4_K rounding depends on the rows in a batch).
         let n = pass.n;
@@ -545,7 +555,7 @@ impl Transformer {
         let y = self.feed_forward(li, b, &xn, pass.rowwise)?;
         let x = (x1 + y)?;
         dump.write(format_args!("l_out-{li}"), &x)?;
-        Ok(x)
+        Ok(Some(x))
     }
 
     /// Queries, keys and values of `xn` (`(n, heads·d)` each), with their biases.
