@@ -27,10 +27,7 @@ fn agent(ws: &Path, approve: &str, prompt: &str) -> Vec<Value> {
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    let events: Vec<Value> = text
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect();
+    let events = super::attacker::events(&out);
     assert!(
         events.last().is_some_and(|e| e["type"] == "turn_finished"),
         "no turn_finished; stderr: {}\nstdout: {text}",

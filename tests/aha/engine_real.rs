@@ -271,12 +271,12 @@ fn prompt_lookup_decoding_changes_nothing_but_the_speed() {
         format!("Here is shapes.py:\n```python\n{code}```\nRename `w` to `width` everywhere and give back the whole file in one code block."),
     )]);
     req.max_tokens = 120;
-    for sampling in [SamplingParams::greedy(), {
-        let mut s = SamplingParams::default();
-        s.temperature = 0.8;
-        s.seed = 7;
-        s
-    }] {
+    let sampled = SamplingParams {
+        temperature: 0.8,
+        seed: 7,
+        ..SamplingParams::default()
+    };
+    for sampling in [SamplingParams::greedy(), sampled] {
         req.sampling = sampling.clone();
         let (plain, ps) = events_with(&mut e, &req, Speculate::Off);
         let plain_cache = e.cached_tokens().to_vec();

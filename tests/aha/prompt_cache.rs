@@ -142,10 +142,7 @@ fn agent_hi(model_name: &str, data: &Path) -> (Vec<Value>, Value) {
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    let events: Vec<Value> = text
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect();
+    let events = super::attacker::events(&out);
     let fin = events
         .iter()
         .rev()
