@@ -128,6 +128,13 @@ impl Printer {
                 tool_output(&output)
             ),
             Event::Notice { message } => eprintln!("\n[{message}]"),
+            Event::Retrieval { hits, tokens, .. } => {
+                let cited: Vec<String> = hits
+                    .iter()
+                    .map(|h| format!("{}:{}", h.path, h.line))
+                    .collect();
+                eprintln!("\n[sources, {tokens} tokens: {}]", cited.join(", "));
+            }
             Event::Error { message } => eprintln!("\nerror: {message}"),
             Event::TurnFinished { stats, .. } => {
                 self.end_thinking();

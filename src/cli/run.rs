@@ -258,6 +258,7 @@ fn run_agent(
         insist: !a.no_insist,
         raw: false,
         no_tool_calls: false,
+        research: a.research,
     };
     let h = agent::spawn_with_tools(engine, cfg, Some(host));
     let end = drive_turn(&h, text, ctrl, Shown::All, &mut printer);

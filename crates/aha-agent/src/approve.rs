@@ -59,8 +59,12 @@ impl Agent {
         let Some(host) = self.tools.as_ref() else {
             return Err("no tools are enabled".into());
         };
-        let Some(effect) = host.effect(name) else {
-            let names: Vec<String> = aha_tools::spec_names(&host.specs());
+        let offered = self.offered_specs();
+        let effect = host
+            .effect(name)
+            .filter(|_| offered.iter().any(|s| s.name == name));
+        let Some(effect) = effect else {
+            let names: Vec<String> = aha_tools::spec_names(&offered);
             return Err(format!(
                 "there is no tool `{name}`; the tools are: {}",
                 names.join(", ")

@@ -116,6 +116,16 @@ impl ToolHost for Builtin {
         }
         Ok(m)
     }
+    fn retrieve(&self, query: &str, k: usize) -> Result<Vec<aha_rag::Hit>> {
+        let dir = aha_tools::docs::index_dir(&self.ctx);
+        if !aha_rag::exists(&dir) {
+            anyhow::bail!(
+                "no document index at {}; build one with `aha index PATH…`",
+                dir.display()
+            );
+        }
+        aha_rag::DocIndex::open(&dir)?.search(query, k, &self.ctx.rag)
+    }
     fn search_docs(&self, query: &str) -> Result<String> {
         let ix = aha_rag::DocIndex::open(&aha_tools::docs::index_dir(&self.ctx))?;
         let hits = ix.search(query, 8, &self.ctx.rag)?;

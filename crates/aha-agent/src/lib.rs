@@ -13,6 +13,7 @@ mod ops;
 pub mod parse;
 pub mod policy;
 mod repeats;
+mod research;
 mod round;
 #[cfg(test)]
 mod testkit;
@@ -69,6 +70,9 @@ pub struct AgentConfig {
     /// Forbid tool-call text in every generation: replies must open as prose
     /// (`aha run --no-tool-calls`).
     pub no_tool_calls: bool,
+    /// Research mode: before a new turn's first generation, search the documents with the
+    /// message and put the best passages into it (`aha run --agent --research`).
+    pub research: bool,
 }
 
 impl Default for AgentConfig {
@@ -86,6 +90,7 @@ impl Default for AgentConfig {
             insist: true,
             raw: false,
             no_tool_calls: false,
+            research: false,
         }
     }
 }
@@ -117,6 +122,11 @@ pub trait ToolHost: Send {
     }
     /// Searches the document index; the hits for a person.
     fn search_docs(&self, _query: &str) -> anyhow::Result<String> {
+        anyhow::bail!("this session has no document index")
+    }
+    /// The best `k` passages of the document index for `query`, with their text (research
+    /// mode's retrieve-first).
+    fn retrieve(&self, _query: &str, _k: usize) -> anyhow::Result<Vec<aha_rag::Hit>> {
         anyhow::bail!("this session has no document index")
     }
 }

@@ -149,6 +149,23 @@ impl ToolHost for Tools {
     fn search_docs(&self, query: &str) -> anyhow::Result<String> {
         Ok(format!("hits for {query}"))
     }
+    /// One passage for a query about a capital, none otherwise.
+    fn retrieve(&self, query: &str, _k: usize) -> anyhow::Result<Vec<aha_rag::Hit>> {
+        Ok(if query.contains("capital") {
+            vec![aha_rag::Hit {
+                path: "geo.md".into(),
+                start_line: 3,
+                end_line: 4,
+                line: 4,
+                score: 2.0,
+                heading: "France".into(),
+                snippet: String::new(),
+                text: "# France\nParis is the capital of France.".into(),
+            }]
+        } else {
+            Vec::new()
+        })
+    }
 }
 
 /// An agent driven on the test's thread: `handle` an op, then `take` the events it sent.

@@ -240,7 +240,14 @@ impl Agent {
     /// run the tools it calls and generate again, until it answers, the step limit, or cancel.
     pub(super) fn turn(&mut self, branch_of: Option<usize>, prefix: String) {
         self.start_turn(branch_of, &prefix);
-        let specs = self.tools.as_ref().map(|t| t.specs()).unwrap_or_default();
+        // Research mode with passages retrieved: the turn answers from them, with no tools
+        // described (a small model told of tools writes calls instead of answering).
+        let grounded = branch_of.is_none() && self.retrieve_first();
+        let specs = if grounded {
+            Vec::new()
+        } else {
+            self.offered_specs()
+        };
         let names: Vec<String> = aha_tools::spec_names(&specs);
         let name_refs: Vec<&str> = names.iter().map(String::as_str).collect();
         let mut t = Turn::new(self.cfg.max_steps, self.cfg.insist);

@@ -104,6 +104,25 @@ pub enum Event {
     },
     /// Something a person should see that is not an error (a retry, a setting changed).
     Notice { message: String },
+    /// Research mode searched the documents before the first generation and put these passages
+    /// into the prompt (about `tokens` tokens of it).
+    Retrieval {
+        query: String,
+        hits: Vec<Source>,
+        tokens: usize,
+    },
+}
+
+/// A passage of the documents that went into a prompt, cited as `[path:line]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Source {
+    pub path: String,
+    /// The line where the match is (what a citation names).
+    pub line: usize,
+    pub start_line: usize,
+    pub end_line: usize,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub heading: String,
 }
 
 /// What the UI asks of the agent.

@@ -131,6 +131,10 @@ pub struct Hit {
     pub heading: String,
     /// A passage around the matches, the matched terms marked `**like this**`.
     pub snippet: String,
+    /// The whole chunk (lines `start_line..=end_line`), for a prompt that quotes it; not in the
+    /// JSON that `search_docs` returns.
+    #[serde(default, skip_serializing)]
+    pub text: String,
 }
 
 /// What an indexing run did.
@@ -682,6 +686,7 @@ impl DocIndex {
                 score,
                 heading: text(self.f.trail),
                 snippet: snippet.split_whitespace().collect::<Vec<_>>().join(" "),
+                text: body,
             });
         }
         Ok(out)

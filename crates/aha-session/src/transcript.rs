@@ -439,6 +439,17 @@ impl Transcript {
                 }
             }
             Event::Notice { message } => self.notice(capped(message).into_owned()),
+            Event::Retrieval { hits, tokens, .. } => {
+                let cited: Vec<String> = hits
+                    .iter()
+                    .map(|h| format!("{}:{}", h.path, h.line))
+                    .collect();
+                self.notice(if cited.is_empty() {
+                    "sources: no passage matched".to_string()
+                } else {
+                    format!("sources ({tokens} tokens): {}", cited.join(", "))
+                })
+            }
         }
     }
 
