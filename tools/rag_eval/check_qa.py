@@ -38,6 +38,9 @@ import os
 import re
 import sys
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from check_queries import Report  # noqa: E402  (the same error/warning counter)
+
 MIN_KO = 40
 MIN_EN = 40
 MIN_NONE = 10
@@ -46,20 +49,6 @@ FLAGS = re.IGNORECASE
 
 ANSWERABLE_KEYS = {"id", "lang", "question", "answerable", "answer", "path", "line", "contains"}
 UNANSWERABLE_KEYS = {"id", "lang", "question", "answerable", "absent"}
-
-
-class Report:
-    def __init__(self):
-        self.errors = 0
-        self.warnings = 0
-
-    def error(self, where, msg):
-        self.errors += 1
-        print(f"ERROR {where}: {msg}")
-
-    def warn(self, where, msg):
-        self.warnings += 1
-        print(f"WARN  {where}: {msg}")
 
 
 class Corpus:
