@@ -11,6 +11,23 @@ const GROUNDED_ASK: &str = "Answer the question below in one short sentence, in 
 language, using only these passages. If they do not contain the answer, say that the documents \
 do not say.";
 
+/// [`GROUNDED_ASK`] for a question in Korean: a small model follows an instruction in the
+/// question's language better.
+const GROUNDED_ASK_KO: &str = "아래 질문에 위 자료만 사용해 한국어 한 문장으로 답하세요. 자료에 \
+답이 없으면 문서에 나와 있지 않다고 답하세요.";
+
+/// The instruction after the passages, in the question's language where there is one.
+fn ask_for(query: &str) -> (&'static str, &'static str) {
+    let hangul = query
+        .chars()
+        .any(|c| ('\u{AC00}'..='\u{D7A3}').contains(&c));
+    if hangul {
+        (GROUNDED_ASK_KO, "질문")
+    } else {
+        (GROUNDED_ASK, "Question")
+    }
+}
+
 /// Passages asked of the index.
 const RETRIEVE_K: usize = 6;
 /// The most prompt tokens the passages may take.
@@ -113,7 +130,8 @@ impl Agent {
         if found {
             if let Some(m) = self.messages.last_mut() {
                 // The question after the passages: a small model answers what it read last.
-                m.content = format!("{text}\n{GROUNDED_ASK}\n\nQuestion: {query}");
+                let (ask, label) = ask_for(&query);
+                m.content = format!("{text}\n{ask}\n\n{label}: {query}");
             }
         }
         self.emit(Event::Retrieval {
@@ -259,6 +277,12 @@ mod tests {
             Some(3),
             "every tool offered"
         );
+    }
+
+    #[test]
+    fn the_instruction_follows_the_questions_language() {
+        assert_eq!(ask_for("대통령의 임기는 몇 년인가?").1, "질문");
+        assert_eq!(ask_for("What is the capital?").1, "Question");
     }
 
     #[test]
