@@ -129,10 +129,7 @@ impl Printer {
             ),
             Event::Notice { message } => eprintln!("\n[{message}]"),
             Event::Retrieval { hits, tokens, .. } => {
-                let cited: Vec<String> = hits
-                    .iter()
-                    .map(|h| format!("{}:{}", h.path, h.line))
-                    .collect();
+                let cited: Vec<String> = hits.iter().map(|h| h.cite()).collect();
                 eprintln!("\n[sources, {tokens} tokens: {}]", cited.join(", "));
             }
             Event::Error { message } => eprintln!("\nerror: {message}"),

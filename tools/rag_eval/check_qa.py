@@ -39,7 +39,7 @@ import re
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from check_queries import Report  # noqa: E402  (the same error/warning counter)
+from check_queries import Report, load  # noqa: E402  (the same counter and JSONL reader)
 
 MIN_KO = 40
 MIN_EN = 40
@@ -81,27 +81,6 @@ class Corpus:
                 except (OSError, UnicodeDecodeError):
                     continue
         return self._all
-
-
-def load(path, rep):
-    """Yields (where, obj) for each non-empty line of a JSONL file."""
-    if not os.path.exists(path):
-        rep.error(path, "missing")
-        return
-    with open(path, "r", encoding="utf-8") as f:
-        for lineno, line in enumerate(f.read().split("\n"), 1):
-            where = f"{os.path.basename(path)}:{lineno}"
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                rep.error(where, f"invalid JSON: {e}")
-                continue
-            if not isinstance(obj, dict):
-                rep.error(where, "not a JSON object")
-                continue
-            yield where, obj
 
 
 def check_common(where, obj, keys, seen, rep):

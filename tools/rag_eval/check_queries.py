@@ -55,25 +55,30 @@ def load_lines(cache, outdir, rel):
     return cache[rel]
 
 
+def load(path, rep):
+    """Yields (where, obj) for each non-empty line of a JSONL file."""
+    if not os.path.exists(path):
+        rep.error(path, "missing")
+        return
+    with open(path, "r", encoding="utf-8") as f:
+        for lineno, line in enumerate(f.read().split("\n"), 1):
+            where = f"{os.path.basename(path)}:{lineno}"
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as e:
+                rep.error(where, f"invalid JSON: {e}")
+                continue
+            if not isinstance(obj, dict):
+                rep.error(where, "not a JSON object")
+                continue
+            yield where, obj
+
+
 def check_file(lang, qpath, outdir, seen_ids, rep, files):
     n_queries = n_passages = 0
-    if not os.path.exists(qpath):
-        rep.error(qpath, "missing")
-        return 0, 0
-    with open(qpath, "r", encoding="utf-8") as f:
-        raw_lines = f.read().split("\n")
-    for lineno, line in enumerate(raw_lines, 1):
-        where = f"{os.path.basename(qpath)}:{lineno}"
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as e:
-            rep.error(where, f"invalid JSON: {e}")
-            continue
-        if not isinstance(obj, dict):
-            rep.error(where, "not a JSON object")
-            continue
+    for where, obj in load(qpath, rep):
         extra = set(obj) - {"id", "query", "relevant"}
         if extra:
             rep.warn(where, f"unexpected keys {sorted(extra)}")

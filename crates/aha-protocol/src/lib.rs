@@ -125,6 +125,13 @@ pub struct Source {
     pub heading: String,
 }
 
+impl Source {
+    /// How a citation names it: `path:line`.
+    pub fn cite(&self) -> String {
+        format!("{}:{}", self.path, self.line)
+    }
+}
+
 /// What the UI asks of the agent.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]

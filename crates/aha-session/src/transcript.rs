@@ -440,10 +440,7 @@ impl Transcript {
             }
             Event::Notice { message } => self.notice(capped(message).into_owned()),
             Event::Retrieval { hits, tokens, .. } => {
-                let cited: Vec<String> = hits
-                    .iter()
-                    .map(|h| format!("{}:{}", h.path, h.line))
-                    .collect();
+                let cited: Vec<String> = hits.iter().map(|h| h.cite()).collect();
                 self.notice(if cited.is_empty() {
                     "sources: no passage matched".to_string()
                 } else {

@@ -560,10 +560,7 @@ impl LocalEngine {
         let prefill_s = t0.elapsed().as_secs_f64();
         let Some((logits, prefilled)) = prefilled else {
             // Stopped while the prompt went in: a cancelled turn with nothing generated.
-            let done = self
-                .cached
-                .len()
-                .saturating_sub(before.min(self.cached.len()));
+            let done = self.cached.len().saturating_sub(before);
             let mut stats = StatsAccumulator::new(t0, prompt.tokens.len(), done, prefill_s);
             stats.finish(aha_protocol::FinishReason::Cancelled);
             let stats = stats.close(Instant::now());
