@@ -132,6 +132,37 @@ impl Printer {
                 let cited: Vec<String> = hits.iter().map(|h| h.cite()).collect();
                 eprintln!("\n[sources, {tokens} tokens: {}]", cited.join(", "));
             }
+            Event::Citation {
+                path,
+                line,
+                ok,
+                reason,
+                attached,
+                ..
+            } => {
+                self.end_thinking();
+                let by = if attached { " (found by aha)" } else { "" };
+                eprintln!(
+                    "\n{} [{path}:{line}]{by}: {reason}",
+                    if ok { "✓" } else { "✗" }
+                );
+            }
+            Event::AnswerCheck {
+                supported,
+                abstained,
+                unsupported_numbers,
+                ..
+            } => {
+                if !supported && !abstained {
+                    eprintln!("\n⚠ no passage the model read supports all of this answer");
+                }
+                if !unsupported_numbers.is_empty() {
+                    eprintln!(
+                        "⚠ numbers in no cited passage: {}",
+                        unsupported_numbers.join(", ")
+                    );
+                }
+            }
             Event::Error { message } => eprintln!("\nerror: {message}"),
             Event::TurnFinished { stats, .. } => {
                 self.end_thinking();

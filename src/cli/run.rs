@@ -70,6 +70,10 @@ pub struct RunArgs {
     /// search first, cite every claim as [path:line], say when the documents do not cover it).
     #[arg(long, requires = "agent")]
     pub research: bool,
+    /// With --research: do not search before the first generation; the model searches with its
+    /// tools if it chooses to (to measure what retrieving first changes; tools/rag_eval).
+    #[arg(long, hide = true, requires = "research")]
+    pub no_retrieve_first: bool,
     /// With --agent: the document index `search_docs` uses (default: WORKSPACE/.aha/index).
     #[arg(long, env = "AHA_INDEX")]
     pub index: Option<std::path::PathBuf>,
@@ -259,6 +263,7 @@ fn run_agent(
         raw: false,
         no_tool_calls: false,
         research: a.research,
+        no_retrieve_first: a.no_retrieve_first,
     };
     let h = agent::spawn_with_tools(engine, cfg, Some(host));
     let end = drive_turn(&h, text, ctrl, Shown::All, &mut printer);

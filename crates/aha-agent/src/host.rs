@@ -126,6 +126,24 @@ impl ToolHost for Builtin {
         }
         aha_rag::DocIndex::open(&dir)?.search(query, k, &self.ctx.rag)
     }
+    fn document(&self, path: &str) -> Option<String> {
+        // Only files inside the workspace, named as the index names them.
+        let rel = Path::new(path);
+        if rel.is_absolute()
+            || rel
+                .components()
+                .any(|c| !matches!(c, std::path::Component::Normal(_)))
+        {
+            return None;
+        }
+        let full = self.ctx.workspace.join(rel);
+        let meta = std::fs::metadata(&full).ok()?;
+        if !meta.is_file() || meta.len() > 64 << 20 {
+            return None;
+        }
+        let bytes = std::fs::read(full).ok()?;
+        Some(String::from_utf8_lossy(&bytes).into_owned())
+    }
     fn search_docs(&self, query: &str) -> Result<String> {
         let ix = aha_rag::DocIndex::open(&aha_tools::docs::index_dir(&self.ctx))?;
         let hits = ix.search(query, 8, &self.ctx.rag)?;

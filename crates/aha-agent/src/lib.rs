@@ -8,6 +8,7 @@
 mod approve;
 pub mod gate;
 mod generate;
+mod ground;
 pub mod host;
 mod ops;
 pub mod parse;
@@ -71,8 +72,12 @@ pub struct AgentConfig {
     /// (`aha run --no-tool-calls`).
     pub no_tool_calls: bool,
     /// Research mode: before a new turn's first generation, search the documents with the
-    /// message and put the best passages into it (`aha run --agent --research`).
+    /// message and put the best passages into it (`aha run --agent --research`), and check the
+    /// answer's citations after it.
     pub research: bool,
+    /// In research mode, leave searching to the model instead of retrieving first (to measure
+    /// what retrieving first changes; `aha run --no-retrieve-first`).
+    pub no_retrieve_first: bool,
 }
 
 impl Default for AgentConfig {
@@ -91,6 +96,7 @@ impl Default for AgentConfig {
             raw: false,
             no_tool_calls: false,
             research: false,
+            no_retrieve_first: false,
         }
     }
 }
@@ -128,6 +134,11 @@ pub trait ToolHost: Send {
     /// mode's retrieve-first).
     fn retrieve(&self, _query: &str, _k: usize) -> anyhow::Result<Vec<aha_rag::Hit>> {
         anyhow::bail!("this session has no document index")
+    }
+    /// The text of an indexed document, by the path the index gives it (relative to the
+    /// workspace), for research mode's citation check; `None` when it cannot be read.
+    fn document(&self, _path: &str) -> Option<String> {
+        None
     }
 }
 
@@ -299,6 +310,8 @@ pub struct Agent {
     in_turn: Cell<bool>,
     /// The id the front end gave the turn asked for last (for cancels that name it).
     turn_id: Option<aha_protocol::TurnId>,
+    /// Research mode: what this turn's citations are checked against.
+    grounding: research::Grounding,
 }
 
 impl Agent {
@@ -325,6 +338,7 @@ impl Agent {
             tool_turn: 0,
             in_turn: Cell::new(false),
             turn_id: None,
+            grounding: Default::default(),
         }
     }
 

@@ -117,6 +117,7 @@ impl Agent {
             output: output.clone(),
             duration_ms: t0.elapsed().as_millis() as u64,
         });
+        self.note_search(&call.name, ok, &output);
         let mut m = ChatMessage::tool(output);
         m.name = Some(call.name);
         m.tool_call_id = Some(id);

@@ -149,6 +149,13 @@ impl ToolHost for Tools {
     fn search_docs(&self, query: &str) -> anyhow::Result<String> {
         Ok(format!("hits for {query}"))
     }
+    /// `geo.md`, the document [`Self::retrieve`] finds.
+    fn document(&self, path: &str) -> Option<String> {
+        (path == "geo.md").then(|| {
+            "Places\n\n# France\nParis is the capital of France.\nIt has 2,100,000 people.\n"
+                .to_string()
+        })
+    }
     /// One passage for a query about a capital, none otherwise.
     fn retrieve(&self, query: &str, _k: usize) -> anyhow::Result<Vec<aha_rag::Hit>> {
         Ok(if query.contains("capital") {

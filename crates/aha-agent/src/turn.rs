@@ -277,6 +277,7 @@ impl Agent {
             match t.reply(&reading.parsed, answer_now) {
                 Reply::Answer => {
                     self.messages.push(reading.answer_message());
+                    self.check_answer(&reading.answer);
                     break;
                 }
                 Reply::CalledAnyway(why) => {

@@ -111,6 +111,35 @@ pub enum Event {
         hits: Vec<Source>,
         tokens: usize,
     },
+    /// Research mode checked a citation of the answer, after the answer: whether line `line` of
+    /// `path` (with a line either side) states the claim, and why. `attached`: the model wrote
+    /// no citation that checks out for the claim, so aha found this line among the passages.
+    Citation {
+        path: String,
+        line: usize,
+        ok: bool,
+        reason: String,
+        #[serde(default, skip_serializing_if = "is_false")]
+        attached: bool,
+        /// The sentence of the answer it backs.
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        claim: String,
+    },
+    /// Research mode's verdict on the answer, after its citations: `supported` when every claim
+    /// has a citation that checks out; `abstained` when the answer says the documents do not
+    /// say; `unsupported_numbers` are numbers of the answer that no cited passage states.
+    AnswerCheck {
+        supported: bool,
+        abstained: bool,
+        claims: usize,
+        supported_claims: usize,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        unsupported_numbers: Vec<String>,
+    },
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 /// A passage of the documents that went into a prompt, cited as `[path:line]`.

@@ -4,7 +4,7 @@
 //! op or event brings is kept up to [`super::FIELD_MAX`] bytes, as the session log keeps it, so
 //! the screen shows what a resumed session will show and one runaway event cannot fill memory.
 
-use aha_protocol::{Event, Op, TurnStats};
+use aha_protocol::{Event, Op, Source, TurnStats};
 use std::borrow::Cow;
 
 /// `s`, or its first [`super::FIELD_MAX`] bytes and a marker saying how many were cut.
@@ -97,6 +97,38 @@ pub struct Reply {
     pub expanded: Option<bool>,
     /// Entries that followed this reply before a branch replaced it (kept, not shown).
     pub later: Vec<Entry>,
+    /// Research mode: the passages put into the prompt before it, and their tokens.
+    pub sources: Option<(Vec<Source>, usize)>,
+    /// Research mode: the answer's citations as checked, in order.
+    pub citations: Vec<CitationMark>,
+    /// Research mode: the verdict on the answer.
+    pub check: Option<AnswerCheck>,
+}
+
+/// A checked citation of an answer (`citation` event).
+#[derive(Debug, Clone, PartialEq)]
+pub struct CitationMark {
+    pub path: String,
+    pub line: usize,
+    pub ok: bool,
+    pub reason: String,
+    /// Found by aha for a claim the model did not cite correctly.
+    pub attached: bool,
+}
+
+impl CitationMark {
+    /// `path:line`, as `/open` takes it.
+    pub fn cite(&self) -> String {
+        format!("{}:{}", self.path, self.line)
+    }
+}
+
+/// The verdict on a research answer (`answer_check` event).
+#[derive(Debug, Clone, PartialEq)]
+pub struct AnswerCheck {
+    pub supported: bool,
+    pub abstained: bool,
+    pub unsupported_numbers: Vec<String>,
 }
 
 /// Where a branch came from.
@@ -128,6 +160,9 @@ impl Reply {
             branch: None,
             expanded: None,
             later: Vec::new(),
+            sources: None,
+            citations: Vec::new(),
+            check: None,
         }
     }
 
@@ -439,13 +474,44 @@ impl Transcript {
                 }
             }
             Event::Notice { message } => self.notice(capped(message).into_owned()),
-            Event::Retrieval { hits, tokens, .. } => {
-                let cited: Vec<String> = hits.iter().map(|h| h.cite()).collect();
-                self.notice(if cited.is_empty() {
-                    "sources: no passage matched".to_string()
-                } else {
-                    format!("sources ({tokens} tokens): {}", cited.join(", "))
-                })
+            Event::Retrieval { hits, tokens, .. } => match self.live_mut() {
+                Some(r) => r.sources = Some((hits.clone(), *tokens)),
+                None => {
+                    let cited: Vec<String> = hits.iter().map(|h| h.cite()).collect();
+                    self.notice(format!("sources ({tokens} tokens): {}", cited.join(", ")))
+                }
+            },
+            Event::Citation {
+                path,
+                line,
+                ok,
+                reason,
+                attached,
+                ..
+            } => {
+                if let Some(r) = self.live_mut() {
+                    r.citations.push(CitationMark {
+                        path: path.clone(),
+                        line: *line,
+                        ok: *ok,
+                        reason: capped(reason).into_owned(),
+                        attached: *attached,
+                    });
+                }
+            }
+            Event::AnswerCheck {
+                supported,
+                abstained,
+                unsupported_numbers,
+                ..
+            } => {
+                if let Some(r) = self.live_mut() {
+                    r.check = Some(AnswerCheck {
+                        supported: *supported,
+                        abstained: *abstained,
+                        unsupported_numbers: unsupported_numbers.clone(),
+                    });
+                }
             }
         }
     }

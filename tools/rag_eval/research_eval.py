@@ -1,0 +1,223 @@
+#!/usr/bin/env python3
+"""Research mode's answer quality and time to first token, on the QA sets of this folder.
+
+    python3 tools/rag_eval/research_eval.py WORKSPACE [--modes on,off] [--limit N] [--out FILE]
+                                            [--ttft N]
+
+WORKSPACE holds `ko/` and `en/` from prepare.py; their index is built there (`aha index ko en`)
+when it is missing. Every question goes through `aha run --agent --research --json` at
+temperature 0, with retrieve-first on (`on`) and off (`off`: the model searches with its tools
+if it chooses to). Reported per mode:
+
+- accuracy: answers whose text matches the question's `answer` regex;
+- citations shown as checked (`citation` events with ok): how many, and the share that are
+  right by the QA set (the cited line, with one line either side, matches the answer regex or
+  holds the `contains` text, or is the gold line itself);
+- model citations: those the model wrote, and the share of them aha's check accepted;
+- citation recall: answerable questions with a right citation shown as checked;
+- abstention: unanswerable questions whose answer says the documents do not say, and the share
+  that either abstain or that aha marks unsupported (`answer_check.supported` false);
+- time to first token, measured from `turn_started` to the first delta as the events arrive
+  (so retrieval counts), against a plain `aha run` of a prompt of the same length (the same
+  researcher instructions and the same grounded message, sent as plain text), for the first
+  `--ttft N` answerable questions of each language.
+
+`aha` is $AHA_BIN, else $CARGO_TARGET_DIR/release/aha.
+"""
+import argparse
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
+AHA = os.environ.get('AHA_BIN') or os.path.join(
+    os.environ.get('CARGO_TARGET_DIR', os.path.join(ROOT, 'target')), 'release', 'aha')
+RESEARCHER = open(os.path.join(ROOT, 'prompts', 'researcher.md'), encoding='utf-8').read().strip()
+ABSTAIN = re.compile(
+    r"not say|do(es)? not (contain|mention|state)|no information|not (mentioned|stated|specified|provided)"
+    r"|cannot be found|나와 ?있지 않|언급되어 있지 않|명시되어 있지 않|알 수 없|찾을 수 없", re.I)
+# research.rs: the instruction after the passages, by the question's language.
+ASK_EN = ("Answer the question below in one short sentence, in the question's language, using only "
+          "these passages. If they do not contain the answer, say that the documents do not say.")
+ASK_KO = "아래 질문에 위 자료만 사용해 한국어 한 문장으로 답하세요. 자료에 답이 없으면 문서에 나와 있지 않다고 답하세요."
+
+
+def load(name):
+    with open(os.path.join(HERE, name), encoding='utf-8') as f:
+        return [json.loads(l) for l in f if l.strip()]
+
+
+def run_events(args, cwd):
+    """Runs aha with --json; the events with the time each arrived (seconds from start)."""
+    t0 = time.monotonic()
+    p = subprocess.Popen([AHA] + args, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True, encoding='utf-8')
+    out = []
+    for line in p.stdout:
+        if line.startswith('{'):
+            out.append((time.monotonic() - t0, json.loads(line)))
+    p.wait()
+    return out
+
+
+def ttft_of(events):
+    start = next((t for t, e in events if e['type'] == 'turn_started'), None)
+    first = next((t for t, e in events if e['type'] in ('thinking_delta', 'answer_delta')), None)
+    if first is None:
+        return None
+    return (first - (start if start is not None else 0.0)) * 1000
+
+
+lines_cache = {}
+
+
+def lines(ws, path):
+    if path not in lines_cache:
+        try:
+            with open(os.path.join(ws, path), encoding='utf-8', errors='replace') as f:
+                lines_cache[path] = f.read().split('\n')
+        except OSError:
+            lines_cache[path] = []
+    return lines_cache[path]
+
+
+def right_cite(ws, q, path, line):
+    if path == q['path'] and abs(line - q['line']) <= 1:
+        return True
+    ls = lines(ws, path)
+    if not 1 <= line <= len(ls):
+        return False
+    near = '\n'.join(ls[max(0, line - 2):line + 1])
+    return q['contains'] in near or bool(re.search(q['answer'], near, re.I))
+
+
+def grounded_message(ws, question, hits):
+    """The message research mode sends, rebuilt from the `retrieval` event (research.rs)."""
+    order = []
+    for h in hits:
+        if h['path'] not in order:
+            order.append(h['path'])
+    text = 'Passages from the documents:\n'
+    for p in order:
+        text += f'\n--- {p} ---\n'
+        runs = sorted((h for h in hits if h['path'] == p), key=lambda h: h['start_line'])
+        for k, h in enumerate(runs):
+            if k:
+                text += '...\n'
+            for i in range(h['start_line'], h['end_line'] + 1):
+                text += lines(ws, p)[i - 1].strip() + '\n'
+    ko = re.search('[\uac00-\ud7a3]', question)
+    ask, label = (ASK_KO, '질문') if ko else (ASK_EN, 'Question')
+    return f'{text}\n{ask}\n\n{label}: {question}'
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument('workspace')
+    ap.add_argument('--modes', default='on,off')
+    ap.add_argument('--limit', type=int, default=0, help='questions per set (0: all)')
+    ap.add_argument('--ttft', type=int, default=10, help='answerable questions per language timed')
+    ap.add_argument('--out', help='write every answer and its events here (JSON lines)')
+    a = ap.parse_args()
+    ws = os.path.abspath(a.workspace)
+    if not os.path.isdir(os.path.join(ws, '.aha', 'index')):
+        subprocess.run([AHA, 'index', 'ko', 'en'], cwd=ws, check=True)
+    sets = [load('qa_ko.jsonl'), load('qa_en.jsonl'), load('qa_unanswerable.jsonl')]
+    if a.limit:
+        sets = [s[:a.limit] for s in sets]
+    qs = [q for s in sets for q in s]
+    out = open(a.out, 'w', encoding='utf-8') if a.out else None
+    report = {}
+    timed = {}
+    for mode in a.modes.split(','):
+        r = dict(n={'ko': 0, 'en': 0}, ok={'ko': 0, 'en': 0}, shown=0, shown_right=0, model=0,
+                 model_ok=0, recall=0, n_ans=0, n_un=0, abst=0, abst_or_flag=0, ttft=[], tokens=[],
+                 flagged_right=0)
+        for q in qs:
+            args = ['run', '--agent', '--research', '--json', '--temperature', '0', '--max-steps', '3',
+                    '--max-tokens', '200', q['question']]
+            if mode == 'off':
+                args.insert(3, '--no-retrieve-first')
+            ev = run_events(args, ws)
+            es = [e for _, e in ev]
+            answer = ''.join(e.get('text', '') for e in es if e['type'] == 'answer_delta')
+            cites = [e for e in es if e['type'] == 'citation']
+            check = next((e for e in es if e['type'] == 'answer_check'), {})
+            retrieval = next((e for e in es if e['type'] == 'retrieval'), None)
+            t = ttft_of(ev)
+            row = dict(mode=mode, id=q['id'], answer=answer, citations=cites, check=check,
+                       ttft_ms=t, retrieval=retrieval)
+            r['model'] += sum(1 for c in cites if not c.get('attached'))
+            r['model_ok'] += sum(1 for c in cites if not c.get('attached') and c['ok'])
+            if q.get('answerable', True):
+                lang = q['lang']
+                r['n'][lang] += 1
+                r['n_ans'] += 1
+                ok = bool(re.search(q['answer'], answer, re.I))
+                r['ok'][lang] += ok
+                shown = [c for c in cites if c['ok']]
+                right = [c for c in shown if right_cite(ws, q, c['path'], c['line'])]
+                r['shown'] += len(shown)
+                r['shown_right'] += len(right)
+                r['recall'] += bool(right)
+                if check.get('supported') is False and ok:
+                    r['flagged_right'] += 1
+                row.update(correct=ok, right_cites=len(right))
+                if t is not None and retrieval and mode == 'on':
+                    timed.setdefault(lang, [])
+                    if len(timed[lang]) < a.ttft:
+                        timed[lang].append((q, retrieval, t))
+            else:
+                r['n_un'] += 1
+                ab = bool(ABSTAIN.search(answer))
+                r['abst'] += ab
+                r['abst_or_flag'] += ab or check.get('supported') is False
+                row.update(abstained=ab)
+            if t is not None:
+                r['ttft'].append(t)
+            if retrieval:
+                r['tokens'].append(retrieval['tokens'])
+            if out:
+                out.write(json.dumps(row, ensure_ascii=False) + '\n')
+                out.flush()
+            print(mode, q['id'], 'OK' if row.get('correct') or row.get('abstained') else '--',
+                  answer[:100].replace('\n', ' '), file=sys.stderr, flush=True)
+        report[mode] = r
+    # Time to first token against a plain question of the same length.
+    ratios = []
+    for lang, rows in timed.items():
+        for q, retrieval, t in rows:
+            msg = grounded_message(ws, q['question'], retrieval['hits'])
+            plain = run_events(['run', '--json', '--temperature', '0', '--max-tokens', '1',
+                                '--system', RESEARCHER, msg], ws)
+            pt = ttft_of(plain)
+            if pt:
+                ratios.append((t, pt))
+    pct = lambda a, b: f'{a}/{b} ({100 * a / b:.0f}%)' if b else '-'
+    for mode, r in report.items():
+        print(f'## retrieve-first {mode}')
+        for lang in ('ko', 'en'):
+            print(f'accuracy {lang}: {pct(r["ok"][lang], r["n"][lang])}')
+        print(f'citations shown as checked: {r["shown"]}, right by the QA set: {pct(r["shown_right"], r["shown"])}')
+        print(f'model-written citations: {r["model"]}, accepted by the check: {pct(r["model_ok"], r["model"])}')
+        print(f'citation recall (answers with a right citation): {pct(r["recall"], r["n_ans"])}')
+        print(f'correct answers aha marked unsupported: {r["flagged_right"]}')
+        print(f'abstention: {pct(r["abst"], r["n_un"])}; abstained or marked unsupported: {pct(r["abst_or_flag"], r["n_un"])}')
+        if r['ttft']:
+            print(f'time to first token: median {statistics.median(r["ttft"]):.0f} ms')
+        if r['tokens']:
+            print(f'passage tokens: median {statistics.median(r["tokens"]):.0f}')
+    if ratios:
+        rs = [t / p for t, p in ratios]
+        print(f'## time to first token, research on vs a plain prompt of the same length ({len(rs)} questions)')
+        print(f'research median {statistics.median(t for t, _ in ratios):.0f} ms, plain median '
+              f'{statistics.median(p for _, p in ratios):.0f} ms; ratio median {statistics.median(rs):.2f}x, max {max(rs):.2f}x')
+
+
+if __name__ == '__main__':
+    main()
