@@ -218,7 +218,7 @@ pub fn run(
 }
 
 /// The researcher's instructions (`--research`).
-pub const RESEARCHER_PROMPT: &str = include_str!("../../prompts/researcher.md");
+pub use crate::agent::RESEARCHER_PROMPT;
 
 /// `aha run --agent`: the same request through the agent loop, with tools, headless.
 fn run_agent(

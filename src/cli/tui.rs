@@ -57,7 +57,11 @@ pub fn workbench(
         interactive: true,
         ..AgentConfig::default()
     };
+    let research = cfg.research.unwrap_or(false);
     let agent = agent::spawn_with_tools(engine, acfg, Some(host));
+    if research {
+        agent.send(aha_protocol::Op::SetResearch { on: true });
+    }
     let r = match resume {
         None if last => Some(ui::ResumeArg::Last),
         None => None,

@@ -37,6 +37,9 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+/// The researcher's instructions (research mode: `--research`, `/research on`).
+pub const RESEARCHER_PROMPT: &str = include_str!("../../../prompts/researcher.md");
+
 /// The agent's standing instructions when tools are offered.
 pub const AGENT_PROMPT: &str = include_str!("../../../prompts/agent.md");
 /// Said (as a system message after the tool results) when the model must answer now.
@@ -402,6 +405,7 @@ impl Agent {
                 // An approval with no request waiting (it arrived late): nothing to do.
             }
             Op::SetPolicy { policy } => self.set_policy(policy),
+            Op::SetResearch { on } => self.set_research(on),
             Op::Undo => self.tool_op("undo failed", |t, _| Ok(ops::undo_summary(&t.undo()?))),
             Op::Diff => self.tool_op("diff", |t, _| Ok(ops::diff_summary(t.diff()))),
             Op::Tools => self.tool_op("tools", |t, policy| Ok(ops::tools_listing(t, policy))),

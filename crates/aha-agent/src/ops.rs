@@ -107,6 +107,35 @@ impl Agent {
     }
 
     /// Sets the approval policy.
+    /// Research mode on or off for the next turns. On, the researcher's instructions go before
+    /// the configured system prompt; off, the configured one alone is back.
+    pub(super) fn set_research(&mut self, on: bool) {
+        let researcher = super::RESEARCHER_PROMPT.trim();
+        if on && !self.cfg.research {
+            self.cfg.system = Some(match self.cfg.system.take() {
+                Some(s) => format!("{researcher}\n\n{s}"),
+                None => researcher.to_string(),
+            });
+        } else if !on && self.cfg.research {
+            self.cfg.system = self.cfg.system.take().and_then(|s| {
+                let rest = s.strip_prefix(researcher).map(str::trim_start).unwrap_or(&s);
+                (!rest.is_empty()).then(|| rest.to_string())
+            });
+        }
+        self.cfg.research = on;
+        let has_index = self
+            .tools
+            .as_ref()
+            .is_some_and(|t| t.specs().iter().any(|s| s.name == "search_docs"));
+        self.emit(Event::Notice {
+            message: match (on, has_index) {
+                (true, true) => "research mode on: each question is answered from the indexed documents first, and the answer's citations are checked".into(),
+                (true, false) => "research mode on, but there is no document index yet: /index PATH builds one".into(),
+                (false, _) => "research mode off".into(),
+            },
+        });
+    }
+
     pub(super) fn set_policy(&mut self, policy: Policy) {
         self.cfg.policy = policy;
         self.emit(Event::Notice {

@@ -207,6 +207,9 @@ pub enum Op {
     },
     /// Approval policy: read-only | ask | auto-edit | full-auto.
     SetPolicy { policy: Policy },
+    /// Research mode for the next turns: retrieve from the document index before answering, and
+    /// check the answer's citations.
+    SetResearch { on: bool },
     /// Forget the conversation.
     Clear,
     /// Restore the files the last turn's tools changed.

@@ -124,6 +124,8 @@ pub struct App {
     ctrl_c_at: Option<u64>,
     pub flash: Option<(String, u64)>,
     pub think_mode: aha_protocol::ThinkMode,
+    /// Research mode is on (`/research on`, or `research = true` in `[ui]`).
+    pub research: bool,
     pub think_budget: Option<usize>,
     /// The focused assistant turn (`None`: the newest).
     pub focus: Option<usize>,
@@ -164,6 +166,7 @@ impl App {
             ctrl_c_at: None,
             flash: None,
             think_mode: aha_protocol::ThinkMode::Auto,
+            research: false,
             think_budget: None,
             focus: None,
             theme: Theme::default(),
@@ -723,6 +726,10 @@ fn command(app: &mut App, line: &str) {
         }
         Command::Search(query) => app.send(Op::Search { query }),
         Command::Open(path, line) => app.effects.push(Effect::Open(path, line)),
+        Command::Research(on) => {
+            app.research = on;
+            app.send(Op::SetResearch { on });
+        }
     }
 }
 

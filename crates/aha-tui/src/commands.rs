@@ -72,6 +72,11 @@ pub const COMMANDS: &[CommandInfo] = &[
         help: "index documents for search (default: the workspace)",
     },
     CommandInfo {
+        name: "/research",
+        args: "on|off",
+        help: "answer from the indexed documents, with citations checked",
+    },
+    CommandInfo {
         name: "/open",
         args: "PATH[:LINE]",
         help: "open a cited source in $EDITOR at the line",
@@ -108,6 +113,8 @@ pub enum Command {
     Search(String),
     /// `/open path[:line]`: a cited source in `$EDITOR`.
     Open(String, usize),
+    /// `/research on|off`.
+    Research(bool),
     Undo,
     Quit,
 }
@@ -165,6 +172,11 @@ pub fn parse(line: &str) -> Result<Command, String> {
                 }
             }
             _ => return Err(usage("/open")),
+        },
+        "/research" => match args.as_slice() {
+            ["on"] => Command::Research(true),
+            ["off"] => Command::Research(false),
+            _ => return Err(usage("/research")),
         },
         "/approve" => match args.as_slice() {
             [p] if matches!(*p, "read-only" | "ask" | "auto-edit" | "full-auto") => {
@@ -248,6 +260,9 @@ mod tests {
         );
         assert_eq!(parse("/open a.md:3-9"), Ok(Command::Open("a.md".into(), 3)));
         assert_eq!(parse("/open a.md"), Ok(Command::Open("a.md".into(), 1)));
+        assert_eq!(parse("/research on"), Ok(Command::Research(true)));
+        assert_eq!(parse("/research off"), Ok(Command::Research(false)));
+        assert_eq!(parse("/research"), Err("usage: /research on|off".into()));
         assert!(parse("/qui").unwrap_err().contains("/quit"));
         assert!(parse("/zzz").unwrap_err().contains("/help"));
         assert_eq!(completions("/t").len(), 2);

@@ -26,6 +26,9 @@ pub struct UiConfig {
     pub fps: Option<u32>,
     /// A system prompt.
     pub system: Option<String>,
+    /// Start in research mode (`/research on`): answers from the indexed documents, with
+    /// citations checked.
+    pub research: Option<bool>,
     /// Sampling overrides (unset = the model's recommended value), over the file's `[sampling]`.
     pub sampling: aha_protocol::sampling::SamplingConfig,
     pub colors: ColorConfig,

@@ -436,6 +436,7 @@ pub fn run_tui(
         app.think_mode = m;
     }
     app.think_budget = cfg.think_budget.filter(|b| *b > 0);
+    app.research = cfg.research.unwrap_or(false);
     let dir = session::sessions_dir();
     let mut sessions = Sessions::new(dir.clone(), &app.info.model);
     let mut clock = Clock::new(0);

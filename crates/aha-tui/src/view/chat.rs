@@ -154,6 +154,9 @@ fn reply_lines(
         s.push_str(&format!(" · {} compares", app.keys.trace));
         out.push(Line::styled(truncate(&s, width), th.dim()));
     }
+    if let Some((sources, tokens)) = &r.sources {
+        sources_card(app, sources, *tokens, !r.folded(), width, out);
+    }
     if !r.tokens.is_empty() {
         // Times are shown for finished reasoning only, so a cached layout never goes stale.
         let summary = fold_summary(r, r.thought_ms.or(r.ended_ms).unwrap_or(r.started_ms));
@@ -195,6 +198,7 @@ fn reply_lines(
             Part::Tool(c) => tool_card(app, c, width, out),
         }
     }
+    citation_lines(app, r, width, out);
     if streaming && r.tokens.is_empty() && r.parts.is_empty() {
         out.push(Line::styled("…", th.dim()));
     }
@@ -222,6 +226,104 @@ fn reply_lines(
             ));
         }
         _ => {}
+    }
+}
+
+/// Research mode's passages: one line, folded with the reasoning; the fold key opens it to a
+/// line per passage.
+fn sources_card(
+    app: &App,
+    sources: &[aha_protocol::Source],
+    tokens: usize,
+    open: bool,
+    width: usize,
+    out: &mut Vec<Line<'static>>,
+) {
+    let th = &app.theme;
+    if sources.is_empty() {
+        out.push(Line::styled(
+            truncate("▸ sources · no passage matched the question", width),
+            th.dim(),
+        ));
+        return;
+    }
+    let n = sources.len();
+    let head = format!(
+        "sources · {n} passage{} · {tokens} tokens",
+        if n == 1 { "" } else { "s" }
+    );
+    if !open {
+        let cited: Vec<String> = sources.iter().map(|s| s.cite()).collect();
+        out.push(Line::from(vec![
+            Span::styled("▸ ", th.accent()),
+            Span::styled(
+                truncate(&format!("{head} · {}", cited.join(", ")), width.saturating_sub(2)),
+                th.dim(),
+            ),
+        ]));
+        return;
+    }
+    out.push(Line::from(vec![
+        Span::styled("╭ ▾ ", th.dim()),
+        Span::styled(head, th.dim()),
+    ]));
+    for s in sources {
+        let mut t = format!("{}:{}-{}", s.path, s.start_line, s.end_line);
+        if !s.heading.is_empty() {
+            t.push_str(&format!(" · {}", s.heading));
+        }
+        out.push(Line::from(vec![
+            Span::styled("│ ", th.dim()),
+            Span::styled(truncate(&t, width.saturating_sub(2)), Style::new()),
+        ]));
+    }
+    out.push(Line::styled("╰", th.dim()));
+}
+
+/// Research mode's checks after an answer: each citation marked as checked or not, with why,
+/// and a warning when no passage supports the answer.
+fn citation_lines(app: &App, r: &Reply, width: usize, out: &mut Vec<Line<'static>>) {
+    let th = &app.theme;
+    for c in &r.citations {
+        let (mark, style) = if c.ok {
+            ("✓ ", th.ok())
+        } else {
+            ("✗ ", th.error())
+        };
+        let by = if c.attached { " · found by aha" } else { "" };
+        out.extend(wrap_text(
+            &format!("[{}]{by} · {}", c.cite(), c.reason),
+            if c.ok { th.dim() } else { th.error() },
+            width,
+            &[Span::styled(mark, style)],
+            &[Span::raw("  ")],
+        ));
+    }
+    if let Some(check) = &r.check {
+        if !check.supported && !check.abstained {
+            out.push(Line::styled(
+                truncate("⚠ no passage the model read supports all of this answer", width),
+                th.error(),
+            ));
+        }
+        if !check.unsupported_numbers.is_empty() {
+            out.push(Line::styled(
+                truncate(
+                    &format!(
+                        "⚠ numbers in no cited passage: {}",
+                        check.unsupported_numbers.join(", ")
+                    ),
+                    width,
+                ),
+                th.error(),
+            ));
+        }
+    }
+    if r.citations.iter().any(|c| c.ok) && r.state != ReplyState::Streaming {
+        out.push(Line::styled(
+            truncate("/open PATH:LINE opens a source at its line", width),
+            th.dim(),
+        ));
     }
 }
 

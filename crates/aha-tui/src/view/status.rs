@@ -25,6 +25,9 @@ pub fn segments(app: &App) -> Vec<(String, u8)> {
     let mut segs = vec![(app.phase().label().to_string(), 0)];
     segs.push((i.model.clone(), 2));
     segs.push((i.device.clone(), 5));
+    if app.research {
+        segs.push(("research".to_string(), 2));
+    }
     if i.context_length > 0 {
         segs.push((
             format!(
