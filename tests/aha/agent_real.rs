@@ -178,11 +178,8 @@ fn instructions_inside_a_file_approve_nothing() {
     }
 }
 
-/// The researcher path with the real model: the demo corpus indexed with the real binary, the
-/// model calls search_docs and gets the passage that answers, with its file and line.
-#[test]
-fn researcher_searches_the_indexed_demo_corpus() {
-    let _g = heavy();
+/// Copies the demo corpus into a new workspace and indexes it with the real binary.
+fn demo_corpus() -> tempfile::TempDir {
     let ws = tempfile::tempdir().unwrap();
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/corpus");
     for sub in ["en", "ko"] {
@@ -198,6 +195,73 @@ fn researcher_searches_the_indexed_demo_corpus() {
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    ws
+}
+
+/// Research mode with the real model, retrieve first: the passages come before any generation,
+/// the grounded answer is generated with no tool call, and after it every citation is checked
+/// against the real documents and the turn's verdict is given.
+#[test]
+fn research_mode_retrieves_first_and_checks_the_answers_citations() {
+    let _g = heavy();
+    let ws = demo_corpus();
+    let out = bin()
+        .args(["run", "--agent", "--research", "--json", "--temperature", "0"])
+        .args(["--max-tokens", "120", "-m"])
+        .arg(model("qwen2.5-coder-0.5b"))
+        .arg("aha는 한국어 문서를 어떻게 잘라서 검색하나요?")
+        .current_dir(ws.path())
+        .output()
+        .unwrap();
+    let ev = super::attacker::events(&out);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let at = |t: &str| ev.iter().position(|e| e["type"] == t);
+    let retrieval = at("retrieval").unwrap_or_else(|| panic!("no retrieval: {ev:?}\n{stderr}"));
+    let first = at("answer_delta").expect("an answer");
+    let check = at("answer_check").expect("a verdict on the answer");
+    let done = at("turn_finished").unwrap();
+    assert!(retrieval < first && first < check && check < done, "{ev:?}");
+    assert!(at("tool_call").is_none(), "the grounded turn calls nothing: {ev:?}");
+    let hits = ev[retrieval]["hits"].as_array().unwrap();
+    assert_eq!(hits[0]["path"], "ko/문서검색.md", "{ev:?}");
+    assert!(ev[retrieval]["tokens"].as_u64().unwrap() > 20);
+    let answer: String = ev
+        .iter()
+        .filter(|e| e["type"] == "answer_delta")
+        .map(|e| e["text"].as_str().unwrap())
+        .collect();
+    // Every citation names a document and a line, and one that checks out names a retrieved file
+    // whose line (with one either side) really holds the claim's words.
+    for c in ev.iter().filter(|e| e["type"] == "citation") {
+        let path = c["path"].as_str().unwrap();
+        let line = c["line"].as_u64().unwrap() as usize;
+        assert!(!c["reason"].as_str().unwrap().is_empty(), "{c}");
+        if c["ok"] == true {
+            assert!(hits.iter().any(|h| h["path"] == path), "{c}");
+            let text = std::fs::read_to_string(ws.path().join(path)).unwrap();
+            assert!(line >= 1 && line <= text.split('\n').count(), "{c}");
+        }
+    }
+    let v = &ev[check];
+    let cited_ok = ev
+        .iter()
+        .filter(|e| e["type"] == "citation" && e["ok"] == true)
+        .count();
+    if v["supported"] == true {
+        assert!(cited_ok >= 1, "a supported answer has a citation that checks out: {ev:?}");
+    }
+    assert!(
+        v["abstained"] == true || v["claims"].as_u64().unwrap() >= 1,
+        "{answer}: {v}"
+    );
+}
+
+/// The researcher path with the real model: the demo corpus indexed with the real binary, the
+/// model calls search_docs and gets the passage that answers, with its file and line.
+#[test]
+fn researcher_searches_the_indexed_demo_corpus() {
+    let _g = heavy();
+    let ws = demo_corpus();
     let ev = agent(
         ws.path(),
         "read-only",

@@ -117,95 +117,57 @@ def grounded_message(ws, question, hits):
     return f'{text}\n{ask}\n\n{label}: {question}'
 
 
-def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument('workspace')
-    ap.add_argument('--modes', default='on,off')
-    ap.add_argument('--limit', type=int, default=0, help='questions per set (0: all)')
-    ap.add_argument('--ttft', type=int, default=10, help='answerable questions per language timed')
-    ap.add_argument('--out', help='write every answer and its events here (JSON lines)')
-    a = ap.parse_args()
-    ws = os.path.abspath(a.workspace)
-    if not os.path.isdir(os.path.join(ws, '.aha', 'index')):
-        subprocess.run([AHA, 'index', 'ko', 'en'], cwd=ws, check=True)
-    sets = [load('qa_ko.jsonl'), load('qa_en.jsonl'), load('qa_unanswerable.jsonl')]
-    if a.limit:
-        sets = [s[:a.limit] for s in sets]
-    qs = [q for s in sets for q in s]
-    out = open(a.out, 'w', encoding='utf-8') if a.out else None
+def score(ws, qs, rows):
+    """The report's figures per mode, from the rows run() wrote."""
+    by_id = {q['id']: q for q in qs}
     report = {}
-    timed = {}
-    for mode in a.modes.split(','):
-        r = dict(n={'ko': 0, 'en': 0}, ok={'ko': 0, 'en': 0}, shown=0, shown_right=0, model=0,
-                 model_ok=0, recall=0, n_ans=0, n_un=0, abst=0, abst_or_flag=0, ttft=[], tokens=[],
-                 flagged_right=0)
-        for q in qs:
-            args = ['run', '--agent', '--research', '--json', '--temperature', '0', '--max-steps', '3',
-                    '--max-tokens', '200', q['question']]
-            if mode == 'off':
-                args.insert(3, '--no-retrieve-first')
-            ev = run_events(args, ws)
-            es = [e for _, e in ev]
-            answer = ''.join(e.get('text', '') for e in es if e['type'] == 'answer_delta')
-            cites = [e for e in es if e['type'] == 'citation']
-            check = next((e for e in es if e['type'] == 'answer_check'), {})
-            retrieval = next((e for e in es if e['type'] == 'retrieval'), None)
-            t = ttft_of(ev)
-            lps = [e['logprob'] for e in es if e['type'] == 'answer_delta' and 'logprob' in e]
-            row = dict(mode=mode, id=q['id'], answer=answer, citations=cites, check=check,
-                       ttft_ms=t, retrieval=retrieval, logprobs=lps)
-            r['model'] += sum(1 for c in cites if not c.get('attached'))
-            r['model_ok'] += sum(1 for c in cites if not c.get('attached') and c['ok'])
-            if q.get('answerable', True):
-                lang = q['lang']
-                r['n'][lang] += 1
-                r['n_ans'] += 1
-                ok = bool(re.search(q['answer'], answer, re.I))
-                r['ok'][lang] += ok
-                shown = [c for c in cites if c['ok']]
-                right = [c for c in shown if right_cite(ws, q, c['path'], c['line'])]
-                r['shown'] += len(shown)
-                r['shown_right'] += len(right)
-                r['recall'] += bool(right)
-                if check.get('supported') is False and ok:
-                    r['flagged_right'] += 1
-                row.update(correct=ok, right_cites=len(right))
-                if t is not None and retrieval and mode == 'on':
-                    timed.setdefault(lang, [])
-                    if len(timed[lang]) < a.ttft:
-                        timed[lang].append((q, retrieval, t))
-            else:
-                r['n_un'] += 1
-                ab = bool(ABSTAIN.search(answer))
-                r['abst'] += ab
-                r['abst_or_flag'] += ab or check.get('supported') is False
-                row.update(abstained=ab)
-            if t is not None:
-                r['ttft'].append(t)
-            if retrieval:
-                r['tokens'].append(retrieval['tokens'])
-            if out:
-                out.write(json.dumps(row, ensure_ascii=False) + '\n')
-                out.flush()
-            print(mode, q['id'], 'OK' if row.get('correct') or row.get('abstained') else '--',
-                  answer[:100].replace('\n', ' '), file=sys.stderr, flush=True)
-        report[mode] = r
-    # Time to first token against a plain question of the same length.
-    ratios = []
-    for lang, rows in timed.items():
-        for q, retrieval, t in rows:
-            msg = grounded_message(ws, q['question'], retrieval['hits'])
-            plain = run_events(['run', '--json', '--temperature', '0', '--max-tokens', '1',
-                                '--system', RESEARCHER, msg], ws)
-            pt = ttft_of(plain)
-            if pt:
-                ratios.append((t, pt))
+    for row in rows:
+        q = by_id.get(row['id'])
+        if q is None or 'plain_ttft_ms' in row:
+            continue
+        r = report.setdefault(row['mode'], dict(
+            n={'ko': 0, 'en': 0}, ok={'ko': 0, 'en': 0}, shown=0, shown_right=0, shown_c=0,
+            shown_c_right=0, model=0, model_ok=0, recall=0, n_ans=0, n_un=0, abst=0,
+            abst_or_flag=0, ttft=[], tokens=[], flagged_right=0))
+        cites, check, answer = row['citations'], row['check'], row['answer']
+        r['model'] += sum(1 for c in cites if not c.get('attached'))
+        r['model_ok'] += sum(1 for c in cites if not c.get('attached') and c['ok'])
+        if q.get('answerable', True):
+            lang = q['lang']
+            r['n'][lang] += 1
+            r['n_ans'] += 1
+            ok = bool(re.search(q['answer'], answer, re.I))
+            r['ok'][lang] += ok
+            shown = [c for c in cites if c['ok']]
+            right = [c for c in shown if right_cite(ws, q, c['path'], c['line'])]
+            r['shown'] += len(shown)
+            r['shown_right'] += len(right)
+            if ok:
+                r['shown_c'] += len(shown)
+                r['shown_c_right'] += len(right)
+            r['recall'] += bool(right)
+            if check.get('supported') is False and ok:
+                r['flagged_right'] += 1
+        else:
+            r['n_un'] += 1
+            ab = bool(ABSTAIN.search(answer))
+            r['abst'] += ab
+            r['abst_or_flag'] += ab or check.get('supported') is False
+        if row['ttft_ms'] is not None:
+            r['ttft'].append(row['ttft_ms'])
+        if row.get('retrieval'):
+            r['tokens'].append(row['retrieval']['tokens'])
+    return report
+
+
+def print_report(report, ratios):
     pct = lambda a, b: f'{a}/{b} ({100 * a / b:.0f}%)' if b else '-'
     for mode, r in report.items():
         print(f'## retrieve-first {mode}')
         for lang in ('ko', 'en'):
             print(f'accuracy {lang}: {pct(r["ok"][lang], r["n"][lang])}')
-        print(f'citations shown as checked: {r["shown"]}, right by the QA set: {pct(r["shown_right"], r["shown"])}')
+        print(f'citations shown as checked: {r["shown"]}, right by the QA set: {pct(r["shown_right"], r["shown"])}; '
+              f'of correct answers: {pct(r["shown_c_right"], r["shown_c"])}')
         print(f'model-written citations: {r["model"]}, accepted by the check: {pct(r["model_ok"], r["model"])}')
         print(f'citation recall (answers with a right citation): {pct(r["recall"], r["n_ans"])}')
         print(f'correct answers aha marked unsupported: {r["flagged_right"]}')
@@ -219,6 +181,72 @@ def main():
         print(f'## time to first token, research on vs a plain prompt of the same length ({len(rs)} questions)')
         print(f'research median {statistics.median(t for t, _ in ratios):.0f} ms, plain median '
               f'{statistics.median(p for _, p in ratios):.0f} ms; ratio median {statistics.median(rs):.2f}x, max {max(rs):.2f}x')
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument('workspace')
+    ap.add_argument('--modes', default='on,off')
+    ap.add_argument('--limit', type=int, default=0, help='questions per set (0: all)')
+    ap.add_argument('--ttft', type=int, default=10, help='answerable questions per language timed')
+    ap.add_argument('--out', help='write every answer and its events here (JSON lines)')
+    ap.add_argument('--report', help='print the report of an earlier --out file, running nothing')
+    a = ap.parse_args()
+    ws = os.path.abspath(a.workspace)
+    sets = [load('qa_ko.jsonl'), load('qa_en.jsonl'), load('qa_unanswerable.jsonl')]
+    if a.limit:
+        sets = [s[:a.limit] for s in sets]
+    qs = [q for s in sets for q in s]
+    if a.report:
+        with open(a.report, encoding='utf-8') as f:
+            rows = [json.loads(l) for l in f if l.strip()]
+        ratios = [(r['ttft_ms'], r['plain_ttft_ms']) for r in rows if 'plain_ttft_ms' in r]
+        print_report(score(ws, qs, rows), ratios)
+        return
+    if not os.path.isdir(os.path.join(ws, '.aha', 'index')):
+        subprocess.run([AHA, 'index', 'ko', 'en'], cwd=ws, check=True)
+    out = open(a.out, 'w', encoding='utf-8') if a.out else None
+    rows = []
+    timed = {}
+    for mode in a.modes.split(','):
+        for q in qs:
+            args = ['run', '--agent', '--research', '--json', '--temperature', '0', '--max-steps', '3',
+                    '--max-tokens', '200', q['question']]
+            if mode == 'off':
+                args.insert(3, '--no-retrieve-first')
+            ev = run_events(args, ws)
+            es = [e for _, e in ev]
+            answer = ''.join(e.get('text', '') for e in es if e['type'] == 'answer_delta')
+            retrieval = next((e for e in es if e['type'] == 'retrieval'), None)
+            t = ttft_of(ev)
+            row = dict(mode=mode, id=q['id'], answer=answer,
+                       citations=[e for e in es if e['type'] == 'citation'],
+                       check=next((e for e in es if e['type'] == 'answer_check'), {}),
+                       ttft_ms=t, retrieval=retrieval,
+                       logprobs=[e['logprob'] for e in es if e['type'] == 'answer_delta' and 'logprob' in e])
+            rows.append(row)
+            if q.get('answerable', True) and t is not None and retrieval and mode == 'on':
+                timed.setdefault(q['lang'], [])
+                if len(timed[q['lang']]) < a.ttft:
+                    timed[q['lang']].append((q, retrieval, t))
+            if out:
+                out.write(json.dumps(row, ensure_ascii=False) + '\n')
+                out.flush()
+            good = re.search(q['answer'], answer, re.I) if q.get('answerable', True) else ABSTAIN.search(answer)
+            print(mode, q['id'], 'OK' if good else '--', answer[:100].replace('\n', ' '), file=sys.stderr, flush=True)
+    # Time to first token against a plain question of the same length.
+    ratios = []
+    for lang, timed_rows in timed.items():
+        for q, retrieval, t in timed_rows:
+            msg = grounded_message(ws, q['question'], retrieval['hits'])
+            plain = run_events(['run', '--json', '--temperature', '0', '--max-tokens', '1',
+                                '--system', RESEARCHER, msg], ws)
+            pt = ttft_of(plain)
+            if pt:
+                ratios.append((t, pt))
+                if out:
+                    out.write(json.dumps(dict(id=q['id'], ttft_ms=t, plain_ttft_ms=pt)) + '\n')
+    print_report(score(ws, qs, rows), ratios)
 
 
 if __name__ == '__main__':

@@ -428,6 +428,10 @@ impl Assertion {
     /// claim adds, at least half of the claim's other new terms, and at least a quarter of the
     /// question's terms (so that "4년" from a line about another office does not count).
     pub fn supported_by(&self, text: &str) -> Support {
+        if self.terms.is_empty() && self.numbers.is_empty() {
+            // "대통령의 임기는 몇 년인가요." answers nothing, whatever states it.
+            return Support::No("the claim only repeats the question".to_string());
+        }
         let have = terms(text);
         let have_n = numbers(text);
         let missing: Vec<&str> = self
@@ -442,7 +446,7 @@ impl Assertion {
         let shared = self.terms.iter().filter(|t| have.contains(*t)).count();
         if !self.terms.is_empty() && shared * 2 < self.terms.len() {
             return Support::No(format!(
-                "the passage holds {shared} of the claim's {} terms",
+                "the passage holds {shared} of the {} words the claim adds",
                 self.terms.len()
             ));
         }
@@ -451,7 +455,10 @@ impl Assertion {
             return Support::No("the passage is not about the question".to_string());
         }
         Support::Yes(if self.numbers.is_empty() {
-            format!("the passage holds {shared} of the claim's {} terms", self.terms.len())
+            format!(
+                "the passage holds {shared} of the {} words the claim adds",
+                self.terms.len()
+            )
         } else {
             format!("the passage states {}", self.numbers.join(", "))
         })
@@ -569,6 +576,11 @@ mod tests {
             a.supported_by("Abraham Lincoln had a dog named Fido."),
             Support::No(_)
         ));
+        let a = Assertion::new(q, "대통령의 임기는 몇 년인가요.");
+        assert_eq!(
+            a.supported_by("제70조 대통령의 임기는 5년으로 하며"),
+            Support::No("the claim only repeats the question".into())
+        );
         let a = Assertion::new("헌법에 규정된 대한민국의 수도는 어디인가요?", "제1장 총강");
         assert_eq!(
             a.supported_by("제1장 총강"),

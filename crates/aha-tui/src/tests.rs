@@ -910,3 +910,97 @@ fn long_diff_approval_keeps_the_choices_visible() {
     assert!(screen.contains("-old line 0"), "{screen}");
     assert!(screen.contains("+new line 39"), "{screen}");
 }
+
+// ---- research mode -----------------------------------------------------------------------
+
+#[test]
+fn research_mode_shows_sources_folded_and_marks_each_citation() {
+    let mut a = app();
+    typ(&mut a, "/research on");
+    key(&mut a, KeyCode::Enter);
+    assert_eq!(a.outbox, [Op::SetResearch { on: true }]);
+    assert!(a.research);
+    a.outbox.clear();
+    ask(&mut a, "대통령의 임기는 몇 년인가요?");
+    ev(
+        &mut a,
+        Event::Retrieval {
+            query: "대통령의 임기는 몇 년인가요?".into(),
+            hits: vec![
+                aha_protocol::Source {
+                    path: "ko/constitution.txt".into(),
+                    line: 175,
+                    start_line: 174,
+                    end_line: 176,
+                    heading: "제4장 정부".into(),
+                },
+                aha_protocol::Source {
+                    path: "ko/constitution.txt".into(),
+                    line: 250,
+                    start_line: 249,
+                    end_line: 251,
+                    heading: String::new(),
+                },
+            ],
+            tokens: 412,
+        },
+    );
+    answer(&mut a, "대통령의 임기는 5년입니다. 감사위원의 임기는 7년입니다.");
+    for (line, ok, attached, reason) in [
+        (175, true, true, "the passage states 5"),
+        (250, false, false, "the passage does not state 7"),
+    ] {
+        ev(
+            &mut a,
+            Event::Citation {
+                path: "ko/constitution.txt".into(),
+                line,
+                ok,
+                reason: reason.into(),
+                attached,
+                claim: String::new(),
+            },
+        );
+    }
+    ev(
+        &mut a,
+        Event::AnswerCheck {
+            supported: false,
+            abstained: false,
+            claims: 2,
+            supported_claims: 1,
+            unsupported_numbers: vec!["7".into()],
+        },
+    );
+    finish(&mut a, "stop");
+    let screen = render(&mut a, 100, 30);
+    assert!(screen.contains("research"), "the status bar says so:\n{screen}");
+    assert!(
+        screen.contains(
+            "▸ sources · 2 passages · 412 tokens · ko/constitution.txt:175, ko/constitution.txt:250"
+        ),
+        "{screen}"
+    );
+    assert!(
+        screen.contains("✓ [ko/constitution.txt:175] · found by aha · the passage states 5"),
+        "{screen}"
+    );
+    assert!(
+        screen.contains("✗ [ko/constitution.txt:250] · the passage does not state 7"),
+        "{screen}"
+    );
+    assert!(screen.contains("⚠ no passage the model read supports all of this answer"));
+    assert!(screen.contains("⚠ numbers in no cited passage: 7"));
+    assert!(!screen.contains("제4장 정부"), "folded: one line");
+    // The fold key opens the card: a line per passage, with its heading.
+    ctrl(&mut a, 'o');
+    let screen = render(&mut a, 100, 30);
+    assert!(
+        screen.contains("│ ko/constitution.txt:174-176 · 제4장 정부"),
+        "{screen}"
+    );
+    typ(&mut a, "/research off");
+    key(&mut a, KeyCode::Enter);
+    assert_eq!(a.outbox, [Op::SetResearch { on: false }]);
+    assert!(!a.research);
+}
