@@ -138,6 +138,7 @@ impl Printer {
                 ok,
                 reason,
                 attached,
+                quote,
                 ..
             } => {
                 self.end_thinking();
@@ -146,6 +147,9 @@ impl Printer {
                     "\n{} [{path}:{line}]{by}: {reason}",
                     if ok { "✓" } else { "✗" }
                 );
+                if !quote.is_empty() {
+                    eprintln!("  “{quote}”");
+                }
             }
             Event::AnswerCheck {
                 supported,

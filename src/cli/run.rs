@@ -261,7 +261,7 @@ fn run_agent(
         constrain_tools: !a.no_constrain,
         insist: !a.no_insist,
         raw: false,
-        no_tool_calls: false,
+        no_tool_calls: a.no_tool_calls,
         research: a.research,
         no_retrieve_first: a.no_retrieve_first,
     };

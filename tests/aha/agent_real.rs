@@ -206,7 +206,14 @@ fn research_mode_retrieves_first_and_checks_the_answers_citations() {
     let _g = heavy();
     let ws = demo_corpus();
     let out = bin()
-        .args(["run", "--agent", "--research", "--json", "--temperature", "0"])
+        .args([
+            "run",
+            "--agent",
+            "--research",
+            "--json",
+            "--temperature",
+            "0",
+        ])
         .args(["--max-tokens", "120", "-m"])
         .arg(model("qwen2.5-coder-0.5b"))
         .arg("aha는 한국어 문서를 어떻게 잘라서 검색하나요?")
@@ -221,7 +228,10 @@ fn research_mode_retrieves_first_and_checks_the_answers_citations() {
     let check = at("answer_check").expect("a verdict on the answer");
     let done = at("turn_finished").unwrap();
     assert!(retrieval < first && first < check && check < done, "{ev:?}");
-    assert!(at("tool_call").is_none(), "the grounded turn calls nothing: {ev:?}");
+    assert!(
+        at("tool_call").is_none(),
+        "the grounded turn calls nothing: {ev:?}"
+    );
     let hits = ev[retrieval]["hits"].as_array().unwrap();
     assert_eq!(hits[0]["path"], "ko/문서검색.md", "{ev:?}");
     assert!(ev[retrieval]["tokens"].as_u64().unwrap() > 20);
@@ -248,7 +258,10 @@ fn research_mode_retrieves_first_and_checks_the_answers_citations() {
         .filter(|e| e["type"] == "citation" && e["ok"] == true)
         .count();
     if v["supported"] == true {
-        assert!(cited_ok >= 1, "a supported answer has a citation that checks out: {ev:?}");
+        assert!(
+            cited_ok >= 1,
+            "a supported answer has a citation that checks out: {ev:?}"
+        );
     }
     assert!(
         v["abstained"] == true || v["claims"].as_u64().unwrap() >= 1,

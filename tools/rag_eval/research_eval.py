@@ -68,7 +68,8 @@ def run_events(args, cwd):
 
 def ttft_of(events):
     start = next((t for t, e in events if e['type'] == 'turn_started'), None)
-    first = next((t for t, e in events if e['type'] in ('thinking_delta', 'answer_delta')), None)
+    first = next((t for t, e in events
+                  if e['type'] in ('thinking_delta', 'answer_delta', 'tool_call')), None)
     if first is None:
         return None
     return (first - (start if start is not None else 0.0)) * 1000
@@ -177,16 +178,23 @@ def print_report(report, ratios):
         if r['tokens']:
             print(f'passage tokens: median {statistics.median(r["tokens"]):.0f}')
     if ratios:
-        rs = [t / p for t, p in ratios]
-        print(f'## time to first token, research on vs a plain prompt of the same length ({len(rs)} questions)')
-        print(f'research median {statistics.median(t for t, _ in ratios):.0f} ms, plain median '
-              f'{statistics.median(p for _, p in ratios):.0f} ms; ratio median {statistics.median(rs):.2f}x, max {max(rs):.2f}x')
+        med = lambda xs: statistics.median(xs)
+        rs = [t / p for t, p, _ in ratios]
+        print(f'## time to first token ({len(rs)} questions, the three runs one after another)')
+        print(f'research on: median {med([t for t, _, _ in ratios]):.0f} ms')
+        print(f'the agent asked the same grounded message as a plain question: median '
+              f'{med([p for _, p, _ in ratios]):.0f} ms; research/plain median {med(rs):.2f}x, max {max(rs):.2f}x')
+        offs = [(t, o) for t, _, o in ratios if o]
+        if offs:
+            ro = [t / o for t, o in offs]
+            print(f'research with retrieve-first off (the question alone): median {med([o for _, o in offs]):.0f} ms; '
+                  f'on/off median {med(ro):.2f}x, max {max(ro):.2f}x')
 
 
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument('workspace')
-    ap.add_argument('--modes', default='on,off')
+    ap.add_argument('--modes', default='on,off', help="'' for the timing alone")
     ap.add_argument('--limit', type=int, default=0, help='questions per set (0: all)')
     ap.add_argument('--ttft', type=int, default=10, help='answerable questions per language timed')
     ap.add_argument('--out', help='write every answer and its events here (JSON lines)')
@@ -200,15 +208,15 @@ def main():
     if a.report:
         with open(a.report, encoding='utf-8') as f:
             rows = [json.loads(l) for l in f if l.strip()]
-        ratios = [(r['ttft_ms'], r['plain_ttft_ms']) for r in rows if 'plain_ttft_ms' in r]
+        ratios = [(r['ttft_ms'], r['plain_ttft_ms'], r.get('off_ttft_ms')) for r in rows
+                  if 'plain_ttft_ms' in r]
         print_report(score(ws, qs, rows), ratios)
         return
     if not os.path.isdir(os.path.join(ws, '.aha', 'index')):
         subprocess.run([AHA, 'index', 'ko', 'en'], cwd=ws, check=True)
     out = open(a.out, 'w', encoding='utf-8') if a.out else None
     rows = []
-    timed = {}
-    for mode in a.modes.split(','):
+    for mode in filter(None, a.modes.split(',')):
         for q in qs:
             args = ['run', '--agent', '--research', '--json', '--temperature', '0', '--max-steps', '3',
                     '--max-tokens', '200', q['question']]
@@ -225,27 +233,34 @@ def main():
                        ttft_ms=t, retrieval=retrieval,
                        logprobs=[e['logprob'] for e in es if e['type'] == 'answer_delta' and 'logprob' in e])
             rows.append(row)
-            if q.get('answerable', True) and t is not None and retrieval and mode == 'on':
-                timed.setdefault(q['lang'], [])
-                if len(timed[q['lang']]) < a.ttft:
-                    timed[q['lang']].append((q, retrieval, t))
             if out:
                 out.write(json.dumps(row, ensure_ascii=False) + '\n')
                 out.flush()
             good = re.search(q['answer'], answer, re.I) if q.get('answerable', True) else ABSTAIN.search(answer)
             print(mode, q['id'], 'OK' if good else '--', answer[:100].replace('\n', ' '), file=sys.stderr, flush=True)
-    # Time to first token against a plain question of the same length.
+    # Time to first token, the three one after another for each question: research on; the
+    # agent (coding assistant, calls forbidden so that the answer streams) given the same
+    # grounded message as a plain question of the same length; and research with
+    # retrieve-first off (the question alone; its first output may be a call).
     ratios = []
-    for lang, timed_rows in timed.items():
-        for q, retrieval, t in timed_rows:
+    for lang in ('ko', 'en'):
+        for q in [q for q in qs if q['lang'] == lang and q.get('answerable', True)][:a.ttft]:
+            ev = run_events(['run', '--agent', '--research', '--json', '--temperature', '0',
+                             '--max-tokens', '1', q['question']], ws)
+            t = ttft_of(ev)
+            retrieval = next((e for _, e in ev if e['type'] == 'retrieval'), None)
+            if not retrieval:
+                continue
             msg = grounded_message(ws, q['question'], retrieval['hits'])
-            plain = run_events(['run', '--json', '--temperature', '0', '--max-tokens', '1',
-                                '--system', RESEARCHER, msg], ws)
-            pt = ttft_of(plain)
-            if pt:
-                ratios.append((t, pt))
+            pt = ttft_of(run_events(['run', '--agent', '--no-tool-calls', '--json', '--temperature',
+                                     '0', '--max-tokens', '1', msg], ws))
+            ot = ttft_of(run_events(['run', '--agent', '--research', '--no-retrieve-first', '--json',
+                                     '--temperature', '0', '--max-tokens', '1', q['question']], ws))
+            if t and pt and ot:
+                ratios.append((t, pt, ot))
                 if out:
-                    out.write(json.dumps(dict(id=q['id'], ttft_ms=t, plain_ttft_ms=pt)) + '\n')
+                    out.write(json.dumps(dict(id=q['id'], ttft_ms=t, plain_ttft_ms=pt,
+                                              off_ttft_ms=ot)) + '\n')
     print_report(score(ws, qs, rows), ratios)
 
 

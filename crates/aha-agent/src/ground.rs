@@ -13,19 +13,84 @@ use std::collections::{HashMap, HashSet};
 
 /// English words that say nothing about what a question is about.
 const STOP: &[&str] = &[
-    "a", "about", "according", "after", "all", "also", "an", "and", "any", "are", "as", "at",
-    "be", "been", "before", "by", "called", "can", "could", "did", "do", "does", "during",
-    "each", "for", "from", "had", "has", "have", "how", "in", "into", "is", "it", "its",
-    "many", "may", "much", "name", "named", "of", "on", "one", "or", "roughly", "says", "so",
-    "such", "than", "that", "the", "their", "them", "there", "these", "they", "this", "those",
-    "to", "was", "were", "what", "when", "where", "which", "who", "whom", "whose", "why",
-    "will", "with", "would",
+    "a",
+    "about",
+    "according",
+    "after",
+    "all",
+    "also",
+    "an",
+    "and",
+    "any",
+    "are",
+    "as",
+    "at",
+    "be",
+    "been",
+    "before",
+    "by",
+    "called",
+    "can",
+    "could",
+    "did",
+    "do",
+    "does",
+    "during",
+    "each",
+    "for",
+    "from",
+    "had",
+    "has",
+    "have",
+    "how",
+    "in",
+    "into",
+    "is",
+    "it",
+    "its",
+    "many",
+    "may",
+    "much",
+    "name",
+    "named",
+    "of",
+    "on",
+    "one",
+    "or",
+    "roughly",
+    "says",
+    "so",
+    "such",
+    "than",
+    "that",
+    "the",
+    "their",
+    "them",
+    "there",
+    "these",
+    "they",
+    "this",
+    "those",
+    "to",
+    "was",
+    "were",
+    "what",
+    "when",
+    "where",
+    "which",
+    "who",
+    "whom",
+    "whose",
+    "why",
+    "will",
+    "with",
+    "would",
 ];
 
 /// Character pairs of Korean question words and endings (무엇, 어디, 언제, -인가요, -나요…).
 const KO_STOP: &[&str] = &[
-    "무엇", "엇인", "어디", "디인", "언제", "얼마", "누구", "어떤", "어떻", "인가", "나요",
-    "가요", "니까", "습니", "까요", "인지", "엇을", "엇이",
+    "무엇", "엇인", "어디", "디인", "언제", "얼마", "누구", "어떤", "어떻", "인가", "나요", "가요",
+    "니까", "습니", "까요", "인지", "엇을", "엇이",
 ];
 
 fn is_cjk(c: char) -> bool {
@@ -176,7 +241,11 @@ pub fn select(
     let mut scored: Vec<(&str, usize, f32)> = cands
         .iter()
         .map(|(p, i, t)| {
-            let s = idf.iter().filter(|(q, _)| t.contains(**q)).map(|(_, w)| w).sum();
+            let s = idf
+                .iter()
+                .filter(|(q, _)| t.contains(**q))
+                .map(|(_, w)| w)
+                .sum();
             (*p, *i, s)
         })
         .collect();
@@ -524,11 +593,22 @@ mod tests {
         );
         let files = HashMap::from([("ko/c.txt".to_string(), doc)]);
         let chunks = [
-            Chunk { path: "ko/c.txt".into(), start: 1, end: 2 },
-            Chunk { path: "ko/c.txt".into(), start: 4, end: 6 },
+            Chunk {
+                path: "ko/c.txt".into(),
+                start: 1,
+                end: 2,
+            },
+            Chunk {
+                path: "ko/c.txt".into(),
+                start: 4,
+                end: 6,
+            },
         ];
         let w = select("대통령의 임기는 몇 년인가요?", &chunks, &files, 1000);
-        assert_eq!((w[0].path.as_str(), w[0].best, w[0].start, w[0].end), ("ko/c.txt", 5, 4, 6));
+        assert_eq!(
+            (w[0].path.as_str(), w[0].best, w[0].start, w[0].end),
+            ("ko/c.txt", 5, 4, 6)
+        );
         // A budget for one window only: the best one.
         let w = select("대통령의 임기는 몇 년인가요?", &chunks, &files, 60);
         assert_eq!(w.len(), 1);
@@ -538,12 +618,25 @@ mod tests {
 
     #[test]
     fn claims_carry_the_citations_written_in_or_after_them() {
-        let c = claims("The term is 5 years [ko/c.txt:175]. It cannot be renewed.\n[ko/c.txt:175-176]");
+        let c =
+            claims("The term is 5 years [ko/c.txt:175]. It cannot be renewed.\n[ko/c.txt:175-176]");
         assert_eq!(c.len(), 2);
         assert_eq!(c[0].text, "The term is 5 years.");
-        assert_eq!(c[0].cites, [Cite { path: "ko/c.txt".into(), line: 175 }]);
+        assert_eq!(
+            c[0].cites,
+            [Cite {
+                path: "ko/c.txt".into(),
+                line: 175
+            }]
+        );
         assert_eq!(c[1].text, "It cannot be renewed.");
-        assert_eq!(c[1].cites, [Cite { path: "ko/c.txt".into(), line: 175 }]);
+        assert_eq!(
+            c[1].cites,
+            [Cite {
+                path: "ko/c.txt".into(),
+                line: 175
+            }]
+        );
         let c = claims("임기는 5년이다. [ko/c.txt:5] 87.2%가 찬성했다.");
         assert_eq!(c.len(), 2);
         assert_eq!(c[0].cites.len(), 1);

@@ -118,7 +118,10 @@ impl Agent {
             });
         } else if !on && self.cfg.research {
             self.cfg.system = self.cfg.system.take().and_then(|s| {
-                let rest = s.strip_prefix(researcher).map(str::trim_start).unwrap_or(&s);
+                let rest = s
+                    .strip_prefix(researcher)
+                    .map(str::trim_start)
+                    .unwrap_or(&s);
                 (!rest.is_empty()).then(|| rest.to_string())
             });
         }

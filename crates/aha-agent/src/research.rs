@@ -100,6 +100,9 @@ pub(super) fn passages_text(windows: &[Window], files: &HashMap<String, Lines>) 
     text
 }
 
+/// The most characters of a cited line a `citation` event quotes.
+const QUOTE_CHARS: usize = 240;
+
 /// The tools research mode offers: finding and reading documents. A small model given the
 /// whole set tends to reach for `run_code` or `git` instead of answering from the passages.
 pub(super) const RESEARCH_TOOLS: [&str; 2] = ["search_docs", "read_file"];
@@ -183,7 +186,11 @@ impl Agent {
             budget(self.engine.context_length()),
         );
         let text = passages_text(&windows, &self.grounding.files);
-        let tokens = if windows.is_empty() { 0 } else { ground::tokens_of(&text) };
+        let tokens = if windows.is_empty() {
+            0
+        } else {
+            ground::tokens_of(&text)
+        };
         let heading = |w: &Window| {
             hits.iter()
                 .find(|h| h.path == w.path && h.start_line <= w.best && w.best <= h.end_line)
@@ -250,7 +257,10 @@ impl Agent {
     fn check_cite(&mut self, a: &Assertion, cite: &Cite) -> (bool, String) {
         let known = self.grounding.files.contains_key(&cite.path);
         let Some(lines) = self.doc_lines(&cite.path) else {
-            return (false, format!("{} is not a document of the index", cite.path));
+            return (
+                false,
+                format!("{} is not a document of the index", cite.path),
+            );
         };
         if cite.line == 0 {
             return (false, "the citation names no line".to_string());
@@ -277,6 +287,26 @@ impl Agent {
         match a.supported_by(&text) {
             Support::Yes(why) => (true, why),
             Support::No(why) => (false, why),
+        }
+    }
+
+    /// What line `line` of a document says, for a person to see beside the citation (at most
+    /// [`QUOTE_CHARS`] characters).
+    fn quote(&self, path: &str, line: usize) -> String {
+        let Some(text) = self
+            .grounding
+            .files
+            .get(path)
+            .and_then(|l| l.get(line.checked_sub(1)?))
+        else {
+            return String::new();
+        };
+        let text = text.trim();
+        if text.chars().count() > QUOTE_CHARS {
+            let cut: String = text.chars().take(QUOTE_CHARS).collect();
+            format!("{cut}…")
+        } else {
+            text.to_string()
         }
     }
 
@@ -333,6 +363,7 @@ impl Agent {
                         cited.push('\n');
                     }
                 }
+                let quote = self.quote(&cite.path, cite.line);
                 self.emit(Event::Citation {
                     path: cite.path.clone(),
                     line: cite.line,
@@ -340,6 +371,7 @@ impl Agent {
                     reason,
                     attached: false,
                     claim: claim.text.clone(),
+                    quote,
                 });
             }
             if !ok_any {
@@ -347,6 +379,7 @@ impl Agent {
                     ok_any = true;
                     cited.push_str(&ground::around(&self.grounding.files[&path], line));
                     cited.push('\n');
+                    let quote = self.quote(&path, line);
                     self.emit(Event::Citation {
                         path,
                         line,
@@ -354,6 +387,7 @@ impl Agent {
                         reason,
                         attached: true,
                         claim: claim.text.clone(),
+                        quote,
                     });
                 }
             }
@@ -386,7 +420,10 @@ mod tests {
     #[test]
     fn passages_are_grouped_by_file_best_first_without_line_numbers() {
         let files = HashMap::from([
-            ("a.md".to_string(), split_lines("one\ntwo\nthree\nfour\nfive")),
+            (
+                "a.md".to_string(),
+                split_lines("one\ntwo\nthree\nfour\nfive"),
+            ),
             ("b.md".to_string(), split_lines("x\ny")),
         ]);
         let w = |path: &str, start, end, best, score| Window {
@@ -397,7 +434,11 @@ mod tests {
             score,
         };
         let text = passages_text(
-            &[w("b.md", 2, 2, 2, 3.0), w("a.md", 4, 5, 4, 2.0), w("a.md", 1, 2, 1, 1.0)],
+            &[
+                w("b.md", 2, 2, 2, 3.0),
+                w("a.md", 4, 5, 4, 2.0),
+                w("a.md", 1, 2, 1, 1.0),
+            ],
             &files,
         );
         assert_eq!(
@@ -452,11 +493,23 @@ mod tests {
     fn a_citation_that_states_the_claim_checks_out() {
         let ev = events_of("Paris [geo.md:4].", "What is the capital of France?");
         assert_eq!(citations(&ev), [("geo.md".into(), 4, true, false)]);
+        assert!(ev.iter().any(|e| matches!(e,
+            Event::Citation { quote, claim, .. }
+                if quote == "Paris is the capital of France." && claim == "Paris.")));
         assert_eq!(verdict(&ev), (true, false, vec![]));
         // The checks come after the answer and before the turn ends.
-        let answer = ev.iter().rposition(|e| matches!(e, Event::AnswerDelta { .. })).unwrap();
-        let cite = ev.iter().position(|e| matches!(e, Event::Citation { .. })).unwrap();
-        let done = ev.iter().position(|e| matches!(e, Event::TurnFinished { .. })).unwrap();
+        let answer = ev
+            .iter()
+            .rposition(|e| matches!(e, Event::AnswerDelta { .. }))
+            .unwrap();
+        let cite = ev
+            .iter()
+            .position(|e| matches!(e, Event::Citation { .. }))
+            .unwrap();
+        let done = ev
+            .iter()
+            .position(|e| matches!(e, Event::TurnFinished { .. }))
+            .unwrap();
         assert!(answer < cite && cite < done);
     }
 
@@ -469,7 +522,9 @@ mod tests {
         let reasons: Vec<String> = ev
             .iter()
             .filter_map(|e| match e {
-                Event::Citation { ok: false, reason, .. } => Some(reason.clone()),
+                Event::Citation {
+                    ok: false, reason, ..
+                } => Some(reason.clone()),
                 _ => None,
             })
             .collect();
@@ -500,7 +555,10 @@ mod tests {
         );
         assert_eq!(citations(&ev), [("geo.md".into(), 5, true, true)]);
         assert_eq!(verdict(&ev), (true, false, vec![]));
-        let ev = events_of("The documents do not say.", "What is the capital of France?");
+        let ev = events_of(
+            "The documents do not say.",
+            "What is the capital of France?",
+        );
         assert!(citations(&ev).is_empty());
         assert_eq!(verdict(&ev), (false, true, vec![]));
     }

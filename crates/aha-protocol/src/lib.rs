@@ -124,6 +124,9 @@ pub enum Event {
         /// The sentence of the answer it backs.
         #[serde(default, skip_serializing_if = "String::is_empty")]
         claim: String,
+        /// What the cited line says (cut to 240 characters).
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        quote: String,
     },
     /// Research mode's verdict on the answer, after its citations: `supported` when every claim
     /// has a citation that checks out; `abstained` when the answer says the documents do not

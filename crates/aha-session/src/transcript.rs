@@ -114,6 +114,8 @@ pub struct CitationMark {
     pub reason: String,
     /// Found by aha for a claim the model did not cite correctly.
     pub attached: bool,
+    /// What the line says.
+    pub quote: String,
 }
 
 impl CitationMark {
@@ -487,6 +489,7 @@ impl Transcript {
                 ok,
                 reason,
                 attached,
+                quote,
                 ..
             } => {
                 if let Some(r) = self.live_mut() {
@@ -496,6 +499,7 @@ impl Transcript {
                         ok: *ok,
                         reason: capped(reason).into_owned(),
                         attached: *attached,
+                        quote: capped(quote).into_owned(),
                     });
                 }
             }

@@ -945,7 +945,10 @@ fn research_mode_shows_sources_folded_and_marks_each_citation() {
             tokens: 412,
         },
     );
-    answer(&mut a, "대통령의 임기는 5년입니다. 감사위원의 임기는 7년입니다.");
+    answer(
+        &mut a,
+        "대통령의 임기는 5년입니다. 감사위원의 임기는 7년입니다.",
+    );
     for (line, ok, attached, reason) in [
         (175, true, true, "the passage states 5"),
         (250, false, false, "the passage does not state 7"),
@@ -959,6 +962,11 @@ fn research_mode_shows_sources_folded_and_marks_each_citation() {
                 reason: reason.into(),
                 attached,
                 claim: String::new(),
+                quote: if ok {
+                    "제70조 대통령의 임기는 5년으로 하며, 중임할 수 없다.".into()
+                } else {
+                    String::new()
+                },
             },
         );
     }
@@ -974,7 +982,10 @@ fn research_mode_shows_sources_folded_and_marks_each_citation() {
     );
     finish(&mut a, "stop");
     let screen = render(&mut a, 100, 30);
-    assert!(screen.contains("research"), "the status bar says so:\n{screen}");
+    assert!(
+        screen.contains("research"),
+        "the status bar says so:\n{screen}"
+    );
     assert!(
         screen.contains(
             "▸ sources · 2 passages · 412 tokens · ko/constitution.txt:175, ko/constitution.txt:250"
@@ -988,6 +999,10 @@ fn research_mode_shows_sources_folded_and_marks_each_citation() {
     assert!(
         screen.contains("✗ [ko/constitution.txt:250] · the passage does not state 7"),
         "{screen}"
+    );
+    assert!(
+        screen.contains("“제70조 대통령의 임기는 5년으로 하며, 중임할 수 없다.”"),
+        "the cited line is quoted:\n{screen}"
     );
     assert!(screen.contains("⚠ no passage the model read supports all of this answer"));
     assert!(screen.contains("⚠ numbers in no cited passage: 7"));

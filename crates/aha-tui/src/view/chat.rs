@@ -257,7 +257,10 @@ fn sources_card(
         out.push(Line::from(vec![
             Span::styled("▸ ", th.accent()),
             Span::styled(
-                truncate(&format!("{head} · {}", cited.join(", ")), width.saturating_sub(2)),
+                truncate(
+                    &format!("{head} · {}", cited.join(", ")),
+                    width.saturating_sub(2),
+                ),
                 th.dim(),
             ),
         ]));
@@ -268,7 +271,11 @@ fn sources_card(
         Span::styled(head, th.dim()),
     ]));
     for s in sources {
-        let mut t = format!("{}:{}-{}", s.path, s.start_line, s.end_line);
+        let mut t = if s.start_line == s.end_line {
+            format!("{}:{}", s.path, s.start_line)
+        } else {
+            format!("{}:{}-{}", s.path, s.start_line, s.end_line)
+        };
         if !s.heading.is_empty() {
             t.push_str(&format!(" · {}", s.heading));
         }
@@ -298,11 +305,23 @@ fn citation_lines(app: &App, r: &Reply, width: usize, out: &mut Vec<Line<'static
             &[Span::styled(mark, style)],
             &[Span::raw("  ")],
         ));
+        if !c.quote.is_empty() {
+            out.extend(wrap_text(
+                &format!("“{}”", crate::text::clean(&c.quote)),
+                th.reasoning(),
+                width,
+                &[Span::raw("  ")],
+                &[Span::raw("  ")],
+            ));
+        }
     }
     if let Some(check) = &r.check {
         if !check.supported && !check.abstained {
             out.push(Line::styled(
-                truncate("⚠ no passage the model read supports all of this answer", width),
+                truncate(
+                    "⚠ no passage the model read supports all of this answer",
+                    width,
+                ),
                 th.error(),
             ));
         }
