@@ -371,7 +371,7 @@ fn cite_at(s: &str) -> Option<(Cite, usize)> {
         // `[path]` with no line: a citation that names no line (checked, and never ok).
         let pathlike = (inner.contains('/') || inner.contains('.'))
             && !inner.is_empty()
-            && !inner.contains(char::is_whitespace)
+            && !inner.contains(|c: char| c.is_whitespace() || c.is_control())
             && !inner.ends_with('.');
         return pathlike.then(|| {
             (
@@ -387,7 +387,8 @@ fn cite_at(s: &str) -> Option<(Cite, usize)> {
     let first = line.split(['-', '–']).next()?.trim();
     let line: usize = first.parse().ok()?;
     let path = path.trim();
-    if path.is_empty() || path.contains(char::is_whitespace) || line == 0 {
+    if path.is_empty() || path.contains(|c: char| c.is_whitespace() || c.is_control()) || line == 0
+    {
         return None;
     }
     Some((
@@ -643,6 +644,13 @@ mod tests {
         assert_eq!(c[1].text, "87.2%가 찬성했다.");
         assert!(c[1].cites.is_empty());
         assert_eq!(claims("[not a cite] x")[0].text, "[not a cite] x");
+        assert!(
+            claims("x [a\u{1b}[2J.md:3]")[0]
+                .cites
+                .iter()
+                .all(|c| !c.path.contains('\u{1b}')),
+            "no control characters in a cited path"
+        );
         let c = claims("Paris [geo.md].");
         assert_eq!((c[0].text.as_str(), c[0].cites[0].line), ("Paris.", 0));
     }

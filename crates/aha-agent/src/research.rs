@@ -291,8 +291,12 @@ impl Agent {
     }
 
     /// What line `line` of a document says, for a person to see beside the citation (at most
-    /// [`QUOTE_CHARS`] characters).
+    /// [`QUOTE_CHARS`] characters, control characters dropped). Only lines the model was shown
+    /// or found are quoted: a citation of any other file in the workspace quotes nothing.
     fn quote(&self, path: &str, line: usize) -> String {
+        if !self.grounding.saw(path, line) {
+            return String::new();
+        }
         let Some(text) = self
             .grounding
             .files
@@ -301,12 +305,12 @@ impl Agent {
         else {
             return String::new();
         };
-        let text = text.trim();
+        let text: String = text.trim().chars().filter(|c| !c.is_control()).collect();
         if text.chars().count() > QUOTE_CHARS {
             let cut: String = text.chars().take(QUOTE_CHARS).collect();
             format!("{cut}…")
         } else {
-            text.to_string()
+            text
         }
     }
 
@@ -538,6 +542,18 @@ mod tests {
         );
         let c = citations(&ev);
         assert_eq!(c.last().unwrap(), &("geo.md".to_string(), 4, true, true));
+        let quotes: Vec<&str> = ev
+            .iter()
+            .filter_map(|e| match e {
+                Event::Citation { quote, .. } => Some(quote.as_str()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            quotes,
+            ["", "", "", "Paris is the capital of France."],
+            "only lines the model saw are quoted"
+        );
         assert!(verdict(&ev).0);
     }
 
