@@ -536,3 +536,87 @@ fn forbidding_tool_calls_sends_tool_choice_none() {
     let body = e.request_body(&req).unwrap();
     assert_eq!(body["tool_choice"], "none", "{body}");
 }
+
+/// A remote server's native `tool_calls` are run like calls written in the text: the tool runs
+/// in the workspace, its card and result are shown, and the next request carries the call and
+/// its result in the wire format (the assistant's `tool_calls`, a `tool` message with the same
+/// id), so the server can answer from it.
+#[test]
+fn native_tool_calls_from_a_remote_engine_are_run_and_answered() {
+    let f = fake(vec![
+        stream(sse(&[
+            delta(
+                json!({"tool_calls": [{"index": 0, "id": "srv_1", "type": "function",
+                "function": {"name": "read_file", "arguments": "{\"path\": \"notes.txt\"}"}}]}),
+            ),
+            finish("tool_calls"),
+        ])),
+        stream(sse(&[
+            delta(json!({"content": "The notes say: remember the milk."})),
+            finish("stop"),
+        ])),
+    ]);
+    let ws = tempfile::tempdir().unwrap();
+    std::fs::write(ws.path().join("notes.txt"), "remember the milk\n").unwrap();
+    let cfg = ws.path().join("config.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[engines.fake]\nbase_url = \"{}\"\nmodel = \"test-model\"\n",
+            f.url
+        ),
+    )
+    .unwrap();
+    let out = super::common::bin()
+        .args(["run", "--agent", "--engine", "fake", "--json"])
+        .args(["--approve", "read-only", "--workspace"])
+        .arg(ws.path())
+        .arg("What do my notes say?")
+        .env("AHA_CONFIG", &cfg)
+        .current_dir(ws.path())
+        .output()
+        .unwrap();
+    let ev = super::attacker::events(&out);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{ev:?}\n{stderr}");
+    let call = ev
+        .iter()
+        .find(|e| e["type"] == "tool_call")
+        .unwrap_or_else(|| panic!("no tool_call: {ev:?}"));
+    assert_eq!(call["name"], "read_file");
+    assert_eq!(call["arguments"]["path"], "notes.txt");
+    let result = ev.iter().find(|e| e["type"] == "tool_result").unwrap();
+    assert_eq!(result["ok"], true, "{result}");
+    assert!(result["output"]
+        .as_str()
+        .unwrap()
+        .contains("remember the milk"));
+    let answer: String = ev
+        .iter()
+        .filter(|e| e["type"] == "answer_delta")
+        .map(|e| e["text"].as_str().unwrap())
+        .collect();
+    assert_eq!(answer, "The notes say: remember the milk.");
+    assert_eq!(ev.iter().filter(|e| e["type"] == "tool_call").count(), 1);
+    // The second request gives the server its call and the result, tied by one id.
+    let bodies = f.bodies.lock().unwrap();
+    assert_eq!(bodies.len(), 2);
+    let msgs = bodies[1]["messages"].as_array().unwrap();
+    let asst = msgs
+        .iter()
+        .find(|m| m["role"] == "assistant")
+        .expect("the assistant's call");
+    let tc = &asst["tool_calls"][0];
+    assert_eq!(tc["function"]["name"], "read_file");
+    let args: Value = serde_json::from_str(tc["function"]["arguments"].as_str().unwrap()).unwrap();
+    assert_eq!(args["path"], "notes.txt");
+    let tool = msgs
+        .iter()
+        .find(|m| m["role"] == "tool")
+        .expect("the result");
+    assert_eq!(tool["tool_call_id"], tc["id"]);
+    assert!(tool["content"]
+        .as_str()
+        .unwrap()
+        .contains("remember the milk"));
+}

@@ -147,11 +147,18 @@ impl Agent {
             let _ = events.send(e);
         };
         let mut gate = tools_offered.then(gate::AnswerGate::default);
+        let native = &mut self.native_calls;
+        native.clear();
         let engine = &mut self.engine;
         let ctrl = &self.ctrl;
         let r = aha_protocol::panic::catch_panic(|| {
             engine.generate(req, ctrl, &mut |e| match e {
                 Event::TurnFinished { stats, tokens } => out.finished = Some((stats, tokens)),
+                // A remote server's native call, with tools offered: the turn runs it (and shows
+                // it then, under its own id), like a call written in the text.
+                Event::ToolCall {
+                    name, arguments, ..
+                } if tools_offered => native.push((name, arguments)),
                 e => {
                     match &e {
                         Event::ThinkingDelta { text, .. } => out.reasoning.push_str(text),

@@ -315,6 +315,9 @@ pub struct Agent {
     turn_id: Option<aha_protocol::TurnId>,
     /// Research mode: what this turn's citations are checked against.
     grounding: research::Grounding,
+    /// Tool calls the engine made natively in the last generation (a remote server's
+    /// `tool_calls`), as `(name, arguments)`: run like the calls parsed out of the text.
+    native_calls: Vec<(String, Value)>,
 }
 
 impl Agent {
@@ -342,6 +345,7 @@ impl Agent {
             in_turn: Cell::new(false),
             turn_id: None,
             grounding: Default::default(),
+            native_calls: Vec::new(),
         }
     }
 

@@ -224,6 +224,27 @@ impl Reading {
         }
     }
 
+    /// Adds the calls the engine made natively (a remote server's `tool_calls`) to those read
+    /// from the text; arguments that are not a JSON object make a malformed call, answered like
+    /// one written in the text.
+    pub fn adopt_native(&mut self, calls: Vec<(String, serde_json::Value)>) {
+        for (name, arguments) in calls {
+            match arguments {
+                serde_json::Value::Object(_) => {
+                    self.parsed.calls.push(parse::Call { name, arguments })
+                }
+                serde_json::Value::String(raw) => self.parsed.malformed.push(parse::Malformed {
+                    raw: format!("{name}({raw})"),
+                    reason: "the arguments are not valid JSON".into(),
+                }),
+                other => self.parsed.malformed.push(parse::Malformed {
+                    raw: format!("{name}({other})"),
+                    reason: "the arguments must be a JSON object".into(),
+                }),
+            }
+        }
+    }
+
     /// The reply as the conversation keeps an answer: reasoning and the whole answer.
     pub fn answer_message(&self) -> ChatMessage {
         ChatMessage::assistant(format!("{}{}", self.think, self.answer))
@@ -273,7 +294,10 @@ impl Agent {
             );
             let step = t.generated();
             let offered = (!specs.is_empty()).then_some(&name_refs[..]);
-            let reading = Reading::new(&reasoning, answer, ok, offered);
+            let mut reading = Reading::new(&reasoning, answer, ok, offered);
+            if ok && offered.is_some() {
+                reading.adopt_native(std::mem::take(&mut self.native_calls));
+            }
             match t.reply(&reading.parsed, answer_now) {
                 Reply::Answer => {
                     self.messages.push(reading.answer_message());
@@ -382,6 +406,32 @@ impl Agent {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn native_calls_join_the_parsed_ones_and_bad_arguments_are_malformed() {
+        let mut r = Reading::new("", "Let me look.".into(), true, Some(&["read_file"]));
+        r.adopt_native(vec![
+            ("read_file".into(), serde_json::json!({"path": "a.txt"})),
+            ("read_file".into(), serde_json::json!("{oops")),
+            ("read_file".into(), serde_json::json!([1])),
+        ]);
+        assert_eq!(r.parsed.calls.len(), 1);
+        assert_eq!(r.parsed.calls[0].arguments["path"], "a.txt");
+        let reasons: Vec<&str> = r
+            .parsed
+            .malformed
+            .iter()
+            .map(|m| m.reason.as_str())
+            .collect();
+        assert_eq!(
+            reasons,
+            [
+                "the arguments are not valid JSON",
+                "the arguments must be a JSON object"
+            ]
+        );
+        assert_eq!(r.parsed.text, "Let me look.");
+    }
+
     use super::super::parse::{Call, Malformed};
     use super::super::testkit::{bench, call};
     use super::super::AgentConfig;
