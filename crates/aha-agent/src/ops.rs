@@ -106,7 +106,6 @@ impl Agent {
         }
     }
 
-    /// Sets the approval policy.
     /// Research mode on or off for the next turns. On, the researcher's instructions go before
     /// the configured system prompt; off, the configured one alone is back.
     pub(super) fn set_research(&mut self, on: bool) {
@@ -139,6 +138,7 @@ impl Agent {
         });
     }
 
+    /// Sets the approval policy.
     pub(super) fn set_policy(&mut self, policy: Policy) {
         self.cfg.policy = policy;
         self.emit(Event::Notice {

@@ -672,6 +672,40 @@ mod tests {
     }
 
     #[test]
+    fn research_mode_turns_on_and_off_for_the_next_turns() {
+        use crate::testkit::bench;
+        let cfg = crate::AgentConfig {
+            system: Some("Be brief.".into()),
+            ..Default::default()
+        };
+        let mut b = bench(&["Paris.", "Paris."], cfg, true);
+        let ev = b.handle(aha_protocol::Op::SetResearch { on: true });
+        assert!(ev.iter().any(
+            |e| matches!(e, Event::Notice { message } if message.starts_with("research mode on"))
+        ));
+        let researcher = crate::RESEARCHER_PROMPT.trim();
+        assert_eq!(
+            b.agent.cfg.system.as_deref(),
+            Some(format!("{researcher}\n\nBe brief.").as_str())
+        );
+        let ev = b.handle(aha_protocol::Op::UserMessage {
+            text: "What is the capital of France?".into(),
+            turn_id: None,
+        });
+        assert!(ev.iter().any(|e| matches!(e, Event::Retrieval { .. })));
+        assert!(ev.iter().any(|e| matches!(e, Event::AnswerCheck { .. })));
+        b.handle(aha_protocol::Op::SetResearch { on: false });
+        assert_eq!(b.agent.cfg.system.as_deref(), Some("Be brief."));
+        let ev = b.handle(aha_protocol::Op::UserMessage {
+            text: "What is the capital of France?".into(),
+            turn_id: None,
+        });
+        assert!(!ev
+            .iter()
+            .any(|e| matches!(e, Event::Retrieval { .. } | Event::AnswerCheck { .. })));
+    }
+
+    #[test]
     fn the_instruction_follows_the_questions_language() {
         assert_eq!(ask_for("대통령의 임기는 몇 년인가?").1, "질문");
         assert_eq!(ask_for("What is the capital?").1, "Question");
