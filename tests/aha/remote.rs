@@ -469,6 +469,20 @@ fn cancel_interrupts_a_silent_server_promptly() {
     assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
 }
 
+/// A config file in `dir` that names the fake server `fake`, after `head`.
+fn config_file(dir: &std::path::Path, f: &Fake, head: &str) -> std::path::PathBuf {
+    let cfg = dir.join("config.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "{head}[engines.fake]\nbase_url = \"{}\"\nmodel = \"test-model\"\n",
+            f.url
+        ),
+    )
+    .unwrap();
+    cfg
+}
+
 #[test]
 fn aha_run_engine_flag_uses_the_configured_server() {
     let f = fake(vec![stream(sse(&[
@@ -477,15 +491,7 @@ fn aha_run_engine_flag_uses_the_configured_server() {
         finish("stop"),
     ]))]);
     let dir = tempfile::tempdir().unwrap();
-    let cfg = dir.path().join("config.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "[sampling]\ntemperature = 0.25\n[engines.fake]\nbase_url = \"{}\"\nmodel = \"test-model\"\n",
-            f.url
-        ),
-    )
-    .unwrap();
+    let cfg = config_file(dir.path(), &f, "[sampling]\ntemperature = 0.25\n");
     let out = super::common::bin()
         .args(["run", "--engine", "fake", "--json", "hi"])
         .env("AHA_CONFIG", &cfg)
@@ -558,15 +564,7 @@ fn native_tool_calls_from_a_remote_engine_are_run_and_answered() {
     ]);
     let ws = tempfile::tempdir().unwrap();
     std::fs::write(ws.path().join("notes.txt"), "remember the milk\n").unwrap();
-    let cfg = ws.path().join("config.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "[engines.fake]\nbase_url = \"{}\"\nmodel = \"test-model\"\n",
-            f.url
-        ),
-    )
-    .unwrap();
+    let cfg = config_file(ws.path(), &f, "");
     let out = super::common::bin()
         .args(["run", "--agent", "--engine", "fake", "--json"])
         .args(["--approve", "read-only", "--workspace"])
