@@ -258,7 +258,7 @@ fn sources_card(
             Span::styled("▸ ", th.accent()),
             Span::styled(
                 truncate(
-                    &format!("{head} · {}", cited.join(", ")),
+                    &crate::text::clean(&format!("{head} · {}", cited.join(", "))),
                     width.saturating_sub(2),
                 ),
                 th.dim(),
@@ -281,7 +281,10 @@ fn sources_card(
         }
         out.push(Line::from(vec![
             Span::styled("│ ", th.dim()),
-            Span::styled(truncate(&t, width.saturating_sub(2)), Style::new()),
+            Span::styled(
+                truncate(&crate::text::clean(&t), width.saturating_sub(2)),
+                Style::new(),
+            ),
         ]));
     }
     out.push(Line::styled("╰", th.dim()));
@@ -299,7 +302,7 @@ fn citation_lines(app: &App, r: &Reply, width: usize, out: &mut Vec<Line<'static
         };
         let by = if c.attached { " · found by aha" } else { "" };
         out.extend(wrap_text(
-            &format!("[{}]{by} · {}", c.cite(), c.reason),
+            &crate::text::clean(&format!("[{}]{by} · {}", c.cite(), c.reason)),
             if c.ok { th.dim() } else { th.error() },
             width,
             &[Span::styled(mark, style)],
