@@ -217,9 +217,6 @@ pub fn run(
     }
 }
 
-/// The researcher's instructions (`--research`).
-pub use crate::agent::RESEARCHER_PROMPT;
-
 /// `aha run --agent`: the same request through the agent loop, with tools, headless.
 fn run_agent(
     engine: Box<dyn Engine>,
@@ -250,11 +247,7 @@ fn run_agent(
         think: req.think,
         think_budget: req.think_budget,
         sampling: Some(req.sampling),
-        system: match (a.research, &a.system) {
-            (true, Some(s)) => Some(format!("{}\n\n{s}", RESEARCHER_PROMPT.trim())),
-            (true, None) => Some(RESEARCHER_PROMPT.trim().to_string()),
-            (false, s) => s.clone(),
-        },
+        system: a.system.clone(),
         policy,
         interactive: false,
         max_steps: a.max_steps,

@@ -2,20 +2,27 @@
 //! a call's raw text held back when tools are offered), its stats added to the turn's.
 
 use super::turn::TurnSum;
-use super::{gate, parse, reasoning_part, Agent, AGENT_PROMPT};
+use super::{gate, parse, reasoning_part, Agent, AGENT_PROMPT, RESEARCHER_PROMPT};
 use aha_engine::template::ChatMessage;
 use aha_engine::{GenerateRequest, Prompt};
 use aha_protocol::{Event, TurnStats};
 
 /// The system message of a request: the agent's instructions when tools are offered, then the
-/// configured system prompt.
-pub(super) fn system_prompt(system: Option<&str>, tools_offered: bool) -> Option<String> {
-    match (system, tools_offered) {
-        (Some(s), false) => Some(s.to_string()),
-        (Some(s), true) => Some(format!("{}\n\n{s}", AGENT_PROMPT.trim())),
-        (None, true) => Some(AGENT_PROMPT.trim().to_string()),
-        (None, false) => None,
-    }
+/// researcher's in research mode, then the configured system prompt.
+pub(super) fn system_prompt(
+    system: Option<&str>,
+    tools_offered: bool,
+    research: bool,
+) -> Option<String> {
+    let parts: Vec<&str> = [
+        tools_offered.then(|| AGENT_PROMPT.trim()),
+        research.then(|| RESEARCHER_PROMPT.trim()),
+        system,
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    (!parts.is_empty()).then(|| parts.join("\n\n"))
 }
 
 /// What one generation streamed.
@@ -101,7 +108,11 @@ impl Agent {
             Prompt::Raw(self.last_user_text())
         } else {
             let mut msgs = Vec::new();
-            if let Some(s) = system_prompt(self.cfg.system.as_deref(), !specs.is_empty()) {
+            if let Some(s) = system_prompt(
+                self.cfg.system.as_deref(),
+                !specs.is_empty(),
+                self.cfg.research,
+            ) {
                 msgs.push(ChatMessage::system(s));
             }
             msgs.extend(self.messages.iter().cloned());
@@ -196,12 +207,22 @@ mod tests {
     #[test]
     fn the_system_message_puts_the_agent_prompt_first_when_tools_are_offered() {
         let agent = AGENT_PROMPT.trim();
-        assert_eq!(system_prompt(None, false), None);
-        assert_eq!(system_prompt(Some("S"), false).as_deref(), Some("S"));
-        assert_eq!(system_prompt(None, true).as_deref(), Some(agent));
+        assert_eq!(system_prompt(None, false, false), None);
+        assert_eq!(system_prompt(Some("S"), false, false).as_deref(), Some("S"));
+        assert_eq!(system_prompt(None, true, false).as_deref(), Some(agent));
         assert_eq!(
-            system_prompt(Some("S"), true),
+            system_prompt(Some("S"), true, false),
             Some(format!("{agent}\n\nS"))
+        );
+        // Research mode: the researcher's instructions after the agent's, before the configured.
+        let researcher = RESEARCHER_PROMPT.trim();
+        assert_eq!(
+            system_prompt(Some("S"), true, true),
+            Some(format!("{agent}\n\n{researcher}\n\nS"))
+        );
+        assert_eq!(
+            system_prompt(None, false, true).as_deref(),
+            Some(researcher)
         );
     }
 

@@ -106,24 +106,9 @@ impl Agent {
         }
     }
 
-    /// Research mode on or off for the next turns. On, the researcher's instructions go before
-    /// the configured system prompt; off, the configured one alone is back.
+    /// Research mode on or off for the next turns (the researcher's instructions join the system
+    /// message while it is on; see `generate::system_prompt`).
     pub(super) fn set_research(&mut self, on: bool) {
-        let researcher = super::RESEARCHER_PROMPT.trim();
-        if on && !self.cfg.research {
-            self.cfg.system = Some(match self.cfg.system.take() {
-                Some(s) => format!("{researcher}\n\n{s}"),
-                None => researcher.to_string(),
-            });
-        } else if !on && self.cfg.research {
-            self.cfg.system = self.cfg.system.take().and_then(|s| {
-                let rest = s
-                    .strip_prefix(researcher)
-                    .map(str::trim_start)
-                    .unwrap_or(&s);
-                (!rest.is_empty()).then(|| rest.to_string())
-            });
-        }
         self.cfg.research = on;
         let has_index = self
             .tools
