@@ -480,7 +480,11 @@ impl Transcript {
                 Some(r) => r.sources = Some((hits.clone(), *tokens)),
                 None => {
                     let cited: Vec<String> = hits.iter().map(|h| h.cite()).collect();
-                    self.notice(format!("sources ({tokens} tokens): {}", cited.join(", ")))
+                    self.notice(if cited.is_empty() {
+                        "sources: no passage matched".to_string()
+                    } else {
+                        format!("sources ({tokens} tokens): {}", cited.join(", "))
+                    })
                 }
             },
             Event::Citation {
