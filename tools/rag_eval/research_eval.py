@@ -33,6 +33,10 @@ import subprocess
 import sys
 import time
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from check_qa import Corpus  # noqa: E402  (lines counted as the checker and aha's index count them)
+from check_queries import Report, load as load_jsonl  # noqa: E402
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 AHA = os.environ.get('AHA_BIN') or os.path.join(
@@ -49,8 +53,7 @@ ASK_KO = ("Answer the question below in Korean, in one short sentence, using onl
 
 
 def load(name):
-    with open(os.path.join(HERE, name), encoding='utf-8') as f:
-        return [json.loads(l) for l in f if l.strip()]
+    return [obj for _, obj in load_jsonl(os.path.join(HERE, name), Report())]
 
 
 def run_events(args, cwd):
@@ -75,17 +78,13 @@ def ttft_of(events):
     return (first - (start if start is not None else 0.0)) * 1000
 
 
-lines_cache = {}
+corpora = {}
 
 
 def lines(ws, path):
-    if path not in lines_cache:
-        try:
-            with open(os.path.join(ws, path), encoding='utf-8', errors='replace') as f:
-                lines_cache[path] = f.read().split('\n')
-        except OSError:
-            lines_cache[path] = []
-    return lines_cache[path]
+    """A corpus file's lines (none when it cannot be read)."""
+    corpus = corpora.setdefault(ws, Corpus(ws))
+    return corpus.lines(path) or []
 
 
 def right_cite(ws, q, path, line):
