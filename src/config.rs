@@ -35,6 +35,11 @@ pub struct Config {
     /// The most megabytes the prompt cache on disk (`<data dir>/cache/`) may hold; 0 turns it
     /// off. Absent: [`aha_engine::local::prompt_cache::DEFAULT_LIMIT_MB`].
     pub prompt_cache_mb: Option<u64>,
+    /// Use at most this many tokens of context (less than the model's); `--ctx` overrides it.
+    pub ctx: Option<usize>,
+    /// Compact the agent's conversation when its prompt passes this share of the context
+    /// (default 0.8; 0 only by hand, with `/compact`).
+    pub compact_at: Option<f32>,
 }
 
 impl Config {
@@ -76,6 +81,12 @@ impl Config {
             }
         }
         c.ui.validate()?;
+        if c.ctx.is_some_and(|n| n < 256) {
+            bail!("ctx must be at least 256 tokens");
+        }
+        if c.compact_at.is_some_and(|s| !(0.0..=1.0).contains(&s)) {
+            bail!("compact_at is a share of the context, from 0 (only by hand) to 1");
+        }
         Ok(c)
     }
 
@@ -89,6 +100,16 @@ impl Config {
             .prompt_cache_mb
             .unwrap_or(aha_engine::local::prompt_cache::DEFAULT_LIMIT_MB);
         (mb > 0).then(|| mb.saturating_mul(1 << 20))
+    }
+
+    /// The context to use: `--ctx`, else the config's `ctx`.
+    pub fn ctx(&self, flag: Option<usize>) -> Option<usize> {
+        flag.or(self.ctx)
+    }
+
+    /// The share of the context at which the agent compacts (`compact_at`, default 0.8).
+    pub fn compact_at(&self) -> f32 {
+        self.compact_at.unwrap_or(0.8)
     }
 
     /// The remote engine called `name`, or an error listing the configured ones.
@@ -152,6 +173,16 @@ fps = 20
         for off in ["off", "0", "false", " off "] {
             assert_eq!(d.prompt_cache_bytes(Some(off)), None, "{off}");
         }
+        let c = Config::parse("ctx = 2048\ncompact_at = 0.5\n").unwrap();
+        assert_eq!(
+            (c.ctx(None), c.ctx(Some(4096)), c.compact_at()),
+            (Some(2048), Some(4096), 0.5)
+        );
+        assert_eq!(Config::default().compact_at(), 0.8);
+        let e = Config::parse("ctx = 100\n").unwrap_err().to_string();
+        assert!(e.contains("at least 256"), "{e}");
+        let e = Config::parse("compact_at = 80\n").unwrap_err().to_string();
+        assert!(e.contains("share of the context"), "{e}");
         let c = Config::parse("prompt_cache_mb = 10\n").unwrap();
         assert_eq!(c.prompt_cache_bytes(None), Some(10 << 20));
         let c = Config::parse("prompt_cache_mb = 0\n").unwrap();

@@ -128,6 +128,17 @@ impl Printer {
                 tool_output(&output)
             ),
             Event::Notice { message } => eprintln!("\n[{message}]"),
+            Event::Compacted {
+                before,
+                after,
+                context,
+                elided,
+                summarized_turns,
+                ..
+            } => eprintln!(
+                "\n[{}]",
+                crate::protocol::compaction_line(before, after, context, elided, summarized_turns)
+            ),
             Event::Retrieval { hits, tokens, .. } => {
                 let cited: Vec<String> = hits.iter().map(|h| h.cite()).collect();
                 eprintln!("\n[sources, {tokens} tokens: {}]", cited.join(", "));

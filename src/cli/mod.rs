@@ -129,6 +129,10 @@ pub struct ModelArgs {
     /// repeats), `off` decodes one token per pass. Default: the config's `speculate`, else ngram.
     #[arg(long, global = true, value_name = "off|ngram")]
     pub speculate: Option<crate::engine::local::speculate::Speculate>,
+    /// Use at most N tokens of context, fewer than the model's (the agent compacts its
+    /// conversation to fit). Default: the config's `ctx`, else the model's.
+    #[arg(long, global = true, value_name = "N", value_parser = clap::value_parser!(u64).range(256..))]
+    pub ctx: Option<u64>,
 }
 
 /// Options that shape sampling.
@@ -236,6 +240,9 @@ fn load_model(args: &ModelArgs, cfg: &Config) -> Result<(LocalEngine, std::path:
     let r = registry::resolve(&name, true)?;
     let mut engine = LocalEngine::load_with(&r.path, &r.name, &dev, &opts)?;
     engine.set_speculate(args.speculate.or(cfg.speculate).unwrap_or_default());
+    if let Some(n) = cfg.ctx(args.ctx.map(|n| n as usize)) {
+        crate::engine::Engine::limit_context(&mut engine, n);
+    }
     Ok((engine, r.path))
 }
 
@@ -247,9 +254,11 @@ pub fn remote_engine(
     match args.engine.as_deref().or(cfg.engine.as_deref()) {
         Some(name) if name != "local" => {
             let r = cfg.remote(name)?;
-            Ok(Some(Box::new(crate::engine::remote::RemoteEngine::new(
-                name, r,
-            )?)))
+            let mut e = crate::engine::remote::RemoteEngine::new(name, r)?;
+            if let Some(n) = cfg.ctx(args.ctx.map(|n| n as usize)) {
+                crate::engine::Engine::limit_context(&mut e, n);
+            }
+            Ok(Some(Box::new(e)))
         }
         _ => Ok(None),
     }

@@ -74,6 +74,10 @@ pub struct RunArgs {
     /// tools if it chooses to (to measure what retrieving first changes; tools/rag_eval).
     #[arg(long, hide = true, requires = "research")]
     pub no_retrieve_first: bool,
+    /// With --agent: after the answer, send TEXT as the next message of the same conversation
+    /// (repeatable; a scripted session, e.g. to watch the conversation compact under --ctx).
+    #[arg(long, value_name = "TEXT", requires = "agent")]
+    pub then: Vec<String>,
     /// With --agent: the document index `search_docs` uses (default: WORKSPACE/.aha/index).
     #[arg(long, env = "AHA_INDEX")]
     pub index: Option<std::path::PathBuf>,
@@ -193,7 +197,7 @@ pub fn run(
         Loaded::Remote(r) => r,
     };
     if a.agent {
-        return run_agent(engine, &a, req, &ctrl, printer, rag);
+        return run_agent(engine, &a, req, &ctrl, printer, rag, cfg.compact_at());
     }
     // One generation: the agent without tools, asked exactly what the request above says.
     let cfg = crate::agent::AgentConfig {
@@ -225,6 +229,7 @@ fn run_agent(
     ctrl: &Control,
     mut printer: Printer,
     rag: crate::rag::RagOptions,
+    compact_at: f32,
 ) -> Result<i32> {
     use crate::agent::{self, policy::Policy, AgentConfig};
     let policy = Policy::parse(&a.approve).ok_or_else(|| {
@@ -257,9 +262,16 @@ fn run_agent(
         no_tool_calls: a.no_tool_calls,
         research: a.research,
         no_retrieve_first: a.no_retrieve_first,
+        compact_at,
     };
     let h = agent::spawn_with_tools(engine, cfg, Some(host));
-    let end = drive_turn(&h, text, ctrl, Shown::All, &mut printer);
+    let mut end = drive_turn(&h, text, ctrl, Shown::All, &mut printer);
+    for next in &a.then {
+        if end.cancelled() || end.error.is_some() {
+            break;
+        }
+        end = drive_turn(&h, next.clone(), ctrl, Shown::All, &mut printer);
+    }
     Ok(if end.cancelled() {
         130
     } else if end.error.is_some() {

@@ -55,6 +55,7 @@ pub fn workbench(
         system: cfg.system.clone(),
         policy: Policy::Ask,
         interactive: true,
+        compact_at: file.compact_at(),
         ..AgentConfig::default()
     };
     let research = cfg.research.unwrap_or(false);

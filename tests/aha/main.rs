@@ -4,6 +4,7 @@ mod agent_real;
 mod attacker;
 mod cli;
 mod common;
+mod compact;
 mod constrain;
 mod engine_real;
 mod engine_synth;

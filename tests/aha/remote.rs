@@ -22,17 +22,17 @@ enum Reply {
     Stream { pieces: Vec<String>, hang: Duration },
 }
 
-fn sse(chunks: &[Value]) -> Vec<String> {
+pub(super) fn sse(chunks: &[Value]) -> Vec<String> {
     let mut v: Vec<String> = chunks.iter().map(|c| format!("data: {c}\n\n")).collect();
     v.push("data: [DONE]\n\n".into());
     v
 }
 
-fn delta(d: Value) -> Value {
+pub(super) fn delta(d: Value) -> Value {
     json!({"choices": [{"index": 0, "delta": d, "finish_reason": null}]})
 }
 
-fn finish(reason: &str) -> Value {
+pub(super) fn finish(reason: &str) -> Value {
     json!({"choices": [{"index": 0, "delta": {}, "finish_reason": reason}]})
 }
 
@@ -50,7 +50,7 @@ struct Fake {
 }
 
 /// Reads one request (headers and a Content-Length body); returns the body.
-fn read_request(s: &mut TcpStream) -> Vec<u8> {
+pub(super) fn read_request(s: &mut TcpStream) -> Vec<u8> {
     let mut buf = Vec::new();
     let mut b = [0u8; 4096];
     loop {

@@ -63,6 +63,11 @@ impl Agent {
         no_calls: bool,
     ) -> (String, String, bool) {
         let prefix_text = prefix.clone().unwrap_or_default();
+        self.fit_context(super::compact::Next {
+            prefix: prefix.as_deref(),
+            specs,
+            no_calls,
+        });
         let req = self.request(prefix, specs, no_calls);
         let (streamed, r) = self.stream(&req, names, !specs.is_empty());
         let got_stats = streamed.finished.is_some();
@@ -97,7 +102,7 @@ impl Agent {
 
     /// The request for the next generation: the system prompt and the conversation, this
     /// session's settings, the tools, and the branch prefix to continue.
-    fn request(
+    pub(super) fn request(
         &self,
         prefix: Option<String>,
         specs: &[aha_protocol::ToolSpec],

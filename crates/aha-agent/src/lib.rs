@@ -6,6 +6,7 @@
 //! between tokens); everything else is queued for the agent's thread.
 
 mod approve;
+mod compact;
 pub mod gate;
 mod generate;
 mod ground;
@@ -81,6 +82,9 @@ pub struct AgentConfig {
     /// In research mode, leave searching to the model instead of retrieving first (to measure
     /// what retrieving first changes; `aha run --no-retrieve-first`).
     pub no_retrieve_first: bool,
+    /// Compact the conversation before a generation whose prompt passes this share of the
+    /// context (0 < share ≤ 1); 0 never compacts by itself (`/compact` still does).
+    pub compact_at: f32,
 }
 
 impl Default for AgentConfig {
@@ -100,6 +104,7 @@ impl Default for AgentConfig {
             no_tool_calls: false,
             research: false,
             no_retrieve_first: false,
+            compact_at: 0.8,
         }
     }
 }
@@ -318,6 +323,10 @@ pub struct Agent {
     /// Tool calls the engine made natively in the last generation (a remote server's
     /// `tool_calls`), as `(name, arguments)`: run like the calls parsed out of the text.
     native_calls: Vec<(String, Value)>,
+    /// How many of the first turns were compacted into a summary (they can no longer branch).
+    folded: usize,
+    /// The user's messages from the compacted turns, kept word for word in the summary message.
+    kept_user: Vec<String>,
 }
 
 impl Agent {
@@ -346,6 +355,8 @@ impl Agent {
             turn_id: None,
             grounding: Default::default(),
             native_calls: Vec::new(),
+            folded: 0,
+            kept_user: Vec::new(),
         }
     }
 
@@ -415,6 +426,7 @@ impl Agent {
             Op::Tools => self.tool_op("tools", |t, policy| Ok(ops::tools_listing(t, policy))),
             Op::Index { paths } => self.tool_op("index", |t, _| t.index_docs(&paths)),
             Op::Search { query } => self.tool_op("search", |t, _| t.search_docs(&query)),
+            Op::Compact => self.compact_now(),
             Op::Cancel { .. } | Op::Pause | Op::Resume | Op::Step => {}
         }
     }

@@ -73,6 +73,15 @@ impl Agent {
             });
             return;
         };
+        if turn < self.folded {
+            self.emit(Event::Error {
+                message: format!(
+                    "cannot branch turn {turn}: it was compacted into a summary (the first {} turns were)",
+                    self.folded
+                ),
+            });
+            return;
+        }
         // Keep the conversation up to and including that turn's user message.
         self.messages.truncate(at + 1);
         self.turns.truncate(turn + 1);
@@ -93,6 +102,8 @@ impl Agent {
     pub(super) fn clear(&mut self) {
         self.messages.clear();
         self.turns.clear();
+        self.folded = 0;
+        self.kept_user.clear();
     }
 
     /// Replaces the conversation with saved messages.

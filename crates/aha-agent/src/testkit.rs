@@ -14,6 +14,8 @@ pub(super) struct Script {
     pub replies: VecDeque<String>,
     pub seen: Arc<Mutex<Vec<GenerateRequest>>>,
     pub reasoning: bool,
+    /// The context length it reports.
+    pub ctx: usize,
 }
 
 impl Engine for Script {
@@ -24,7 +26,7 @@ impl Engine for Script {
         "none".into()
     }
     fn context_length(&self) -> usize {
-        4096
+        self.ctx
     }
     fn is_reasoning(&self) -> bool {
         self.reasoning
@@ -81,7 +83,7 @@ impl Engine for Script {
 }
 
 /// Tools that record what ran: `echo` (reads), `write` (edits), `exec` (runs code). Arguments
-/// steer them: `out` is echo's output, `panic` panics, `cancel` cancels the turn from inside the
+/// steer them: `out` is echo's output (`fill` repeated `times` times, if given), `panic` panics, `cancel` cancels the turn from inside the
 /// tool, `fail` fails the call, `bad_preview` fails the preview.
 pub(super) struct Tools {
     pub ran: Arc<Mutex<Vec<String>>>,
@@ -134,6 +136,9 @@ impl ToolHost for Tools {
         }
         if args["fail"] == true {
             return (false, format!("{name} failed"));
+        }
+        if let (Some(fill), Some(times)) = (args["fill"].as_str(), args["times"].as_u64()) {
+            return (true, fill.repeat(times as usize));
         }
         match args["out"].as_str() {
             Some(out) => (true, out.to_string()),
@@ -197,12 +202,17 @@ pub(super) fn bench_with(
     tools: bool,
     reasoning: bool,
 ) -> Bench {
+    build(replies, cfg, tools, reasoning, 4096)
+}
+
+fn build(replies: &[&str], cfg: AgentConfig, tools: bool, reasoning: bool, ctx: usize) -> Bench {
     let seen = Arc::new(Mutex::new(Vec::new()));
     let ran = Arc::new(Mutex::new(Vec::new()));
     let engine = Script {
         replies: replies.iter().map(|s| s.to_string()).collect(),
         seen: seen.clone(),
         reasoning,
+        ctx,
     };
     let (op_tx, op_rx) = mpsc::channel();
     let (ev_tx, ev_rx) = mpsc::channel();
@@ -222,6 +232,11 @@ pub(super) fn bench_with(
         seen,
         ran,
     }
+}
+
+/// As [`bench`] with the scripted tools, and an engine whose context holds `ctx` tokens.
+pub(super) fn bench_ctx(replies: &[&str], cfg: AgentConfig, ctx: usize) -> Bench {
+    build(replies, cfg, true, false, ctx)
 }
 
 impl Bench {

@@ -326,6 +326,11 @@ impl Agent {
                 break;
             }
         }
+        // "Answer now" was said for this turn's last generation; left in, a small model reads it
+        // in later turns as something to say.
+        self.messages.retain(|m| {
+            !(m.role == aha_protocol::Role::System && m.content == ANSWER_NOW_PROMPT.trim())
+        });
         self.emit(Event::TurnFinished {
             stats: t.sum.stats,
             tokens: t.sum.tokens,

@@ -197,6 +197,14 @@ pub trait Engine: Send {
     fn is_reasoning(&self) -> bool;
     /// The model's recommended sampling settings.
     fn default_sampling(&self) -> SamplingParams;
+    /// How many tokens `req`'s prompt takes, when the engine can count them exactly (the local
+    /// engine renders and tokenizes it); `None` leaves the caller to estimate.
+    fn prompt_tokens(&mut self, _req: &GenerateRequest) -> Option<usize> {
+        None
+    }
+    /// Uses at most `n` tokens of context (`--ctx N`): prompts longer than that are refused
+    /// and generation stops there. Never more than the model's own.
+    fn limit_context(&mut self, _n: usize) {}
     /// Streams a reply through `emit` and ends with `Event::TurnFinished` (also when cancelled).
     /// Errors are returned, not emitted.
     fn generate(

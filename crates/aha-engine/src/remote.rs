@@ -854,6 +854,11 @@ impl Engine for RemoteEngine {
     fn context_length(&self) -> usize {
         self.cfg.context_length.unwrap_or(0)
     }
+    fn limit_context(&mut self, n: usize) {
+        // The server's own limit is unknown unless configured: `--ctx` sets it.
+        let n = n.max(2);
+        self.cfg.context_length = Some(self.cfg.context_length.map_or(n, |c| c.min(n)));
+    }
     fn is_reasoning(&self) -> bool {
         self.reasoning
     }

@@ -139,6 +139,58 @@ pub enum Event {
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         unsupported_numbers: Vec<String>,
     },
+    /// The conversation was compacted to fit the context, before a generation (or by
+    /// `Op::Compact`): `elided` old tool results were cut to their head and tail, and the
+    /// `summarized_turns` oldest turns were replaced by `summary`, which the model wrote. The
+    /// prompt went from `before` to `after` tokens of a `context` of this many. The session log
+    /// keeps the full history; only what the model sees is shorter.
+    Compacted {
+        before: usize,
+        after: usize,
+        context: usize,
+        elided: usize,
+        summarized_turns: usize,
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        summary: String,
+        /// A person asked for it (`/compact`), rather than the context filling.
+        #[serde(default, skip_serializing_if = "is_false")]
+        manual: bool,
+    },
+}
+
+/// How a `compacted` event reads for a person: "compacted: 1,900 → 800 tokens of 2,048 (3 tool
+/// results cut, 4 turns summarized)".
+pub fn compaction_line(
+    before: usize,
+    after: usize,
+    context: usize,
+    elided: usize,
+    summarized_turns: usize,
+) -> String {
+    let mut what = Vec::new();
+    if elided > 0 {
+        what.push(format!(
+            "{elided} tool {} cut",
+            if elided == 1 { "result" } else { "results" }
+        ));
+    }
+    if summarized_turns > 0 {
+        what.push(format!(
+            "{summarized_turns} {} summarized",
+            if summarized_turns == 1 {
+                "turn"
+            } else {
+                "turns"
+            }
+        ));
+    }
+    if what.is_empty() {
+        what.push("nothing left to cut".into());
+    }
+    format!(
+        "conversation compacted: {before} → {after} tokens of {context} ({})",
+        what.join(", ")
+    )
 }
 
 fn is_false(b: &bool) -> bool {
@@ -228,6 +280,9 @@ pub enum Op {
     Index { paths: Vec<String> },
     /// Search the document index; the hits come back as a `notice`.
     Search { query: String },
+    /// Compact the conversation now: elide old tool results and summarize the turns before the
+    /// latest one (a `compacted` event says what changed).
+    Compact,
 }
 
 #[cfg(test)]

@@ -33,6 +33,13 @@ pub fn markdown(t: &Transcript, title: &str, model: &str) -> String {
                 }
             }
             EntryKind::Notice(n) => out.push_str(&format!("> {}\n\n", n.trim())),
+            EntryKind::Compacted { line, summary } => {
+                out.push_str(&format!("---\n\n> {line}\n"));
+                for l in summary.lines().filter(|l| !l.trim().is_empty()) {
+                    out.push_str(&format!("> {}\n", l.trim_end()));
+                }
+                out.push_str("\n---\n\n");
+            }
             EntryKind::Error(n) => out.push_str(&format!("> **error:** {}\n\n", n.trim())),
         }
     }

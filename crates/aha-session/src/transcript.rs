@@ -230,6 +230,12 @@ pub enum EntryKind {
     },
     Notice(String),
     Error(String),
+    /// Where the agent compacted the conversation to fit the context: what it did, and the
+    /// summary that stands for the earlier turns from here on (empty when none was written).
+    Compacted {
+        line: String,
+        summary: String,
+    },
 }
 
 /// A transcript entry with a revision number that changes whenever it does (layout caches key
@@ -476,6 +482,24 @@ impl Transcript {
                 }
             }
             Event::Notice { message } => self.notice(capped(message).into_owned()),
+            Event::Compacted {
+                before,
+                after,
+                context,
+                elided,
+                summarized_turns,
+                summary,
+                ..
+            } => self.push(EntryKind::Compacted {
+                line: aha_protocol::compaction_line(
+                    *before,
+                    *after,
+                    *context,
+                    *elided,
+                    *summarized_turns,
+                ),
+                summary: capped(summary).into_owned(),
+            }),
             Event::Retrieval { hits, tokens, .. } => match self.live_mut() {
                 Some(r) => r.sources = Some((hits.clone(), *tokens)),
                 None => {

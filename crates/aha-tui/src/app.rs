@@ -706,6 +706,15 @@ fn command(app: &mut App, line: &str) {
             app.send(Op::Clear);
             app.flash("conversation cleared");
         }
+        Command::Compact => {
+            if app.generating() {
+                app.flash(
+                    "a reply is still coming — the context is compacted by itself when it fills",
+                );
+            } else {
+                app.send(Op::Compact);
+            }
+        }
         Command::Save => app.effects.push(Effect::Save),
         Command::Export(p) => app.effects.push(Effect::Export(p)),
         Command::Resume(id) => {

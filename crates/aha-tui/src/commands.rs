@@ -32,6 +32,11 @@ pub const COMMANDS: &[CommandInfo] = &[
         help: "start the conversation over",
     },
     CommandInfo {
+        name: "/compact",
+        args: "",
+        help: "summarize earlier turns to free context",
+    },
+    CommandInfo {
         name: "/save",
         args: "",
         help: "write the session log to disk now",
@@ -103,6 +108,8 @@ pub enum Command {
     },
     Model,
     Clear,
+    /// `/compact`: summarize the turns before the latest one now.
+    Compact,
     Save,
     Resume(Option<String>),
     Export(Option<String>),
@@ -144,6 +151,7 @@ pub fn parse(line: &str) -> Result<Command, String> {
         "/quit" | "/exit" | "/q" => Command::Quit,
         "/model" | "/models" => Command::Model,
         "/clear" => Command::Clear,
+        "/compact" => Command::Compact,
         "/save" => Command::Save,
         "/resume" => Command::Resume(args.first().map(|s| s.to_string())),
         "/export" => Command::Export((!args.is_empty()).then(|| args.join(" "))),
@@ -260,6 +268,7 @@ mod tests {
         );
         assert_eq!(parse("/open a.md:3-9"), Ok(Command::Open("a.md".into(), 3)));
         assert_eq!(parse("/open a.md"), Ok(Command::Open("a.md".into(), 1)));
+        assert_eq!(parse("/compact"), Ok(Command::Compact));
         assert_eq!(parse("/research on"), Ok(Command::Research(true)));
         assert_eq!(parse("/research off"), Ok(Command::Research(false)));
         assert_eq!(parse("/research"), Err("usage: /research on|off".into()));

@@ -1021,3 +1021,43 @@ fn research_mode_shows_sources_folded_and_marks_each_citation() {
     assert_eq!(a.outbox, [Op::SetResearch { on: false }]);
     assert!(!a.research);
 }
+
+#[test]
+fn compact_is_sent_by_hand_and_a_compaction_draws_a_rule_with_the_summary() {
+    let mut a = app();
+    ask(&mut a, "The codename is KESTREL-7.");
+    answer(&mut a, "OK.");
+    finish(&mut a, "stop");
+    a.outbox.clear();
+    typ(&mut a, "/compact");
+    key(&mut a, KeyCode::Enter);
+    assert_eq!(a.outbox, [Op::Compact]);
+    ev(
+        &mut a,
+        Event::Compacted {
+            before: 1_900,
+            after: 1_210,
+            context: 2_048,
+            elided: 3,
+            summarized_turns: 4,
+            // The summary is the model's text: an escape in it is dropped.
+            summary: "- the codename is KESTREL-7\u{1b}[2J\n\n- part_01.txt is amber".into(),
+            manual: true,
+        },
+    );
+    let screen = render(&mut a, 100, 30);
+    assert!(
+        screen.contains(
+            "─ conversation compacted: 1900 → 1210 tokens of 2048 (3 tool results cut, 4 turns summarized) ─"
+        ),
+        "{screen}"
+    );
+    assert!(
+        screen.contains("  - the codename is KESTREL-7[2J"),
+        "{screen}"
+    );
+    assert!(screen.contains("  - part_01.txt is amber"), "{screen}");
+    assert!(!screen.contains('\u{1b}'));
+    // What came before the rule is still on screen: only the model's copy was compacted.
+    assert!(screen.contains("The codename is KESTREL-7."), "{screen}");
+}

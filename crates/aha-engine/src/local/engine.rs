@@ -70,6 +70,12 @@ impl Engine for LocalEngine {
     fn default_sampling(&self) -> SamplingParams {
         LocalEngine::default_sampling(self)
     }
+    fn prompt_tokens(&mut self, req: &GenerateRequest) -> Option<usize> {
+        self.count_tokens(req).ok()
+    }
+    fn limit_context(&mut self, n: usize) {
+        self.ctx_limit = Some(n.max(2));
+    }
     fn generate(
         &mut self,
         req: &GenerateRequest,
@@ -78,6 +84,17 @@ impl Engine for LocalEngine {
     ) -> Result<TurnStats> {
         LocalEngine::generate(self, req, ctrl, emit)
     }
+}
+
+/// A chat prompt's text, and what rendering it decided ([`LocalEngine::render_chat`]).
+struct RenderedChat<'r> {
+    text: String,
+    /// Where the template's part ends and the assistant prefix begins.
+    prompt_end: usize,
+    /// The prompt ends inside a reasoning block.
+    started: bool,
+    msgs: Vec<ChatMessage>,
+    tools: Option<&'r [serde_json::Value]>,
 }
 
 /// A rendered prompt ready for the model.
@@ -113,6 +130,8 @@ pub struct LocalEngine {
     prompt_cache: Option<PromptCache>,
     /// What the cache's entries must have been computed with ([`local::prompt_cache::engine_fingerprint`]).
     fingerprint: String,
+    /// A context shorter than the model's (`--ctx N`), if set.
+    ctx_limit: Option<usize>,
 }
 
 impl std::fmt::Debug for LocalEngine {
@@ -212,6 +231,7 @@ impl LocalEngine {
             speculate: Speculate::default(),
             prompt_cache: None,
             fingerprint,
+            ctx_limit: None,
         })
     }
 
@@ -229,9 +249,19 @@ impl LocalEngine {
         self.prompt_cache.as_ref()
     }
 
-    /// The model's context length.
+    /// The context length: the model's, or less where `--ctx` set less.
     pub fn context_length(&self) -> usize {
-        self.model.cfg.n_ctx
+        let n = self.model.cfg.n_ctx;
+        self.ctx_limit.map_or(n, |l| l.min(n))
+    }
+
+    /// The number of tokens `req`'s prompt takes, rendered as [`LocalEngine::generate`] would
+    /// render it (without the second render that finds the stable prefix).
+    pub fn count_tokens(&self, req: &GenerateRequest) -> Result<usize> {
+        match &req.prompt {
+            Prompt::Chat(msgs) => Ok(self.encode_chat(&self.render_chat(req, msgs)?.text)?.len()),
+            _ => Ok(self.prepare(req)?.tokens.len()),
+        }
     }
 
     /// Tokens the cache currently holds.
@@ -294,16 +324,13 @@ impl LocalEngine {
     /// A conversation through the chat template, with the think mode and any assistant prefix
     /// (a branch point) applied.
     fn prepare_chat(&self, req: &GenerateRequest, msgs: &[ChatMessage]) -> Result<PreparedPrompt> {
-        let force_think = req.think == ThinkMode::On && !self.template.is_reasoning();
-        let (msgs, tools) = self.chat_messages(req, msgs, force_think);
-        let mut text = self
-            .template
-            .render(&msgs, tools, true, req.think != ThinkMode::Off)?;
-        let started = apply_think_mode(&mut text, req.think, force_think);
-        let prompt_end = text.len();
-        if let Some(prefix) = &req.assistant_prefix {
-            text.push_str(prefix_after_prompt(prefix, started));
-        }
+        let RenderedChat {
+            text,
+            prompt_end,
+            started,
+            msgs,
+            tools,
+        } = self.render_chat(req, msgs)?;
         let tokens = self.encode_chat(&text)?;
         let prefix = text[prompt_end..].to_string();
         tracing::debug!(tokens = tokens.len(), "rendered prompt:\n{text}");
@@ -314,6 +341,32 @@ impl LocalEngine {
             started_in_think: started,
             assistant_prefix: prefix,
             stable_prefix,
+        })
+    }
+
+    /// A conversation rendered through the chat template with the think mode applied, then the
+    /// assistant prefix, if any.
+    fn render_chat<'r>(
+        &self,
+        req: &'r GenerateRequest,
+        msgs: &[ChatMessage],
+    ) -> Result<RenderedChat<'r>> {
+        let force_think = req.think == ThinkMode::On && !self.template.is_reasoning();
+        let (msgs, tools) = self.chat_messages(req, msgs, force_think);
+        let mut text = self
+            .template
+            .render(&msgs, tools, true, req.think != ThinkMode::Off)?;
+        let started = apply_think_mode(&mut text, req.think, force_think);
+        let prompt_end = text.len();
+        if let Some(prefix) = &req.assistant_prefix {
+            text.push_str(prefix_after_prompt(prefix, started));
+        }
+        Ok(RenderedChat {
+            text,
+            prompt_end,
+            started,
+            msgs,
+            tools,
         })
     }
 

@@ -101,6 +101,29 @@ fn render_entry(app: &App, e: &Entry, width: usize, focused: bool) -> Vec<Line<'
                 &[Span::raw("  ")],
             ));
         }
+        EntryKind::Compacted { line, summary } => {
+            // A rule across the screen: above it, turns the model now sees only as the summary.
+            let label = format!(" {line} ");
+            let side =
+                width.saturating_sub(unicode_width::UnicodeWidthStr::width(label.as_str())) / 2;
+            out.push(Line::from(Span::styled(
+                format!(
+                    "{}{label}{}",
+                    "─".repeat(side.max(2)),
+                    "─".repeat(side.max(2))
+                ),
+                th.dim(),
+            )));
+            for l in summary.lines().filter(|l| !l.trim().is_empty()).take(12) {
+                out.extend(wrap_text(
+                    l.trim_end(),
+                    th.dim(),
+                    width,
+                    &[Span::raw("  ")],
+                    &[Span::raw("    ")],
+                ));
+            }
+        }
         EntryKind::Error(n) => {
             out.extend(wrap_text(
                 n,
