@@ -280,19 +280,19 @@ impl ServerHandler for AhaServer {
         _context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, ErrorData> {
         let name = request.name.to_string();
-        if !matches!(name.as_str(), SEARCH_DOCS | READ_FILE | LIST_DIR) {
-            return Err(ErrorData::invalid_params(
-                format!("no tool {name:?}: aha mcp offers search_docs, read_file and list_dir"),
-                None,
-            ));
-        }
         let args = Value::Object(request.arguments.unwrap_or_default());
         let server = self.clone();
+        let tool = name.clone();
         // The index and the file tools block; keep them off the protocol's thread.
-        let r = tokio::task::spawn_blocking(move || catch_panic(|| server.call(&name, args))).await;
+        let r = tokio::task::spawn_blocking(move || catch_panic(|| server.call(&tool, args))).await;
         let result = match r {
             Ok(Ok(Some(r))) => r,
-            Ok(Ok(None)) => CallToolResult::error(vec![ContentBlock::text("no such tool")]),
+            Ok(Ok(None)) => {
+                return Err(ErrorData::invalid_params(
+                    format!("no tool {name:?}: aha mcp offers search_docs, read_file and list_dir"),
+                    None,
+                ))
+            }
             Ok(Err(p)) => CallToolResult::error(vec![ContentBlock::text(p.to_string())]),
             Err(e) => CallToolResult::error(vec![ContentBlock::text(format!(
                 "internal error: the call did not finish ({e})"
