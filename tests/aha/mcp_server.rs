@@ -84,6 +84,14 @@ fn cli_hits(ws: &Path, q: &str, k: usize) -> Vec<String> {
         .collect()
 }
 
+/// `aha search --json -k K QUERY`'s scores, as it prints them.
+fn cli_scores(ws: &Path, q: &str, k: usize) -> Vec<String> {
+    aha(ws, &["search", "--json", "-k", &k.to_string(), q])
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap()["score"].to_string())
+        .collect()
+}
+
 /// A Python with the `mcp` package: $AHA_TEST_PYTHON (set by .ci/run, which installs `openai`
 /// and `mcp` there), else the venv under ~/.cache that tests/aha/serve.rs uses, with `mcp`
 /// installed into it here. None only when no pip is available.
@@ -195,6 +203,8 @@ fn mcp_server_search_docs_gives_aha_search_hits_to_a_real_mcp_client() {
             .map(|h| format!("{}:{}", h["path"].as_str().unwrap(), h["line"]))
             .collect();
         assert_eq!(got, want, "{q}: {r}");
+        let scores: Vec<String> = hits.iter().map(|h| h["score"].to_string()).collect();
+        assert_eq!(scores, cli_scores(&ws, q, 5), "{q}");
         let cited: Vec<&str> = hits
             .iter()
             .map(|h| h["citation"].as_str().unwrap())

@@ -217,8 +217,12 @@ folders or files to search; `aha index` alone indexes the whole workspace), or s
     };
     let text = render(&result);
     let mut r = CallToolResult::success(vec![ContentBlock::text(text)]);
-    // Serializing plain strings and numbers cannot fail; if it ever did, the text still stands.
-    r.structured_content = serde_json::to_value(&result).ok();
+    // Through text, so a score reads as `aha search --json` prints it (7.808295, not the f64
+    // widening 7.808295249938965 that `to_value` gives). Plain strings and numbers cannot fail
+    // to serialize; if they ever did, the text still stands.
+    r.structured_content = serde_json::to_string(&result)
+        .ok()
+        .and_then(|s| serde_json::from_str(&s).ok());
     r
 }
 
