@@ -51,10 +51,14 @@ pub struct SearchArgs {
 }
 
 fn index_dir(given: &Option<PathBuf>) -> Result<PathBuf> {
+    index_dir_in(&std::env::current_dir()?, given)
+}
+
+/// The index folder for the workspace `ws`: the one given, else `ws/.aha/index`.
+pub(super) fn index_dir_in(ws: &std::path::Path, given: &Option<PathBuf>) -> Result<PathBuf> {
     Ok(match given {
         Some(d) => d.clone(),
         None => {
-            let ws = std::env::current_dir()?;
             // A `.aha` that is a link (a cloned repository may ship one) would send the index's
             // files wherever it points.
             let aha = ws.join(".aha");
@@ -65,7 +69,7 @@ fn index_dir(given: &Option<PathBuf>) -> Result<PathBuf> {
                     aha.display()
                 );
             }
-            rag::default_dir(&ws)
+            rag::default_dir(ws)
         }
     })
 }

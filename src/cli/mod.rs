@@ -9,6 +9,7 @@ mod eval;
 mod events;
 mod firstrun;
 pub mod logs;
+mod mcp;
 mod models;
 mod run;
 mod serve;
@@ -79,6 +80,9 @@ pub enum Command {
     Index(docs::IndexArgs),
     /// Search the document index: `path:start-end` hits with highlighted snippets.
     Search(docs::SearchArgs),
+    /// Serve the document index and the workspace's files to other agents (Codex, Claude Code,
+    /// goose) as an MCP server on stdin/stdout: search_docs, read_file, list_dir, all read-only.
+    Mcp(mcp::McpArgs),
     /// Measure indexing throughput, query latency on large indexes and indexing memory.
     #[command(name = "bench-index", hide = true)]
     BenchIndex(docs::BenchIndexArgs),
@@ -308,6 +312,7 @@ pub fn dispatch(cli: Cli) -> Result<i32> {
         Some(Command::Index(a)) => docs::index(a),
         Some(Command::Search(a)) => docs::search(a, &rag()),
         Some(Command::BenchIndex(a)) => docs::bench_index(a, &rag()),
+        Some(Command::Mcp(a)) => mcp::mcp(a, rag()),
         Some(Command::Synth { shape, dtype, out }) => synth(&shape, &dtype, &out),
         Some(Command::EvalTools(a)) => eval::eval_tools(m, a, &Config::load()?),
         Some(Command::Undo { workspace }) => undo::undo(workspace),

@@ -20,11 +20,24 @@ pub struct SearchDocsArgs {
 
 pub struct SearchDocs;
 
+/// Passages `search_docs` returns when the call does not say.
+pub const DEFAULT_K: usize = 5;
+/// The most passages one call returns (more would crowd a model's context).
+pub const MAX_K: usize = 20;
+
 /// The index a context searches: its own, else `<workspace>/.aha/index`.
 pub fn index_dir(ctx: &ToolContext) -> PathBuf {
     ctx.index_dir
         .clone()
         .unwrap_or_else(|| rag::default_dir(&ctx.workspace))
+}
+
+/// The hits a `search_docs` call returns: `k` (default [`DEFAULT_K`], at most [`MAX_K`]) from
+/// the context's index, ranked with its options. Shared by the tool and `aha mcp`, so both rank
+/// and cap alike.
+pub fn search(a: &SearchDocsArgs, ctx: &ToolContext) -> Result<Vec<rag::Hit>> {
+    let ix = DocIndex::open(&index_dir(ctx))?;
+    ix.search(&a.query, a.k.unwrap_or(DEFAULT_K).clamp(1, MAX_K), &ctx.rag)
 }
 
 impl Tool for SearchDocs {
@@ -47,8 +60,7 @@ impl Tool for SearchDocs {
     fn run(&self, a: Value, ctx: &ToolContext) -> ToolOutput {
         let r = (|| -> Result<String> {
             let a: SearchDocsArgs = args(self.name(), &a)?;
-            let ix = DocIndex::open(&index_dir(ctx))?;
-            let hits = ix.search(&a.query, a.k.unwrap_or(5).clamp(1, 20), &ctx.rag)?;
+            let hits = search(&a, ctx)?;
             if hits.is_empty() {
                 return Ok(format!(
                     "no passages match {:?}; try other words (or the corpus does not cover it)",
