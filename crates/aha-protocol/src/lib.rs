@@ -228,6 +228,8 @@ pub enum Op {
     Index { paths: Vec<String> },
     /// Search the document index; the hits come back as a `notice`.
     Search { query: String },
+    /// Show, as a `notice`, the MCP servers: each one's state, tools and last error.
+    Mcp,
 }
 
 #[cfg(test)]
