@@ -107,6 +107,12 @@ pub fn run(
     } else {
         a.prompt.clone()
     };
+    // The MCP servers start in the background while the model loads.
+    let mcp = if a.agent {
+        aha_mcp::client::McpHub::start(&cfg.mcp)
+    } else {
+        None
+    };
     // The local engine stays concrete so --show-prompt can render its template.
     let loaded = remote_engine(m, cfg).and_then(|r| match r {
         Some(r) => Ok(Loaded::Remote(r)),
@@ -193,7 +199,7 @@ pub fn run(
         Loaded::Remote(r) => r,
     };
     if a.agent {
-        return run_agent(engine, &a, req, &ctrl, printer, rag);
+        return run_agent(engine, &a, req, &ctrl, printer, rag, mcp);
     }
     // One generation: the agent without tools, asked exactly what the request above says.
     let cfg = crate::agent::AgentConfig {
@@ -225,6 +231,7 @@ fn run_agent(
     ctrl: &Control,
     mut printer: Printer,
     rag: crate::rag::RagOptions,
+    mcp: Option<aha_mcp::client::McpHub>,
 ) -> Result<i32> {
     use crate::agent::{self, policy::Policy, AgentConfig};
     let policy = Policy::parse(&a.approve).ok_or_else(|| {
@@ -240,7 +247,10 @@ fn run_agent(
         Some(w) => w.clone(),
         None => std::env::current_dir()?,
     };
-    let host = agent::host::builtin_with(&workspace, a.index.clone(), rag)?;
+    let host = agent::mcp_host::with_mcp(
+        agent::host::builtin_with(&workspace, a.index.clone(), rag)?,
+        mcp,
+    );
     let text = msgs.pop().map(|m| m.content).unwrap_or_default();
     let cfg = AgentConfig {
         max_tokens: req.max_tokens,
