@@ -8,6 +8,7 @@ mod constrain;
 mod engine_real;
 mod engine_synth;
 mod escape;
+mod mcp_client;
 mod prompt_cache;
 mod proptests;
 mod pull;
