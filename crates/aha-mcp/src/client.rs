@@ -10,7 +10,7 @@
 //! the terminal does not reach it and stopping it stops every process it started (no orphans).
 
 use rmcp::model::{CallToolRequestParams, CallToolResult, Tool};
-use rmcp::service::{RoleClient, RunningService, ServiceError};
+use rmcp::service::{ClientInitializeError, RoleClient, RunningService, ServiceError};
 use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
 use rmcp::transport::{StreamableHttpClientTransport, TokioChildProcess};
 use rmcp::ServiceExt;
@@ -396,7 +396,8 @@ impl Slot {
                 // Let the stderr reader catch the server's last words.
                 tokio::time::sleep(Duration::from_millis(200)).await;
                 Err(format!(
-                    "it did not answer MCP's initialize ({e}){}",
+                    "it did not answer MCP's initialize ({}){}",
+                    init_error(&e),
                     self.last_words()
                 ))
             }
@@ -412,9 +413,33 @@ impl Slot {
         }
         let config = StreamableHttpClientTransportConfig::with_uri(url).custom_headers(headers);
         let transport = StreamableHttpClientTransport::from_config(config);
-        ().serve(transport)
-            .await
-            .map_err(|e| format!("it did not answer MCP's initialize at {url} ({e})"))
+        ().serve(transport).await.map_err(|e| {
+            format!(
+                "it did not answer MCP's initialize at {url} ({})",
+                init_error(&e)
+            )
+        })
+    }
+}
+
+/// Why the MCP handshake failed, in words for a person: for a transport error its innermost
+/// cause, without the layers of transport type names around it.
+fn init_error(e: &ClientInitializeError) -> String {
+    match e {
+        ClientInitializeError::TransportError { error, .. } => {
+            let mut cause: &(dyn std::error::Error + 'static) = error;
+            while let Some(inner) = cause.source() {
+                cause = inner;
+            }
+            let why = cause.to_string();
+            // reqwest's cause sits below rmcp's HTTP error, which does not expose it.
+            if why.contains("error sending request") {
+                "could not connect: is the server running there?".into()
+            } else {
+                why
+            }
+        }
+        other => other.to_string(),
     }
 }
 
