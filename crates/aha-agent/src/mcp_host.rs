@@ -477,6 +477,69 @@ mod tests {
         assert_eq!(v, json!({"type": "object", "properties": {"a": {}}}));
     }
 
+    /// A host with no tools of its own.
+    struct Bare;
+
+    impl ToolHost for Bare {
+        fn specs(&self) -> Vec<ToolSpec> {
+            vec![ToolSpec::new(
+                "read_file",
+                "Reads.",
+                json!({"type": "object"}),
+            )]
+        }
+        fn effect(&self, name: &str) -> Option<Effect> {
+            (name == "read_file").then_some(Effect::ReadOnly)
+        }
+        fn preview(&self, name: &str, _args: &Value) -> Result<String> {
+            Ok(name.into())
+        }
+        fn run(&mut self, name: &str, _: Value, _: u64, _: Arc<AtomicBool>) -> (bool, String) {
+            (true, format!("{name} ran"))
+        }
+        fn undo(&mut self) -> Result<Vec<PathBuf>> {
+            Ok(vec![])
+        }
+        fn diff(&self) -> String {
+            String::new()
+        }
+    }
+
+    #[test]
+    fn a_server_that_does_not_start_leaves_the_other_tools_and_says_why() {
+        let cfg: aha_mcp::client::McpConfig = serde_json::from_value(json!({"servers": {
+            "ghost": {"command": "/nonexistent/mcp-ghost"},
+            "off": {"command": "/nonexistent/mcp-off", "enabled": false}
+        }}))
+        .unwrap();
+        let mut h = with_mcp(Box::new(Bare), McpHub::start(&cfg));
+        assert_eq!(aha_tools::spec_names(&h.specs()), ["read_file"]);
+        let n = h.notices();
+        assert_eq!(n.len(), 1, "{n:?}");
+        assert!(
+            n[0].starts_with(
+                "MCP server `ghost` failed to start: cannot run `/nonexistent/mcp-ghost`"
+            ),
+            "{n:?}"
+        );
+        assert!(h.notices().is_empty(), "said once");
+        let status = h.mcp_status().unwrap();
+        assert!(status.contains("\nghost: failed (stdio: /nonexistent/mcp-ghost), trust ask, 0 tools\n  last error: cannot run"), "{status}");
+        assert!(
+            status.ends_with("\noff: disabled (stdio: /nonexistent/mcp-off), trust ask"),
+            "{status}"
+        );
+        assert_eq!(h.effect("ghost__x"), None);
+        assert_eq!(
+            h.run("read_file", json!({}), 0, Arc::default()),
+            (true, "read_file ran".into())
+        );
+        assert!(!h.run("ghost__x", json!({}), 0, Arc::default()).0);
+        // Without servers, the host is the built-in one and `/mcp` says how to add one.
+        let bare = with_mcp(Box::new(Bare), None);
+        assert_eq!(bare.mcp_status().unwrap(), NO_SERVERS);
+    }
+
     #[test]
     fn the_status_lists_servers_tools_and_errors() {
         use aha_mcp::client::{McpConfig, ServerConfig, State};
