@@ -1,5 +1,6 @@
 //! The TOML config file (`$AHA_CONFIG` or `~/.config/aha/config.toml`): default model and engine,
-//! sampling defaults, named remote engines and the workbench's `[ui]` table. This is the one
+//! sampling defaults, named remote engines, the MCP servers (`[mcp.servers.NAME]`) and the
+//! workbench's `[ui]` table. This is the one
 //! loader: the CLI loads the file once at start-up and passes `&Config` to the subcommands.
 //! Unknown keys anywhere, `[ui]` included, are errors that name the key.
 
@@ -9,6 +10,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 pub use aha_engine::remote::RemoteConfig;
+pub use aha_mcp::client::McpConfig;
 pub use aha_protocol::sampling::SamplingConfig;
 pub use aha_tui::config::UiConfig;
 
@@ -40,6 +42,10 @@ pub struct Config {
     /// Compact the agent's conversation when its prompt passes this share of the context
     /// (default 0.8; 0 only by hand, with `/compact`).
     pub compact_at: Option<f32>,
+    /// The MCP servers whose tools the agent is offered (`[mcp.servers.NAME]`), checked by
+    /// [`McpConfig::validate`] when parsed.
+    #[serde(default)]
+    pub mcp: McpConfig,
 }
 
 impl Config {
@@ -87,6 +93,7 @@ impl Config {
         if c.compact_at.is_some_and(|s| !(0.0..=1.0).contains(&s)) {
             bail!("compact_at is a share of the context, from 0 (only by hand) to 1");
         }
+        c.mcp.validate()?;
         Ok(c)
     }
 
@@ -263,5 +270,24 @@ fps = 20
         // The file as a whole is still checked: a bad [ui] fails it even with good other tables.
         let e = err("model = \"m\"\n[ui]\nthink = \"maybe\"\n");
         assert!(e.contains("think"), "{e}");
+    }
+
+    #[test]
+    fn mcp_servers_are_read_and_checked() {
+        let c = Config::parse(
+            "[mcp.servers.fs]\ncommand = \"mcp-fs\"\nargs = [\"/tmp\"]\ntrust = \"read-only\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.mcp.servers["fs"].args, ["/tmp"]);
+        let e = format!(
+            "{:#}",
+            Config::parse("[mcp.servers.fs]\nurl = \"mcp.example\"\n").unwrap_err()
+        );
+        assert!(e.contains("mcp.servers.fs.url must start with"), "{e}");
+        let e = format!(
+            "{:#}",
+            Config::parse("[mcp.servers.fs]\ncommand = \"x\"\nenable = false\n").unwrap_err()
+        );
+        assert!(e.contains("enable"), "{e}");
     }
 }

@@ -111,6 +111,12 @@ pub fn run(
     } else {
         a.prompt.clone()
     };
+    // The MCP servers start in the background while the model loads.
+    let mcp = if a.agent {
+        aha_mcp::client::McpHub::start(&cfg.mcp)
+    } else {
+        None
+    };
     // The local engine stays concrete so --show-prompt can render its template.
     let loaded = remote_engine(m, cfg).and_then(|r| match r {
         Some(r) => Ok(Loaded::Remote(r)),
@@ -197,7 +203,12 @@ pub fn run(
         Loaded::Remote(r) => r,
     };
     if a.agent {
-        return run_agent(engine, &a, req, &ctrl, printer, rag, cfg.compact_at());
+        let setup = AgentSetup {
+            rag,
+            compact_at: cfg.compact_at(),
+            mcp,
+        };
+        return run_agent(engine, &a, req, &ctrl, printer, setup);
     }
     // One generation: the agent without tools, asked exactly what the request above says.
     let cfg = crate::agent::AgentConfig {
@@ -221,6 +232,14 @@ pub fn run(
     }
 }
 
+/// What `aha run --agent` needs besides the request: how to rank documents, when to compact,
+/// and the MCP servers (started while the model loaded).
+struct AgentSetup {
+    rag: crate::rag::RagOptions,
+    compact_at: f32,
+    mcp: Option<aha_mcp::client::McpHub>,
+}
+
 /// `aha run --agent`: the same request through the agent loop, with tools, headless.
 fn run_agent(
     engine: Box<dyn Engine>,
@@ -228,8 +247,7 @@ fn run_agent(
     req: GenerateRequest,
     ctrl: &Control,
     mut printer: Printer,
-    rag: crate::rag::RagOptions,
-    compact_at: f32,
+    setup: AgentSetup,
 ) -> Result<i32> {
     use crate::agent::{self, policy::Policy, AgentConfig};
     let policy = Policy::parse(&a.approve).ok_or_else(|| {
@@ -245,7 +263,10 @@ fn run_agent(
         Some(w) => w.clone(),
         None => std::env::current_dir()?,
     };
-    let host = agent::host::builtin_with(&workspace, a.index.clone(), rag)?;
+    let host = agent::mcp_host::with_mcp(
+        agent::host::builtin_with(&workspace, a.index.clone(), setup.rag)?,
+        setup.mcp,
+    );
     let text = msgs.pop().map(|m| m.content).unwrap_or_default();
     let cfg = AgentConfig {
         max_tokens: req.max_tokens,
@@ -262,7 +283,7 @@ fn run_agent(
         no_tool_calls: a.no_tool_calls,
         research: a.research,
         no_retrieve_first: a.no_retrieve_first,
-        compact_at,
+        compact_at: setup.compact_at,
     };
     let h = agent::spawn_with_tools(engine, cfg, Some(host));
     let mut end = drive_turn(&h, text, ctrl, Shown::All, &mut printer);

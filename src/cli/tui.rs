@@ -30,6 +30,9 @@ pub fn workbench(
             args.model = model.clone();
         }
     }
+    // The MCP servers start in the background while the model loads; the first turn waits for
+    // one still starting (at most its start timeout), and one that fails is a notice.
+    let mcp = aha_mcp::client::McpHub::start(&file.mcp);
     let engine: Box<dyn crate::engine::Engine> = match remote_engine(&args, file)? {
         Some(e) => e,
         None => {
@@ -46,7 +49,7 @@ pub fn workbench(
         .then(|| cfg.sampling(file.sampling.apply(engine.default_sampling())));
     let think = cfg.think.unwrap_or(ThinkMode::Auto);
     let workspace = std::env::current_dir()?;
-    let host = agent::host::builtin_with(&workspace, None, rag)?;
+    let host = agent::mcp_host::with_mcp(agent::host::builtin_with(&workspace, None, rag)?, mcp);
     let acfg = AgentConfig {
         max_tokens: cfg.max_tokens.unwrap_or(4096),
         think,

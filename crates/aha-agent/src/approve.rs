@@ -109,10 +109,24 @@ impl Agent {
     fn run_tool(&mut self, name: &str, args: Value) -> (bool, String) {
         let cancel = self.ctrl.cancel.clone();
         let turn = self.tool_turn;
-        match self.tools.as_mut() {
+        let out = match self.tools.as_mut() {
             Some(h) => aha_protocol::panic::catch_panic(|| h.run(name, args, turn, cancel))
                 .unwrap_or_else(|p| (false, tool_panicked(name, &p))),
             None => (false, "no tools are enabled".into()),
+        };
+        self.tool_notices();
+        out
+    }
+
+    /// Says, as notices, what the tools have to tell a person (an MCP server that failed to
+    /// start, crashed or timed out).
+    pub(super) fn tool_notices(&self) {
+        let said = self
+            .tools
+            .as_ref()
+            .map(|t| aha_protocol::panic::catch_panic(|| t.notices()).unwrap_or_default());
+        for message in said.unwrap_or_default() {
+            self.emit(Event::Notice { message });
         }
     }
 

@@ -11,6 +11,7 @@ pub mod gate;
 mod generate;
 mod ground;
 pub mod host;
+pub mod mcp_host;
 mod ops;
 pub mod parse;
 pub mod policy;
@@ -147,6 +148,15 @@ pub trait ToolHost: Send {
     /// workspace), for research mode's citation check; `None` when it cannot be read.
     fn document(&self, _path: &str) -> Option<String> {
         None
+    }
+    /// What a person should hear since the last time this was asked (an MCP server that failed
+    /// to start, crashed or timed out); the agent says each as a `notice`.
+    fn notices(&self) -> Vec<String> {
+        Vec::new()
+    }
+    /// The MCP servers: each one's state, tools and last error (`/mcp`).
+    fn mcp_status(&self) -> anyhow::Result<String> {
+        Ok(mcp_host::NO_SERVERS.into())
     }
 }
 
@@ -427,6 +437,7 @@ impl Agent {
             Op::Index { paths } => self.tool_op("index", |t, _| t.index_docs(&paths)),
             Op::Search { query } => self.tool_op("search", |t, _| t.search_docs(&query)),
             Op::Compact => self.compact_now(),
+            Op::Mcp => self.tool_op("mcp", |t, _| t.mcp_status()),
             Op::Cancel { .. } | Op::Pause | Op::Resume | Op::Step => {}
         }
     }

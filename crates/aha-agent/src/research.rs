@@ -112,6 +112,8 @@ impl Agent {
     /// [`RESEARCH_TOOLS`].
     pub(super) fn offered_specs(&self) -> Vec<aha_protocol::ToolSpec> {
         let specs = self.tools.as_ref().map(|t| t.specs()).unwrap_or_default();
+        // Listing MCP tools may have news: a server that did not start, a simplified schema.
+        self.tool_notices();
         if !self.cfg.research {
             return specs;
         }

@@ -152,6 +152,31 @@ pub fn call_schema(tools: &[Value]) -> Result<Value> {
     })
 }
 
+/// Whether llguidance can compile a call to `tool` (an OpenAI function spec) under the
+/// constraint; its error when it cannot. A tool whose schema comes from outside (an MCP server)
+/// is checked here before it is offered: one schema that does not compile would leave every
+/// call of the turn unconstrained. The check runs on a byte-level vocabulary, built once, so it
+/// needs no model; what compiles there compiles for any vocabulary.
+pub fn check_tool(tool: &Value) -> Result<()> {
+    static BYTES: std::sync::OnceLock<Option<Arc<ParserFactory>>> = std::sync::OnceLock::new();
+    let f = BYTES
+        .get_or_init(|| {
+            let mut words: Vec<Vec<u8>> = (0u8..=255).map(|b| vec![b]).collect();
+            let mut eos = vec![TokTrie::SPECIAL_TOKEN_MARKER];
+            eos.extend_from_slice(b"<eos>");
+            words.push(eos);
+            let info = TokRxInfo::new(words.len() as u32, 256);
+            let env: llguidance::toktrie::TokEnv =
+                Arc::new(ApproximateTokEnv::new(TokTrie::from(&info, &words)));
+            let mut f = ParserFactory::new_simple(&env).ok()?;
+            f.quiet();
+            Some(Arc::new(f))
+        })
+        .as_ref()
+        .ok_or_else(|| anyhow!("the schema checker could not start"))?;
+    CallConstraint::new(f, &call_schema(std::slice::from_ref(tool))?).map(|_| ())
+}
+
 /// One tool call being generated under the constraint.
 pub struct CallConstraint {
     matcher: Matcher,

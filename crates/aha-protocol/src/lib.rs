@@ -283,6 +283,8 @@ pub enum Op {
     /// Compact the conversation now: elide old tool results and summarize the turns before the
     /// latest one (a `compacted` event says what changed).
     Compact,
+    /// Show, as a `notice`, the MCP servers: each one's state, tools and last error.
+    Mcp,
 }
 
 #[cfg(test)]

@@ -728,6 +728,7 @@ fn command(app: &mut App, line: &str) {
         Command::Undo => app.send(Op::Undo),
         Command::Diff => app.send(Op::Diff),
         Command::Tools => app.send(Op::Tools),
+        Command::Mcp => app.send(Op::Mcp),
         Command::Index(paths) => {
             app.t
                 .notice("indexing… (the summary follows when it is done)".to_string());

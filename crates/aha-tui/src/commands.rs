@@ -72,6 +72,11 @@ pub const COMMANDS: &[CommandInfo] = &[
         help: "the tools the model may use",
     },
     CommandInfo {
+        name: "/mcp",
+        args: "",
+        help: "MCP servers: state, tools, last error",
+    },
+    CommandInfo {
         name: "/index",
         args: "[PATH…]",
         help: "index documents for search (default: the workspace)",
@@ -116,6 +121,8 @@ pub enum Command {
     Approve(Policy),
     Diff,
     Tools,
+    /// `/mcp`: the MCP servers, their states, tools and last errors.
+    Mcp,
     Index(Vec<String>),
     Search(String),
     /// `/open path[:line]`: a cited source in `$EDITOR`.
@@ -158,6 +165,7 @@ pub fn parse(line: &str) -> Result<Command, String> {
         "/undo" => Command::Undo,
         "/diff" => Command::Diff,
         "/tools" => Command::Tools,
+        "/mcp" => Command::Mcp,
         "/index" => Command::Index(args.iter().map(|s| s.to_string()).collect()),
         "/search" if !args.is_empty() => Command::Search(args.join(" ")),
         "/search" => return Err(usage("/search")),

@@ -857,6 +857,30 @@ fn snapshot_tool_cards_and_approval_dialog() {
 }
 
 #[test]
+fn snapshot_mcp_status() {
+    // `/mcp` asks the agent; its answer is a notice that lists each server.
+    let mut a = app();
+    typ(&mut a, "/mcp");
+    key(&mut a, KeyCode::Enter);
+    assert_eq!(a.outbox, [Op::Mcp]);
+    ev(
+        &mut a,
+        Event::Notice {
+            message: "MCP servers:\n\
+                      everything: ready (stdio: mcp-server-everything), trust ask, 2 tools\n  \
+                      everything__echo (acts): Echoes back the input\n  \
+                      everything__add (acts): Adds two numbers\n\
+                      notes: crashed (http: http://127.0.0.1:8931/mcp), trust read-only, 1 tool\n  \
+                      notes__find (reads): Finds notes\n  \
+                      last error: it stopped during a call to `find` (Transport closed)\n\
+                      old: disabled (stdio: mcp-old), trust ask"
+                .into(),
+        },
+    );
+    insta::assert_snapshot!(render(&mut a, 80, 16));
+}
+
+#[test]
 fn snapshot_slash_popup() {
     let mut a = conversation();
     typ(&mut a, "/");
