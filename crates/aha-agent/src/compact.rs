@@ -248,6 +248,8 @@ impl Agent {
             });
             return;
         }
+        // A stop left over from the last turn must not stop this summary before it starts.
+        self.ctrl.begin_turn(None);
         let specs = self.offered_specs();
         let next = Next {
             prefix: None,
@@ -296,7 +298,14 @@ impl Agent {
         }
         // 2. The turns before the latest one.
         if latest > 0 && !fits(self) && !self.summarize(latest, budget, &mut done) {
-            return; // cancelled: the generation that follows is too
+            // Stopped while the model summarized: nothing was replaced (a turn's generation
+            // that follows is stopped too).
+            if target.is_none() {
+                self.emit(Event::Notice {
+                    message: "compaction stopped; the conversation is as it was".into(),
+                });
+            }
+            return;
         }
         // 3. The latest turn's own results, oldest first, shorter each pass.
         if target.is_some() {
@@ -343,11 +352,11 @@ impl Agent {
             .count();
         let old = &self.messages[..latest];
         let transcript = transcript_text(old);
-        self.kept_user.extend(
-            old.iter()
-                .filter(|m| m.role == Role::User && !m.content.starts_with(SUMMARY_HEAD))
-                .map(|m| m.content.clone()),
-        );
+        let words: Vec<String> = old
+            .iter()
+            .filter(|m| m.role == Role::User && !m.content.starts_with(SUMMARY_HEAD))
+            .map(|m| m.content.clone())
+            .collect();
         self.emit(Event::Notice {
             message: format!(
                 "{}the model is summarizing the {folding} earlier {}…",
@@ -369,6 +378,7 @@ impl Agent {
             }
             None => return false,
         };
+        self.kept_user.extend(words);
         let folded_total = self.folded + folding;
         let msg = compacted_message(folded_total, &summary, &self.kept_user, budget.kept_bytes);
         self.messages.splice(..latest, [ChatMessage::user(msg)]);
