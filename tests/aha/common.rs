@@ -72,3 +72,42 @@ pub fn spawn_serve(
         .unwrap_or_else(|| panic!("aha serve did not start: {}", log.lock().unwrap()));
     (child, port, log)
 }
+
+/// A Python that can `import {imports}` (e.g. "openai" or "mcp, uvicorn"): $AHA_TEST_PYTHON
+/// (set by .ci/run, which installs `openai` and `mcp` there; it must have them), else the venv
+/// under ~/.cache that .ci/run uses, made and filled with pip here if needed. None only where
+/// there is no python3 venv or pip.
+pub fn test_python(imports: &str) -> Option<std::path::PathBuf> {
+    use std::process::{Command, Stdio};
+    let ok = |p: &std::path::Path| {
+        Command::new(p)
+            .args(["-c", &format!("import {imports}")])
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if let Some(p) = std::env::var_os("AHA_TEST_PYTHON").map(PathBuf::from) {
+        assert!(
+            ok(&p),
+            "AHA_TEST_PYTHON={} cannot import {imports} (.ci/run installs openai and mcp)",
+            p.display()
+        );
+        return Some(p);
+    }
+    let venv = dirs::cache_dir()?.join("aha-openai-venv");
+    let py = venv.join("bin").join("python");
+    if ok(&py) {
+        return Some(py);
+    }
+    let made = (py.is_file()
+        || Command::new("python3")
+            .args(["-m", "venv"])
+            .arg(&venv)
+            .status()
+            .is_ok_and(|s| s.success()))
+        && Command::new(venv.join("bin").join("pip"))
+            .args(["install", "-q", "openai", "mcp"])
+            .status()
+            .is_ok_and(|s| s.success());
+    (made && ok(&py)).then_some(py)
+}

@@ -24,9 +24,18 @@ pub fn large_files(n: usize) -> tempfile::TempDir {
     ws
 }
 
-/// Runs one scripted session: `first`, then each of `then`, as turns of one conversation.
-pub fn session(ws: &Path, ctx: usize, seed: u64, first: &str, then: &[String]) -> Vec<Value> {
+/// Runs one scripted session: `first`, then each of `then`, as turns of one conversation, with
+/// the prompt cache on disk in a folder of its own (`data`).
+pub fn session(
+    ws: &Path,
+    data: &Path,
+    ctx: usize,
+    seed: u64,
+    first: &str,
+    then: &[String],
+) -> Vec<Value> {
     let mut cmd = bin();
+    cmd.env_remove("AHA_PROMPT_CACHE").env("AHA_DATA_DIR", data);
     cmd.args(["run", "--agent", "--json", "--approve", "read-only"])
         .args(["--ctx", &ctx.to_string(), "--seed", &seed.to_string()])
         .args(["--max-tokens", "200", "--max-steps", "3"])
@@ -93,7 +102,8 @@ fn a_thirty_round_session_reading_large_files_compacts_and_every_turn_finishes()
     let _g = heavy();
     let ws = large_files(10);
     let (first, then) = thirty_rounds();
-    let ev = session(ws.path(), 2048, 0, &first, &then);
+    let data = tempfile::tempdir().unwrap();
+    let ev = session(ws.path(), data.path(), 2048, 0, &first, &then);
     let finished: Vec<&Value> = ev.iter().filter(|e| e["type"] == "turn_finished").collect();
     assert_eq!(finished.len(), then.len() + 1, "every turn finishes");
     let errors: Vec<&Value> = ev.iter().filter(|e| e["type"] == "error").collect();
@@ -123,6 +133,31 @@ fn a_thirty_round_session_reading_large_files_compacts_and_every_turn_finishes()
         last.contains("KESTREL-7"),
         "the first turn's fact survived compaction: {last:?}"
     );
+    // The prompt cache survives compaction: in a turn whose earlier turns were just summarized
+    // (and which called no tool), the system prompt and the tools (~1,300 tokens) come from the
+    // cache on disk, although the summary's own generation took the engine's memory.
+    let mut checked = 0;
+    for turn in ev.split(|e| e["type"] == "turn_started").skip(1) {
+        let summarized = turn
+            .iter()
+            .any(|e| e["type"] == "compacted" && e["summarized_turns"].as_u64() >= Some(1));
+        let called = turn.iter().any(|e| e["type"] == "tool_call");
+        let Some(f) = turn.iter().find(|e| e["type"] == "turn_finished") else {
+            continue;
+        };
+        if summarized && !called {
+            let (prompt, prefilled) = (
+                &f["stats"]["prompt_tokens"],
+                &f["stats"]["prefilled_tokens"],
+            );
+            assert!(
+                prefilled.as_u64() < Some(prompt.as_u64().unwrap_or(0) / 2),
+                "prefilled {prefilled} of {prompt} after a summary"
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked >= 1, "a turn after a summary was checked");
 }
 
 /// An OpenAI-compatible server that answers by what it is asked: a summary when asked to

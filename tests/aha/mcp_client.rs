@@ -57,35 +57,9 @@ fn npm_dir() -> Option<PathBuf> {
     ready(&d).then_some(d)
 }
 
-/// A Python with the `mcp` package: $AHA_TEST_PYTHON (set by .ci/run), else the venv the
-/// `aha serve` tests use, with `mcp` installed into it here. None only without venv or pip.
+/// A Python with the `mcp` package (and uvicorn, which it brings), as `common::test_python` finds it.
 fn mcp_python() -> Option<PathBuf> {
-    let ok = |p: &PathBuf| {
-        Command::new(p)
-            .args(["-c", "import mcp, uvicorn"])
-            .status()
-            .is_ok_and(|s| s.success())
-    };
-    if let Some(p) = std::env::var_os("AHA_TEST_PYTHON").map(PathBuf::from) {
-        assert!(ok(&p), "AHA_TEST_PYTHON={} cannot import mcp", p.display());
-        return Some(p);
-    }
-    let venv = dirs::cache_dir()?.join("aha-openai-venv");
-    let py = venv.join("bin").join("python");
-    if ok(&py) {
-        return Some(py);
-    }
-    let made = (py.is_file()
-        || Command::new("python3")
-            .args(["-m", "venv"])
-            .arg(&venv)
-            .status()
-            .is_ok_and(|s| s.success()))
-        && Command::new(venv.join("bin").join("pip"))
-            .args(["install", "-q", "openai", "mcp"])
-            .status()
-            .is_ok_and(|s| s.success());
-    (made && ok(&py)).then_some(py)
+    super::common::test_python("mcp, uvicorn")
 }
 
 fn skipped(what: &str) {

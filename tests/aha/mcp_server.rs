@@ -92,41 +92,9 @@ fn cli_scores(ws: &Path, q: &str, k: usize) -> Vec<String> {
         .collect()
 }
 
-/// A Python with the `mcp` package: $AHA_TEST_PYTHON (set by .ci/run, which installs `openai`
-/// and `mcp` there), else the venv under ~/.cache that tests/aha/serve.rs uses, with `mcp`
-/// installed into it here. None only when no pip is available.
+/// A Python with the `mcp` package, as `common::test_python` finds it.
 fn mcp_python() -> Option<PathBuf> {
-    let ok = |p: &PathBuf| {
-        std::process::Command::new(p)
-            .args(["-c", "import mcp"])
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
-    };
-    if let Some(p) = std::env::var_os("AHA_TEST_PYTHON").map(PathBuf::from) {
-        assert!(
-            ok(&p),
-            "AHA_TEST_PYTHON={} cannot import mcp (pip install mcp)",
-            p.display()
-        );
-        return Some(p);
-    }
-    let venv = dirs::cache_dir()?.join("aha-openai-venv");
-    let py = venv.join("bin").join("python");
-    if ok(&py) {
-        return Some(py);
-    }
-    let made = (py.exists()
-        || std::process::Command::new("python3")
-            .args(["-m", "venv"])
-            .arg(&venv)
-            .status()
-            .is_ok_and(|s| s.success()))
-        && std::process::Command::new(venv.join("bin").join("pip"))
-            .args(["install", "-q", "openai", "mcp"])
-            .status()
-            .is_ok_and(|s| s.success());
-    (made && ok(&py)).then_some(py)
+    super::common::test_python("mcp")
 }
 
 /// Runs tests/aha/mcp_client.py against `aha mcp -C ws` with `calls`; None when the SDK cannot

@@ -189,38 +189,9 @@ fn http_errors_and_client_disconnect() {
     assert!(s.log.lock().unwrap().contains("cancelled"));
 }
 
-/// A Python with the `openai` package: $AHA_TEST_PYTHON (set by .ci/run), else a venv under
-/// ~/.cache made here with pip. None only when no pip is available.
+/// A Python with the `openai` package, as `common::test_python` finds it.
 fn sdk_python() -> Option<PathBuf> {
-    let ok = |p: &PathBuf| {
-        std::process::Command::new(p)
-            .args(["-c", "import openai"])
-            .status()
-            .is_ok_and(|s| s.success())
-    };
-    if let Some(p) = std::env::var_os("AHA_TEST_PYTHON").map(PathBuf::from) {
-        assert!(
-            ok(&p),
-            "AHA_TEST_PYTHON={} cannot import openai",
-            p.display()
-        );
-        return Some(p);
-    }
-    let venv = dirs::cache_dir()?.join("aha-openai-venv");
-    let py = venv.join("bin").join("python");
-    if ok(&py) {
-        return Some(py);
-    }
-    let made = std::process::Command::new("python3")
-        .args(["-m", "venv"])
-        .arg(&venv)
-        .status()
-        .is_ok_and(|s| s.success())
-        && std::process::Command::new(venv.join("bin").join("pip"))
-            .args(["install", "-q", "openai"])
-            .status()
-            .is_ok_and(|s| s.success());
-    (made && ok(&py)).then_some(py)
+    super::common::test_python("openai")
 }
 
 fn sdk(s: &Server, mode: &str) -> Option<Value> {

@@ -302,7 +302,7 @@ impl Agent {
             // that follows is stopped too).
             if target.is_none() {
                 self.emit(Event::Notice {
-                    message: "compaction stopped; the conversation is as it was".into(),
+                    message: "compaction stopped before the earlier turns were summarized".into(),
                 });
             }
             return;
@@ -326,9 +326,14 @@ impl Agent {
             }
             done.elided += cut.len();
         }
-        if done.elided == 0 && done.summarized_turns == 0 && target.is_some() {
-            // Nothing left that may be cut: the generation goes ahead as it is (and the engine
+        if done.elided == 0 && done.summarized_turns == 0 {
+            // Nothing left that may be cut: a generation goes ahead as it is (and the engine
             // says so if it does not fit at all).
+            if target.is_none() {
+                self.emit(Event::Notice {
+                    message: "nothing to compact: no earlier turn, and no long tool result before the latest turn".into(),
+                });
+            }
             return;
         }
         let after = self.prompt_size(next);

@@ -331,6 +331,28 @@ impl Slot {
     }
 
     /// Starts the server and lists its tools, within its start timeout.
+    /// Connects into `conn`, recording the outcome in the server's state (ready with its
+    /// tools, or failed with why).
+    async fn start(&self, conn: &mut Option<Conn>) -> Result<(), String> {
+        match self.connect().await {
+            Ok((c, tools)) => {
+                *conn = Some(c);
+                self.update(|st| {
+                    st.state = State::Ready;
+                    st.tools = tools;
+                });
+                Ok(())
+            }
+            Err(e) => {
+                self.update(|st| {
+                    st.state = State::Failed;
+                    st.last_error = Some(e.clone());
+                });
+                Err(e)
+            }
+        }
+    }
+
     async fn connect(&self) -> Result<(Conn, Vec<McpTool>), String> {
         let limit = self.cfg.start_timeout();
         match tokio::time::timeout(limit, self.open()).await {
@@ -642,24 +664,11 @@ impl McpHub {
         }
         if conn.is_none() {
             slot.update(|st| st.state = State::Starting);
-            match slot.connect().await {
-                Ok((c, tools)) => {
-                    *conn = Some(c);
-                    slot.update(|st| {
-                        st.state = State::Ready;
-                        st.tools = tools;
-                    });
-                }
-                Err(e) => {
-                    slot.update(|st| {
-                        st.state = State::Failed;
-                        st.last_error = Some(e.clone());
-                    });
-                    self.notice(format!("MCP server `{name}` failed to start: {e}"));
-                    return CallOutcome::failed(format!(
-                        "the MCP server `{name}` is not running and did not start again: {e}. Go on without it."
-                    ));
-                }
+            if let Err(e) = slot.start(&mut conn).await {
+                self.notice(format!("MCP server `{name}` failed to start: {e}"));
+                return CallOutcome::failed(format!(
+                    "the MCP server `{name}` is not running and did not start again: {e}. Go on without it."
+                ));
             }
         }
         let Some(c) = conn.as_ref() else {
@@ -741,22 +750,9 @@ async fn cancelled(cancel: &AtomicBool) {
 /// The background start of one server.
 async fn start_slot(slot: Arc<Slot>, notices: Arc<Mutex<Vec<String>>>) {
     let mut conn = slot.conn.lock().await;
-    match slot.connect().await {
-        Ok((c, tools)) => {
-            *conn = Some(c);
-            slot.update(|st| {
-                st.state = State::Ready;
-                st.tools = tools;
-            });
-        }
-        Err(e) => {
-            slot.update(|st| {
-                st.state = State::Failed;
-                st.last_error = Some(e.clone());
-            });
-            if let Ok(mut n) = notices.lock() {
-                n.push(format!("MCP server `{}` failed to start: {e}", slot.name));
-            }
+    if let Err(e) = slot.start(&mut conn).await {
+        if let Ok(mut n) = notices.lock() {
+            n.push(format!("MCP server `{}` failed to start: {e}", slot.name));
         }
     }
 }
