@@ -158,8 +158,8 @@ pub enum Event {
     },
 }
 
-/// How a `compacted` event reads for a person: "compacted: 1,900 → 800 tokens of 2,048 (3 tool
-/// results cut, 4 turns summarized)".
+/// How a `compacted` event reads for a person: "conversation compacted: 1900 → 800 tokens of
+/// 2048 (3 tool results cut, 4 turns summarized)".
 pub fn compaction_line(
     before: usize,
     after: usize,
