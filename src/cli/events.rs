@@ -128,17 +128,9 @@ impl Printer {
                 tool_output(&output)
             ),
             Event::Notice { message } => eprintln!("\n[{message}]"),
-            Event::Compacted {
-                before,
-                after,
-                context,
-                elided,
-                summarized_turns,
-                ..
-            } => eprintln!(
-                "\n[{}]",
-                crate::protocol::compaction_line(before, after, context, elided, summarized_turns)
-            ),
+            e @ Event::Compacted { .. } => {
+                eprintln!("\n[{}]", e.compaction_line().unwrap_or_default())
+            }
             Event::Retrieval { hits, tokens, .. } => {
                 let cited: Vec<String> = hits.iter().map(|h| h.cite()).collect();
                 eprintln!("\n[sources, {tokens} tokens: {}]", cited.join(", "));

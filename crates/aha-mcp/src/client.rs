@@ -306,6 +306,14 @@ struct Slot {
 }
 
 impl Slot {
+    /// Records that the server is down (`state`) and why.
+    fn failed(&self, state: State, why: &str) {
+        self.update(|st| {
+            st.state = state;
+            st.last_error = Some(why.to_string());
+        });
+    }
+
     fn update(&self, f: impl FnOnce(&mut ServerStatus)) {
         if let Ok(mut s) = self.status.lock() {
             f(&mut s);
@@ -344,10 +352,7 @@ impl Slot {
                 Ok(())
             }
             Err(e) => {
-                self.update(|st| {
-                    st.state = State::Failed;
-                    st.last_error = Some(e.clone());
-                });
+                self.failed(State::Failed, &e);
                 Err(e)
             }
         }
@@ -656,10 +661,7 @@ impl McpHub {
         if conn.as_ref().is_some_and(Conn::is_closed) {
             *conn = None;
             let why = format!("it stopped{}", slot.last_words());
-            slot.update(|st| {
-                st.state = State::Crashed;
-                st.last_error = Some(why.clone());
-            });
+            slot.failed(State::Crashed, &why);
             self.notice(format!("MCP server `{name}`: {why}; starting it again"));
         }
         if conn.is_none() {
@@ -701,10 +703,7 @@ impl McpHub {
                     "it stopped during a call to `{tool}` ({e}){}",
                     slot.last_words()
                 );
-                slot.update(|st| {
-                    st.state = State::Crashed;
-                    st.last_error = Some(why.clone());
-                });
+                slot.failed(State::Crashed, &why);
                 self.notice(format!(
                     "MCP server `{name}`: {why}; it starts again on its next call"
                 ));
@@ -723,10 +722,7 @@ impl McpHub {
                     "a call to `{tool}` timed out after {} s (call_timeout_s), so the server was stopped",
                     limit.as_secs()
                 );
-                slot.update(|st| {
-                    st.state = State::Failed;
-                    st.last_error = Some(why.clone());
-                });
+                slot.failed(State::Failed, &why);
                 self.notice(format!(
                     "MCP server `{name}`: {why}; it starts again on its next call"
                 ));

@@ -158,39 +158,43 @@ pub enum Event {
     },
 }
 
-/// How a `compacted` event reads for a person: "conversation compacted: 1900 → 800 tokens of
-/// 2048 (3 tool results cut, 4 turns summarized)".
-pub fn compaction_line(
-    before: usize,
-    after: usize,
-    context: usize,
-    elided: usize,
-    summarized_turns: usize,
-) -> String {
-    let mut what = Vec::new();
-    if elided > 0 {
-        what.push(format!(
-            "{elided} tool {} cut",
-            if elided == 1 { "result" } else { "results" }
-        ));
+impl Event {
+    /// How a `compacted` event reads for a person: "conversation compacted: 1900 → 800 tokens
+    /// of 2048 (3 tool results cut, 4 turns summarized)"; `None` for any other event.
+    pub fn compaction_line(&self) -> Option<String> {
+        let Event::Compacted {
+            before,
+            after,
+            context,
+            elided,
+            summarized_turns,
+            ..
+        } = self
+        else {
+            return None;
+        };
+        let (elided, turns) = (*elided, *summarized_turns);
+        let mut what = Vec::new();
+        if elided > 0 {
+            what.push(format!(
+                "{elided} tool {} cut",
+                if elided == 1 { "result" } else { "results" }
+            ));
+        }
+        if turns > 0 {
+            what.push(format!(
+                "{turns} {} summarized",
+                if turns == 1 { "turn" } else { "turns" }
+            ));
+        }
+        if what.is_empty() {
+            what.push("nothing left to cut".into());
+        }
+        Some(format!(
+            "conversation compacted: {before} → {after} tokens of {context} ({})",
+            what.join(", ")
+        ))
     }
-    if summarized_turns > 0 {
-        what.push(format!(
-            "{summarized_turns} {} summarized",
-            if summarized_turns == 1 {
-                "turn"
-            } else {
-                "turns"
-            }
-        ));
-    }
-    if what.is_empty() {
-        what.push("nothing left to cut".into());
-    }
-    format!(
-        "conversation compacted: {before} → {after} tokens of {context} ({})",
-        what.join(", ")
-    )
 }
 
 fn is_false(b: &bool) -> bool {

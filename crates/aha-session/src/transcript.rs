@@ -482,22 +482,8 @@ impl Transcript {
                 }
             }
             Event::Notice { message } => self.notice(capped(message).into_owned()),
-            Event::Compacted {
-                before,
-                after,
-                context,
-                elided,
-                summarized_turns,
-                summary,
-                ..
-            } => self.push(EntryKind::Compacted {
-                line: aha_protocol::compaction_line(
-                    *before,
-                    *after,
-                    *context,
-                    *elided,
-                    *summarized_turns,
-                ),
+            Event::Compacted { summary, .. } => self.push(EntryKind::Compacted {
+                line: ev.compaction_line().unwrap_or_default(),
                 summary: capped(summary).into_owned(),
             }),
             Event::Retrieval { hits, tokens, .. } => match self.live_mut() {
