@@ -46,6 +46,10 @@ pub struct Config {
     /// [`McpConfig::validate`] when parsed.
     #[serde(default)]
     pub mcp: McpConfig,
+    /// The reasoning microscope (`[trace]`): alternatives per token, budget forcing, loops,
+    /// forks and the confidence window.
+    #[serde(default)]
+    pub trace: aha_protocol::TraceOptions,
 }
 
 impl Config {
@@ -94,6 +98,9 @@ impl Config {
             bail!("compact_at is a share of the context, from 0 (only by hand) to 1");
         }
         c.mcp.validate()?;
+        c.trace
+            .validate()
+            .map_err(|e| anyhow::anyhow!("[trace] {e}"))?;
         Ok(c)
     }
 

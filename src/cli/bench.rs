@@ -35,6 +35,11 @@ pub struct BenchArgs {
     /// or --reps when above 1).
     #[arg(long)]
     pub cancel: bool,
+    /// Compare decoding with N alternatives per token (`--top-logprobs N`) against plain
+    /// decoding, each rep running both in turn; also times the sampler alone with and without
+    /// its best-tokens pass (which every turn runs for the stats' confidence).
+    #[arg(long, value_name = "N")]
+    pub top_logprobs: Option<usize>,
     /// With --speculation: the tasks (JSON lines; default: the built-in set,
     /// `assets/speculate_tasks.jsonl`).
     #[arg(long, value_name = "FILE")]
@@ -124,7 +129,11 @@ pub fn bench(m: &ModelArgs, a: BenchArgs, cfg: &Config) -> Result<i32> {
         assistant_prefix: None,
         constrain_tools: true,
         no_tool_calls: false,
+        trace: Default::default(),
     };
+    if let Some(n) = a.top_logprobs {
+        return bench_top(&mut engine, &a, n, |g| req(tokens.clone(), g));
+    }
     let (mut pf, mut dc, mut tt) = (vec![], vec![], vec![]);
     for _ in 0..a.reps.max(1) {
         engine.truncate(0);
@@ -181,6 +190,70 @@ pub fn bench(m: &ModelArgs, a: BenchArgs, cfg: &Config) -> Result<i32> {
                 c / w.max(1e-9)
             );
         }
+    }
+    Ok(0)
+}
+
+/// `aha bench --top-logprobs N`: decode speed with N alternatives per token against without,
+/// interleaved, and the sampler's own cost with and without its best-tokens pass.
+fn bench_top(
+    engine: &mut crate::engine::LocalEngine,
+    a: &BenchArgs,
+    n: usize,
+    req: impl Fn(usize) -> GenerateRequest,
+) -> Result<i32> {
+    use crate::engine::sampler::Sampler;
+    let ctrl = Control::default();
+    let (mut plain, mut top) = (vec![], vec![]);
+    let mut same = true;
+    for _ in 0..a.reps.max(1) {
+        let mut ids = [Vec::new(), Vec::new()];
+        for (k, out) in [(0, &mut plain), (n, &mut top)] {
+            let mut r = req(a.gen_tokens);
+            r.trace.top_logprobs = k;
+            engine.truncate(0);
+            let mut toks = Vec::new();
+            let s = engine.generate(&r, &ctrl, &mut |e| {
+                if let crate::protocol::Event::TurnFinished { tokens, .. } = e {
+                    toks = tokens;
+                }
+            })?;
+            out.push(s.decode_tok_s);
+            ids[usize::from(k > 0)] = toks;
+        }
+        same &= ids[0] == ids[1];
+    }
+    // The sampler alone over logits of the model's vocabulary size.
+    let vocab = engine.tokenizer.vocab_size();
+    let logits: Vec<f32> = (0..vocab)
+        .map(|i| ((i as u64 * 2654435761) % 1000) as f32 / 100.0)
+        .collect();
+    let time = |k: usize| {
+        let mut s = Sampler::new(SamplingParams::greedy()).with_top(k);
+        let t = std::time::Instant::now();
+        for _ in 0..200 {
+            std::hint::black_box(s.sample(&mut logits.clone(), &[]));
+        }
+        t.elapsed().as_secs_f64() * 1e3 / 200.0
+    };
+    let (bare_ms, five_ms) = (time(0), time(n.max(5)));
+    let (p, t) = (median(plain), median(top));
+    let out = serde_json::json!({
+        "model": engine.name, "gen_tokens": a.gen_tokens, "reps": a.reps.max(1),
+        "kernels": crate::engine::local::qkernels::current().name(),
+        "top_logprobs": n, "decode_tok_s_plain": p, "decode_tok_s_top": t,
+        "slowdown": 1.0 - t / p, "same_tokens": same,
+        "sampler_ms_without_top": bare_ms, "sampler_ms_with_top": five_ms,
+        "vocab": vocab,
+    });
+    if a.json {
+        println!("{out}");
+    } else {
+        println!(
+            "decode {} tokens: {p:.2} tok/s plain, {t:.2} tok/s with --top-logprobs {n} ({:+.1}%), same tokens: {same}\nsampler over {vocab} logits: {bare_ms:.3} ms without the best-tokens pass, {five_ms:.3} ms with it",
+            a.gen_tokens,
+            (t / p - 1.0) * 100.0
+        );
     }
     Ok(0)
 }

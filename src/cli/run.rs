@@ -24,6 +24,19 @@ pub struct RunArgs {
     /// Close the reasoning after N thinking tokens and let the model answer.
     #[arg(long)]
     pub think_budget: Option<usize>,
+    /// Budget forcing: while the reasoning has fewer than N tokens, an attempt to close it is
+    /// replaced by "Wait" ([trace] wait) and the model goes on thinking.
+    #[arg(long, value_name = "N")]
+    pub think_min: Option<usize>,
+    /// Report the N best tokens at each position with their log-probabilities (`top` in the
+    /// --json deltas; at most 20).
+    #[arg(long, value_name = "N")]
+    pub top_logprobs: Option<usize>,
+    /// What a loop in the reasoning does: off, warn (a reasoning_loop event), stop (the turn
+    /// ends) or nudge (a sentence such as "I am going in circles…" is written into the
+    /// reasoning). Default: [trace] loops, else warn.
+    #[arg(long, value_name = "MODE", value_parser = parse_loops)]
+    pub loops: Option<crate::protocol::LoopAction>,
     /// Make the model reason first inside <think>, even if it is not a reasoning model.
     #[arg(long, conflicts_with = "no_think")]
     pub think: bool,
@@ -83,6 +96,11 @@ pub struct RunArgs {
     pub index: Option<std::path::PathBuf>,
 }
 
+fn parse_loops(s: &str) -> Result<crate::protocol::LoopAction, String> {
+    crate::protocol::LoopAction::parse(s)
+        .ok_or_else(|| format!("`{s}`: use off, warn, stop or nudge"))
+}
+
 /// The engine `aha run` uses.
 enum Loaded {
     Local(Box<crate::engine::LocalEngine>),
@@ -105,6 +123,19 @@ pub fn run(
             "{}",
             e.message_for(&format!("--{}", e.field.replace('_', "-")))
         );
+    }
+    let mut trace = cfg.trace.clone();
+    if let Some(n) = a.top_logprobs {
+        trace.top_logprobs = n;
+    }
+    if a.think_min.is_some() {
+        trace.think_min = a.think_min;
+    }
+    if let Some(l) = a.loops {
+        trace.loops = l;
+    }
+    if let Err(e) = trace.validate() {
+        anyhow::bail!("{e}");
     }
     let prompt_text = if a.prompt == "-" {
         std::io::read_to_string(std::io::stdin())?
@@ -165,6 +196,7 @@ pub fn run(
         assistant_prefix: None,
         constrain_tools: true,
         no_tool_calls: a.no_tool_calls,
+        trace,
     };
     // The flags were checked above; what is left to go wrong came from the config file.
     if let Err(e) = req.sampling.validate() {
@@ -220,6 +252,7 @@ pub fn run(
         interactive: false,
         raw: a.raw,
         no_tool_calls: a.no_tool_calls,
+        trace: req.trace.clone(),
         ..Default::default()
     };
     let h = crate::agent::spawn(engine, cfg);
@@ -284,6 +317,7 @@ fn run_agent(
         research: a.research,
         no_retrieve_first: a.no_retrieve_first,
         compact_at: setup.compact_at,
+        trace: req.trace.clone(),
     };
     let h = agent::spawn_with_tools(engine, cfg, Some(host));
     let mut end = drive_turn(&h, text, ctrl, Shown::All, &mut printer);

@@ -391,6 +391,7 @@ fn record() -> impl Strategy<Value = Record> {
                 text: s,
                 logprob: Some(-0.5),
                 entropy: None,
+                top: Vec::new(),
             },
         }),
         (any::<u32>(), text).prop_map(|(t, s)| Record::Event {
@@ -399,6 +400,7 @@ fn record() -> impl Strategy<Value = Record> {
                 text: s,
                 logprob: None,
                 entropy: None,
+                top: Vec::new(),
             },
         }),
         (any::<u32>(), 0usize..3).prop_map(|(t, turn)| Record::Event {

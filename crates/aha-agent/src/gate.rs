@@ -90,6 +90,7 @@ impl AnswerGate {
                 text,
                 logprob,
                 entropy,
+                top,
             } = e
             {
                 let (a, b) = text.split_at(left);
@@ -99,11 +100,13 @@ impl AnswerGate {
                     text: a.to_string(),
                     logprob,
                     entropy,
+                    top,
                 });
                 rest.push(Event::AnswerDelta {
                     text: b.to_string(),
                     logprob,
                     entropy,
+                    top: Vec::new(),
                 });
             }
         }
@@ -134,6 +137,7 @@ impl AnswerGate {
                         text: prose,
                         logprob: None,
                         entropy: None,
+                        top: Vec::new(),
                     });
                 }
             }
@@ -154,6 +158,7 @@ mod tests {
             text: t.into(),
             logprob: Some(-0.5),
             entropy: None,
+            top: Vec::new(),
         }
     }
 

@@ -126,6 +126,7 @@ impl Agent {
         req.max_tokens = self.cfg.max_tokens;
         req.think = self.cfg.think;
         req.think_budget = self.cfg.think_budget;
+        req.trace = self.cfg.trace.clone();
         req.sampling = self
             .cfg
             .sampling

@@ -86,6 +86,9 @@ pub struct AgentConfig {
     /// Compact the conversation before a generation whose prompt passes this share of the
     /// context (0 < share ≤ 1); 0 never compacts by itself (`/compact` still does).
     pub compact_at: f32,
+    /// The reasoning microscope's settings, passed to every generation (alternatives per
+    /// token, `think_min`, loops, forks, confidence window).
+    pub trace: aha_protocol::TraceOptions,
 }
 
 impl Default for AgentConfig {
@@ -106,6 +109,7 @@ impl Default for AgentConfig {
             research: false,
             no_retrieve_first: false,
             compact_at: 0.8,
+            trace: aha_protocol::TraceOptions::default(),
         }
     }
 }
@@ -424,6 +428,8 @@ impl Agent {
                 self.branch(turn, prefix)
             }
             Op::SetThinking { mode, budget } => self.set_thinking(mode, budget),
+            Op::SetThinkMin { min } => self.set_think_min(min),
+            Op::SetLoops { action } => self.set_loops(action),
             Op::Clear => self.clear(),
             Op::Restore { messages } => self.restore(messages),
             Op::Approve { .. } => {
@@ -499,12 +505,14 @@ mod tests {
                     text: w.into(),
                     logprob: None,
                     entropy: None,
+                    top: Vec::new(),
                 });
             }
             emit(Event::AnswerDelta {
                 text: "42".into(),
                 logprob: None,
                 entropy: None,
+                top: Vec::new(),
             });
             let stats = TurnStats::default();
             emit(Event::TurnFinished {
@@ -622,6 +630,7 @@ mod tests {
                 text,
                 logprob: None,
                 entropy: None,
+                top: Vec::new(),
             });
             let stats = TurnStats {
                 answer_tokens: 3,

@@ -88,6 +88,33 @@ impl Agent {
         self.turn(Some(turn), prefix);
     }
 
+    /// Sets budget forcing's minimum for the next turns.
+    pub(super) fn set_think_min(&mut self, min: Option<usize>) {
+        self.cfg.trace.think_min = min.filter(|n| *n > 0);
+        let message = match self.cfg.trace.think_min {
+            Some(n) => format!(
+                "thinking at least {n} tokens: an early close becomes “{}” (from the next turn)",
+                self.cfg.trace.wait
+            ),
+            None => "no minimum for thinking (from the next turn)".to_string(),
+        };
+        self.emit(Event::Notice { message });
+    }
+
+    /// Sets what a loop in the reasoning does, for the next turns.
+    pub(super) fn set_loops(&mut self, action: aha_protocol::LoopAction) {
+        self.cfg.trace.loops = action;
+        let what = match action {
+            aha_protocol::LoopAction::Off => "not watched",
+            aha_protocol::LoopAction::Warn => "flagged",
+            aha_protocol::LoopAction::Stop => "flagged and the turn stopped",
+            aha_protocol::LoopAction::Nudge => "flagged and nudged",
+        };
+        self.emit(Event::Notice {
+            message: format!("reasoning loops: {action} — {what} (from the next turn)"),
+        });
+    }
+
     /// Sets the thinking mode and budget for the next turns.
     pub(super) fn set_thinking(&mut self, mode: ThinkMode, budget: Option<usize>) {
         self.cfg.think = mode;

@@ -53,6 +53,7 @@ impl Engine for Script {
                 text: reasoning.into(),
                 logprob: None,
                 entropy: None,
+                top: Vec::new(),
             });
         }
         let chars: Vec<char> = answer.chars().collect();
@@ -61,6 +62,7 @@ impl Engine for Script {
                 text: piece.iter().collect(),
                 logprob: None,
                 entropy: None,
+                top: Vec::new(),
             });
         }
         let stats = TurnStats {

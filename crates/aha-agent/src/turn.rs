@@ -40,6 +40,13 @@ impl TurnSum {
             t.decode_tok_s = s.decode_tok_s;
         }
         t.finish_reason = s.finish_reason;
+        // Forks add up over the turn's generations; its weakest window is the weakest of theirs.
+        if let Some(f) = s.forks {
+            t.forks = Some(t.forks.unwrap_or(0) + f);
+        }
+        if let Some(c) = s.min_group_confidence {
+            t.min_group_confidence = Some(t.min_group_confidence.map_or(c, |m| m.min(c)));
+        }
         self.tokens.extend(tokens);
     }
 }
@@ -651,6 +658,8 @@ mod tests {
             finish_reason: aha_protocol::FinishReason::from_name(reason),
             drafted_tokens: 5,
             accepted_tokens: answer,
+            forks: Some(answer),
+            min_group_confidence: Some(decode as f32),
         };
         s.add(st(5.0, 3, 7.0, "stop"), vec![1]);
         s.add(st(9.0, 4, 0.0, "length"), vec![2, 3]);
@@ -660,6 +669,8 @@ mod tests {
             want.prefilled_tokens = 2;
             want.thinking_tokens = 4;
             want.drafted_tokens = 10;
+            // forks: 3 + 4; the lower of the two confidences.
+            want.min_group_confidence = Some(0.0);
             want
         });
         assert_eq!(s.tokens, vec![1, 2, 3]);

@@ -82,6 +82,9 @@ pub struct GenerateRequest {
     /// uses it when a model keeps calling instead of answering). Any tools stay described in the
     /// prompt, so the cached prefix still matches.
     pub no_tool_calls: bool,
+    /// The microscope's settings: alternatives per token, budget forcing (`think_min`), what a
+    /// reasoning loop does, and how forks and confidence are counted in the stats.
+    pub trace: aha_protocol::TraceOptions,
 }
 
 impl GenerateRequest {
@@ -98,6 +101,7 @@ impl GenerateRequest {
             assistant_prefix: None,
             constrain_tools: true,
             no_tool_calls: false,
+            trace: aha_protocol::TraceOptions::default(),
         }
     }
 }

@@ -48,20 +48,27 @@ impl Segment {
         }
     }
 
-    /// The protocol event for this segment, with the producing token's log-probability and
-    /// entropy when they are known.
-    pub fn into_event(self, logprob: Option<f32>, entropy: Option<f32>) -> aha_protocol::Event {
+    /// The protocol event for this segment, with the producing token's log-probability,
+    /// entropy and alternatives when they are known.
+    pub fn into_event(
+        self,
+        logprob: Option<f32>,
+        entropy: Option<f32>,
+        top: Vec<aha_protocol::TopToken>,
+    ) -> aha_protocol::Event {
         use aha_protocol::Event;
         match self {
             Segment::Thinking(text) => Event::ThinkingDelta {
                 text,
                 logprob,
                 entropy,
+                top,
             },
             Segment::Answer(text) => Event::AnswerDelta {
                 text,
                 logprob,
                 entropy,
+                top,
             },
         }
     }

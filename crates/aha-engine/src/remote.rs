@@ -497,7 +497,7 @@ impl StreamState {
     fn emit_segments(&mut self, segs: Vec<Segment>, emit: &mut dyn FnMut(Event)) {
         for s in segs {
             self.emitted = true;
-            emit(s.into_event(None, None));
+            emit(s.into_event(None, None, Vec::new()));
         }
     }
 
@@ -545,6 +545,7 @@ impl StreamState {
                 text: text.to_string(),
                 logprob: None,
                 entropy: None,
+                top: Vec::new(),
             });
         }
     }

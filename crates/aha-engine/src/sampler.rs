@@ -24,13 +24,34 @@ pub struct Sampled {
 pub struct Sampler {
     pub params: SamplingParams,
     rng: StdRng,
+    /// How many of the best tokens [`Sampler::top`] reports after each sample (0: none).
+    report_top: usize,
+    top: Vec<(u32, f32)>,
 }
 
 impl Sampler {
     /// A sampler seeded from `params.seed`.
     pub fn new(params: SamplingParams) -> Self {
         let rng = StdRng::seed_from_u64(params.seed);
-        Self { params, rng }
+        Self {
+            params,
+            rng,
+            report_top: 0,
+            top: Vec::new(),
+        }
+    }
+
+    /// Also keeps the best `k` tokens of each distribution, for [`Sampler::top`].
+    pub fn with_top(mut self, k: usize) -> Self {
+        self.report_top = k;
+        self
+    }
+
+    /// The best tokens of the latest distribution with their log-probabilities (the same
+    /// scale as [`Sampled::logprob`]), best first; ties go to the lower id. Empty unless
+    /// [`Sampler::with_top`] asked for them.
+    pub fn top(&self) -> &[(u32, f32)] {
+        &self.top
     }
 
     /// Picks the next token from `logits`, given the tokens so far (for the repetition penalty).
@@ -69,6 +90,13 @@ impl Sampler {
             let lp = logp(*l) as f64;
             if lp.is_finite() {
                 entropy -= lp.exp() * lp;
+            }
+        }
+        self.top.clear();
+        if self.report_top > 0 {
+            best_k(logits, self.report_top, &mut self.top);
+            for e in self.top.iter_mut() {
+                e.1 = logp(e.1);
             }
         }
         let token = if p.temperature <= 0.0 {
@@ -132,6 +160,25 @@ impl Sampler {
     }
 }
 
+/// The `k` largest finite values of `v` with their indices, largest first (lower index first on
+/// ties), into `out`: one pass that keeps a small sorted list.
+pub fn best_k(v: &[f32], k: usize, out: &mut Vec<(u32, f32)>) {
+    out.clear();
+    if k == 0 {
+        return;
+    }
+    for (i, &x) in v.iter().enumerate() {
+        if !x.is_finite() || (out.len() == k && x <= out[k - 1].1) {
+            continue;
+        }
+        let at = out.partition_point(|e| e.1 >= x);
+        if out.len() == k {
+            out.pop();
+        }
+        out.insert(at, (i as u32, x));
+    }
+}
+
 /// Index of the largest value (the first on ties).
 pub fn argmax(v: &[f32]) -> u32 {
     let mut best = 0;
@@ -162,6 +209,29 @@ mod tests {
         let mut u = vec![0.0; 4];
         let r = s.sample(&mut u, &[]);
         assert!((r.entropy - 4f32.ln()).abs() < 1e-5);
+    }
+
+    #[test]
+    fn top_tokens_are_the_best_of_the_softmax_best_first() {
+        let mut s = Sampler::new(SamplingParams::greedy()).with_top(3);
+        let raw = vec![0.5, 3.0, f32::NEG_INFINITY, 2.0, 3.0, -1.0];
+        let mut l = raw.clone();
+        let r = s.sample(&mut l, &[]);
+        let z: f32 = raw.iter().filter(|x| x.is_finite()).map(|x| x.exp()).sum();
+        let ids: Vec<u32> = s.top().iter().map(|e| e.0).collect();
+        assert_eq!(ids, vec![1, 4, 3], "ties go to the lower id");
+        for (id, lp) in s.top() {
+            assert!((lp.exp() - raw[*id as usize].exp() / z).abs() < 1e-6);
+        }
+        assert_eq!(s.top()[0], (r.token, r.logprob));
+        // Fewer finite values than asked for: only those.
+        let mut masked = vec![f32::NEG_INFINITY, 1.0, f32::NEG_INFINITY];
+        s.sample(&mut masked, &[]);
+        assert_eq!(s.top().len(), 1);
+        // Not asked for: nothing kept.
+        let mut plain = Sampler::new(SamplingParams::greedy());
+        plain.sample(&mut raw.clone(), &[]);
+        assert!(plain.top().is_empty());
     }
 
     #[test]

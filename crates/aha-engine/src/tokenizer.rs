@@ -297,6 +297,24 @@ impl StreamDecoder {
     }
 }
 
+impl StreamDecoder {
+    /// The text each of `ids` would add if it came next instead of the next step's token, read
+    /// with the bytes still held back (a byte token that completes a character shows as that
+    /// character; an incomplete one as U+FFFD).
+    pub fn peek(&self, tok: &TextTokenizer, ids: &[u32]) -> Result<Vec<String>> {
+        let before = tok.decode(&self.ids[self.prefix..self.read])?;
+        let mut buf = self.ids[self.prefix..].to_vec();
+        let mut out = Vec::with_capacity(ids.len());
+        for &id in ids {
+            buf.push(id);
+            let now = tok.decode(&buf)?;
+            buf.pop();
+            out.push(now.get(before.len()..).unwrap_or_default().to_string());
+        }
+        Ok(out)
+    }
+}
+
 /// GPT-2's byte-to-unicode map: printable bytes stand for themselves, the rest move past U+0100.
 pub fn byte_symbol(b: u8) -> char {
     let printable = |c: u8| {

@@ -5,10 +5,12 @@ pub mod panic;
 pub mod sampling;
 pub mod settings;
 pub mod tool;
+pub mod trace;
 
 pub use chat::{ChatMessage, Role};
 pub use settings::{FinishReason, Policy, ThinkMode, TurnId};
 pub use tool::ToolSpec;
+pub use trace::{LoopAction, TopToken, TraceOptions};
 
 use serde::{Deserialize, Serialize};
 
@@ -37,6 +39,16 @@ pub struct TurnStats {
     /// Of those, tokens the model's own choice confirmed (each saved a forward pass).
     #[serde(default)]
     pub accepted_tokens: usize,
+    /// Forking tokens among those sampled: entropy in the trace's top share and above the
+    /// floor ([`TraceOptions::fork_share`], [`TraceOptions::fork_min_nats`]). `None` when the
+    /// engine reports no entropies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forks: Option<usize>,
+    /// The lowest group confidence over the turn (DeepConf: the mean negative log-probability
+    /// of the best 5 tokens, averaged over windows of [`TraceOptions::confidence_window`]
+    /// tokens). Low values flag a weak trace. `None` when the engine reports no alternatives.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_group_confidence: Option<f32>,
 }
 
 /// What the agent/engine reports, in order. Serialised as one JSON object per line with a `"type"` field.
@@ -52,6 +64,10 @@ pub enum Event {
         /// Entropy (nats) of the distribution the token was drawn from.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         entropy: Option<f32>,
+        /// The best tokens the model weighed at this position, the chosen one among them
+        /// (`--top-logprobs N`; absent without it).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        top: Vec<TopToken>,
     },
     /// A piece of the answer.
     AnswerDelta {
@@ -60,6 +76,10 @@ pub enum Event {
         logprob: Option<f32>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         entropy: Option<f32>,
+        /// The best tokens the model weighed at this position, the chosen one among them
+        /// (`--top-logprobs N`; absent without it).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        top: Vec<TopToken>,
     },
     /// The model asked for a tool.
     ToolCall {
@@ -138,6 +158,14 @@ pub enum Event {
         supported_claims: usize,
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         unsupported_numbers: Vec<String>,
+    },
+    /// The reasoning repeats itself: `text` (a sentence, or a stretch repeated back to back)
+    /// has occurred `count` times; `action` is what was done about it (`warn`: nothing;
+    /// `stop`: the turn ends; `nudge`: the nudge sentence was written into the reasoning).
+    ReasoningLoop {
+        count: usize,
+        text: String,
+        action: LoopAction,
     },
     /// The conversation was compacted to fit the context, before a generation (or by
     /// `Op::Compact`): `elided` old tool results were cut to their head and tail, and the
@@ -264,6 +292,14 @@ pub enum Op {
         #[serde(default)]
         budget: Option<usize>,
     },
+    /// Budget forcing for the next turns: while the reasoning has fewer than `min` tokens, an
+    /// attempt to close it is replaced by "Wait" (`None`: off).
+    SetThinkMin {
+        #[serde(default)]
+        min: Option<usize>,
+    },
+    /// What a loop in the reasoning does from the next turn: off | warn | stop | nudge.
+    SetLoops { action: LoopAction },
     /// Approval policy: read-only | ask | auto-edit | full-auto.
     SetPolicy { policy: Policy },
     /// Research mode for the next turns: retrieve from the document index before answering, and
@@ -301,6 +337,7 @@ mod tests {
             text: "hm".into(),
             logprob: None,
             entropy: None,
+            top: Vec::new(),
         };
         assert_eq!(
             serde_json::to_string(&e).unwrap(),

@@ -29,7 +29,7 @@ macro_rules! by_name {
 }
 
 /// Why a turn (or one generation) ended. The complete set: `stop`, `length`, `context`,
-/// `cancelled`, `incomplete`, `error`, `step_limit`, `repeated_call`, plus whatever other reason
+/// `cancelled`, `incomplete`, `error`, `step_limit`, `repeated_call`, `loop`, plus whatever other reason
 /// a remote server gives (`content_filter`…), passed through as `Other`.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub enum FinishReason {
@@ -50,6 +50,8 @@ pub enum FinishReason {
     StepLimit,
     /// The agent stopped a model that kept repeating the same tool calls.
     RepeatedCall,
+    /// The reasoning went in circles and the loop setting is `stop`.
+    Loop,
     /// A reason from a remote server that aha has no name for.
     Other(String),
 }
@@ -65,6 +67,7 @@ impl FinishReason {
             Self::Error => "error",
             Self::StepLimit => "step_limit",
             Self::RepeatedCall => "repeated_call",
+            Self::Loop => "loop",
             Self::Other(s) => s,
         }
     }
@@ -80,6 +83,7 @@ impl FinishReason {
             "error" => Self::Error,
             "step_limit" => Self::StepLimit,
             "repeated_call" => Self::RepeatedCall,
+            "loop" => Self::Loop,
             other => Self::Other(other.to_string()),
         }
     }

@@ -437,6 +437,25 @@ fn to_generate(s: &AppState, r: &ChatRequest) -> Result<GenerateRequest, ApiErro
         None => ThinkMode::Auto,
     };
     let _ = s.reasoning;
+    let top_logprobs = match (r.logprobs, r.top_logprobs) {
+        (_, Some(n)) if n as usize > aha_protocol::trace::MAX_TOP_LOGPROBS => {
+            return Err(ApiError::bad_request(
+                format!(
+                    "top_logprobs {n} is out of range: it must be from 0 to {}",
+                    aha_protocol::trace::MAX_TOP_LOGPROBS
+                ),
+                Some("top_logprobs".into()),
+            ))
+        }
+        (Some(true), n) => n.unwrap_or(0) as usize,
+        (_, Some(n)) if n > 0 => {
+            return Err(ApiError::bad_request(
+                "top_logprobs needs logprobs: true",
+                Some("top_logprobs".into()),
+            ))
+        }
+        _ => 0,
+    };
     Ok(GenerateRequest {
         prompt: Prompt::Chat(r.chat_messages()),
         sampling,
@@ -450,6 +469,10 @@ fn to_generate(s: &AppState, r: &ChatRequest) -> Result<GenerateRequest, ApiErro
         // `tool_choice: "none"` offers no tools; the reply is not constrained further, since a
         // client may well ask for a JSON answer.
         no_tool_calls: false,
+        trace: aha_protocol::TraceOptions {
+            top_logprobs,
+            ..aha_protocol::TraceOptions::default()
+        },
     })
 }
 
@@ -589,7 +612,8 @@ async fn chat(State(s): State<Arc<AppState>>, req: Request) -> Response {
         Ok(g) => g,
         Err(e) => return e.into_response(),
     };
-    let tr = Translator::new(r.stops(), req.tools.as_deref());
+    let tr =
+        Translator::new(r.stops(), req.tools.as_deref()).with_logprobs(r.logprobs == Some(true));
     let Submitted {
         rx,
         guard,
@@ -626,8 +650,19 @@ async fn whole_reply(
     mut tr: Translator,
 ) -> Response {
     let (mut content, mut reasoning, mut calls) = (String::new(), String::new(), Vec::new());
+    let (mut lp_content, mut lp_reasoning) = (Vec::new(), Vec::new());
     while let Some(e) = rx.recv().await {
-        for o in tr.event(e) {
+        let outs = tr.event(e);
+        if let Some(lp) = tr.take_logprobs() {
+            lp_content.extend(lp["content"].as_array().cloned().unwrap_or_default());
+            lp_reasoning.extend(
+                lp["reasoning_content"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default(),
+            );
+        }
+        for o in outs {
             match o {
                 Out::Reasoning(t) => reasoning.push_str(&t),
                 Out::Content(t) => content.push_str(&t),
@@ -663,12 +698,21 @@ async fn whole_reply(
     if !calls.is_empty() {
         message["tool_calls"] = json!(calls);
     }
+    let logprobs = if tr.logprobs() {
+        let mut v = json!({"content": lp_content});
+        if !lp_reasoning.is_empty() {
+            v["reasoning_content"] = json!(lp_reasoning);
+        }
+        v
+    } else {
+        Value::Null
+    };
     Json(json!({
         "id": id,
         "object": "chat.completion",
         "created": now_secs(),
         "model": model,
-        "choices": [{"index": 0, "message": message, "finish_reason": tr.finish_reason(), "logprobs": null}],
+        "choices": [{"index": 0, "message": message, "finish_reason": tr.finish_reason(), "logprobs": logprobs}],
         "usage": tr.usage(),
     }))
     .into_response()
@@ -686,10 +730,11 @@ fn stream_reply(
 ) -> impl IntoResponse {
     let (out_tx, out_rx) = mpsc::channel::<Result<SseEvent, std::convert::Infallible>>(64);
     let created = now_secs();
-    let chunk = move |delta: Value, finish: Option<&str>| {
+    let chunk = move |delta: Value, finish: Option<&str>, logprobs: Option<Value>| {
         json!({
             "id": id, "object": "chat.completion.chunk", "created": created, "model": model,
-            "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": null}],
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish,
+                         "logprobs": logprobs.unwrap_or(Value::Null)}],
         })
     };
     tokio::spawn(async move {
@@ -703,7 +748,13 @@ fn stream_reply(
                     .is_ok()
             }
         };
-        if !send(chunk(json!({"role": "assistant", "content": ""}), None)).await {
+        if !send(chunk(
+            json!({"role": "assistant", "content": ""}),
+            None,
+            None,
+        ))
+        .await
+        {
             return;
         }
         // Queued past STREAM_VERDICT_WAIT: a refused prompt is reported in the stream.
@@ -720,13 +771,18 @@ fn stream_reply(
             }
         }
         while let Some(e) = rx.recv().await {
-            for o in tr.event(e) {
+            let outs = tr.event(e);
+            let n = outs.len();
+            for (i, o) in outs.into_iter().enumerate() {
                 let delta = match o {
                     Out::Reasoning(t) => json!({"reasoning_content": t}),
                     Out::Content(t) => json!({"content": t}),
                     Out::ToolCall(c) => json!({"tool_calls": [c]}),
                 };
-                if !send(chunk(delta, None)).await {
+                // The tokens' log-probabilities ride with the last piece they produced (text
+                // a stop string holds back takes them to a later chunk).
+                let lp = if i + 1 == n { tr.take_logprobs() } else { None };
+                if !send(chunk(delta, None, lp)).await {
                     return;
                 }
             }
@@ -737,11 +793,12 @@ fn stream_reply(
         if let (Some(err), None) = (&tr.error, &tr.stats) {
             let _ = send(json!({"error": {"message": err, "type": "server_error", "param": null, "code": null}})).await;
         } else {
-            if !send(chunk(json!({}), Some(tr.finish_reason()))).await {
+            let lp = tr.take_logprobs();
+            if !send(chunk(json!({}), Some(tr.finish_reason()), lp)).await {
                 return;
             }
             if include_usage {
-                let mut u = chunk(json!({}), None);
+                let mut u = chunk(json!({}), None, None);
                 u["choices"] = json!([]);
                 u["usage"] = tr.usage();
                 let _ = send(u).await;

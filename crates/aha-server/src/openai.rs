@@ -449,6 +449,27 @@ pub struct Translator {
     pub stats: Option<TurnStats>,
     /// An error the engine returned.
     pub error: Option<String>,
+    /// `logprobs: true`: each token's log-probability (and its alternatives) is collected.
+    logprobs: bool,
+    /// Collected and not yet sent: entries of the answer and of the reasoning.
+    lp_content: Vec<Value>,
+    lp_reasoning: Vec<Value>,
+}
+
+/// OpenAI's log-probability entry of one token: its text, log-probability, UTF-8 bytes and
+/// the best alternatives.
+fn logprob_entry(text: &str, logprob: Option<f32>, top: &[aha_protocol::TopToken]) -> Value {
+    let alt: Vec<Value> = top
+        .iter()
+        .map(|t| json!({"token": t.text, "logprob": t.logprob, "bytes": t.text.as_bytes()}))
+        .collect();
+    json!({
+        "token": text,
+        // A token written on the model's behalf (a forced close) has none: OpenAI's floor.
+        "logprob": logprob.unwrap_or(-9999.0),
+        "bytes": text.as_bytes(),
+        "top_logprobs": alt,
+    })
 }
 
 impl Translator {
@@ -460,6 +481,9 @@ impl Translator {
             .filter_map(|t| t["function"]["name"].as_str().map(str::to_string))
             .collect();
         Self {
+            logprobs: false,
+            lp_content: Vec::new(),
+            lp_reasoning: Vec::new(),
             stop: StopFilter::new(stops),
             tools: tools.map(|_| ToolCallFilter::default()),
             names,
@@ -535,9 +559,45 @@ impl Translator {
         }
     }
 
+    /// Whether log-probabilities are collected.
+    pub fn logprobs(&self) -> bool {
+        self.logprobs
+    }
+
+    /// Collects each token's log-probability (`logprobs: true` in the request).
+    pub fn with_logprobs(mut self, on: bool) -> Self {
+        self.logprobs = on;
+        self
+    }
+
+    /// The log-probabilities collected since the last call, as OpenAI's `logprobs` object
+    /// (`content`, and aha's `reasoning_content` for the reasoning's tokens); `None` when
+    /// there are none, or they were not asked for.
+    pub fn take_logprobs(&mut self) -> Option<Value> {
+        if self.lp_content.is_empty() && self.lp_reasoning.is_empty() {
+            return None;
+        }
+        let mut v = json!({"content": std::mem::take(&mut self.lp_content)});
+        if !self.lp_reasoning.is_empty() {
+            v["reasoning_content"] = json!(std::mem::take(&mut self.lp_reasoning));
+        }
+        Some(v)
+    }
+
     /// One engine event.
     pub fn event(&mut self, e: Event) -> Vec<Out> {
         let mut out = Vec::new();
+        if self.logprobs && !self.stop.hit {
+            match &e {
+                Event::ThinkingDelta {
+                    text, logprob, top, ..
+                } => self.lp_reasoning.push(logprob_entry(text, *logprob, top)),
+                Event::AnswerDelta {
+                    text, logprob, top, ..
+                } => self.lp_content.push(logprob_entry(text, *logprob, top)),
+                _ => {}
+            }
+        }
         match e {
             Event::ThinkingDelta { text, .. } if !self.stop.hit => out.push(Out::Reasoning(text)),
             Event::AnswerDelta { text, .. } => {
@@ -656,12 +716,14 @@ mod tests {
             text: "{\"name\": \"get_weather\", ".into(),
             logprob: None,
             entropy: None,
+            top: Vec::new(),
         });
         assert!(out.is_empty());
         out.extend(tr.event(Event::AnswerDelta {
             text: "\"arguments\": {\"city\": \"Paris\"}}".into(),
             logprob: None,
             entropy: None,
+            top: Vec::new(),
         }));
         out.extend(tr.event(Event::TurnFinished {
             stats: TurnStats::default(),

@@ -10,6 +10,7 @@ fn think(text: &str) -> Event {
         text: text.into(),
         logprob: Some(-0.1),
         entropy: Some(0.3),
+        top: Vec::new(),
     }
 }
 
@@ -18,6 +19,7 @@ fn answer(text: &str) -> Event {
         text: text.into(),
         logprob: None,
         entropy: None,
+        top: Vec::new(),
     }
 }
 

@@ -26,6 +26,9 @@ pub struct Tok {
     pub text: String,
     pub logprob: Option<f32>,
     pub entropy: Option<f32>,
+    /// The best tokens the model weighed here, this one among them (empty unless the engine
+    /// reported them).
+    pub top: Vec<aha_protocol::TopToken>,
     /// Milliseconds since the session clock started when it arrived.
     pub t_ms: u64,
     /// Copied from the reply this one branched from (or typed in by a person).
@@ -103,6 +106,43 @@ pub struct Reply {
     pub citations: Vec<CitationMark>,
     /// Research mode: the verdict on the answer.
     pub check: Option<AnswerCheck>,
+    /// Loops the engine found in the reasoning, in order.
+    pub loops: Vec<LoopMark>,
+}
+
+/// A loop in a reply's reasoning: `text` occurred `count` times by reasoning token `at`
+/// (where the engine said so), and what was done about it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LoopMark {
+    pub at: usize,
+    pub count: usize,
+    pub text: String,
+    pub action: aha_protocol::LoopAction,
+}
+
+impl LoopMark {
+    /// How a loop reads for a person: "reasoning is repeating itself (3×)", and what was done.
+    pub fn line(&self) -> String {
+        let what = match self.action {
+            aha_protocol::LoopAction::Stop => ": stopped",
+            aha_protocol::LoopAction::Nudge => ": nudged",
+            _ => "",
+        };
+        format!(
+            "reasoning is repeating itself ({}×){what}: “{}”",
+            self.count,
+            capped_chars(&self.text, 80)
+        )
+    }
+}
+
+/// `s` cut to `n` characters, with an ellipsis when cut.
+fn capped_chars(s: &str, n: usize) -> String {
+    let mut out: String = s.chars().take(n).collect();
+    if s.chars().count() > n {
+        out.push('…');
+    }
+    out
 }
 
 /// A checked citation of an answer (`citation` event).
@@ -165,6 +205,7 @@ impl Reply {
             sources: None,
             citations: Vec::new(),
             check: None,
+            loops: Vec::new(),
         }
     }
 
@@ -364,6 +405,7 @@ impl Transcript {
                 text,
                 logprob,
                 entropy,
+                top,
             } => {
                 if self.live.is_none() {
                     // An engine that reports no turn_started (older logs): open a reply.
@@ -377,6 +419,7 @@ impl Transcript {
                         text: text.into_owned(),
                         logprob: *logprob,
                         entropy: *entropy,
+                        top: top.clone(),
                         t_ms: now,
                         inherited: false,
                     });
@@ -482,6 +525,37 @@ impl Transcript {
                 }
             }
             Event::Notice { message } => self.notice(capped(message).into_owned()),
+            Event::ReasoningLoop {
+                count,
+                text,
+                action,
+            } => {
+                let Some(r) = self.live_mut() else {
+                    return;
+                };
+                let mark = LoopMark {
+                    at: r.tokens.len(),
+                    count: *count,
+                    text: capped(text).into_owned(),
+                    action: *action,
+                };
+                // A loop that goes on updates its mark; a notice says so the first time, and
+                // when something was done about it.
+                let known = r.loops.iter_mut().rev().find(|m| m.text == mark.text);
+                let new = match known {
+                    Some(m) if m.action == mark.action => {
+                        m.count = mark.count;
+                        false
+                    }
+                    _ => {
+                        r.loops.push(mark.clone());
+                        true
+                    }
+                };
+                if new {
+                    self.notice(mark.line());
+                }
+            }
             Event::Compacted { summary, .. } => self.push(EntryKind::Compacted {
                 line: ev.compaction_line().unwrap_or_default(),
                 summary: capped(summary).into_owned(),
@@ -596,10 +670,17 @@ impl Transcript {
                 }
                 let inserted = &text[common.max(at_byte)..];
                 if !inserted.is_empty() {
+                    // A branch on one of the alternatives the parent weighed at this token
+                    // keeps that alternative's probability.
+                    let alt = p
+                        .tokens
+                        .get(kept_n)
+                        .and_then(|t| t.top.iter().find(|a| a.text == inserted).map(|a| a.logprob));
                     reply.tokens.push(Tok {
                         text: inserted.to_string(),
-                        logprob: None,
+                        logprob: alt,
                         entropy: None,
+                        top: Vec::new(),
                         t_ms: now,
                         inherited: true,
                     });
@@ -688,6 +769,7 @@ mod tests {
                 text: "a".repeat(max + 10),
                 logprob: None,
                 entropy: None,
+                top: Vec::new(),
             },
             1,
         );

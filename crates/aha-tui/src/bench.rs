@@ -59,6 +59,7 @@ pub fn reply_events(i: usize, tokens: usize) -> Vec<Event> {
             text,
             logprob: Some(-((k % 7) as f32) * 0.3),
             entropy: Some((k % 5) as f32 * 0.7),
+            top: Vec::new(),
         });
     }
     let mut answer = format!(
@@ -73,6 +74,7 @@ pub fn reply_events(i: usize, tokens: usize) -> Vec<Event> {
             text: w.to_string(),
             logprob: None,
             entropy: None,
+            top: Vec::new(),
         });
     }
     out.push(Event::TurnFinished {
@@ -145,12 +147,14 @@ pub fn frame_times(messages: usize, frames: usize, w: u16, h: u16) -> Result<Fra
                 text: WORDS[k % WORDS.len()].into(),
                 logprob: Some(-0.2),
                 entropy: Some(0.4),
+                top: Vec::new(),
             }
         } else {
             Event::AnswerDelta {
                 text: WORDS[k % WORDS.len()].into(),
                 logprob: None,
                 entropy: None,
+                top: Vec::new(),
             }
         };
         app.t.apply_event(&e, k as u64);
@@ -231,6 +235,7 @@ pub fn cpu_load(tok_s: u32, secs: f64, w: u16, h: u16) -> Result<CpuLoad> {
                 },
                 logprob: None,
                 entropy: None,
+                top: Vec::new(),
             });
             k += 1;
         }

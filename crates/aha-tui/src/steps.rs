@@ -223,6 +223,7 @@ mod tests {
                 text: w.to_string(),
                 logprob: Some(-(i as f32) * 0.1),
                 entropy: Some(0.5),
+                top: Vec::new(),
                 t_ms: (i as u64 + 1) * 50,
                 inherited: false,
             })

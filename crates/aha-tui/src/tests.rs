@@ -35,6 +35,7 @@ fn think(a: &mut App, text: &str) {
                 text: w.to_string(),
                 logprob: Some(-((i % 9) as f32) * 0.25),
                 entropy: Some((i % 6) as f32 * 0.6),
+                top: Vec::new(),
             },
         );
     }
@@ -48,6 +49,7 @@ fn answer(a: &mut App, text: &str) {
                 text: w.to_string(),
                 logprob: None,
                 entropy: None,
+                top: Vec::new(),
             },
         );
     }

@@ -568,6 +568,7 @@ fn a_session_with_a_50_mb_delta_resumes_in_bounded_memory_and_says_what_was_cut(
             text: "x".repeat(10 << 20),
             logprob: None,
             entropy: None,
+            top: Vec::new(),
         },
     )
     .unwrap();

@@ -9,7 +9,8 @@ use crate::reasoning::{ReasoningParser, Segment};
 use crate::sampler::Sampler;
 use crate::tokenizer::{StreamDecoder, TextTokenizer};
 use crate::{Control, GenerateRequest, PreparedPrompt};
-use aha_protocol::{Event, TurnStats};
+use aha_protocol::trace::{self, LoopDetector};
+use aha_protocol::{Event, LoopAction, TopToken, TurnStats};
 use anyhow::Result;
 use llguidance::ParserFactory;
 use serde_json::Value;
@@ -22,17 +23,22 @@ use std::time::Instant;
 pub const BUDGET_CLOSE: &str = "\n</think>\n\n";
 
 /// Emits the segments of one decoded piece; when the piece stayed one segment it keeps its
-/// token's log-probability and entropy.
+/// token's log-probability, entropy and alternatives.
 pub fn emit_segments(
     emit: &mut dyn FnMut(Event),
     segs: Vec<Segment>,
     lp: Option<f32>,
     ent: Option<f32>,
+    top: Vec<TopToken>,
 ) {
-    let one = segs.len() == 1;
+    if segs.len() == 1 {
+        if let Some(s) = segs.into_iter().next() {
+            emit(s.into_event(lp, ent, top));
+        }
+        return;
+    }
     for s in segs {
-        let (lp, ent) = if one { (lp, ent) } else { (None, None) };
-        emit(s.into_event(lp, ent));
+        emit(s.into_event(None, None, Vec::new()));
     }
 }
 
@@ -327,6 +333,28 @@ impl OpenerMask {
     }
 }
 
+/// The most nudges a turn writes; a loop after them ends the turn.
+pub const MAX_NUDGES: usize = 2;
+
+/// The token chosen at a position: sampled (with its log-probability, the entropy it was drawn
+/// from and the best tokens of that distribution) or written on the model's behalf.
+#[derive(Debug, Default)]
+struct Chosen {
+    token: u32,
+    logprob: Option<f32>,
+    entropy: Option<f32>,
+    top: Vec<(u32, f32)>,
+}
+
+impl Chosen {
+    fn forced(token: u32) -> Self {
+        Self {
+            token,
+            ..Self::default()
+        }
+    }
+}
+
 /// One turn of local generation after the prefill: which token comes next and what it shows.
 pub struct Turn<'r> {
     req: &'r GenerateRequest,
@@ -339,6 +367,20 @@ pub struct Turn<'r> {
     calls: CallGrammar,
     openers: OpenerMask,
     budget: ThinkBudget,
+    /// Tokens written into the reasoning on the model's behalf, next: budget forcing's "Wait"
+    /// (`think_min`) and the nudge out of a loop.
+    inserted: VecDeque<u32>,
+    /// Watches the reasoning for loops (absent with `loops = off`).
+    loops: Option<LoopDetector>,
+    nudges: usize,
+    /// A loop ended the turn (`loops = stop`).
+    looped: bool,
+    /// Whether the reasoning's text so far ends in whitespace (where "Wait" goes without a space).
+    thinking_ends_in_space: bool,
+    /// Per generated token: the entropy and DeepConf's token confidence (`None` where the
+    /// token was written on the model's behalf), for the turn's forks and group confidence.
+    entropies: Vec<Option<f32>>,
+    confidences: Vec<Option<f32>>,
     stats: StatsAccumulator,
 }
 
@@ -350,12 +392,15 @@ impl<'r> Turn<'r> {
         mut calls: CallGrammar,
         openers: Option<Arc<CallOpeners>>,
     ) -> Result<Self> {
-        let sampler = Sampler::new(req.sampling.clone());
+        let sampler = Sampler::new(req.sampling.clone())
+            .with_top(req.trace.top_logprobs.max(trace::CONFIDENCE_K));
         let mut parser = ReasoningParser::new(prompt.started_in_think);
         // A branch continues an assistant turn: put the parser where that text left it.
         let _ = parser.push(&prompt.assistant_prefix);
         let openers = OpenerMask::new(openers, parser.in_thinking(), &prompt.assistant_prefix);
         calls.start_after_prefix(&prompt.assistant_prefix, parser.in_thinking())?;
+        let loops =
+            (req.trace.loops != LoopAction::Off).then(|| LoopDetector::new(req.trace.loop_repeats));
         Ok(Self {
             req,
             sampler,
@@ -366,6 +411,17 @@ impl<'r> Turn<'r> {
             calls,
             openers,
             budget: ThinkBudget::new(req.think_budget),
+            inserted: VecDeque::new(),
+            loops,
+            nudges: 0,
+            looped: false,
+            thinking_ends_in_space: prompt
+                .assistant_prefix
+                .chars()
+                .last()
+                .is_none_or(char::is_whitespace),
+            entropies: Vec::new(),
+            confidences: Vec::new(),
             stats,
         })
     }
@@ -404,20 +460,53 @@ impl<'r> Turn<'r> {
         self.stats.finish(reason);
     }
 
-    /// The next token: the budget's forced close, or a sample from `logits` under the masks.
+    /// The next token: a forced one (the budget's close, an inserted "Wait" or nudge), or a
+    /// sample from `logits` under the masks, which budget forcing may replace by "Wait".
     fn choose(
         &mut self,
         logits: &mut [f32],
+        tok: &TextTokenizer,
         emit: &mut dyn FnMut(Event),
-    ) -> (u32, Option<f32>, Option<f32>) {
-        if let Some(t) = self.budget.forced() {
-            return (t, None, None);
+    ) -> Result<Chosen> {
+        if let Some(t) = self.budget.forced().or_else(|| self.inserted.pop_front()) {
+            return Ok(Chosen::forced(t));
         }
         self.openers.apply(logits, self.parser.in_thinking());
         self.calls.mask(logits, emit);
         let s = self.sampler.sample(logits, &self.history);
+        if self.too_early_to_stop(tok, s.token) {
+            // s1's budget forcing: the model tried to end its reasoning before `think_min`
+            // tokens; it writes "Wait" instead and goes on thinking.
+            let sep = if self.thinking_ends_in_space { "" } else { " " };
+            self.inserted
+                .extend(tok.encode(&format!("{sep}{}", self.req.trace.wait))?);
+            if let Some(t) = self.inserted.pop_front() {
+                return Ok(Chosen::forced(t));
+            }
+        }
         self.calls.consume(s.token);
-        (s.token, Some(s.logprob), Some(s.entropy))
+        Ok(Chosen {
+            token: s.token,
+            logprob: Some(s.logprob),
+            entropy: Some(s.entropy),
+            top: self.sampler.top().to_vec(),
+        })
+    }
+
+    /// Whether `token` would end the reasoning (its close, or the end of the turn) while
+    /// `think_min` wants more of it.
+    fn too_early_to_stop(&self, tok: &TextTokenizer, token: u32) -> bool {
+        let Some(min) = self.req.trace.think_min else {
+            return false;
+        };
+        if !self.parser.in_thinking() || self.stats.thinking_tokens() >= min {
+            return false;
+        }
+        (!self.req.ignore_eos && tok.stop_ids.contains(&token))
+            || tok.token_id("</think>") == Some(token)
+            || tok
+                .decode(&[token])
+                .is_ok_and(|t| t.trim_start().starts_with("</"))
     }
 
     /// One token from `logits`: chosen, counted, shown, and checked against the budget. Returns
@@ -429,7 +518,8 @@ impl<'r> Turn<'r> {
         ctrl: &Control,
         emit: &mut dyn FnMut(Event),
     ) -> Result<Option<u32>> {
-        let (token, lp, ent) = self.choose(logits, emit);
+        let chosen = self.choose(logits, tok, emit)?;
+        let token = chosen.token;
         self.stats.token_chosen(Instant::now());
         if !self.req.ignore_eos && tok.stop_ids.contains(&token) {
             self.stats.finish(aha_protocol::FinishReason::Stop);
@@ -437,32 +527,79 @@ impl<'r> Turn<'r> {
         }
         self.stats.count(self.parser.in_thinking());
         self.history.push(token);
+        self.entropies.push(chosen.entropy);
+        self.confidences.push(
+            trace::token_confidence(
+                &chosen.top[..chosen.top.len().min(trace::CONFIDENCE_K)]
+                    .iter()
+                    .map(|e| e.1)
+                    .collect::<Vec<_>>(),
+            )
+            .filter(|_| chosen.logprob.is_some()),
+        );
+        let n = self.req.trace.top_logprobs.min(chosen.top.len());
+        let top = if n > 0 {
+            let ids: Vec<u32> = chosen.top[..n].iter().map(|e| e.0).collect();
+            self.decoder
+                .peek(tok, &ids)?
+                .into_iter()
+                .zip(&chosen.top[..n])
+                .map(|(text, e)| TopToken { text, logprob: e.1 })
+                .collect()
+        } else {
+            Vec::new()
+        };
         if let Some(piece) = self.decoder.step(tok, token)? {
-            self.show(&piece, token, (lp, ent), ctrl, emit);
+            self.show(
+                &piece,
+                token,
+                (chosen.logprob, chosen.entropy, top),
+                tok,
+                ctrl,
+                emit,
+            )?;
+        }
+        if self.looped {
+            self.stats.finish(aha_protocol::FinishReason::Loop);
+            return Ok(None);
         }
         if self
             .budget
             .exhausted(self.parser.in_thinking(), self.stats.thinking_tokens())
         {
             // Out of budget: make the model close its reasoning and answer.
+            self.inserted.clear();
             self.budget.force(tok.encode(BUDGET_CLOSE)?);
         }
         Ok(Some(token))
     }
 
     /// Emits a decoded piece and updates what follows the text: the answer's start, a tool call's
-    /// start, and a pause at a reasoning step boundary.
+    /// start, a loop in the reasoning, and a pause at a reasoning step boundary.
     fn show(
         &mut self,
         piece: &str,
         token: u32,
-        (lp, ent): (Option<f32>, Option<f32>),
+        (lp, ent, top): (Option<f32>, Option<f32>, Vec<TopToken>),
+        tok: &TextTokenizer,
         ctrl: &Control,
         emit: &mut dyn FnMut(Event),
-    ) {
+    ) -> Result<()> {
         let boundary = self.parser.in_thinking() && piece.contains("\n\n");
         let in_answer = !self.parser.in_thinking();
-        emit_segments(emit, self.parser.push(piece), lp, ent);
+        let segs = self.parser.push(piece);
+        let thought: String = segs
+            .iter()
+            .filter_map(|s| match s {
+                Segment::Thinking(t) => Some(t.as_str()),
+                Segment::Answer(_) => None,
+            })
+            .collect();
+        if let Some(c) = thought.chars().last() {
+            self.thinking_ends_in_space = c.is_whitespace();
+        }
+        emit_segments(emit, segs, lp, ent, top);
+        self.watch_loops(&thought, tok, emit)?;
         self.openers
             .observe(in_answer, self.parser.in_thinking(), piece);
         if in_answer {
@@ -471,13 +608,61 @@ impl<'r> Turn<'r> {
         if boundary && ctrl.step_to_boundary.swap(false, Ordering::SeqCst) {
             ctrl.pause();
         }
+        Ok(())
     }
 
-    /// Ends the turn: flushes the parser and emits `TurnFinished` with the stats and the tokens
-    /// generated.
+    /// Feeds reasoning text to the loop detector and acts on a loop as `loops` says: a
+    /// `reasoning_loop` event, then nothing more (`warn`), the end of the turn (`stop`), or
+    /// the nudge written into the reasoning (`nudge`, at most [`MAX_NUDGES`] times; a loop
+    /// after them ends the turn).
+    fn watch_loops(
+        &mut self,
+        thought: &str,
+        tok: &TextTokenizer,
+        emit: &mut dyn FnMut(Event),
+    ) -> Result<()> {
+        let Some(det) = self.loops.as_mut() else {
+            return Ok(());
+        };
+        if thought.is_empty() || !self.inserted.is_empty() {
+            return Ok(());
+        }
+        let Some(hit) = det.push(thought) else {
+            return Ok(());
+        };
+        let mut action = self.req.trace.loops;
+        if action == LoopAction::Nudge && self.nudges >= MAX_NUDGES {
+            action = LoopAction::Stop;
+        }
+        match action {
+            LoopAction::Nudge => {
+                self.nudges += 1;
+                det.reset();
+                self.inserted
+                    .extend(tok.encode(&format!("\n\n{}\n\n", self.req.trace.nudge.trim()))?);
+            }
+            LoopAction::Stop => self.looped = true,
+            LoopAction::Warn | LoopAction::Off => {}
+        }
+        emit(Event::ReasoningLoop {
+            count: hit.count,
+            text: hit.text,
+            action,
+        });
+        Ok(())
+    }
+
+    /// Ends the turn: flushes the parser and emits `TurnFinished` with the stats (forks and
+    /// group confidence included) and the tokens generated.
     pub fn finish(mut self, emit: &mut dyn FnMut(Event)) -> TurnStats {
-        emit_segments(emit, self.parser.finish(), None, None);
-        let stats = self.stats.close(Instant::now());
+        emit_segments(emit, self.parser.finish(), None, None, Vec::new());
+        let mut stats = self.stats.close(Instant::now());
+        let o = &self.req.trace;
+        if self.entropies.iter().any(Option::is_some) {
+            stats.forks = Some(trace::forks(&self.entropies, o.fork_share, o.fork_min_nats).len());
+        }
+        stats.min_group_confidence =
+            trace::min_group_confidence(&self.confidences, o.confidence_window);
         emit(Event::TurnFinished {
             stats: stats.clone(),
             tokens: self.history[self.prompt_len..].to_vec(),
@@ -795,6 +980,248 @@ mod tests {
             matches!(e, Event::AnswerDelta { text, logprob: Some(_), .. } if text.trim().is_empty())
         });
         assert!(!forced_logprob, "forced tokens carry no logprob");
+    }
+
+    /// Runs a turn whose "model" picks the next token from the text so far.
+    fn run_model(
+        turn: &mut Turn,
+        tok: &TextTokenizer,
+        mut model: impl FnMut(&str) -> u32,
+    ) -> Vec<Event> {
+        let ctrl = Control::default();
+        let mut events = Vec::new();
+        let mut emit = |e: Event| events.push(e);
+        while turn.running(&ctrl, &mut emit) {
+            let text = tok.decode(&turn.history()[3..]).unwrap();
+            let mut logits = favour(model(&text));
+            if turn
+                .step(&mut logits, tok, &ctrl, &mut emit)
+                .unwrap()
+                .is_none()
+            {
+                break;
+            }
+        }
+        events
+    }
+
+    /// A model stuck on one sentence: it writes `sentence` again and again.
+    fn stuck(sentence: &'static str) -> impl FnMut(&str) -> u32 {
+        move |text: &str| {
+            let partial = [". ", "\n"]
+                .iter()
+                .filter_map(|sep| text.rfind(sep).map(|i| i + sep.len()))
+                .max()
+                .map_or(text, |i| &text[i..]);
+            let b = sentence.as_bytes();
+            let next = if sentence.starts_with(partial) && partial.len() < b.len() {
+                b[partial.len()]
+            } else {
+                b[0]
+            };
+            u32::from(next)
+        }
+    }
+
+    const SENTENCE: &str = "The bat costs one dollar more than the ball. ";
+
+    fn loops(action: LoopAction) -> GenerateRequest {
+        let mut req = request(1000);
+        req.trace.loops = action;
+        req
+    }
+
+    fn loop_events(events: &[Event]) -> Vec<(usize, LoopAction)> {
+        events
+            .iter()
+            .filter_map(|e| match e {
+                Event::ReasoningLoop {
+                    count,
+                    action,
+                    text,
+                } => {
+                    assert!(text.contains("bat costs"), "{text}");
+                    Some((*count, *action))
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_loop_in_the_reasoning_warns_and_goes_on() {
+        let tok = byte_tokenizer();
+        let req = loops(LoopAction::Warn);
+        let p = prompt(true, "");
+        let mut turn = Turn::new(&req, &p, stats(), CallGrammar::new(None), None).unwrap();
+        let events = run_model(&mut turn, &tok, stuck(SENTENCE));
+        let s = turn.finish(&mut |_| {});
+        assert_eq!(s.finish_reason.as_str(), "length", "warn does not stop it");
+        let l = loop_events(&events);
+        assert_eq!(l[0], (3, LoopAction::Warn));
+        assert_eq!(l[1], (4, LoopAction::Warn), "each further repeat again");
+        // The event comes right after the sentence's third full stop.
+        let at = events
+            .iter()
+            .position(|e| matches!(e, Event::ReasoningLoop { .. }))
+            .unwrap();
+        assert_eq!(texts(&events[..at]).0.matches("ball.").count(), 3);
+        // Off: never checked.
+        let req = loops(LoopAction::Off);
+        let mut turn = Turn::new(&req, &p, stats(), CallGrammar::new(None), None).unwrap();
+        assert!(loop_events(&run_model(&mut turn, &tok, stuck(SENTENCE))).is_empty());
+    }
+
+    #[test]
+    fn a_loop_stops_the_turn_when_asked() {
+        let tok = byte_tokenizer();
+        let req = loops(LoopAction::Stop);
+        let p = prompt(true, "");
+        let mut turn = Turn::new(&req, &p, stats(), CallGrammar::new(None), None).unwrap();
+        let mut events = run_model(&mut turn, &tok, stuck(SENTENCE));
+        let s = turn.finish(&mut |e| events.push(e));
+        assert_eq!(s.finish_reason, aha_protocol::FinishReason::Loop);
+        assert_eq!(loop_events(&events), vec![(3, LoopAction::Stop)]);
+        assert_eq!(texts(&events).0.trim(), SENTENCE.repeat(3).trim());
+    }
+
+    #[test]
+    fn a_nudge_is_written_into_the_reasoning_then_a_loop_after_the_last_one_stops() {
+        let tok = byte_tokenizer();
+        let mut req = loops(LoopAction::Nudge);
+        req.trace.nudge = "Let me think differently.".into();
+        let p = prompt(true, "");
+        let mut turn = Turn::new(&req, &p, stats(), CallGrammar::new(None), None).unwrap();
+        let mut events = run_model(&mut turn, &tok, stuck(SENTENCE));
+        let s = turn.finish(&mut |e| events.push(e));
+        assert_eq!(
+            loop_events(&events),
+            vec![
+                (3, LoopAction::Nudge),
+                (3, LoopAction::Nudge),
+                (3, LoopAction::Stop)
+            ],
+            "counted again after each nudge; after {MAX_NUDGES} nudges a loop stops the turn"
+        );
+        assert_eq!(s.finish_reason, aha_protocol::FinishReason::Loop);
+        let thinking = texts(&events).0;
+        assert_eq!(
+            thinking
+                .matches("\n\nLet me think differently.\n\n")
+                .count(),
+            2
+        );
+        let first = thinking.find("Let me think").unwrap();
+        assert_eq!(thinking[..first].matches("ball.").count(), 3);
+        // The nudge is written, not sampled: its deltas carry no log-probability.
+        let written: String = events
+            .iter()
+            .filter_map(|e| match e {
+                Event::ThinkingDelta {
+                    text,
+                    logprob: None,
+                    ..
+                } => Some(text.as_str()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(written.matches("Let me think differently.").count(), 2);
+    }
+
+    #[test]
+    fn think_min_replaces_an_early_close_by_wait() {
+        let tok = byte_tokenizer();
+        let mut req = request(30);
+        req.trace.think_min = Some(6);
+        let p = prompt(true, "");
+        let mut turn = Turn::new(&req, &p, stats(), CallGrammar::new(None), None).unwrap();
+        let mut model = |text: &str| match text {
+            "" => u32::from(b'a'),
+            "a" => u32::from(b'b'),
+            t if t.ends_with("</think>") => u32::from(b'x'),
+            t if t.ends_with('x') => IM_END,
+            _ => THINK_END,
+        };
+        let mut events = run_model(&mut turn, &tok, &mut model);
+        let s = turn.finish(&mut |e| events.push(e));
+        let (thinking, answer) = texts(&events);
+        assert_eq!(thinking, "ab Wait", "the close after `ab` became ` Wait`");
+        assert_eq!(answer, "x");
+        // 7 of reasoning, and its close.
+        assert_eq!((s.thinking_tokens, s.finish_reason.as_str()), (8, "stop"));
+        // The end of the turn counts as stopping early too; without think_min nothing changes.
+        let mut req = request(30);
+        req.trace.think_min = Some(3);
+        let mut turn = Turn::new(&req, &p, stats(), CallGrammar::new(None), None).unwrap();
+        let mut model = |text: &str| {
+            if text.is_empty() {
+                u32::from(b'a')
+            } else {
+                IM_END
+            }
+        };
+        let mut events = run_model(&mut turn, &tok, &mut model);
+        turn.finish(&mut |e| events.push(e));
+        assert_eq!(texts(&events).0, "a Wait");
+        let req = request(30);
+        let mut turn = Turn::new(&req, &p, stats(), CallGrammar::new(None), None).unwrap();
+        let events = run_model(&mut turn, &tok, |t: &str| {
+            if t.is_empty() {
+                u32::from(b'a')
+            } else {
+                IM_END
+            }
+        });
+        assert_eq!(texts(&events).0, "a");
+    }
+
+    #[test]
+    fn deltas_carry_the_alternatives_and_the_stats_forks_and_confidence() {
+        let tok = byte_tokenizer();
+        let mut req = request(2);
+        req.trace.top_logprobs = 3;
+        let p = prompt(false, "");
+        let mut turn = Turn::new(&req, &p, stats(), CallGrammar::new(None), None).unwrap();
+        let ctrl = Control::default();
+        let mut events = Vec::new();
+        let mut emit = |e: Event| events.push(e);
+        // Token 1: `a` is likely, `b` and `c` less so. Token 2: a flat distribution (a fork).
+        let mut l = vec![0.0f32; VOCAB];
+        l[usize::from(b'a')] = 5.0;
+        l[usize::from(b'b')] = 4.0;
+        l[usize::from(b'c')] = 3.0;
+        let z: f32 = l.iter().map(|x| x.exp()).sum();
+        turn.step(&mut l.clone(), &tok, &ctrl, &mut emit).unwrap();
+        turn.step(&mut vec![0.0; VOCAB], &tok, &ctrl, &mut emit)
+            .unwrap();
+        let s = turn.finish(&mut emit);
+        let Event::AnswerDelta {
+            text, top, logprob, ..
+        } = &events[0]
+        else {
+            panic!("{events:?}");
+        };
+        assert_eq!(text, "a");
+        let names: Vec<&str> = top.iter().map(|t| t.text.as_str()).collect();
+        assert_eq!(names, ["a", "b", "c"]);
+        for (t, lg) in top.iter().zip([5.0f32, 4.0, 3.0]) {
+            assert!((t.logprob.exp() - lg.exp() / z).abs() < 1e-5, "{t:?}");
+        }
+        assert_eq!(Some(top[0].logprob), *logprob);
+        assert_eq!(s.forks, Some(1), "the flat token is the fork");
+        let flat = (VOCAB as f32).ln();
+        let c1 = -(top.iter().map(|t| t.logprob).sum::<f32>() + (1.0f32 / z).ln() * 2.0) / 5.0;
+        let expect = (c1 + flat) / 2.0;
+        let got = s.min_group_confidence.unwrap();
+        assert!((got - expect).abs() < 1e-3, "{got} vs {expect}");
+        // Without top_logprobs the deltas carry none, but the stats still have them.
+        let req = request(1);
+        let mut turn = Turn::new(&req, &p, stats(), CallGrammar::new(None), None).unwrap();
+        let mut events = Vec::new();
+        turn.step(&mut l.clone(), &tok, &ctrl, &mut |e| events.push(e))
+            .unwrap();
+        assert!(matches!(&events[0], Event::AnswerDelta { top, .. } if top.is_empty()));
+        assert!(turn.finish(&mut |_| {}).min_group_confidence.is_some());
     }
 
     #[test]
