@@ -9,6 +9,7 @@
 //! never sits in memory whole), and a line still longer than [`LINE_MAX`] is skipped.
 
 pub mod export;
+pub mod steps;
 pub mod transcript;
 
 use aha_protocol::{Event, Op};

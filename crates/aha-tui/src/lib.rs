@@ -15,7 +15,7 @@ pub mod config;
 pub mod highlight;
 pub mod keymap;
 pub mod markdown;
-pub mod steps;
+pub use aha_session::steps;
 pub mod terminal;
 pub mod text;
 pub mod theme;

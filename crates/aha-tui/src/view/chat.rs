@@ -6,8 +6,8 @@
 use super::Areas;
 use crate::app::{App, Scroll};
 use crate::markdown;
-use crate::steps;
 use crate::text::{str_width, truncate, wrap_text};
+use aha_session::steps;
 use aha_session::transcript::{Entry, EntryKind, Part, Reply, ReplyState, ToolCard, ToolState};
 use ratatui::layout::Rect;
 use ratatui::style::{Modifier, Style};

@@ -3,9 +3,9 @@
 //! entropy), live pause/step/stop, branching from a step, and two versions side by side.
 
 use crate::app::{trace_target, App, View};
-use crate::steps::{self, Step};
 use crate::text::{pad, str_width, truncate, wrap, wrap_text};
 use crate::theme::Theme;
+use aha_session::steps::{self, Step};
 use aha_session::transcript::{Reply, ReplyState, Tok};
 use ratatui::layout::Rect;
 use ratatui::style::{Modifier, Style};

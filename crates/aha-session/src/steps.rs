@@ -3,7 +3,7 @@
 //! what came before ("Wait", "Actually", "Hold on", "But wait", "Hmm, no"…) are marked as
 //! self-corrections.
 
-use aha_session::transcript::Tok;
+use crate::transcript::Tok;
 
 /// Discourse markers that open a step, with whether they signal a self-correction. Longer
 /// markers come first so "But wait" wins over "But".
