@@ -50,6 +50,9 @@ pub fn workbench(
     let think = cfg.think.unwrap_or(ThinkMode::Auto);
     let workspace = std::env::current_dir()?;
     let host = agent::mcp_host::with_mcp(agent::host::builtin_with(&workspace, None, rag)?, mcp);
+    // The workbench always asks for alternatives: the trace explorer's token cursor shows them.
+    let mut trace = file.trace.clone();
+    trace.top_logprobs = trace.top_logprobs.max(5);
     let acfg = AgentConfig {
         max_tokens: cfg.max_tokens.unwrap_or(4096),
         think,
@@ -59,6 +62,7 @@ pub fn workbench(
         policy: Policy::Ask,
         interactive: true,
         compact_at: file.compact_at(),
+        trace: trace.clone(),
         ..AgentConfig::default()
     };
     let research = cfg.research.unwrap_or(false);
@@ -84,7 +88,7 @@ pub fn workbench(
         panic_after_first_draw: std::env::var_os("AHA_TEST_PANIC").is_some_and(|v| v == "1"),
         stop: None,
     };
-    ui::run_tui(agent, cfg, r, downloaded, opts)
+    ui::run_tui(agent, cfg, trace, r, downloaded, opts)
 }
 
 /// `aha bench-ui`: frame time for 10 and 10,000 messages, and UI-thread CPU while streaming.

@@ -1,7 +1,8 @@
 //! Splits a reasoning trace into steps: paragraphs, and discourse turns such as "Wait", "But",
-//! "Alternatively", "Let me check", "Hmm" at the start of a sentence. Steps that take back
-//! what came before ("Wait", "Actually", "Hold on", "But wait", "Hmm, no"…) are marked as
-//! self-corrections.
+//! "Alternatively", "Let me check", "Hmm" at the start of a sentence, in English, Korean
+//! (잠깐, 아니, 다시 보면, 그런데…) and Chinese (等等, 不对, 嗯, 或者…; sentences end at
+//! full-width stops too). Steps that take back what came before ("Wait", "Actually", "Hold
+//! on", "But wait", "Hmm, no", 잠깐, 아니, 等等, 不对…) are marked as self-corrections.
 
 use crate::transcript::Tok;
 
@@ -24,7 +25,52 @@ const MARKERS: &[(&str, bool)] = &[
     ("Alternatively", false),
     ("Hmm", false),
     ("But", false),
+    // Korean: "wait", "no", "looking again", "thinking again" take back; "but", "then",
+    // "let me check", "or", "hmm" open a step.
+    ("잠깐만", true),
+    ("잠깐", true),
+    ("아니다", true),
+    ("아니야", true),
+    ("아니", true),
+    ("다시 보면", true),
+    ("다시 생각해 보면", true),
+    ("다시 생각해보면", true),
+    ("틀렸", true),
+    ("그런데", false),
+    ("하지만", false),
+    ("그러면", false),
+    ("확인해 보면", false),
+    ("확인해보면", false),
+    ("또는", false),
+    ("아니면", false),
+    ("음", false),
+    // Chinese: "wait", "not right", "no", "that's wrong" take back; "hmm", "or",
+    // "but", "let me check" open a step.
+    ("等一下", true),
+    ("等等", true),
+    ("不对", true),
+    ("不，", true),
+    ("错了", true),
+    ("嗯，不对", true),
+    ("嗯", false),
+    ("或者", false),
+    ("但是", false),
+    ("不过", false),
+    ("让我检查", false),
+    ("让我验证", false),
+    ("让我再", false),
 ];
+
+/// Han characters: Chinese has no spaces between words, so a marker in Han script needs no
+/// word boundary after it.
+fn is_han(c: char) -> bool {
+    matches!(c, '\u{4E00}'..='\u{9FFF}' | '\u{3400}'..='\u{4DBF}')
+}
+
+/// Sentence ends, Western and full-width.
+fn ends_sentence(c: char) -> bool {
+    matches!(c, '.' | '?' | '!' | '。' | '？' | '！')
+}
 
 /// One step of a trace, as byte ranges of the text and token ranges.
 #[derive(Debug, Clone, PartialEq)]
@@ -54,6 +100,8 @@ fn marker_at(text: &str, at: usize) -> Option<(&'static str, bool)> {
     MARKERS.iter().copied().find(|(m, _)| {
         rest.starts_with(m)
             && (m.ends_with(',')
+                || m.ends_with('，')
+                || m.chars().last().is_some_and(is_han)
                 || rest[m.len()..]
                     .chars()
                     .next()
@@ -97,10 +145,10 @@ pub fn boundaries(text: &str) -> Vec<(usize, Option<(&'static str, bool)>)> {
                     }
                 }
                 newlines = 0;
-                sentence_end = matches!(b, b'.' | b'?' | b'!');
+                let c = text[i..].chars().next().unwrap_or(' ');
+                sentence_end = ends_sentence(c);
                 // Skip the rest of a multi-byte character.
-                let len = text[i..].chars().next().map_or(1, |c| c.len_utf8());
-                i += len;
+                i += c.len_utf8();
                 continue;
             }
         }
@@ -324,5 +372,56 @@ mod tests {
         let s = starts("생각해 보자.\n\n잠깐, 다시. Wait, 한국어 é.");
         assert_eq!(s.len(), 3);
         assert_eq!(s[2].1, Some("Wait"));
+    }
+
+    #[test]
+    fn korean_reasoning_splits_at_its_own_markers() {
+        // As the distills reason when asked in Korean.
+        let text = "먼저 17에 24를 곱해 보자. 17×20은 340이고 17×4는 68이다. 그래서 408이다. \
+                    잠깐, 다시 확인해 보자. 아니, 24×17도 408이 맞다. 그런데 단위는 없다. \
+                    다시 보면 답은 408이다. 아니라고 할 이유는 없다.";
+        let got = starts(text);
+        let markers: Vec<Option<&str>> = got.iter().map(|g| g.1).collect();
+        assert_eq!(
+            markers,
+            [
+                None,
+                Some("잠깐"),
+                Some("아니"),
+                Some("그런데"),
+                Some("다시 보면")
+            ],
+            "{got:?}"
+        );
+        // "아니라고" is not "아니": a marker ends at a word boundary in Hangul.
+        assert!(got.last().unwrap().0.ends_with("아니라고 할 이유는 없다."));
+        assert_eq!(corrections(&toks(&[text])), 3, "잠깐, 아니, 다시 보면");
+    }
+
+    #[test]
+    fn chinese_reasoning_splits_after_full_width_stops() {
+        let text = "首先，我需要计算17乘以24。17乘以20是340，17乘以4是68。所以总数是408。\
+                    等等，让我再检查一下。不对，我应该先算24乘以10。嗯，24乘以10是240。\
+                    或者我可以用另一种方法来估算。";
+        let got = starts(text);
+        let markers: Vec<Option<&str>> = got.iter().map(|g| g.1).collect();
+        assert_eq!(
+            markers,
+            [None, Some("等等"), Some("不对"), Some("嗯"), Some("或者")],
+            "{got:?}"
+        );
+        assert_eq!(got[1].0, "等等，让我再检查一下。");
+        assert_eq!(corrections(&toks(&[text])), 2, "等等, 不对");
+        // Token ranges follow the text: a token holding a step's start opens that step.
+        let st = steps(&toks(&[
+            "首先，我需要计算。",
+            "等等，",
+            "再算。",
+            "或者",
+            "估算。",
+        ]));
+        let ranges: Vec<(usize, usize)> = st.iter().map(|s| (s.tok_start, s.tok_end)).collect();
+        assert_eq!(ranges, [(0, 1), (1, 3), (3, 5)]);
+        assert!(st[1].correction && !st[2].correction);
     }
 }

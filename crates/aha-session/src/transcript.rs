@@ -654,37 +654,52 @@ impl Transcript {
                     inherited: true,
                     ..t.clone()
                 }));
-                // The prefix may cut a parent token (a step starts inside it): keep that piece
-                // with the parent's figures; what follows the shared text was typed in.
-                let common = common_prefix(text, &p.reasoning);
+                // A branch on one of the alternatives the parent weighed at the next token: that
+                // token, with the alternative's probability (the distribution is the parent's).
+                let rest = &text[at_byte.min(text.len())..];
+                let alt = p.tokens.get(kept).and_then(|t| {
+                    t.top
+                        .iter()
+                        .find(|a| a.text == rest && a.text != t.text)
+                        .map(|a| (a.logprob, t))
+                });
                 let mut kept_n = kept;
-                if common > at_byte {
-                    if let Some(t) = p.tokens.get(kept) {
-                        reply.tokens.push(Tok {
-                            text: text[at_byte..common].to_string(),
-                            inherited: true,
-                            ..t.clone()
-                        });
-                        kept_n += 1;
-                    }
-                }
-                let inserted = &text[common.max(at_byte)..];
-                if !inserted.is_empty() {
-                    // A branch on one of the alternatives the parent weighed at this token
-                    // keeps that alternative's probability.
-                    let alt = p
-                        .tokens
-                        .get(kept_n)
-                        .and_then(|t| t.top.iter().find(|a| a.text == inserted).map(|a| a.logprob));
+                let inserted = if let Some((lp, t)) = alt {
                     reply.tokens.push(Tok {
-                        text: inserted.to_string(),
-                        logprob: alt,
-                        entropy: None,
-                        top: Vec::new(),
-                        t_ms: now,
+                        text: rest.to_string(),
+                        logprob: Some(lp),
                         inherited: true,
+                        t_ms: now,
+                        ..t.clone()
                     });
-                }
+                    rest
+                } else {
+                    // The prefix may cut a parent token (a step starts inside it): keep that
+                    // piece with the parent's figures; what follows the shared text was typed in.
+                    let common = common_prefix(text, &p.reasoning);
+                    if common > at_byte {
+                        if let Some(t) = p.tokens.get(kept) {
+                            reply.tokens.push(Tok {
+                                text: text[at_byte..common].to_string(),
+                                inherited: true,
+                                ..t.clone()
+                            });
+                            kept_n += 1;
+                        }
+                    }
+                    let inserted = &text[common.max(at_byte)..];
+                    if !inserted.is_empty() {
+                        reply.tokens.push(Tok {
+                            text: inserted.to_string(),
+                            logprob: None,
+                            entropy: None,
+                            top: Vec::new(),
+                            t_ms: now,
+                            inherited: true,
+                        });
+                    }
+                    inserted
+                };
                 reply.reasoning = text.to_string();
                 reply.branch = Some(BranchInfo {
                     parent,

@@ -9,7 +9,7 @@ use super::steps;
 use super::theme::Theme;
 use super::view;
 use aha_protocol::{EngineInfo, Event, Op, TurnId, TurnStats};
-use aha_session::transcript::{Part, ReplyState, ToolState, Transcript};
+use aha_session::transcript::{Part, Reply, ReplyState, Tok, ToolState, Transcript};
 use crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers, MouseEvent, MouseEventKind};
 use std::cell::RefCell;
 use std::collections::VecDeque;
@@ -65,6 +65,10 @@ pub struct TraceView {
     pub compare: bool,
     /// Text to insert when branching, while it is being typed.
     pub branch_input: Option<Composer>,
+    /// The token cursor (an index into the reply's reasoning tokens): ←/→ move it, Tab jumps
+    /// to the next fork, and the alternatives the model weighed there are shown. `None`: no
+    /// cursor (the step list leads).
+    pub cursor: Option<usize>,
 }
 
 /// A tool call waiting for a person.
@@ -127,6 +131,9 @@ pub struct App {
     /// Research mode is on (`/research on`, or `research = true` in `[ui]`).
     pub research: bool,
     pub think_budget: Option<usize>,
+    /// The microscope's settings: budget forcing's minimum (`think_min`), what loops do, and
+    /// how forks and confidence are read (the config's `[trace]`).
+    pub trace: aha_protocol::TraceOptions,
     /// The focused assistant turn (`None`: the newest).
     pub focus: Option<usize>,
     pub theme: Theme,
@@ -168,6 +175,7 @@ impl App {
             think_mode: aha_protocol::ThinkMode::Auto,
             research: false,
             think_budget: None,
+            trace: aha_protocol::TraceOptions::default(),
             focus: None,
             theme: Theme::default(),
             keys: Keymap::default(),
@@ -466,6 +474,7 @@ fn chat_key(app: &mut App, k: KeyEvent) {
                     entropy: false,
                     compare: false,
                     branch_input: None,
+                    cursor: None,
                 })
             }
             None => app.flash("no reply yet to explore"),
@@ -686,6 +695,14 @@ fn command(app: &mut App, line: &str) {
             };
             app.send(op);
         }
+        Command::ThinkMin(min) => {
+            app.trace.think_min = min;
+            app.send(Op::SetThinkMin { min });
+        }
+        Command::Loops(action) => {
+            app.trace.loops = action;
+            app.send(Op::SetLoops { action });
+        }
         Command::Model => {
             let i = &app.info;
             let on_disk = &app.downloaded;
@@ -782,6 +799,7 @@ fn move_step(app: &mut App, d: i64) {
     let cur = tv.step.unwrap_or(n - 1).min(n - 1) as i64;
     let next = (cur + d).clamp(0, n as i64 - 1) as usize;
     tv.step = Some(next);
+    tv.cursor = None;
 }
 
 fn trace_key(app: &mut App, k: KeyEvent) {
@@ -877,6 +895,32 @@ fn trace_key(app: &mut App, k: KeyEvent) {
         }
         return;
     }
+    if keys.think_min.matches(&k) {
+        app.trace.think_min = match app.trace.think_min {
+            None => Some(128),
+            Some(b) if b < 128 => Some(128),
+            Some(b) if b < 1024 => Some(b * 2),
+            Some(_) => None,
+        };
+        let op = Op::SetThinkMin {
+            min: app.trace.think_min,
+        };
+        app.send(op);
+        return;
+    }
+    if let (KeyCode::Char(d @ '1'..='9'), Some(i), Some(r)) = (k.code, tv.cursor, &reply) {
+        let n = d as usize - '0' as usize;
+        match r
+            .tokens
+            .get(i)
+            .map(alternatives)
+            .and_then(|a| a.get(n - 1).cloned())
+        {
+            Some(alt) => branch_at_token(app, turn, v, i, &alt.text),
+            None => app.flash(format!("no alternative {n} at this token")),
+        }
+        return;
+    }
     if keys.budget.matches(&k) {
         app.think_budget = match app.think_budget {
             None => Some(256),
@@ -896,15 +940,162 @@ fn trace_key(app: &mut App, k: KeyEvent) {
         KeyCode::Down | KeyCode::Char('j') => move_step(app, 1),
         KeyCode::PageUp => move_step(app, -10),
         KeyCode::PageDown => move_step(app, 10),
-        KeyCode::Home | KeyCode::Char('g') => tv.step = Some(0),
-        KeyCode::End | KeyCode::Char('G') => tv.step = None,
-        KeyCode::Left | KeyCode::Char('h') => tv.version = Some(v.saturating_sub(1)),
-        KeyCode::Right | KeyCode::Char('l') => {
-            tv.version = Some((v + 1).min(nversions.saturating_sub(1)))
+        KeyCode::Home | KeyCode::Char('g') => {
+            tv.step = Some(0);
+            tv.cursor = None;
+        }
+        KeyCode::End | KeyCode::Char('G') => {
+            tv.step = None;
+            tv.cursor = None;
+        }
+        KeyCode::Left | KeyCode::Char('h') => move_cursor(app, -1),
+        KeyCode::Right | KeyCode::Char('l') => move_cursor(app, 1),
+        KeyCode::Tab => next_fork(app, true),
+        KeyCode::BackTab => next_fork(app, false),
+        KeyCode::Char('[') => {
+            tv.version = Some(v.saturating_sub(1));
+            tv.cursor = None;
+        }
+        KeyCode::Char(']') => {
+            tv.version = Some((v + 1).min(nversions.saturating_sub(1)));
+            tv.cursor = None;
         }
         KeyCode::Char('?') => app.help = Some(0),
         _ => {}
     }
+}
+
+/// The alternatives the model weighed at a token, best first, without the token it chose.
+pub fn alternatives(t: &Tok) -> Vec<aha_protocol::TopToken> {
+    let mut out = t.top.clone();
+    if let Some(i) = out.iter().position(|a| a.text == t.text) {
+        out.remove(i);
+    }
+    out
+}
+
+/// The fork threshold of a reply under the app's settings (see `aha_protocol::trace`).
+pub fn fork_threshold(app: &App, r: &Reply) -> Option<f32> {
+    let e: Vec<f32> = r.tokens.iter().filter_map(|t| t.entropy).collect();
+    aha_protocol::trace::fork_threshold(&e, app.trace.fork_share, app.trace.fork_min_nats)
+}
+
+/// The step that holds token `i`.
+fn step_of(st: &[steps::Step], i: usize) -> Option<usize> {
+    st.iter()
+        .position(|s| (s.tok_start..s.tok_end).contains(&i))
+}
+
+/// Moves the token cursor by `d` tokens; without a cursor it starts at the selected step's
+/// first token (or the last token while following), and the step follows the cursor.
+fn move_cursor(app: &mut App, d: i64) {
+    let Some((turn, v)) = trace_target(app) else {
+        return;
+    };
+    let Some(r) = app.t.versions(turn).and_then(|(vs, _)| vs.get(v)) else {
+        return;
+    };
+    let n = r.tokens.len();
+    let st = steps::steps(&r.tokens);
+    let View::Trace(tv) = &mut app.view else {
+        return;
+    };
+    if n == 0 {
+        return;
+    }
+    let next = match tv.cursor {
+        Some(c) => (c as i64 + d).clamp(0, n as i64 - 1) as usize,
+        None => match tv.step.and_then(|k| st.get(k)) {
+            Some(s) => s.tok_start.min(n - 1),
+            None => n - 1,
+        },
+    };
+    tv.cursor = Some(next);
+    tv.step = step_of(&st, next).or(tv.step);
+}
+
+/// Moves the token cursor to the next (or previous) fork.
+fn next_fork(app: &mut App, forward: bool) {
+    let Some((turn, v)) = trace_target(app) else {
+        return;
+    };
+    let Some(r) = app.t.versions(turn).and_then(|(vs, _)| vs.get(v)) else {
+        return;
+    };
+    let thr = fork_threshold(app, r);
+    let forks: Vec<usize> = (0..r.tokens.len())
+        .filter(|&i| aha_protocol::trace::is_fork(r.tokens[i].entropy, thr))
+        .collect();
+    let st = steps::steps(&r.tokens);
+    let View::Trace(tv) = &mut app.view else {
+        return;
+    };
+    let at = tv.cursor;
+    let found = if forward {
+        forks.iter().copied().find(|&f| at.is_none_or(|c| f > c))
+    } else {
+        forks
+            .iter()
+            .rev()
+            .copied()
+            .find(|&f| at.is_none_or(|c| f < c))
+    };
+    match found {
+        Some(f) => {
+            tv.cursor = Some(f);
+            tv.step = step_of(&st, f).or(tv.step);
+        }
+        None if forks.is_empty() => app.flash("no forks in this trace"),
+        None => app.flash(if forward {
+            "no fork after this one"
+        } else {
+            "no fork before this one"
+        }),
+    }
+}
+
+/// Branches turn `turn` of version `v` at token `i`, writing `text` in its place (one of the
+/// alternatives the model weighed there): the engine keeps the shared prefix in its cache.
+fn branch_at_token(app: &mut App, turn: usize, v: usize, i: usize, text: &str) {
+    let Some(r) = app.t.versions(turn).and_then(|(vs, _)| vs.get(v)) else {
+        return;
+    };
+    let cut = token_offset(r, i);
+    let prefix = format!("<think>\n{}{text}", &r.reasoning[..cut]);
+    let live = r.state == ReplyState::Streaming;
+    if let View::Trace(tv) = &mut app.view {
+        tv.version = None;
+        tv.step = None;
+        tv.cursor = None;
+        tv.compare = false;
+    }
+    if live {
+        app.send(Op::Cancel { turn_id: None });
+    }
+    app.send(Op::Branch {
+        turn,
+        prefix,
+        turn_id: None,
+    });
+    app.flash(format!(
+        "branching turn {} at token {} with “{}”",
+        turn + 1,
+        i + 1,
+        text
+    ));
+}
+
+/// Where token `i` starts in the reply's reasoning text (a char boundary).
+pub fn token_offset(r: &Reply, i: usize) -> usize {
+    let mut at: usize = r.tokens[..i.min(r.tokens.len())]
+        .iter()
+        .map(|t| t.text.len())
+        .sum();
+    at = at.min(r.reasoning.len());
+    while !r.reasoning.is_char_boundary(at) {
+        at -= 1;
+    }
+    at
 }
 
 /// Branches turn `turn` at the selected step of version `v`, with the typed text inserted.
@@ -917,7 +1108,14 @@ fn branch(app: &mut App, turn: usize, v: usize) {
         return;
     };
     let sel = tv.step.unwrap_or(st.len().saturating_sub(1));
-    let cut = st.get(sel).map_or(r.reasoning.len(), |s| s.start);
+    let cut = match tv.cursor {
+        Some(i) => token_offset(r, i),
+        None => st.get(sel).map_or(r.reasoning.len(), |s| s.start),
+    };
+    let at = match tv.cursor {
+        Some(i) => format!("token {}", i + 1),
+        None => format!("step {}", sel + 1),
+    };
     let inserted = tv
         .branch_input
         .take()
@@ -928,6 +1126,7 @@ fn branch(app: &mut App, turn: usize, v: usize) {
     let live = r.state == ReplyState::Streaming;
     tv.version = None;
     tv.step = None;
+    tv.cursor = None;
     tv.compare = false;
     if live {
         app.send(Op::Cancel { turn_id: None });
@@ -937,5 +1136,5 @@ fn branch(app: &mut App, turn: usize, v: usize) {
         prefix,
         turn_id: None,
     });
-    app.flash(format!("branching turn {} at step {}", turn + 1, sel + 1));
+    app.flash(format!("branching turn {} at {at}", turn + 1));
 }

@@ -18,8 +18,13 @@ pub const COMMANDS: &[CommandInfo] = &[
     },
     CommandInfo {
         name: "/think",
-        args: "on|off|auto|budget N|budget off",
+        args: "on|off|auto|budget N|budget off|min N|min off",
         help: "thinking for the next turns",
+    },
+    CommandInfo {
+        name: "/loops",
+        args: "off|warn|stop|nudge",
+        help: "what a loop in the reasoning does",
     },
     CommandInfo {
         name: "/model",
@@ -129,6 +134,10 @@ pub enum Command {
     Open(String, usize),
     /// `/research on|off`.
     Research(bool),
+    /// `/think min N|off`: budget forcing's minimum.
+    ThinkMin(Option<usize>),
+    /// `/loops off|warn|stop|nudge`.
+    Loops(aha_protocol::LoopAction),
     Undo,
     Quit,
 }
@@ -189,6 +198,12 @@ pub fn parse(line: &str) -> Result<Command, String> {
             }
             _ => return Err(usage("/open")),
         },
+        "/loops" => match args.as_slice() {
+            [a] => {
+                Command::Loops(aha_protocol::LoopAction::parse(a).ok_or_else(|| usage("/loops"))?)
+            }
+            _ => return Err(usage("/loops")),
+        },
         "/research" => match args.as_slice() {
             ["on"] => Command::Research(true),
             ["off"] => Command::Research(false),
@@ -208,6 +223,11 @@ pub fn parse(line: &str) -> Result<Command, String> {
             ["budget", "off"] | ["budget", "0"] => Command::Think {
                 mode: None,
                 budget: Some(None),
+            },
+            ["min", "off"] | ["min", "0"] => Command::ThinkMin(None),
+            ["min", n] => match n.parse::<usize>() {
+                Ok(n) => Command::ThinkMin(Some(n)),
+                Err(_) => return Err(format!("/think min: `{n}` is not a number of tokens")),
             },
             ["budget", n] => match n.parse::<usize>() {
                 Ok(n) => Command::Think {
@@ -254,6 +274,15 @@ mod tests {
             })
         );
         assert!(parse("/think budget many").unwrap_err().contains("many"));
+        assert_eq!(parse("/think min 256"), Ok(Command::ThinkMin(Some(256))));
+        assert_eq!(parse("/think min off"), Ok(Command::ThinkMin(None)));
+        assert_eq!(
+            parse("/loops nudge"),
+            Ok(Command::Loops(aha_protocol::LoopAction::Nudge))
+        );
+        assert!(parse("/loops loudly")
+            .unwrap_err()
+            .starts_with("usage: /loops"));
         assert!(parse("/think sometimes")
             .unwrap_err()
             .starts_with("usage: /think"));

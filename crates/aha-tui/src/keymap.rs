@@ -151,6 +151,8 @@ pub struct Keymap {
     pub entropy: Key,
     pub compare: Key,
     pub budget: Key,
+    /// Budget forcing: the least thinking before the model may close it (cycles).
+    pub think_min: Key,
 }
 
 impl Default for Keymap {
@@ -169,6 +171,7 @@ impl Default for Keymap {
             entropy: Key::plain('e'),
             compare: Key::plain('c'),
             budget: Key::plain('t'),
+            think_min: Key::plain('m'),
         }
     }
 }
@@ -193,6 +196,7 @@ impl Keymap {
             "entropy" => &mut self.entropy,
             "compare" => &mut self.compare,
             "budget" => &mut self.budget,
+            "think_min" => &mut self.think_min,
             _ => return Err(format!("[ui.keys] has no binding `{name}`")),
         };
         *slot = k;

@@ -418,12 +418,14 @@ pub enum ResumeArg {
     Id(String),
 }
 
-/// Runs the workbench on the real terminal with an agent already started. `downloaded` lists
+/// Runs the workbench on the real terminal with an agent already started (`trace`: the
+/// microscope's settings it was given). `downloaded` lists
 /// the models on disk at start-up (for `/model`); `opts` says how the loop runs. Nothing here
 /// reads the environment: the caller gathers its knobs at start-up.
 pub fn run_tui(
     mut agent: impl AgentLink,
     cfg: &config::UiConfig,
+    trace: aha_protocol::TraceOptions,
     resume_arg: Option<ResumeArg>,
     downloaded: Vec<String>,
     opts: LoopOpts,
@@ -436,6 +438,7 @@ pub fn run_tui(
         app.think_mode = m;
     }
     app.think_budget = cfg.think_budget.filter(|b| *b > 0);
+    app.trace = trace;
     app.research = cfg.research.unwrap_or(false);
     let dir = session::sessions_dir();
     let mut sessions = Sessions::new(dir.clone(), &app.info.model);

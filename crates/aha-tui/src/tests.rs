@@ -1087,3 +1087,251 @@ fn compact_is_sent_by_hand_and_a_compaction_draws_a_rule_with_the_summary() {
     // What came before the rule is still on screen: only the model's copy was compacted.
     assert!(screen.contains("The codename is KESTREL-7."), "{screen}");
 }
+
+// ---- the microscope: token cursor, alternatives, forks, loops, budget forcing --------------
+
+/// A reply whose tokens carry the alternatives the model weighed: each word token has two
+/// others; `flat` marks tokens with a high entropy (forks).
+fn think_top(a: &mut App, words: &[(&str, bool)]) {
+    for (i, (w, flat)) in words.iter().enumerate() {
+        let lp = if *flat { -1.2 } else { -0.05 };
+        ev(
+            a,
+            Event::ThinkingDelta {
+                text: w.to_string(),
+                logprob: Some(lp),
+                entropy: Some(if *flat {
+                    2.4
+                } else {
+                    0.1 + (i % 3) as f32 * 0.05
+                }),
+                top: vec![
+                    aha_protocol::TopToken {
+                        text: w.to_string(),
+                        logprob: lp,
+                    },
+                    aha_protocol::TopToken {
+                        text: format!(" alt{i}"),
+                        logprob: -1.6,
+                    },
+                    aha_protocol::TopToken {
+                        text: " Wait".into(),
+                        logprob: -2.3,
+                    },
+                ],
+            },
+        );
+    }
+}
+
+const FORKY: &[(&str, bool)] = &[
+    ("The", false),
+    (" bat", false),
+    (" and", false),
+    (" ball", false),
+    (" cost", false),
+    (" 1.10", false),
+    (".", false),
+    (" So", true),
+    (" the", false),
+    (" ball", false),
+    (" is", false),
+    (" 0.05", true),
+    (".", false),
+];
+
+fn forky() -> App {
+    let mut a = app();
+    ask(&mut a, "A bat and a ball cost 1.10 in total…");
+    think_top(&mut a, FORKY);
+    answer(&mut a, "The ball costs 0.05.");
+    finish(&mut a, "stop");
+    a
+}
+
+#[test]
+fn the_token_cursor_moves_by_token_and_tab_jumps_to_forks() {
+    let mut a = forky();
+    open_trace(&mut a);
+    key(&mut a, KeyCode::Home);
+    key(&mut a, KeyCode::Right);
+    let cursor = |a: &App| match &a.view {
+        View::Trace(tv) => tv.cursor,
+        _ => panic!(),
+    };
+    assert_eq!(
+        cursor(&a),
+        Some(0),
+        "the cursor starts at the step's first token"
+    );
+    key(&mut a, KeyCode::Right);
+    key(&mut a, KeyCode::Right);
+    assert_eq!(cursor(&a), Some(2));
+    key(&mut a, KeyCode::Left);
+    assert_eq!(cursor(&a), Some(1));
+    key(&mut a, KeyCode::Tab);
+    assert_eq!(cursor(&a), Some(7), "the first fork: “ So”");
+    key(&mut a, KeyCode::Tab);
+    assert_eq!(cursor(&a), Some(11));
+    key(&mut a, KeyCode::Tab);
+    assert_eq!(cursor(&a), Some(11), "no fork after the last");
+    assert!(a.flash.as_ref().unwrap().0.contains("no fork after"));
+    mkey(&mut a, KeyCode::BackTab, KeyModifiers::SHIFT);
+    assert_eq!(cursor(&a), Some(7));
+    // Moving by step drops the cursor.
+    key(&mut a, KeyCode::Up);
+    assert_eq!(cursor(&a), None);
+    // Versions moved to [ and ].
+    key(&mut a, KeyCode::Char(']'));
+    assert!(a.outbox.is_empty());
+}
+
+#[test]
+fn a_digit_branches_on_that_alternative_at_the_cursor() {
+    let mut a = forky();
+    open_trace(&mut a);
+    key(&mut a, KeyCode::Home);
+    key(&mut a, KeyCode::Right);
+    key(&mut a, KeyCode::Tab);
+    // Alternatives at “ So”: 1 “ alt7”, 2 “ Wait”.
+    key(&mut a, KeyCode::Char('2'));
+    let Some(Op::Branch { turn, prefix, .. }) = a.outbox.last().cloned() else {
+        panic!("{:?}", a.outbox)
+    };
+    assert_eq!(turn, 0);
+    assert_eq!(prefix, "<think>\nThe bat and ball cost 1.10. Wait");
+    assert!(a.flash.as_ref().unwrap().0.contains("token 8 with “ Wait”"));
+    // The branch's first new token keeps the alternative's probability.
+    ev(
+        &mut a,
+        Event::TurnStarted {
+            turn: 0,
+            branch_of: Some(0),
+            prefix,
+        },
+    );
+    think(&mut a, ", the ball is 0.05.");
+    let r = a.t.live_reply().unwrap();
+    let w = r.tokens.iter().find(|t| t.text == " Wait").unwrap();
+    assert_eq!(w.logprob, Some(-2.3));
+    assert_eq!(
+        w.entropy,
+        Some(2.4),
+        "the parent's distribution at that token"
+    );
+    // A digit with no such alternative says so.
+    finish(&mut a, "stop");
+    let mut b = forky();
+    open_trace(&mut b);
+    key(&mut b, KeyCode::Right);
+    key(&mut b, KeyCode::Char('7'));
+    assert!(b.outbox.is_empty());
+    assert!(b.flash.as_ref().unwrap().0.contains("no alternative 7"));
+}
+
+#[test]
+fn forks_are_bold_and_counted_per_step() {
+    let mut a = forky();
+    open_trace(&mut a);
+    a.size = (100, 20);
+    let mut t = Terminal::new(TestBackend::new(100, 20)).unwrap();
+    t.draw(|f| view::draw(&a, f)).unwrap();
+    let buf = t.backend().buffer().clone();
+    // Find “So” in the heat pane and check its style.
+    let mut found = None;
+    for y in 0..20 {
+        for x in 41..99 {
+            if buf[(x, y)].symbol() == "S" && buf[(x + 1, y)].symbol() == "o" {
+                found = Some((x, y));
+            }
+        }
+    }
+    let (x, y) = found.expect("“So” drawn");
+    assert!(buf[(x, y)]
+        .modifier
+        .contains(ratatui::style::Modifier::BOLD));
+    let b = buf[(x - 4, y)].modifier;
+    assert!(
+        !b.contains(ratatui::style::Modifier::BOLD),
+        "“ bat” is no fork"
+    );
+    let text = render(&mut a, 100, 20);
+    assert!(text.contains("2 forks"), "{text}");
+    assert!(text.contains("⑂2"), "{text}");
+}
+
+#[test]
+fn a_loop_is_a_notice_a_mark_in_the_trace_and_a_count_in_the_header() {
+    let mut a = app();
+    ask(&mut a, "q");
+    let s = "But we know the bat costs 1.00 more than the ball. ";
+    think(&mut a, &s.repeat(3));
+    ev(
+        &mut a,
+        Event::ReasoningLoop {
+            count: 3,
+            text: s.trim().into(),
+            action: aha_protocol::LoopAction::Warn,
+        },
+    );
+    think(&mut a, s);
+    ev(
+        &mut a,
+        Event::ReasoningLoop {
+            count: 4,
+            text: s.trim().into(),
+            action: aha_protocol::LoopAction::Warn,
+        },
+    );
+    let r = a.t.live_reply().unwrap();
+    assert_eq!(r.loops.len(), 1, "a loop that goes on updates its mark");
+    assert_eq!(r.loops[0].count, 4);
+    let chat = render(&mut a, 100, 24);
+    assert_eq!(
+        chat.matches("reasoning is repeating itself (3×)").count(),
+        1,
+        "{chat}"
+    );
+    open_trace(&mut a);
+    let trace = render(&mut a, 160, 24);
+    assert!(trace.contains("↻4×"), "{trace}");
+    assert!(trace.contains("1 loop"), "{trace}");
+}
+
+#[test]
+fn the_min_key_cycles_budget_forcing_and_loops_has_a_command() {
+    let mut a = conversation();
+    open_trace(&mut a);
+    key(&mut a, KeyCode::Char('m'));
+    assert_eq!(a.outbox, [Op::SetThinkMin { min: Some(128) }]);
+    for _ in 0..4 {
+        key(&mut a, KeyCode::Char('m'));
+    }
+    assert_eq!(a.trace.think_min, None, "128, 256, 512, 1024, off");
+    key(&mut a, KeyCode::Esc);
+    a.outbox.clear();
+    typ(&mut a, "/loops nudge");
+    key(&mut a, KeyCode::Enter);
+    assert_eq!(
+        a.outbox,
+        [Op::SetLoops {
+            action: aha_protocol::LoopAction::Nudge
+        }]
+    );
+    a.outbox.clear();
+    typ(&mut a, "/think min 300");
+    key(&mut a, KeyCode::Enter);
+    assert_eq!(a.outbox, [Op::SetThinkMin { min: Some(300) }]);
+    open_trace(&mut a);
+    assert!(render(&mut a, 140, 20).contains("min 300"));
+}
+
+#[test]
+fn snapshot_trace_token_cursor_with_alternatives_and_confidence_curve() {
+    let mut a = forky();
+    open_trace(&mut a);
+    key(&mut a, KeyCode::Home);
+    key(&mut a, KeyCode::Right);
+    key(&mut a, KeyCode::Tab);
+    insta::assert_snapshot!(render(&mut a, 110, 18));
+}

@@ -115,8 +115,20 @@ pub fn help_lines(app: &App) -> Vec<(String, String)> {
         ),
         (k.stop.to_string(), "stop generation".into()),
         (
+            "Left / Right, h / l".into(),
+            "token cursor: a token's probability, entropy and alternatives".into(),
+        ),
+        (
+            "Tab / Shift-Tab".into(),
+            "next / previous fork (a high-entropy token)".into(),
+        ),
+        (
+            "1 … 9".into(),
+            "branch at the cursor with that alternative written instead".into(),
+        ),
+        (
             k.branch.to_string(),
-            "branch: regenerate from the selected step (type text to insert)".into(),
+            "branch: regenerate from the cursor or the selected step (type text to insert)".into(),
         ),
         (
             k.entropy.to_string(),
@@ -131,9 +143,11 @@ pub fn help_lines(app: &App) -> Vec<(String, String)> {
             "thinking budget for the next turn: off, 256 … 2048".into(),
         ),
         (
-            "Left / Right".into(),
-            "previous / next version of the turn".into(),
+            k.think_min.to_string(),
+            "least thinking (budget forcing): off, 128 … 1024; an early close becomes “Wait”"
+                .into(),
         ),
+        ("[ / ]".into(), "previous / next version of the turn".into()),
         ("Esc, q".into(), "back to the chat".into()),
         (String::new(), String::new()),
         ("Approval dialog".into(), String::new()),

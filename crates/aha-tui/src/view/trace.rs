@@ -2,11 +2,12 @@
 //! self-corrections), its tokens coloured by the probability the model gave them (or by
 //! entropy), live pause/step/stop, branching from a step, and two versions side by side.
 
-use crate::app::{trace_target, App, View};
+use crate::app::{alternatives, fork_threshold, trace_target, App, View};
 use crate::text::{pad, str_width, truncate, wrap, wrap_text};
 use crate::theme::Theme;
+use aha_protocol::trace;
 use aha_session::steps::{self, Step};
-use aha_session::transcript::{Reply, ReplyState, Tok};
+use aha_session::transcript::{LoopMark, Reply, ReplyState, Tok};
 use ratatui::layout::Rect;
 use ratatui::style::{Modifier, Style};
 use ratatui::text::{Line, Span};
@@ -59,14 +60,30 @@ pub fn draw(app: &App, f: &mut Frame, area: Rect) {
     let budget = app
         .think_budget
         .map_or("off".to_string(), |b| format!("{b} tokens"));
+    let thr = fork_threshold(app, r);
+    let nforks = r
+        .tokens
+        .iter()
+        .filter(|t| trace::is_fork(t.entropy, thr))
+        .count();
+    let min = app
+        .trace
+        .think_min
+        .map_or(String::new(), |m| format!(" · min {m}"));
+    let loops = if r.loops.is_empty() {
+        String::new()
+    } else {
+        format!(" · {}", plural(r.loops.len(), "loop"))
+    };
     head.push_str(&format!(
-        " · {state} · {} tokens · {} · {} · next-turn budget {budget}",
+        " · {state} · {} tokens · {} · {} · {}{loops} · next-turn budget {budget}{min}",
         r.tokens.len(),
         plural(st.len(), "step"),
         plural(
             st.iter().filter(|s| s.correction).count(),
             "self-correction"
-        )
+        ),
+        plural(nforks, "fork"),
     ));
     let w = area.width as usize;
     let mut y = area.y;
@@ -77,9 +94,24 @@ pub fn draw(app: &App, f: &mut Frame, area: Rect) {
         buf.set_line(area.x, y, l, area.width);
         y += 1;
     }
-    buf.set_line(area.x, y, &legend(th, tv.entropy), area.width);
+    let mut leg = legend(th, tv.entropy);
+    if let Some((line, low)) = confidence_curve(r, app.trace.confidence_window, 24) {
+        leg.spans
+            .push(Span::styled("  group confidence ", th.dim()));
+        leg.spans.push(Span::styled(line, th.accent()));
+        leg.spans
+            .push(Span::styled(format!(" min {low:.2}"), th.dim()));
+    }
+    buf.set_line(area.x, y, &leg, area.width);
     y += 1;
-    let footer_h = if tv.branch_input.is_some() { 2 } else { 1 };
+    let cursor = tv.cursor.filter(|c| *c < r.tokens.len());
+    let footer_h = if tv.branch_input.is_some() {
+        2
+    } else if cursor.is_some() && !tv.compare {
+        3
+    } else {
+        1
+    };
     let body = Rect::new(
         area.x,
         y,
@@ -128,7 +160,11 @@ pub fn draw(app: &App, f: &mut Frame, area: Rect) {
     let buf = f.buffer_mut();
     let fy = area.bottom().saturating_sub(footer_h);
     if let Some(c) = &tv.branch_input {
-        let label = format!("Branch at step {} — text to insert (optional): ", sel + 1);
+        let at = match cursor {
+            Some(i) => format!("token {}", i + 1),
+            None => format!("step {}", sel + 1),
+        };
+        let label = format!("Branch at {at} — text to insert (optional): ");
         buf.set_string(area.x, fy, truncate(&label, w), th.accent());
         let lx = (str_width(&label) as u16).min(area.width.saturating_sub(10));
         let room = (area.width - lx) as usize;
@@ -150,12 +186,131 @@ pub fn draw(app: &App, f: &mut Frame, area: Rect) {
         );
     } else {
         let k = &app.keys;
+        let mut y = fy;
+        if let (Some(i), false) = (cursor, tv.compare) {
+            for l in token_card(app, r, i, thr, w) {
+                buf.set_line(area.x, y, &l, area.width);
+                y += 1;
+            }
+        }
         let hints = format!(
-            "{} pause/resume · {} step · {} stop · {} branch · {} entropy · {} compare · {} budget · ←→ version · Esc back",
-            k.trace_pause, k.step, k.stop, k.branch, k.entropy, k.compare, k.budget
+            "{} pause/resume · {} step · {} stop · {} branch · ←→ token · Tab fork · 1-9 branch on an alternative · {} entropy · {} compare · {} budget · {} min · [ ] version · Esc back",
+            k.trace_pause, k.step, k.stop, k.branch, k.entropy, k.compare, k.budget, k.think_min
         );
-        buf.set_string(area.x, fy, truncate(&hints, w), th.dim());
+        buf.set_string(area.x, y, truncate(&hints, w), th.dim());
     }
+}
+
+/// The card under the trace for the token at the cursor: its text, probability, entropy and
+/// whether it is a fork, then the alternatives the model weighed there, numbered for a branch.
+fn token_card(app: &App, r: &Reply, i: usize, thr: Option<f32>, w: usize) -> Vec<Line<'static>> {
+    let th = &app.theme;
+    let t = &r.tokens[i];
+    let mut head = vec![Span::styled(
+        format!("token {}/{} ", i + 1, r.tokens.len()),
+        th.dim(),
+    )];
+    head.push(Span::styled(
+        format!("“{}”", shown(&t.text)),
+        th.confidence(t.logprob.map(f32::exp))
+            .add_modifier(Modifier::REVERSED),
+    ));
+    let mut facts = Vec::new();
+    match t.logprob {
+        Some(lp) => facts.push(format!("{:.0}%", lp.exp() * 100.0)),
+        None if t.inherited => facts.push("inserted".to_string()),
+        None => facts.push("not sampled".to_string()),
+    }
+    if let Some(e) = t.entropy {
+        facts.push(format!("{e:.2} nats"));
+    }
+    if trace::is_fork(t.entropy, thr) {
+        facts.push("⑂ fork".to_string());
+    }
+    head.push(Span::styled(format!(" {}", facts.join(" · ")), th.dim()));
+    let alts = alternatives(t);
+    let mut second = vec![Span::styled("alternatives ", th.dim())];
+    if alts.is_empty() {
+        second.push(Span::styled(
+            if t.top.is_empty() {
+                "none reported for this token"
+            } else {
+                "none: the model put all its weight here"
+            },
+            th.dim(),
+        ));
+    }
+    for (k, a) in alts.iter().take(9).enumerate() {
+        second.push(Span::styled(format!("{} ", k + 1), th.accent()));
+        second.push(Span::styled(
+            format!("“{}”", shown(&a.text)),
+            th.confidence(Some(a.logprob.exp())),
+        ));
+        second.push(Span::styled(
+            format!(" {:.0}%  ", a.logprob.exp() * 100.0),
+            th.dim(),
+        ));
+    }
+    let fit = |spans: Vec<Span<'static>>| {
+        let text: String = spans.iter().map(|s| s.content.as_ref()).collect();
+        if str_width(&text) <= w {
+            Line::from(spans)
+        } else {
+            Line::styled(truncate(&text, w), th.dim())
+        }
+    };
+    vec![fit(head), fit(second)]
+}
+
+/// A token's text on one line: newlines and tabs made visible.
+fn shown(t: &str) -> String {
+    t.replace('\n', "⏎").replace('\t', "⇥")
+}
+
+/// The group confidence across the trace as a sparkline of `width` cells (each cell the
+/// lowest window of its stretch, so dips show), and the lowest value. `None` when no token
+/// reported alternatives.
+pub fn confidence_curve(r: &Reply, window: usize, width: usize) -> Option<(String, f32)> {
+    let conf: Vec<Option<f32>> = r
+        .tokens
+        .iter()
+        .map(|t| {
+            let lps: Vec<f32> = t
+                .top
+                .iter()
+                .take(trace::CONFIDENCE_K)
+                .map(|a| a.logprob)
+                .collect();
+            trace::token_confidence(&lps)
+        })
+        .collect();
+    if conf.iter().all(Option::is_none) {
+        return None;
+    }
+    let g = trace::group_confidence(&conf, window);
+    let low = trace::min_group_confidence(&conf, window)?;
+    let cells = width.min(g.len()).max(1);
+    let vals: Vec<f32> = (0..cells)
+        .map(|c| {
+            let a = c * g.len() / cells;
+            let b = ((c + 1) * g.len() / cells).max(a + 1).min(g.len());
+            g[a..b].iter().copied().fold(f32::INFINITY, f32::min)
+        })
+        .collect();
+    let (lo, hi) = vals
+        .iter()
+        .fold((f32::INFINITY, f32::NEG_INFINITY), |(l, h), v| {
+            (l.min(*v), h.max(*v))
+        });
+    const BARS: [char; 8] = ['▁', '▂', '▃', '▄', '▅', '▆', '▇', '█'];
+    let line = vals
+        .iter()
+        .map(|v| {
+            let f = if hi > lo { (v - lo) / (hi - lo) } else { 1.0 };
+            BARS[((f * 7.0).round() as usize).min(7)]
+        })
+        .collect();
+    Some((line, low))
 }
 
 fn plural(n: usize, what: &str) -> String {
@@ -178,8 +333,17 @@ fn legend(th: &Theme, entropy: bool) -> Line<'static> {
     Line::from(spans)
 }
 
-fn step_row(r: &Reply, s: &Step, k: usize, width: usize) -> String {
+fn step_row(r: &Reply, s: &Step, k: usize, width: usize, thr: Option<f32>) -> String {
     let stats = steps::stats(&r.tokens, s, r.started_ms);
+    let forks = r.tokens[s.tok_start.min(r.tokens.len())..s.tok_end.min(r.tokens.len())]
+        .iter()
+        .filter(|t| trace::is_fork(t.entropy, thr))
+        .count();
+    let forks = if forks > 0 {
+        format!("⑂{forks:<2}")
+    } else {
+        "   ".to_string()
+    };
     let conf = stats
         .confidence
         .map_or("  – ".to_string(), |c| format!("{:>3.0}%", c * 100.0));
@@ -196,7 +360,7 @@ fn step_row(r: &Reply, s: &Step, k: usize, width: usize) -> String {
         .collect::<Vec<_>>()
         .join(" ");
     let head = format!(
-        "{:>3} {mark}{} {:>4}t {:>5.1}s {conf} ",
+        "{:>3} {mark}{} {:>4}t {:>5.1}s {conf} {forks}",
         k + 1,
         if inherited { "=" } else { " " },
         s.tokens(),
@@ -225,7 +389,10 @@ fn step_list(app: &App, f: &mut Frame, area: Rect, r: &Reply, st: &[Step], sel: 
     }
     for (row, k) in (first..st.len()).take(h).enumerate() {
         let s = &st[k];
-        let text = pad(&step_row(r, s, k, area.width as usize), area.width as usize);
+        let text = pad(
+            &step_row(r, s, k, area.width as usize, fork_threshold(app, r)),
+            area.width as usize,
+        );
         let mut style = if s.correction {
             th.accent()
         } else {
@@ -238,23 +405,34 @@ fn step_list(app: &App, f: &mut Frame, area: Rect, r: &Reply, st: &[Step], sel: 
     }
 }
 
-/// Lines of the coloured trace, and the row where step `sel` starts.
+/// What the coloured trace marks besides the colours: the selected step (underlined), the
+/// token cursor (reversed), the forks (bold) and the loops (a `↻3×` mark after the token where
+/// each was flagged).
+struct Marks<'a> {
+    sel: usize,
+    cursor: Option<usize>,
+    fork: Option<f32>,
+    loops: &'a [LoopMark],
+    entropy: bool,
+}
+
+/// Lines of the coloured trace, and the row of the cursor (else where step `sel` starts).
 fn heat_lines(
     th: &Theme,
     toks: &[Tok],
     st: &[Step],
-    sel: usize,
-    entropy: bool,
+    m: &Marks,
     width: usize,
 ) -> (Vec<Line<'static>>, usize) {
     let mut out: Vec<Line<'static>> = Vec::new();
     let mut cur: Vec<Span<'static>> = Vec::new();
-    let sel_range = st.get(sel).map_or(0..0, |s| s.tok_start..s.tok_end);
+    let sel_range = st.get(m.sel).map_or(0..0, |s| s.tok_start..s.tok_end);
     let mut sel_row = None;
+    let mut cursor_row = None;
     for (i, t) in toks.iter().enumerate() {
         let mut style = if t.inherited && t.logprob.is_none() {
             th.user()
-        } else if entropy {
+        } else if m.entropy {
             th.entropy(t.entropy)
         } else {
             th.confidence(t.logprob.map(f32::exp))
@@ -263,6 +441,17 @@ fn heat_lines(
             style = style.add_modifier(Modifier::UNDERLINED);
             if sel_row.is_none() {
                 sel_row = Some(out.len());
+            }
+        }
+        if trace::is_fork(t.entropy, m.fork) {
+            style = style.add_modifier(Modifier::BOLD);
+        }
+        if m.cursor == Some(i) {
+            style = style.add_modifier(Modifier::REVERSED);
+            cursor_row = Some(out.len());
+            if t.text.trim().is_empty() {
+                // A whitespace token still shows where the cursor is.
+                cur.push(Span::styled("·", style));
             }
         }
         let mut parts = t.text.split('\n').peekable();
@@ -275,11 +464,14 @@ fn heat_lines(
                 cur.clear();
             }
         }
+        for l in m.loops.iter().filter(|l| l.at == i + 1) {
+            cur.push(Span::styled(format!(" ↻{}× ", l.count), th.error()));
+        }
     }
     if !cur.is_empty() {
         out.extend(wrap(&cur, width, &[], &[]));
     }
-    (out, sel_row.unwrap_or(0))
+    (out, cursor_row.or(sel_row).unwrap_or(0))
 }
 
 fn heat(app: &App, f: &mut Frame, area: Rect, r: &Reply, st: &[Step], sel: usize, entropy: bool) {
@@ -287,9 +479,21 @@ fn heat(app: &App, f: &mut Frame, area: Rect, r: &Reply, st: &[Step], sel: usize
         return;
     }
     let th = &app.theme;
-    let (lines, sel_row) = heat_lines(th, &r.tokens, st, sel, entropy, area.width as usize);
+    let cursor = match &app.view {
+        View::Trace(tv) => tv.cursor,
+        View::Chat => None,
+    };
+    let marks = Marks {
+        sel,
+        cursor,
+        fork: fork_threshold(app, r),
+        loops: &r.loops,
+        entropy,
+    };
+    let (lines, sel_row) = heat_lines(th, &r.tokens, st, &marks, area.width as usize);
     let h = area.height as usize;
-    let following = matches!(&app.view, View::Trace(tv) if tv.step.is_none());
+    let following =
+        matches!(&app.view, View::Trace(tv) if tv.step.is_none() && tv.cursor.is_none());
     let first = if following {
         lines.len().saturating_sub(h)
     } else {
@@ -324,7 +528,7 @@ fn column(
             Style::new()
         };
         out.push(Line::styled(
-            truncate(&step_row(r, s, k, width), width),
+            truncate(&step_row(r, s, k, width, fork_threshold(app, r)), width),
             style,
         ));
     }
@@ -347,6 +551,32 @@ fn column(
     out
 }
 
+/// Where two versions of a reasoning part: the first token whose text differs, and what each
+/// has there.
+fn parting(a: &Reply, b: &Reply) -> String {
+    let same = a
+        .tokens
+        .iter()
+        .zip(&b.tokens)
+        .take_while(|(x, y)| x.text == y.text)
+        .count();
+    let at = |r: &Reply| {
+        r.tokens
+            .get(same)
+            .map_or("(end)".to_string(), |t| format!("“{}”", shown(&t.text)))
+    };
+    if same == a.tokens.len() && same == b.tokens.len() {
+        return "the two reasonings are the same".to_string();
+    }
+    format!(
+        "they part at token {}: {} → {} ({} shared tokens)",
+        same + 1,
+        at(a),
+        at(b),
+        same
+    )
+}
+
 fn compare(app: &App, f: &mut Frame, area: Rect, a: &Reply, va: usize, b: &Reply, vb: usize) {
     let th = &app.theme;
     let half = area.width.saturating_sub(1) / 2;
@@ -366,6 +596,16 @@ fn compare(app: &App, f: &mut Frame, area: Rect, a: &Reply, va: usize, b: &Reply
     let left = column(app, a, va, &la, shared, half as usize);
     let right = column(app, b, vb, &lb, shared, half as usize);
     let buf = f.buffer_mut();
+    if area.height == 0 {
+        return;
+    }
+    buf.set_string(
+        area.x,
+        area.y,
+        truncate(&parting(a, b), area.width as usize),
+        th.accent(),
+    );
+    let area = Rect::new(area.x, area.y + 1, area.width, area.height - 1);
     for i in 0..area.height as usize {
         let y = area.y + i as u16;
         if let Some(l) = left.get(i) {
