@@ -128,6 +128,14 @@ impl Printer {
                 tool_output(&output)
             ),
             Event::Notice { message } => eprintln!("\n[{message}]"),
+            Event::ReasoningLoop {
+                count,
+                text,
+                action,
+            } => eprintln!(
+                "\n[{}]",
+                crate::protocol::trace::loop_line(count, &text, action)
+            ),
             e @ Event::Compacted { .. } => {
                 eprintln!("\n[{}]", e.compaction_line().unwrap_or_default())
             }

@@ -235,6 +235,21 @@ pub fn forks(entropies: &[Option<f32>], share: f32, min_nats: f32) -> Vec<usize>
         .collect()
 }
 
+/// How a loop reads for a person: "reasoning is repeating itself (3×): “…”", with what was
+/// done about it (stopped, nudged). The text is cut to 80 characters.
+pub fn loop_line(count: usize, text: &str, action: LoopAction) -> String {
+    let what = match action {
+        LoopAction::Stop => ", stopped",
+        LoopAction::Nudge => ", nudged",
+        LoopAction::Warn | LoopAction::Off => "",
+    };
+    let mut t: String = text.chars().take(80).collect();
+    if text.chars().count() > 80 {
+        t.push('…');
+    }
+    format!("reasoning is repeating itself ({count}×{what}): “{t}”")
+}
+
 /// A loop the [`LoopDetector`] found: `text` (a sentence, or a stretch of text repeated back to
 /// back) has occurred `count` times.
 #[derive(Debug, Clone, PartialEq)]

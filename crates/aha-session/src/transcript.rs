@@ -121,28 +121,10 @@ pub struct LoopMark {
 }
 
 impl LoopMark {
-    /// How a loop reads for a person: "reasoning is repeating itself (3×)", and what was done.
+    /// How a loop reads for a person: "reasoning is repeating itself (3×): “…”".
     pub fn line(&self) -> String {
-        let what = match self.action {
-            aha_protocol::LoopAction::Stop => ": stopped",
-            aha_protocol::LoopAction::Nudge => ": nudged",
-            _ => "",
-        };
-        format!(
-            "reasoning is repeating itself ({}×){what}: “{}”",
-            self.count,
-            capped_chars(&self.text, 80)
-        )
+        aha_protocol::trace::loop_line(self.count, &self.text, self.action)
     }
-}
-
-/// `s` cut to `n` characters, with an ellipsis when cut.
-fn capped_chars(s: &str, n: usize) -> String {
-    let mut out: String = s.chars().take(n).collect();
-    if s.chars().count() > n {
-        out.push('…');
-    }
-    out
 }
 
 /// A checked citation of an answer (`citation` event).

@@ -494,7 +494,9 @@ impl<'r> Turn<'r> {
     }
 
     /// Whether `token` would end the reasoning (its close, or the end of the turn) while
-    /// `think_min` wants more of it.
+    /// `think_min` wants more of it. The close counts where `</think>` is one token, as in the
+    /// R1 distills; where it is spelled in pieces its first piece (`</`) cannot be told from
+    /// other closing tags, so only the end of the turn counts there.
     fn too_early_to_stop(&self, tok: &TextTokenizer, token: u32) -> bool {
         let Some(min) = self.req.trace.think_min else {
             return false;
@@ -504,9 +506,6 @@ impl<'r> Turn<'r> {
         }
         (!self.req.ignore_eos && tok.stop_ids.contains(&token))
             || tok.token_id("</think>") == Some(token)
-            || tok
-                .decode(&[token])
-                .is_ok_and(|t| t.trim_start().starts_with("</"))
     }
 
     /// One token from `logits`: chosen, counted, shown, and checked against the budget. Returns
