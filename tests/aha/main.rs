@@ -11,6 +11,7 @@ mod engine_synth;
 mod escape;
 mod mcp_client;
 mod mcp_server;
+mod microscope;
 mod prompt_cache;
 mod proptests;
 mod pull;

@@ -10,7 +10,7 @@ use super::reasoning::{split_reasoning, strip_reasoning, ReasoningParser, Segmen
 use super::sampler::SamplingParams;
 use super::template::ChatMessage;
 use super::{Control, Engine, GenerateRequest, Prompt, ThinkMode};
-use aha_protocol::{Event, FinishReason, TurnStats};
+use aha_protocol::{Event, FinishReason, TopToken, TurnStats};
 use anyhow::{bail, Result};
 use serde_json::{json, Map, Value};
 use std::collections::BTreeMap;
@@ -299,6 +299,13 @@ impl RemoteEngine {
                 o.insert("tool_choice".into(), json!("none"));
             }
         }
+        let n = req.trace.top_logprobs;
+        if n > 0 && self.provider != Provider::DeepSeek {
+            // OpenAI's per-token log-probabilities (DeepSeek's reasoner refuses them).
+            let o = b.as_object_mut().expect("a JSON object literal");
+            o.insert("logprobs".into(), json!(true));
+            o.insert("top_logprobs".into(), json!(n));
+        }
         Ok(b)
     }
 
@@ -474,6 +481,33 @@ struct StreamState {
     first_at: Option<Instant>,
     last_at: Option<Instant>,
     emitted: bool,
+    /// The log-probability and alternatives of the last token of the chunk being read (OpenAI's
+    /// `logprobs`), for the first event that chunk makes.
+    chunk_lp: Option<(f32, Vec<TopToken>)>,
+}
+
+/// The last token's log-probability and alternatives in a chunk's `logprobs` object (its
+/// `content`, or the `reasoning_content` that aha serve adds).
+fn last_logprob(lp: &Value) -> Option<(f32, Vec<TopToken>)> {
+    let entry = ["content", "reasoning_content"]
+        .iter()
+        .filter_map(|k| lp[k].as_array().and_then(|a| a.last()))
+        .next()?;
+    let logprob = entry["logprob"].as_f64()? as f32;
+    let top = entry["top_logprobs"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|t| {
+                    Some(TopToken {
+                        text: t["token"].as_str()?.to_string(),
+                        logprob: t["logprob"].as_f64()? as f32,
+                    })
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    Some((logprob, top))
 }
 
 impl StreamState {
@@ -491,13 +525,15 @@ impl StreamState {
             first_at: None,
             last_at: None,
             emitted: false,
+            chunk_lp: None,
         }
     }
 
     fn emit_segments(&mut self, segs: Vec<Segment>, emit: &mut dyn FnMut(Event)) {
         for s in segs {
             self.emitted = true;
-            emit(s.into_event(None, None, Vec::new()));
+            let (lp, top) = self.chunk_lp.take().unzip();
+            emit(s.into_event(lp, None, top.unwrap_or_default()));
         }
     }
 
@@ -541,11 +577,12 @@ impl StreamState {
         }
         if !text.is_empty() {
             self.emitted = true;
+            let (logprob, top) = self.chunk_lp.take().unzip();
             emit(Event::ThinkingDelta {
                 text: text.to_string(),
-                logprob: None,
+                logprob,
                 entropy: None,
-                top: Vec::new(),
+                top: top.unwrap_or_default(),
             });
         }
     }
@@ -568,6 +605,7 @@ impl StreamState {
         if let Some(f) = choice["finish_reason"].as_str() {
             self.finish = Some(f.to_string());
         }
+        self.chunk_lp = last_logprob(&choice["logprobs"]);
         let d = &choice["delta"];
         let r = d["reasoning_content"]
             .as_str()
@@ -1343,6 +1381,42 @@ mod tests {
         ctrl.cancel();
         let m = first_message(&channel(vec![Msg::Connected]), &ctrl, stall, "http://x").unwrap();
         assert!(m.is_none());
+    }
+
+    #[test]
+    fn openai_logprobs_become_the_deltas_logprob_and_alternatives() {
+        let mut st = StreamState::new(false);
+        let mut events = Vec::new();
+        let entry = |t: &str, lp: f64| json!({"token": t, "logprob": lp, "bytes": t.as_bytes()});
+        st.chunk(
+            &json!({"choices": [{"delta": {"content": "Hi"}, "logprobs": {"content": [{
+                "token": "Hi", "logprob": -0.25, "bytes": [72, 105],
+                "top_logprobs": [entry("Hi", -0.25), entry("Hello", -1.5)]}]}}]}),
+            &mut |e| events.push(e),
+        )
+        .unwrap();
+        // aha serve's own field for the reasoning's tokens, with a server-side reasoning split.
+        st.chunk(
+            &json!({"choices": [{"delta": {"reasoning_content": "hm"}, "logprobs": {"content": [],
+                "reasoning_content": [{"token": "hm", "logprob": -2.0, "top_logprobs": []}]}}]}),
+            &mut |e| events.push(e),
+        )
+        .unwrap();
+        st.chunk(
+            &json!({"choices": [{"delta": {"content": "!"}, "logprobs": null}]}),
+            &mut |e| events.push(e),
+        )
+        .unwrap();
+        let Event::AnswerDelta { logprob, top, .. } = &events[0] else {
+            panic!("{events:?}")
+        };
+        assert_eq!(*logprob, Some(-0.25));
+        let names: Vec<&str> = top.iter().map(|t| t.text.as_str()).collect();
+        assert_eq!(names, ["Hi", "Hello"]);
+        assert!(matches!(&events[1], Event::ThinkingDelta { logprob: Some(l), .. } if *l == -2.0));
+        assert!(
+            matches!(&events[2], Event::AnswerDelta { logprob: None, top, .. } if top.is_empty())
+        );
     }
 
     #[test]

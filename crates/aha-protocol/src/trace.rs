@@ -137,12 +137,12 @@ impl TraceOptions {
         if self.loop_repeats < 2 {
             return Err("loop_repeats must be at least 2".into());
         }
-        if !(self.fork_share > 0.0 && self.fork_share <= 1.0) {
+        if self.fork_share.is_nan() || self.fork_share <= 0.0 || self.fork_share > 1.0 {
             return Err(
                 "fork_share is a share of the trace's tokens, above 0 and at most 1".into(),
             );
         }
-        if !(self.fork_min_nats >= 0.0) {
+        if self.fork_min_nats.is_nan() || self.fork_min_nats < 0.0 {
             return Err("fork_min_nats must be 0 or more".into());
         }
         if self.confidence_window == 0 {
