@@ -4,7 +4,7 @@
 
 use crate::config::Config;
 use crate::session;
-use anyhow::{bail, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
 use std::path::{Path, PathBuf};
 
@@ -67,11 +67,11 @@ fn locate(s: &str) -> Result<PathBuf> {
         return Ok(p.to_path_buf());
     }
     let dir = session::sessions_dir();
-    session::find(&dir, s).with_context(|| {
-        format!(
-            "looked in {} (AHA_DATA_DIR moves it); `/resume` in the workbench lists the sessions, \
-             and a path to a session's .jsonl file works too",
-            dir.display()
+    // The error names the folder it looked in.
+    session::find(&dir, s).map_err(|e| {
+        anyhow!(
+            "{e:#}; AHA_DATA_DIR moves that folder, `/resume` in the workbench lists the \
+             sessions, and the path of a session's .jsonl file works too"
         )
     })
 }
