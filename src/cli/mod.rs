@@ -7,6 +7,7 @@ mod chat;
 mod docs;
 mod eval;
 mod events;
+mod export;
 mod firstrun;
 pub mod logs;
 mod mcp;
@@ -88,6 +89,9 @@ pub enum Command {
     BenchIndex(docs::BenchIndexArgs),
     /// Print the token ids of TEXT.
     Tokenize { text: String },
+    /// Write a saved session as Markdown, or with --html as one self-contained HTML page of its
+    /// traces (confidence colours, steps, forks, loops, branches side by side).
+    Export(export::ExportArgs),
     /// Restore the files the agent's last turn changed (repeat to go further back).
     Undo {
         /// The workspace (default: the current directory).
@@ -316,6 +320,7 @@ pub fn dispatch(cli: Cli) -> Result<i32> {
         Some(Command::Synth { shape, dtype, out }) => synth(&shape, &dtype, &out),
         Some(Command::EvalTools(a)) => eval::eval_tools(m, a, &Config::load()?),
         Some(Command::Undo { workspace }) => undo::undo(workspace),
+        Some(Command::Export(a)) => export::export(a, &Config::load()?),
         Some(Command::Tokenize { text }) => {
             let r = registry::resolve(&m.model, true)?;
             let tok = crate::engine::tokenizer::for_model_path(&r.path)?;

@@ -9,6 +9,7 @@ mod constrain;
 mod engine_real;
 mod engine_synth;
 mod escape;
+mod export_html;
 mod mcp_client;
 mod mcp_server;
 mod microscope;

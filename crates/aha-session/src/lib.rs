@@ -9,6 +9,7 @@
 //! never sits in memory whole), and a line still longer than [`LINE_MAX`] is skipped.
 
 pub mod export;
+pub mod html;
 pub mod steps;
 pub mod transcript;
 

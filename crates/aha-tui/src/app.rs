@@ -31,6 +31,8 @@ pub enum Effect {
     Save,
     /// Write Markdown to this path (or a default one).
     Export(Option<String>),
+    /// Write the session as one self-contained HTML page to this path (or a default one).
+    ExportHtml(Option<String>),
     /// Reopen a session (`None`: list them).
     Resume(Option<String>),
     /// Open a file at a line in `$EDITOR` (a citation such as `docs/a.md:12`).
@@ -734,6 +736,7 @@ fn command(app: &mut App, line: &str) {
         }
         Command::Save => app.effects.push(Effect::Save),
         Command::Export(p) => app.effects.push(Effect::Export(p)),
+        Command::ExportHtml(p) => app.effects.push(Effect::ExportHtml(p)),
         Command::Resume(id) => {
             if app.generating() {
                 app.flash("a reply is still coming — Esc stops it first");

@@ -53,8 +53,8 @@ pub const COMMANDS: &[CommandInfo] = &[
     },
     CommandInfo {
         name: "/export",
-        args: "[PATH]",
-        help: "write the conversation as Markdown",
+        args: "[--html] [PATH]",
+        help: "write the conversation as Markdown or HTML",
     },
     CommandInfo {
         name: "/approve",
@@ -123,6 +123,8 @@ pub enum Command {
     Save,
     Resume(Option<String>),
     Export(Option<String>),
+    /// `/export --html [PATH]` (or a PATH ending in `.html`): the traces as one HTML page.
+    ExportHtml(Option<String>),
     Approve(Policy),
     Diff,
     Tools,
@@ -170,7 +172,20 @@ pub fn parse(line: &str) -> Result<Command, String> {
         "/compact" => Command::Compact,
         "/save" => Command::Save,
         "/resume" => Command::Resume(args.first().map(|s| s.to_string())),
-        "/export" => Command::Export((!args.is_empty()).then(|| args.join(" "))),
+        "/export" => {
+            let html = args.contains(&"--html");
+            let rest: Vec<&str> = args.iter().copied().filter(|a| *a != "--html").collect();
+            let path = (!rest.is_empty()).then(|| rest.join(" "));
+            let by_name = path.as_deref().is_some_and(|p| {
+                let p = p.to_ascii_lowercase();
+                p.ends_with(".html") || p.ends_with(".htm")
+            });
+            if html || by_name {
+                Command::ExportHtml(path)
+            } else {
+                Command::Export(path)
+            }
+        }
         "/undo" => Command::Undo,
         "/diff" => Command::Diff,
         "/tools" => Command::Tools,
@@ -289,6 +304,20 @@ mod tests {
         assert_eq!(
             parse("/export out.md"),
             Ok(Command::Export(Some("out.md".into())))
+        );
+        assert_eq!(parse("/export"), Ok(Command::Export(None)));
+        assert_eq!(
+            parse("/export --html x.html"),
+            Ok(Command::ExportHtml(Some("x.html".into())))
+        );
+        assert_eq!(parse("/export --html"), Ok(Command::ExportHtml(None)));
+        assert_eq!(
+            parse("/export my trace --html"),
+            Ok(Command::ExportHtml(Some("my trace".into())))
+        );
+        assert_eq!(
+            parse("/export trace.HTML"),
+            Ok(Command::ExportHtml(Some("trace.HTML".into())))
         );
         assert_eq!(
             parse("/search foo bar"),

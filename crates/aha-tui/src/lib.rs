@@ -338,6 +338,22 @@ fn effect(
                 Err(e) => app.t.error(format!("cannot write {}: {e}", path.display())),
             }
         }
+        Effect::ExportHtml(p) => {
+            let path = p
+                .map(PathBuf::from)
+                .unwrap_or_else(|| PathBuf::from(format!("aha-{}.html", sessions.id)));
+            // The workbench's engine counts forks with the default trace settings.
+            let page = session::html::html(
+                &app.t,
+                &format!("aha session {}", sessions.id),
+                &app.info.model,
+                &aha_protocol::TraceOptions::default(),
+            );
+            match std::fs::write(&path, page) {
+                Ok(()) => app.t.notice(format!("exported to {}", path.display())),
+                Err(e) => app.t.error(format!("cannot write {}: {e}", path.display())),
+            }
+        }
         Effect::Resume(None) => {
             let all = session::list(&sessions.dir);
             if all.is_empty() {

@@ -346,6 +346,13 @@ fn slash_commands_complete_and_send_ops() {
     typ(&mut a, "/export");
     key(&mut a, KeyCode::Enter);
     assert_eq!(a.effects, [super::app::Effect::Export(None)]);
+    a.effects.clear();
+    typ(&mut a, "/export --html x.html");
+    key(&mut a, KeyCode::Enter);
+    assert_eq!(
+        a.effects,
+        [super::app::Effect::ExportHtml(Some("x.html".into()))]
+    );
     typ(&mut a, "/bogus");
     key(&mut a, KeyCode::Enter);
     assert!(a.flash.as_ref().unwrap().0.contains("unknown command"));
