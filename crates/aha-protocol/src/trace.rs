@@ -142,7 +142,7 @@ impl TraceOptions {
                 "fork_share is a share of the trace's tokens, above 0 and at most 1".into(),
             );
         }
-        if !(self.fork_min_nats >= 0.0) {
+        if self.fork_min_nats.is_nan() || self.fork_min_nats < 0.0 {
             return Err("fork_min_nats must be 0 or more".into());
         }
         if self.confidence_window == 0 {
