@@ -267,7 +267,8 @@ pub fn for_model_path(path: &Path) -> Result<TextTokenizer> {
     if path.is_dir() {
         TextTokenizer::from_file(&path.join("tokenizer.json"))
     } else {
-        let g = GgufFile::open(path).context("loading tokenizer")?;
+        // The tokenizer lives in the header: a file whose weights are cut off still has it.
+        let g = GgufFile::open_header(path).context("loading tokenizer")?;
         TextTokenizer::from_gguf(&g)
     }
 }
