@@ -242,7 +242,15 @@ fn load_model(args: &ModelArgs, cfg: &Config) -> Result<(LocalEngine, std::path:
         }
     }
     let r = registry::resolve(&name, true)?;
-    let mut engine = LocalEngine::load_with(&r.path, &r.name, &dev, &opts)?;
+    let mut engine = LocalEngine::load_with(&r.path, &r.name, &dev, &opts).map_err(|e| {
+        match registry::find(&r.name).filter(|m| m.header_only) {
+            Some(m) => e.context(format!(
+                "`{}` is only the header of a model (its tokenizer and chat template, for tests and `aha synth --tokenizer-from`): it has no weights to run",
+                m.name
+            )),
+            None => e,
+        }
+    })?;
     engine.set_speculate(args.speculate.or(cfg.speculate).unwrap_or_default());
     if let Some(n) = cfg.ctx(args.ctx.map(|n| n as usize)) {
         crate::engine::Engine::limit_context(&mut engine, n);
