@@ -14,6 +14,7 @@ mod mcp_server;
 mod prompt_cache;
 mod proptests;
 mod pull;
+mod r1_header;
 mod rag;
 mod remote;
 mod run_json;
