@@ -262,3 +262,81 @@ fn r1_synth_runs_through_aha_run_json_with_the_real_tokenizer() {
         "the budget lets 16 reasoning tokens through: {stats}"
     );
 }
+
+/// The same model in the workbench, through tmux: a question streams reasoning and the answer
+/// after the forced `</think>`, and the session log holds them with the turn's ids, which the
+/// real tokenizer decodes to that text.
+#[test]
+fn r1_synth_in_the_workbench_with_the_real_template() {
+    use super::tui::Tmux;
+    use std::time::Duration;
+    let _g = heavy();
+    let dir = tempfile::tempdir().unwrap();
+    let m = r1_synth(dir.path());
+    let data = dir.path().join("data");
+    let cfg = dir.path().join("config.toml");
+    std::fs::write(
+        &cfg,
+        "[ui]\nmax_tokens = 40\nthink_budget = 16\n[ui.sampling]\ntemperature = 0.0\n",
+    )
+    .unwrap();
+    let t = Tmux::start("r1", 100, 30);
+    t.type_text(&format!(
+        "AHA_CONFIG={} AHA_DATA_DIR={} {} --threads 2 --model {}",
+        cfg.display(),
+        data.display(),
+        env!("CARGO_BIN_EXE_aha"),
+        m.display()
+    ));
+    t.keys(&["Enter"]);
+    t.wait_for("the workbench", Duration::from_secs(120), |s| {
+        s.contains("Ask something")
+    });
+    t.type_text("Why is the sky blue?");
+    t.keys(&["Enter"]);
+    t.wait_for("the reply to end", Duration::from_secs(120), |s| {
+        s.contains("❯ Why is the sky blue?") && s.contains(" idle ") && s.contains("ttft")
+    });
+    t.type_text("/quit");
+    t.keys(&["Enter"]);
+    t.wait_for("the shell again", Duration::from_secs(20), |s| {
+        s.matches("READY$").count() >= 2
+    });
+
+    let files: Vec<PathBuf> = std::fs::read_dir(data.join("sessions"))
+        .unwrap()
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .collect();
+    assert_eq!(files.len(), 1, "{files:?}");
+    let events: Vec<Value> = std::fs::read_to_string(&files[0])
+        .unwrap()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok()?.get("event").cloned())
+        .collect();
+    let text = |kind: &str| -> String {
+        events
+            .iter()
+            .filter(|e| e["type"] == kind)
+            .filter_map(|e| e["text"].as_str())
+            .collect()
+    };
+    let (thinking, answer) = (text("thinking_delta"), text("answer_delta"));
+    assert!(!thinking.is_empty(), "{events:?}");
+    let fin: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["type"] == "turn_finished")
+        .collect();
+    assert_eq!(fin.len(), 1);
+    let ids: Vec<u32> = fin[0]["tokens"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap() as u32)
+        .collect();
+    let tok = TextTokenizer::from_gguf(&header()).unwrap();
+    let decoded = tok.decode(&ids).unwrap();
+    let decoded = decoded.trim_end_matches('\u{FFFD}');
+    let (before, after) = decoded.split_once("</think>").unwrap_or((decoded, ""));
+    assert_eq!(before.trim(), thinking);
+    assert_eq!(after.trim_start(), answer);
+}
