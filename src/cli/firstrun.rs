@@ -60,8 +60,10 @@ pub enum Outcome {
 
 impl FirstRun {
     pub fn new(wanted: &str) -> Self {
+        // A header-only entry has no weights to run: not offered.
         let models: Vec<(String, bool, String, Option<u64>)> = registry::KNOWN
             .iter()
+            .filter(|m| !m.header_only)
             .map(|m| {
                 (
                     m.name.to_string(),
@@ -363,7 +365,7 @@ pub fn failure_message(name: &str, stderr: &str) -> String {
         .any(|k| stderr.to_lowercase().contains(k));
     let have: Vec<&str> = registry::KNOWN
         .iter()
-        .filter(|m| m.is_downloaded())
+        .filter(|m| !m.header_only && m.is_downloaded())
         .map(|m| m.name)
         .collect();
     let mut msg = if network {

@@ -104,9 +104,14 @@ pub enum Command {
     /// Write a random-weight model with real shapes (for tests and for benchmarks where the real
     /// weights cannot be downloaded).
     Synth {
-        /// tiny, r1-qwen-1.5b or r1-qwen-7b.
+        /// tiny, r1-tiny (R1-7B's vocabulary on a small body), r1-qwen-1.5b or r1-qwen-7b.
         #[arg(long, default_value = "tiny")]
         shape: String,
+        /// Take the tokenizer and chat template (every `tokenizer.*` key) from this GGUF file or
+        /// known model; only its header is read (`r1-distill-qwen-7b-header` is enough). The
+        /// vocabulary size follows it. GGUF output only.
+        #[arg(long, value_name = "GGUF|NAME")]
+        tokenizer_from: Option<String>,
         /// GGUF: f32, f16, q8_0, q4_0, q4_k. Safetensors folder: st-f32, st-bf16, st-f16.
         #[arg(long, default_value = "q4_k")]
         dtype: String,
@@ -246,7 +251,15 @@ fn load_model(args: &ModelArgs, cfg: &Config) -> Result<(LocalEngine, std::path:
         }
     }
     let r = registry::resolve(&name, true)?;
-    let mut engine = LocalEngine::load_with(&r.path, &r.name, &dev, &opts)?;
+    let mut engine = LocalEngine::load_with(&r.path, &r.name, &dev, &opts).map_err(|e| {
+        match registry::find(&r.name).filter(|m| m.header_only) {
+            Some(m) => e.context(format!(
+                "`{}` is only the header of a model (its tokenizer and chat template, for tests and `aha synth --tokenizer-from`): it has no weights to run",
+                m.name
+            )),
+            None => e,
+        }
+    })?;
     engine.set_speculate(args.speculate.or(cfg.speculate).unwrap_or_default());
     if let Some(n) = cfg.ctx(args.ctx.map(|n| n as usize)) {
         crate::engine::Engine::limit_context(&mut engine, n);
@@ -317,7 +330,12 @@ pub fn dispatch(cli: Cli) -> Result<i32> {
         Some(Command::Search(a)) => docs::search(a, &rag()),
         Some(Command::BenchIndex(a)) => docs::bench_index(a, &rag()),
         Some(Command::Mcp(a)) => mcp::mcp(a, rag()),
-        Some(Command::Synth { shape, dtype, out }) => synth(&shape, &dtype, &out),
+        Some(Command::Synth {
+            shape,
+            dtype,
+            out,
+            tokenizer_from,
+        }) => synth(&shape, &dtype, &out, tokenizer_from.as_deref()),
         Some(Command::EvalTools(a)) => eval::eval_tools(m, a, &Config::load()?),
         Some(Command::Undo { workspace }) => undo::undo(workspace),
         Some(Command::Export(a)) => export::export(a, &Config::load()?),
@@ -330,15 +348,28 @@ pub fn dispatch(cli: Cli) -> Result<i32> {
     }
 }
 
-fn synth(shape: &str, dtype: &str, out: &std::path::Path) -> Result<i32> {
+fn synth(
+    shape: &str,
+    dtype: &str,
+    out: &std::path::Path,
+    tokenizer_from: Option<&str>,
+) -> Result<i32> {
     use crate::engine::local::synth::SynthSpec;
     use candle_core::quantized::GgmlDType;
-    let spec = match shape {
+    let mut spec = match shape {
         "tiny" => SynthSpec::tiny(),
+        "r1-tiny" => SynthSpec::r1_tiny(),
         "r1-qwen-1.5b" => SynthSpec::r1_qwen_1_5b(),
         "r1-qwen-7b" => SynthSpec::r1_qwen_7b(),
-        _ => anyhow::bail!("unknown shape `{shape}`: use tiny, r1-qwen-1.5b or r1-qwen-7b"),
+        _ => {
+            anyhow::bail!("unknown shape `{shape}`: use tiny, r1-tiny, r1-qwen-1.5b or r1-qwen-7b")
+        }
     };
+    if let Some(src) = tokenizer_from {
+        let r = registry::resolve(src, true)?;
+        let g = crate::engine::local::load::GgufFile::open_header(&r.path)?;
+        spec = spec.with_tokenizer_from(&g)?;
+    }
     match dtype {
         "st-f32" => spec.write_safetensors_as(out, candle_core::DType::F32)?,
         "st-bf16" => spec.write_safetensors_as(out, candle_core::DType::BF16)?,

@@ -76,11 +76,12 @@ pub fn workbench(
         Some(Some(id)) => Some(ui::ResumeArg::Id(id)),
         Some(None) => Some(ui::ResumeArg::Last),
     };
-    // What `/model` lists: the models on disk now (the UI itself does no I/O for it).
-    let downloaded: Vec<String> = registry::list_rows()
-        .into_iter()
-        .filter(|r| r.1)
-        .map(|r| r.0)
+    // What `/model` lists: the models on disk now that can run (the UI itself does no I/O for
+    // it).
+    let downloaded: Vec<String> = registry::KNOWN
+        .iter()
+        .filter(|m| !m.header_only && m.is_downloaded())
+        .map(|m| m.name.to_string())
         .collect();
     let opts = ui::LoopOpts {
         fps: cfg.fps.unwrap_or(30),

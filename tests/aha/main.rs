@@ -16,6 +16,7 @@ mod microscope;
 mod prompt_cache;
 mod proptests;
 mod pull;
+mod r1_header;
 mod rag;
 mod remote;
 mod run_json;

@@ -72,6 +72,7 @@ fn model(sha: &'static str) -> KnownModel {
         local: "model.gguf",
         sha256: Some(sha),
         size: None,
+        header_only: false,
     }
 }
 

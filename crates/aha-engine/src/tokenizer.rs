@@ -6,6 +6,7 @@ use std::collections::HashSet;
 use std::path::Path;
 use tokenizers::decoders::byte_level::ByteLevel as ByteLevelDecoder;
 use tokenizers::models::bpe::BPE;
+use tokenizers::normalizers::unicode::NFC;
 use tokenizers::pre_tokenizers::byte_level::ByteLevel;
 use tokenizers::pre_tokenizers::sequence::Sequence;
 use tokenizers::pre_tokenizers::split::{Split, SplitPattern};
@@ -53,7 +54,19 @@ fn strings(g: &GgufFile, key: &str) -> Result<Vec<String>> {
         .collect()
 }
 
-/// The pre-tokenizer for a `tokenizer.ggml.pre` name (llama.cpp's names).
+/// Whether a `tokenizer.ggml.pre` vocabulary's own tokenizer normalizes text to NFC first.
+///
+/// The DeepSeek-R1 distills' published `tokenizer.json` does (an `NFC` normalizer before the
+/// Qwen2 split), and with it Hugging Face, so aha does too: composed and decomposed accents
+/// give the same ids. llama.cpp never normalizes. The `qwen2` files keep the tokenizer
+/// Hugging Face builds from the GGUF metadata, which has no normalizer.
+fn normalizes_nfc(pre: &str) -> bool {
+    pre == "deepseek-r1-qwen"
+}
+
+/// The pre-tokenizer for a `tokenizer.ggml.pre` name (llama.cpp's names). `deepseek-r1-qwen`
+/// splits as `qwen2` does: the R1 distills' `tokenizer.json` carries Qwen2's split pattern, and
+/// llama.cpp and Hugging Face's GGUF reader map the name to it.
 fn pre_tokenizer(pre: &str) -> Result<(PreTokenizerWrapper, bool)> {
     let byte_level = |use_regex| ByteLevel::new(false, false, use_regex);
     let split = |pat: &str| -> Result<PreTokenizerWrapper> {
@@ -116,6 +129,9 @@ fn bpe_tokenizer(tokens: &[String], merges: &[String], pre: &str) -> Result<Toke
         .build()
         .map_err(|e| anyhow!("cannot build BPE: {e}"))?;
     let mut tk = Tokenizer::new(bpe);
+    if normalizes_nfc(pre) {
+        tk.with_normalizer(Some(NFC));
+    }
     tk.with_pre_tokenizer(Some(pt));
     tk.with_decoder(Some(ByteLevelDecoder::default()));
     Ok(tk)
@@ -267,7 +283,8 @@ pub fn for_model_path(path: &Path) -> Result<TextTokenizer> {
     if path.is_dir() {
         TextTokenizer::from_file(&path.join("tokenizer.json"))
     } else {
-        let g = GgufFile::open(path).context("loading tokenizer")?;
+        // The tokenizer lives in the header: a file whose weights are cut off still has it.
+        let g = GgufFile::open_header(path).context("loading tokenizer")?;
         TextTokenizer::from_gguf(&g)
     }
 }
@@ -362,6 +379,28 @@ mod tests {
         assert!(special[0].special);
         assert_eq!(names(&added), ["<tool>"]);
         assert!(!added[0].special && !added[0].normalized);
+    }
+
+    #[test]
+    fn the_r1_tokenizer_normalizes_to_nfc_and_qwen2_does_not() {
+        // "é" as one code point (C3 A9) and as "e" + U+0301 (65 CC 81), with a merge for each.
+        let tokens: Vec<String> = (0u8..=255).map(|b| byte_symbol(b).to_string()).collect();
+        let sym = |bytes: &[u8]| bytes.iter().map(|&b| byte_symbol(b)).collect::<String>();
+        let mut tokens = tokens;
+        tokens.push(sym(&[0xC3, 0xA9]));
+        let merges = vec![format!("{} {}", sym(&[0xC3]), sym(&[0xA9]))];
+        let composed = "caf\u{e9}";
+        let decomposed = "cafe\u{301}";
+        let r1 = bpe_tokenizer(&tokens, &merges, "deepseek-r1-qwen").unwrap();
+        let ids = |t: &Tokenizer, s: &str| t.encode(s, false).unwrap().get_ids().to_vec();
+        assert_eq!(
+            ids(&r1, composed),
+            [b'c' as u32, b'a' as u32, b'f' as u32, 256]
+        );
+        assert_eq!(ids(&r1, decomposed), ids(&r1, composed));
+        let qwen2 = bpe_tokenizer(&tokens, &merges, "qwen2").unwrap();
+        assert_eq!(ids(&qwen2, composed), ids(&r1, composed));
+        assert_ne!(ids(&qwen2, decomposed), ids(&qwen2, composed));
     }
 
     #[test]

@@ -356,7 +356,8 @@ impl LocalEngine {
         let mut text = self
             .template
             .render(&msgs, tools, true, req.think != ThinkMode::Off)?;
-        let started = apply_think_mode(&mut text, req.think, force_think);
+        let open = force_think || self.template.opens_think(&text);
+        let started = apply_think_mode(&mut text, req.think, open);
         let prompt_end = text.len();
         if let Some(prefix) = &req.assistant_prefix {
             text.push_str(prefix_after_prompt(prefix, started));
@@ -797,12 +798,13 @@ fn check_fits(prompt_tokens: usize, n_ctx: usize) -> Result<()> {
     Ok(())
 }
 
-/// After the rendered prompt: opens the reasoning when `force_think` and the template did not,
-/// closes the one the template opened for [`ThinkMode::Off`] (so the model answers directly).
+/// After the rendered prompt: opens the reasoning when `open` (an instruction to reason was
+/// added, or the model's conventions start every reply with it) and the template did not, and
+/// closes it again for [`ThinkMode::Off`] (so the model answers directly).
 /// Returns whether the prompt now ends inside a reasoning block.
-fn apply_think_mode(text: &mut String, think: ThinkMode, force_think: bool) -> bool {
+fn apply_think_mode(text: &mut String, think: ThinkMode, open: bool) -> bool {
     let mut started = text.trim_end().ends_with("<think>");
-    if force_think && !started {
+    if open && !started {
         text.push_str("<think>\n");
         started = true;
     }

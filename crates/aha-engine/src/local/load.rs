@@ -17,11 +17,27 @@ use std::sync::Arc;
 pub struct GgufFile {
     pub content: Content,
     pub path: std::path::PathBuf,
+    /// The file's size in bytes.
+    pub file_len: u64,
+    /// Where the tensor data ends (the file's expected size, less trailing padding), and the
+    /// tensor that ends there; `None` without tensors.
+    pub data_end: Option<(u64, String)>,
 }
 
 impl GgufFile {
-    /// Reads and validates the header of `path`.
+    /// Reads and validates the header of `path`, and checks that the file holds every tensor's
+    /// data (a truncated download is refused here, before anything is loaded).
     pub fn open(path: &Path) -> Result<Self> {
+        let g = Self::open_header(path)?;
+        g.check_complete()?;
+        Ok(g)
+    }
+
+    /// Reads and validates the header of `path` (metadata and tensor table) without requiring
+    /// the tensor data: a file cut after its header still gives its tokenizer and chat template
+    /// (the published first part of a split model is such a file). [`GgufFile::load_model`]
+    /// refuses its weights.
+    pub fn open_header(path: &Path) -> Result<Self> {
         let f = File::open(path)
             .with_context(|| format!("cannot open model file {}", path.display()))?;
         let file_len = f.metadata()?.len();
@@ -36,11 +52,34 @@ impl GgufFile {
                     path.display()
                 )
             })?;
-        check_tensor_table(&content, file_len).map_err(|e| anyhow!("{}: {e}", path.display()))?;
+        let data_end =
+            check_tensor_table(&content).map_err(|e| anyhow!("{}: {e}", path.display()))?;
         Ok(Self {
             content,
             path: path.to_path_buf(),
+            file_len,
+            data_end,
         })
+    }
+
+    /// Whether the file holds every tensor's data.
+    pub fn is_complete(&self) -> bool {
+        self.data_end
+            .as_ref()
+            .is_none_or(|(end, _)| *end <= self.file_len)
+    }
+
+    /// An error that says the file is truncated, by how much, when it does not hold every
+    /// tensor's data.
+    pub fn check_complete(&self) -> Result<()> {
+        match &self.data_end {
+            Some((end, name)) if *end > self.file_len => bail!(
+                "{}: the file is truncated: expected {end} bytes, has {} (tensor {name} ends at byte {end}). Its header (metadata, tokenizer, chat template) is whole but its weights are not, so it cannot run: download it again (`aha pull NAME`).",
+                self.path.display(),
+                self.file_len
+            ),
+            _ => Ok(()),
+        }
     }
 
     /// A metadata value.
@@ -207,6 +246,8 @@ impl GgufFile {
     }
 
     fn load_model_unguarded(&self, device: &Device, opts: &EngineOptions) -> Result<Transformer> {
+        // A header opened without its data (`open_header`) must not reach the tensor reads.
+        self.check_complete()?;
         let cfg = self.config()?;
         // Quantized matmuls take f32 activations on every backend.
         let dtype = DType::F32;
@@ -330,13 +371,15 @@ fn alignment(content: &Content) -> Result<u64> {
 }
 
 /// Checks every tensor of the table before any is read: its element count and byte size must
-/// not overflow (they would wrap to a small number and pass the size check), its data must
-/// start on the file's alignment, and end inside the file (a truncated download keeps a valid
-/// header). Without this, such a file loads and computes garbage.
-fn check_tensor_table(content: &Content, file_len: u64) -> Result<()> {
+/// not overflow (they would wrap to a small number and pass the size check), and its data must
+/// start on the file's alignment. Returns where the data ends and which tensor ends there, for
+/// [`GgufFile::check_complete`] (a truncated download keeps a valid header; without that check
+/// such a file loads and computes garbage).
+fn check_tensor_table(content: &Content) -> Result<Option<(u64, String)>> {
     let align = alignment(content)?;
     let mut names: Vec<&String> = content.tensor_infos.keys().collect();
     names.sort();
+    let mut data_end: Option<(u64, String)> = None;
     for name in names {
         let info = &content.tensor_infos[name];
         let dims = info.shape.dims();
@@ -376,18 +419,17 @@ fn check_tensor_table(content: &Content, file_len: u64) -> Result<()> {
             .tensor_data_offset
             .checked_add(info.offset)
             .and_then(|s| s.checked_add(size));
-        match end {
-            Some(end) if end <= file_len => {}
-            Some(end) => bail!(
-                "the file is truncated: tensor {name} ends at byte {end} but the file has {file_len} bytes. Download it again (`aha pull NAME`)."
-            ),
-            None => bail!(
+        let Some(end) = end else {
+            bail!(
                 "tensor {name}'s data offset {} lies past any possible end of the file",
                 info.offset
-            ),
+            )
+        };
+        if data_end.as_ref().is_none_or(|(e, _)| end > *e) {
+            data_end = Some((end, name.clone()));
         }
     }
-    Ok(())
+    Ok(data_end)
 }
 
 /// The activations' dtype for dense (safetensors) weights: f32 on CPU, bf16 on GPUs.
@@ -575,6 +617,41 @@ mod tests {
         .unwrap();
         assert_eq!(c.arch, Arch::Qwen2);
         assert_eq!((c.n_kv_head, c.head_dim, c.rope_base), (2, 32, 1e6));
+    }
+
+    #[test]
+    fn a_file_cut_after_its_header_opens_as_a_header_and_refuses_its_weights() {
+        let dir = tempfile::tempdir().unwrap();
+        let whole = dir.path().join("whole.gguf");
+        crate::local::synth::SynthSpec::tiny()
+            .write_gguf(&whole, candle_core::quantized::GgmlDType::Q8_0)
+            .unwrap();
+        let bytes = std::fs::read(&whole).unwrap();
+        let g = GgufFile::open(&whole).unwrap();
+        assert!(g.is_complete());
+        let (end, _) = g.data_end.clone().unwrap();
+        assert!(end <= bytes.len() as u64);
+        // Cut inside the tensor data, well after the header.
+        let cut = dir.path().join("cut.gguf");
+        let keep = g.content.tensor_data_offset as usize + 1000;
+        std::fs::write(&cut, &bytes[..keep]).unwrap();
+        let want = format!("the file is truncated: expected {end} bytes, has {keep}");
+        let e = GgufFile::open(&cut).err().unwrap().to_string();
+        assert!(e.contains(&want) && e.contains("cut.gguf"), "{e}");
+        // The header alone reads: metadata, tokenizer keys, tensor table, config.
+        let h = GgufFile::open_header(&cut).unwrap();
+        assert!(!h.is_complete());
+        assert_eq!(h.arch_name(), "qwen2");
+        assert!(h.get("tokenizer.ggml.tokens").is_some());
+        assert_eq!(h.content.tensor_infos.len(), g.content.tensor_infos.len());
+        assert_eq!(h.config().unwrap().n_layer, 2);
+        // Its weights do not load, with the same clear error.
+        let e = h.load_model(&Device::Cpu).err().unwrap().to_string();
+        assert!(e.contains(&want), "{e}");
+        // A cut inside the header itself is no header.
+        std::fs::write(&cut, &bytes[..200]).unwrap();
+        let e = GgufFile::open_header(&cut).err().unwrap().to_string();
+        assert!(e.contains("not a readable GGUF"), "{e}");
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! Random-weight models with real shapes, written as GGUF or safetensors: for tests of the loading
 //! and forward paths, and for benchmarks on machines that cannot download the real weights.
 
-use anyhow::{Context, Result};
+use super::load::GgufFile;
+use anyhow::{bail, Context, Result};
 use candle_core::quantized::{gguf_file, GgmlDType, QTensor};
 use candle_core::{Device, Tensor};
 use rand::rngs::StdRng;
@@ -20,6 +21,10 @@ pub struct SynthSpec {
     pub vocab: usize,
     pub n_ctx: usize,
     pub seed: u64,
+    /// Every `tokenizer.*` key of a real model's GGUF header (vocabulary, merges, special
+    /// tokens, chat template), written instead of the synthetic byte vocabulary
+    /// ([`SynthSpec::with_tokenizer_from`]); `vocab` is then that vocabulary's size.
+    pub tokenizer: Option<Vec<(String, gguf_file::Value)>>,
 }
 
 impl SynthSpec {
@@ -34,6 +39,7 @@ impl SynthSpec {
             vocab: 300,
             n_ctx: 256,
             seed: 7,
+            tokenizer: None,
         }
     }
 
@@ -48,6 +54,7 @@ impl SynthSpec {
             vocab: 151_936,
             n_ctx: 131_072,
             seed: 7,
+            tokenizer: None,
         }
     }
 
@@ -62,7 +69,49 @@ impl SynthSpec {
             vocab: 152_064,
             n_ctx: 131_072,
             seed: 7,
+            tokenizer: None,
         }
+    }
+
+    /// DeepSeek-R1-Distill-Qwen-7B's vocabulary on a body small enough to run in a test: two
+    /// blocks of 256 (rows Q4_K can hold), grouped-query attention, a 4,096-token context.
+    /// With [`SynthSpec::with_tokenizer_from`] the real header's tokenizer and template.
+    pub fn r1_tiny() -> Self {
+        Self {
+            n_layer: 2,
+            n_head: 4,
+            n_kv_head: 2,
+            n_embd: 256,
+            n_ff: 512,
+            vocab: 152_064,
+            n_ctx: 4096,
+            seed: 7,
+            tokenizer: None,
+        }
+    }
+
+    /// Gives the model the tokenizer and chat template of a real GGUF header `g` (every
+    /// `tokenizer.*` key; the weights of `g` are not read, so a file cut after its header
+    /// serves), and sizes the vocabulary to it.
+    pub fn with_tokenizer_from(mut self, g: &GgufFile) -> Result<Self> {
+        let n = match g.get("tokenizer.ggml.tokens") {
+            Some(gguf_file::Value::Array(t)) if !t.is_empty() => t.len(),
+            _ => bail!(
+                "{}: GGUF metadata has no tokenizer.ggml.tokens to take",
+                g.path.display()
+            ),
+        };
+        let mut keys: Vec<(String, gguf_file::Value)> = g
+            .content
+            .metadata
+            .iter()
+            .filter(|(k, _)| k.starts_with("tokenizer."))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        keys.sort_by(|a, b| a.0.cmp(&b.0));
+        self.vocab = n;
+        self.tokenizer = Some(keys);
+        Ok(self)
     }
 
     fn head_dim(&self) -> usize {
@@ -212,6 +261,10 @@ impl SynthSpec {
                 V::F32(1e-6),
             ),
         ];
+        if let Some(keys) = &self.tokenizer {
+            md.extend(keys.iter().cloned());
+            return md;
+        }
         // A byte-level vocabulary: the 256 byte symbols, then filler tokens, then the specials.
         let mut tokens: Vec<String> = (0u8..=255)
             .map(|b| crate::tokenizer::byte_symbol(b).to_string())
@@ -277,6 +330,9 @@ impl SynthSpec {
 
     /// The same in another dtype (bf16 or f16, as published checkpoints are).
     pub fn write_safetensors_as(&self, dir: &Path, dtype: candle_core::DType) -> Result<()> {
+        if self.tokenizer.is_some() {
+            bail!("a tokenizer taken from a GGUF header goes into GGUF output only");
+        }
         std::fs::create_dir_all(dir)?;
         let mut map: HashMap<String, Tensor> = HashMap::new();
         for (i, (hf, _, shape)) in self.tensors().into_iter().enumerate() {
@@ -340,5 +396,61 @@ impl SynthSpec {
                 "vocab": vocab, "merges": []}
         });
         Ok(serde_json::to_string(&j)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tokenizer::TextTokenizer;
+
+    #[test]
+    fn a_synth_model_carries_the_tokenizer_and_template_of_a_header() {
+        let dir = tempfile::tempdir().unwrap();
+        // A source whose weights are cut off, with a vocabulary and template of its own.
+        let mut src = SynthSpec::tiny();
+        src.vocab = 320;
+        let mut md = src.metadata();
+        md.retain(|(k, _)| k.starts_with("tokenizer."));
+        md.push((
+            "tokenizer.chat_template".into(),
+            gguf_file::Value::String("{{ bos_token }}{% for m in messages %}<｜User｜>{{ m.content }}{% endfor %}<｜Assistant｜>".into()),
+        ));
+        src.tokenizer = Some(md);
+        let full = dir.path().join("src.gguf");
+        src.write_gguf(&full, GgmlDType::Q8_0).unwrap();
+        let bytes = std::fs::read(&full).unwrap();
+        let header = dir.path().join("header.gguf");
+        std::fs::write(&header, &bytes[..bytes.len() / 2]).unwrap();
+        let h = GgufFile::open_header(&header).unwrap();
+        assert!(!h.is_complete());
+
+        let spec = SynthSpec::tiny().with_tokenizer_from(&h).unwrap();
+        assert_eq!(spec.vocab, 320);
+        let out = dir.path().join("synth.gguf");
+        spec.write_gguf(&out, GgmlDType::Q8_0).unwrap();
+        let g = GgufFile::open(&out).unwrap();
+        assert_eq!(
+            g.content.tensor_infos["token_embd.weight"].shape.dims(),
+            &[320, 64]
+        );
+        assert_eq!(
+            g.get_str("tokenizer.chat_template"),
+            h.get_str("tokenizer.chat_template")
+        );
+        let a = TextTokenizer::from_gguf(&h).unwrap();
+        let b = TextTokenizer::from_gguf(&g).unwrap();
+        assert_eq!(a.vocab_size(), b.vocab_size());
+        let text = "<|im_start|>user\nhé<think>";
+        assert_eq!(a.encode(text).unwrap(), b.encode(text).unwrap());
+        // The model runs with it.
+        let m = g.load_model(&Device::Cpu).unwrap();
+        let mut cache = m.new_cache();
+        let logits = m
+            .forward(&b.encode(text).unwrap(), &mut cache, false)
+            .unwrap();
+        assert_eq!(logits.dims().last(), Some(&320));
+        // Safetensors output has no place for it.
+        assert!(spec.write_safetensors(&dir.path().join("st")).is_err());
     }
 }
