@@ -1,12 +1,14 @@
 //! `aha run --json` without `--agent` prints, byte for byte, what it printed before it went
 //! through the agent: three runs of the real smollm2-135m compared with the streams recorded in
 //! tests/fixtures/run_json (recorded with `-m smollm2-135m` and the flags below). Since then,
-//! `turn_finished` gained `drafted_tokens` and `accepted_tokens` (speculative decoding), and
+//! `turn_finished` gained `drafted_tokens` and `accepted_tokens` (speculative decoding) and
+//! `forks` and `min_group_confidence` (the reasoning microscope, added to the recordings), and
 //! `2.jsonl` was recorded again when `--think`'s instruction moved from the system message to
 //! the user's (issue 17: a per-turn setting keeps the cached prefix).
 //!
 //! Before comparing, on both sides: the timing fields (`ttft_ms`, `prefill_tok_s`,
-//! `decode_tok_s`) become 0, and `logprob` and `entropy` are rounded to 2 decimals (another SIMD
+//! `decode_tok_s`) become 0, and `logprob`, `entropy` and `min_group_confidence` are rounded to
+//! 2 decimals (another SIMD
 //! width in the prompt GEMM changes their last bits). Everything else (texts, token ids, counts,
 //! the finish reason, the keys and their order, the number of lines) must be the same bytes.
 
@@ -54,7 +56,7 @@ const RUNS: [(&str, &[&str]); 3] = [
 /// Fields whose value is the clock's.
 const TIMING: [&str; 3] = ["ttft_ms", "prefill_tok_s", "decode_tok_s"];
 /// Fields compared to 2 decimals.
-const ROUNDED: [&str; 2] = ["logprob", "entropy"];
+const ROUNDED: [&str; 3] = ["logprob", "entropy", "min_group_confidence"];
 
 /// Rewrites the number after each `"key":` in `line` with `f`.
 fn rewrite_numbers(line: &str, key: &str, f: impl Fn(f64) -> String) -> String {
