@@ -11,6 +11,7 @@
 pub mod export;
 pub mod html;
 pub mod steps;
+pub mod thinking;
 pub mod transcript;
 
 use aha_protocol::{Event, Op};

@@ -23,6 +23,7 @@ pub mod view;
 
 pub use aha_protocol::AgentLink;
 use aha_protocol::{Event, Op};
+use aha_session::thinking::ThinkingSettings;
 use aha_session::{self as session, SessionLog};
 use anyhow::Result;
 use app::{App, AppEvent, Effect};
@@ -66,16 +67,26 @@ pub struct Sessions {
     pub model: String,
     pub log: Option<SessionLog>,
     pending: Vec<(u64, Op)>,
+    /// The thinking settings chosen last, and the file they are remembered in between
+    /// sessions (`<data dir>/thinking.json`, beside the sessions folder).
+    pub thinking: ThinkingSettings,
+    pub thinking_file: PathBuf,
 }
 
 impl Sessions {
     pub fn new(dir: PathBuf, model: &str) -> Self {
+        let thinking_file = dir
+            .parent()
+            .unwrap_or(&dir)
+            .join(session::thinking::FILE_NAME);
         Self {
             dir,
             id: session::new_id(),
             model: model.to_string(),
             log: None,
             pending: Vec::new(),
+            thinking: ThinkingSettings::load(&thinking_file),
+            thinking_file,
         }
     }
 
@@ -226,6 +237,11 @@ pub fn run_loop<B: Backend>(
         for op in std::mem::take(&mut app.outbox) {
             if let Err(err) = sessions.op(app.now, &op) {
                 app.t.error(format!("session log: {err:#}"));
+            }
+            if sessions.thinking.apply(&op) {
+                if let Err(e) = sessions.thinking.save(&sessions.thinking_file) {
+                    tracing::warn!("cannot remember the thinking settings: {e}");
+                }
             }
             agent.send(op);
         }
@@ -407,6 +423,12 @@ pub fn resume(
     agent.send(Op::Restore {
         messages: app.t.messages(),
     });
+    // The session goes on thinking as it did.
+    let ops = loaded.records.iter().filter_map(|r| match r {
+        session::Record::Op { op, .. } => Some(op),
+        _ => None,
+    });
+    set_thinking(app, agent, &ThinkingSettings::from_ops(ops));
     sessions.id = loaded.id.clone();
     sessions.log = Some(log);
     sessions.pending.clear();
@@ -425,6 +447,28 @@ pub fn resume(
         app.t.error(s);
     }
     Ok(())
+}
+
+/// Puts `s` into the app and the agent: each setting it holds that differs from the app's
+/// (the agent says so in a notice).
+pub fn set_thinking(app: &mut App, agent: &mut dyn AgentLink, s: &ThinkingSettings) {
+    let (mode, budget) = (
+        s.think.unwrap_or(app.think_mode),
+        s.budget_setting().unwrap_or(app.think_budget),
+    );
+    if (mode, budget) != (app.think_mode, app.think_budget) {
+        app.think_mode = mode;
+        app.think_budget = budget;
+        agent.send(Op::SetThinking { mode, budget });
+    }
+    if let Some(min) = s.think_min_setting().filter(|m| *m != app.trace.think_min) {
+        app.trace.think_min = min;
+        agent.send(Op::SetThinkMin { min });
+    }
+    if let Some(action) = s.loops.filter(|l| *l != app.trace.loops) {
+        app.trace.loops = action;
+        agent.send(Op::SetLoops { action });
+    }
 }
 
 /// Which session to reopen at start.
@@ -458,6 +502,9 @@ pub fn run_tui(
     app.research = cfg.research.unwrap_or(false);
     let dir = session::sessions_dir();
     let mut sessions = Sessions::new(dir.clone(), &app.info.model);
+    // Thinking as it was left last time (over the config's defaults).
+    let remembered = sessions.thinking.clone();
+    set_thinking(&mut app, &mut agent, &remembered);
     let mut clock = Clock::new(0);
     if let Some(r) = resume_arg {
         let path = match r {

@@ -1335,10 +1335,105 @@ fn the_min_key_cycles_budget_forcing_and_loops_has_a_command() {
 
 #[test]
 fn snapshot_trace_token_cursor_with_alternatives_and_confidence_curve() {
-    let mut a = forky();
+    let mut a = app();
+    ask(&mut a, "A bat and a ball cost 1.10 in total…");
+    think_top(&mut a, FORKY);
+    // A loop flagged after the first sentence (as the engine reports it), marked ↻ there.
+    ev(
+        &mut a,
+        Event::ReasoningLoop {
+            count: 3,
+            text: "The bat and ball cost 1.10.".into(),
+            action: aha_protocol::LoopAction::Warn,
+        },
+    );
+    think_top(&mut a, &FORKY[..3]);
+    answer(&mut a, "The ball costs 0.05.");
+    finish(&mut a, "stop");
     open_trace(&mut a);
     key(&mut a, KeyCode::Home);
     key(&mut a, KeyCode::Right);
     key(&mut a, KeyCode::Tab);
     insta::assert_snapshot!(render(&mut a, 110, 18));
+}
+
+/// An agent that records the ops it is sent.
+struct Recorder(Vec<Op>, EngineInfo);
+
+impl aha_protocol::AgentLink for Recorder {
+    fn send(&mut self, op: Op) {
+        self.0.push(op);
+    }
+    fn try_recv(&mut self) -> Option<Event> {
+        None
+    }
+    fn info(&self) -> &EngineInfo {
+        &self.1
+    }
+}
+
+#[test]
+fn thinking_settings_are_remembered_and_a_resumed_session_thinks_as_it_did() {
+    use aha_session::thinking::ThinkingSettings;
+    let mut a = app();
+    let mut agent = Recorder(Vec::new(), a.info.clone());
+    let s = ThinkingSettings {
+        think: Some(aha_protocol::ThinkMode::On),
+        budget: Some(512),
+        think_min: Some(128),
+        loops: Some(aha_protocol::LoopAction::Nudge),
+    };
+    super::set_thinking(&mut a, &mut agent, &s);
+    assert_eq!(
+        agent.0,
+        [
+            Op::SetThinking {
+                mode: aha_protocol::ThinkMode::On,
+                budget: Some(512)
+            },
+            Op::SetThinkMin { min: Some(128) },
+            Op::SetLoops {
+                action: aha_protocol::LoopAction::Nudge
+            },
+        ]
+    );
+    assert_eq!(
+        (a.think_budget, a.trace.think_min, a.trace.loops),
+        (Some(512), Some(128), aha_protocol::LoopAction::Nudge)
+    );
+    // Already so: nothing is sent again.
+    agent.0.clear();
+    super::set_thinking(&mut a, &mut agent, &s);
+    assert!(agent.0.is_empty());
+
+    // A session that changed thinking resumes with its own settings.
+    let dir = std::env::temp_dir().join(format!("aha-tui-thinking-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let sessions_dir = dir.join("sessions");
+    let mut log = aha_session::SessionLog::create(&sessions_dir, "s1", "m").unwrap();
+    log.op(1, &Op::SetThinkMin { min: Some(300) }).unwrap();
+    log.op(
+        2,
+        &Op::SetLoops {
+            action: aha_protocol::LoopAction::Stop,
+        },
+    )
+    .unwrap();
+    log.flush().unwrap();
+    let path = log.path.clone();
+    drop(log);
+    let mut b = app();
+    let mut agent = Recorder(Vec::new(), b.info.clone());
+    let mut sessions = super::Sessions::new(sessions_dir, "m");
+    assert_eq!(
+        sessions.thinking_file,
+        dir.join("thinking.json"),
+        "remembered beside the sessions folder"
+    );
+    let mut clock = super::Clock::new(0);
+    super::resume(&mut b, &mut agent, &mut sessions, &mut clock, &path).unwrap();
+    assert_eq!(b.trace.think_min, Some(300));
+    assert_eq!(b.trace.loops, aha_protocol::LoopAction::Stop);
+    assert!(agent.0.contains(&Op::SetThinkMin { min: Some(300) }));
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -76,8 +76,9 @@ pub fn draw(app: &App, f: &mut Frame, area: Rect) {
         format!(" · {}", plural(r.loops.len(), "loop"))
     };
     head.push_str(&format!(
-        " · {state} · {} tokens · {} · {} · {}{loops} · next-turn budget {budget}{min}",
+        " · {state} · {} tokens · {:.1} s · {} · {} · {}{loops} · next-turn budget {budget}{min}",
         r.tokens.len(),
+        r.thought_secs(app.now),
         plural(st.len(), "step"),
         plural(
             st.iter().filter(|s| s.correction).count(),
