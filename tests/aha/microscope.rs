@@ -205,18 +205,8 @@ fn think_min_makes_the_real_model_think_on_with_wait() {
 #[test]
 fn serve_answers_openai_logprobs_streamed_and_whole() {
     let _g = heavy();
-    model("qwen2.5-coder-0.5b");
-    let mut cmd = bin();
-    cmd.args([
-        "serve",
-        "--port",
-        "0",
-        "--threads",
-        "2",
-        "-m",
-        "qwen2.5-coder-0.5b",
-    ]);
-    let (mut child, port, _log) = super::common::spawn_serve(cmd);
+    let server = super::serve::Server::start(&[]);
+    let port = server.port;
     // The body, or the status and body of an HTTP error.
     let post = |body: Value| -> Result<String, (u16, String)> {
         match ureq::post(&format!("http://127.0.0.1:{port}/v1/chat/completions")).send_json(body) {
@@ -298,8 +288,6 @@ fn serve_answers_openai_logprobs_streamed_and_whole() {
         })
         .unwrap();
     assert!(!tops.is_empty() && tops.iter().all(|n| *n == 3), "{tops:?}");
-    let _ = child.kill();
-    let _ = child.wait();
 }
 
 #[test]
@@ -315,17 +303,14 @@ fn trace_explorer_token_cursor_branch_on_an_alternative_and_the_loop_mark() {
     )
     .unwrap();
     let t = Tmux::start("microscope", 140, 34);
-    t.type_text(&format!(
-        "AHA_DATA_DIR={} AHA_CONFIG={} AHA_PROMPT_CACHE=off {} --model {}",
-        data.path().display(),
-        cfg.display(),
-        env!("CARGO_BIN_EXE_aha"),
-        m.display()
-    ));
-    t.keys(&["Enter"]);
-    t.wait_for("the workbench", Duration::from_secs(120), |s| {
-        s.contains("Ask something")
-    });
+    t.open_workbench(
+        &format!(
+            "AHA_DATA_DIR={} AHA_CONFIG={} AHA_PROMPT_CACHE=off",
+            data.path().display(),
+            cfg.display()
+        ),
+        &format!("--model {}", m.display()),
+    );
     t.type_text(REPEAT);
     t.keys(&["Enter"]);
     t.wait_for(
@@ -372,9 +357,5 @@ fn trace_explorer_token_cursor_branch_on_an_alternative_and_the_loop_mark() {
     t.wait_for("the chat", Duration::from_secs(10), |s| {
         s.contains("Ask something")
     });
-    t.type_text("/quit");
-    t.keys(&["Enter"]);
-    t.wait_for("the shell again", Duration::from_secs(20), |s| {
-        s.matches("READY$").count() >= 2
-    });
+    t.quit_workbench();
 }

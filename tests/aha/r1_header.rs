@@ -281,27 +281,20 @@ fn r1_synth_in_the_workbench_with_the_real_template() {
     )
     .unwrap();
     let t = Tmux::start("r1", 100, 30);
-    t.type_text(&format!(
-        "AHA_CONFIG={} AHA_DATA_DIR={} {} --threads 2 --model {}",
-        cfg.display(),
-        data.display(),
-        env!("CARGO_BIN_EXE_aha"),
-        m.display()
-    ));
-    t.keys(&["Enter"]);
-    t.wait_for("the workbench", Duration::from_secs(120), |s| {
-        s.contains("Ask something")
-    });
+    t.open_workbench(
+        &format!(
+            "AHA_CONFIG={} AHA_DATA_DIR={}",
+            cfg.display(),
+            data.display()
+        ),
+        &format!("--threads 2 --model {}", m.display()),
+    );
     t.type_text("Why is the sky blue?");
     t.keys(&["Enter"]);
     t.wait_for("the reply to end", Duration::from_secs(120), |s| {
         s.contains("❯ Why is the sky blue?") && s.contains(" idle ") && s.contains("ttft")
     });
-    t.type_text("/quit");
-    t.keys(&["Enter"]);
-    t.wait_for("the shell again", Duration::from_secs(20), |s| {
-        s.matches("READY$").count() >= 2
-    });
+    t.quit_workbench();
 
     let files: Vec<PathBuf> = std::fs::read_dir(data.join("sessions"))
         .unwrap()

@@ -102,6 +102,25 @@ impl Tmux {
         }
     }
 
+    /// Starts the workbench in the pane, `env` (`VAR=value …`) before the binary and `args`
+    /// after it, and waits until it asks for a message.
+    pub(crate) fn open_workbench(&self, env: &str, args: &str) {
+        self.type_text(&format!("{env} {} {args}", env!("CARGO_BIN_EXE_aha")));
+        self.keys(&["Enter"]);
+        self.wait_for("the workbench", Duration::from_secs(120), |s| {
+            s.contains("Ask something")
+        });
+    }
+
+    /// Leaves the workbench with /quit and waits for the shell's prompt.
+    pub(crate) fn quit_workbench(&self) -> String {
+        self.type_text("/quit");
+        self.keys(&["Enter"]);
+        self.wait_for("the shell again", Duration::from_secs(20), |s| {
+            s.matches("READY$").count() >= 2
+        })
+    }
+
     /// Checks that the terminal is the shell's again: main screen, cursor shown, cooked mode.
     fn assert_restored(&self) {
         assert_eq!(

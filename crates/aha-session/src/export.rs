@@ -88,13 +88,7 @@ fn reply(out: &mut String, r: &Reply) {
                 out.push_str("\n\n");
             }
             Part::Tool(c) => {
-                let status = match &c.state {
-                    ToolState::Running => "did not finish".to_string(),
-                    ToolState::Approval(_) => "waiting for approval".to_string(),
-                    ToolState::Done {
-                        ok, duration_ms, ..
-                    } => format!("{} in {duration_ms} ms", if *ok { "ok" } else { "failed" }),
-                };
+                let status = c.state.outcome();
                 out.push_str(&format!(
                     "**tool** `{}` `{}` — {status}\n\n",
                     c.name, c.arguments

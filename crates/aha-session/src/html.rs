@@ -514,13 +514,7 @@ fn pane(
                     out.push_str("</div>");
                     answer_open = false;
                 }
-                let status = match &c.state {
-                    ToolState::Running => "did not finish".to_string(),
-                    ToolState::Approval(_) => "waiting for approval".to_string(),
-                    ToolState::Done {
-                        ok, duration_ms, ..
-                    } => format!("{} in {duration_ms} ms", if *ok { "ok" } else { "failed" }),
-                };
+                let status = c.state.outcome();
                 out.push_str("<div class=\"tool\">tool <code>");
                 esc(out, &c.name);
                 out.push_str("</code> <code>");

@@ -140,7 +140,10 @@ mod tests {
         s.save(&p).unwrap();
         assert_eq!(ThinkingSettings::load(&p), s);
         std::fs::write(&p, "{ not json").unwrap();
-        assert!(ThinkingSettings::load(&p).is_empty(), "a damaged file is no settings");
+        assert!(
+            ThinkingSettings::load(&p).is_empty(),
+            "a damaged file is no settings"
+        );
         assert!(ThinkingSettings::load(&dir.path().join("none.json")).is_empty());
     }
 }

@@ -48,6 +48,19 @@ pub enum ToolState {
     },
 }
 
+impl ToolState {
+    /// How the call ended, for an export: "ok in 12 ms", "failed in 3 ms", "did not finish".
+    pub fn outcome(&self) -> String {
+        match self {
+            ToolState::Running => "did not finish".to_string(),
+            ToolState::Approval(_) => "waiting for approval".to_string(),
+            ToolState::Done {
+                ok, duration_ms, ..
+            } => format!("{} in {duration_ms} ms", if *ok { "ok" } else { "failed" }),
+        }
+    }
+}
+
 /// A tool call shown as a card in the reply.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ToolCard {

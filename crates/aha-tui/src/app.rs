@@ -1063,9 +1063,20 @@ fn branch_at_token(app: &mut App, turn: usize, v: usize, i: usize, text: &str) {
     let Some(r) = app.t.versions(turn).and_then(|(vs, _)| vs.get(v)) else {
         return;
     };
-    let cut = token_offset(r, i);
-    let prefix = format!("<think>\n{}{text}", &r.reasoning[..cut]);
+    let prefix = format!("<think>\n{}{text}", &r.reasoning[..token_offset(r, i)]);
     let live = r.state == ReplyState::Streaming;
+    send_branch(app, turn, prefix, live);
+    app.flash(format!(
+        "branching turn {} at token {} with “{}”",
+        turn + 1,
+        i + 1,
+        text
+    ));
+}
+
+/// Sends the branch of turn `turn` from `prefix` (stopping it first while it streams), and
+/// makes the explorer follow the new version.
+fn send_branch(app: &mut App, turn: usize, prefix: String, live: bool) {
     if let View::Trace(tv) = &mut app.view {
         tv.version = None;
         tv.step = None;
@@ -1080,12 +1091,6 @@ fn branch_at_token(app: &mut App, turn: usize, v: usize, i: usize, text: &str) {
         prefix,
         turn_id: None,
     });
-    app.flash(format!(
-        "branching turn {} at token {} with “{}”",
-        turn + 1,
-        i + 1,
-        text
-    ));
 }
 
 /// Where token `i` starts in the reply's reasoning text (a char boundary).
@@ -1127,17 +1132,6 @@ fn branch(app: &mut App, turn: usize, v: usize) {
     let kept = r.reasoning.get(..cut).unwrap_or(&r.reasoning);
     let prefix = format!("<think>\n{kept}{inserted}");
     let live = r.state == ReplyState::Streaming;
-    tv.version = None;
-    tv.step = None;
-    tv.cursor = None;
-    tv.compare = false;
-    if live {
-        app.send(Op::Cancel { turn_id: None });
-    }
-    app.send(Op::Branch {
-        turn,
-        prefix,
-        turn_id: None,
-    });
+    send_branch(app, turn, prefix, live);
     app.flash(format!("branching turn {} at {at}", turn + 1));
 }
