@@ -10,7 +10,8 @@ use super::reasoning::{split_reasoning, strip_reasoning, ReasoningParser, Segmen
 use super::sampler::SamplingParams;
 use super::template::ChatMessage;
 use super::{Control, Engine, GenerateRequest, Prompt, ThinkMode};
-use aha_protocol::{Event, FinishReason, TopToken, TurnStats};
+use aha_protocol::trace::LoopDetector;
+use aha_protocol::{Event, FinishReason, LoopAction, TopToken, TurnStats};
 use anyhow::{bail, Result};
 use serde_json::{json, Map, Value};
 use std::collections::BTreeMap;
@@ -484,6 +485,10 @@ struct StreamState {
     /// The log-probability and alternatives of the last token of the chunk being read (OpenAI's
     /// `logprobs`), for the first event that chunk makes.
     chunk_lp: Option<(f32, Vec<TopToken>)>,
+    /// Watches the reasoning for loops (`trace.loops`; absent when off) and what to do.
+    loops: Option<(LoopDetector, LoopAction)>,
+    /// A loop ended the stream (`loops = stop`).
+    looped: bool,
 }
 
 /// The last token's log-probability and alternatives in a chunk's `logprobs` object (its
@@ -526,14 +531,53 @@ impl StreamState {
             last_at: None,
             emitted: false,
             chunk_lp: None,
+            loops: None,
+            looped: false,
         }
+    }
+
+    /// Watches the reasoning for loops as `trace` says.
+    fn with_loops(mut self, trace: &aha_protocol::TraceOptions) -> Self {
+        self.loops = (trace.loops != LoopAction::Off)
+            .then(|| (LoopDetector::new(trace.loop_repeats), trace.loops));
+        self
+    }
+
+    /// Feeds reasoning text to the loop detector. A server's stream cannot take text written
+    /// into it, so a nudge is only a warning here; `stop` ends the stream.
+    fn watch_loops(&mut self, thought: &str, emit: &mut dyn FnMut(Event)) {
+        let Some((det, want)) = self.loops.as_mut() else {
+            return;
+        };
+        let Some(hit) = det.push(thought) else {
+            return;
+        };
+        let action = match want {
+            LoopAction::Stop => {
+                self.looped = true;
+                LoopAction::Stop
+            }
+            _ => LoopAction::Warn,
+        };
+        emit(Event::ReasoningLoop {
+            count: hit.count,
+            text: hit.text,
+            action,
+        });
     }
 
     fn emit_segments(&mut self, segs: Vec<Segment>, emit: &mut dyn FnMut(Event)) {
         for s in segs {
             self.emitted = true;
             let (lp, top) = self.chunk_lp.take().unzip();
+            let thought = match &s {
+                Segment::Thinking(t) => Some(t.clone()),
+                Segment::Answer(_) => None,
+            };
             emit(s.into_event(lp, None, top.unwrap_or_default()));
+            if let Some(t) = thought {
+                self.watch_loops(&t, emit);
+            }
         }
     }
 
@@ -584,6 +628,7 @@ impl StreamState {
                 entropy: None,
                 top: top.unwrap_or_default(),
             });
+            self.watch_loops(text, emit);
         }
     }
 
@@ -917,12 +962,16 @@ impl Engine for RemoteEngine {
     ) -> Result<TurnStats> {
         let body = serde_json::to_string(&self.request_body(req)?)?;
         let t0 = Instant::now();
-        let mut st = StreamState::new(self.reasoning && req.think != ThinkMode::Off);
+        let mut st =
+            StreamState::new(self.reasoning && req.think != ThinkMode::Off).with_loops(&req.trace);
         let Some(rx) = self.connect(&body, ctrl, emit)? else {
             return Ok(cancelled_turn(&mut st, t0, emit));
         };
         let incomplete = match read_stream(&rx, ctrl, self.stall_timeout, &mut st, emit)? {
             Streamed::Cancelled => return Ok(cancelled_turn(&mut st, t0, emit)),
+            Streamed::Looped => {
+                return Ok(ended_turn(&mut st, t0, FinishReason::Loop, emit));
+            }
             Streamed::Done => None,
             Streamed::Incomplete(why) => Some(why),
         };
@@ -1022,9 +1071,20 @@ fn finish_reason(server: Option<&str>) -> FinishReason {
 
 /// Ends a cancelled turn: flushes what arrived and emits `TurnFinished` (`cancelled`).
 fn cancelled_turn(st: &mut StreamState, t0: Instant, emit: &mut dyn FnMut(Event)) -> TurnStats {
+    ended_turn(st, t0, FinishReason::Cancelled, emit)
+}
+
+/// Ends a turn cut short on aha's side: flushes what arrived and emits `TurnFinished` with
+/// `reason`.
+fn ended_turn(
+    st: &mut StreamState,
+    t0: Instant,
+    reason: FinishReason,
+    emit: &mut dyn FnMut(Event),
+) -> TurnStats {
     st.finish(emit);
     let mut s = st.stats(t0);
-    s.finish_reason = aha_protocol::FinishReason::Cancelled;
+    s.finish_reason = reason;
     emit(Event::TurnFinished {
         stats: s.clone(),
         tokens: vec![],
@@ -1073,6 +1133,8 @@ enum Streamed {
     /// It stalled, was cut, or ended without `[DONE]`: why.
     Incomplete(String),
     Cancelled,
+    /// The reasoning went in circles and the loop setting is `stop`.
+    Looped,
 }
 
 /// Reads the response lines until the stream ends: SSE lines are gathered into events and
@@ -1108,7 +1170,12 @@ fn read_stream(
         };
         last_byte = Instant::now();
         match msg {
-            Msg::Line(l) => sse.line(st, &l, emit)?,
+            Msg::Line(l) => {
+                sse.line(st, &l, emit)?;
+                if st.looped {
+                    return Ok(Streamed::Looped);
+                }
+            }
             Msg::End(err) => {
                 sse.end(st, emit)?;
                 if sse.done {
@@ -1417,6 +1484,67 @@ mod tests {
         assert!(
             matches!(&events[2], Event::AnswerDelta { logprob: None, top, .. } if top.is_empty())
         );
+    }
+
+    #[test]
+    fn a_loop_in_a_servers_reasoning_is_flagged_or_ends_the_stream() {
+        let sentence = "But we know the bat costs 1.00 more than the ball. ";
+        let chunk = |t: &str| {
+            format!(
+                "data: {}",
+                json!({"choices": [{"delta": {"reasoning_content": t}}]})
+            )
+        };
+        // Each SSE event ends at a blank line.
+        let stream: Vec<String> = (0..5)
+            .flat_map(|_| [chunk(sentence), String::new()])
+            .collect();
+        let refs: Vec<&str> = stream.iter().map(String::as_str).collect();
+        let read = |action: LoopAction| {
+            let trace = aha_protocol::TraceOptions {
+                loops: action,
+                ..Default::default()
+            };
+            let mut st = StreamState::new(true).with_loops(&trace);
+            let mut events = Vec::new();
+            let mut msgs = lines(&refs);
+            msgs.push(Msg::Line("data: [DONE]".into()));
+            msgs.push(Msg::Line(String::new()));
+            let end = read_stream(
+                &channel(msgs),
+                &Control::default(),
+                Duration::from_secs(60),
+                &mut st,
+                &mut |e| events.push(e),
+            )
+            .unwrap();
+            let loops: Vec<(usize, LoopAction)> = events
+                .iter()
+                .filter_map(|e| match e {
+                    Event::ReasoningLoop { count, action, .. } => Some((*count, *action)),
+                    _ => None,
+                })
+                .collect();
+            (end, loops)
+        };
+        assert_eq!(
+            read(LoopAction::Warn),
+            (
+                Streamed::Done,
+                vec![
+                    (3, LoopAction::Warn),
+                    (4, LoopAction::Warn),
+                    (5, LoopAction::Warn)
+                ]
+            )
+        );
+        assert_eq!(
+            read(LoopAction::Stop),
+            (Streamed::Looped, vec![(3, LoopAction::Stop)])
+        );
+        // A stream cannot take a nudge: it is flagged as a warning.
+        assert_eq!(read(LoopAction::Nudge).1[0], (3, LoopAction::Warn));
+        assert!(read(LoopAction::Off).1.is_empty());
     }
 
     #[test]

@@ -358,12 +358,12 @@ fn effect(
             let path = p
                 .map(PathBuf::from)
                 .unwrap_or_else(|| PathBuf::from(format!("aha-{}.html", sessions.id)));
-            // The workbench's engine counts forks with the default trace settings.
+            // Forks as the explorer marks them (the config's `[trace]`).
             let page = session::html::html(
                 &app.t,
                 &format!("aha session {}", sessions.id),
                 &app.info.model,
-                &aha_protocol::TraceOptions::default(),
+                &app.trace,
             );
             match std::fs::write(&path, page) {
                 Ok(()) => app.t.notice(format!("exported to {}", path.display())),
