@@ -142,16 +142,20 @@ fn render_entry(app: &App, e: &Entry, width: usize, focused: bool) -> Vec<Line<'
 pub fn fold_summary(r: &Reply, now: u64) -> String {
     let n = r.tokens.len();
     let c = steps::corrections(&r.tokens);
-    let mut s = if r.thinking() {
-        format!("thinking · {n} tokens")
-    } else {
-        format!("thought {:.1} s · {n} tokens", r.thought_secs(now))
-    };
+    let mut s = format!(
+        "{} {:.1} s · {n} tokens",
+        if r.thinking() { "thinking" } else { "thought" },
+        r.thought_secs(now)
+    );
     if c > 0 {
         s.push_str(&format!(
             " · {c} self-correction{}",
             if c == 1 { "" } else { "s" }
         ));
+    }
+    if !r.loops.is_empty() {
+        let l = r.loops.len();
+        s.push_str(&format!(" · ↻ {l} loop{}", if l == 1 { "" } else { "s" }));
     }
     s
 }
@@ -182,7 +186,13 @@ fn reply_lines(
     }
     if !r.tokens.is_empty() {
         // Times are shown for finished reasoning only, so a cached layout never goes stale.
-        let summary = fold_summary(r, r.thought_ms.or(r.ended_ms).unwrap_or(r.started_ms));
+        // While it thinks, the time runs to its latest token (the layout is cached per
+        // revision, and each token is one).
+        let at = r
+            .thought_ms
+            .or(r.ended_ms)
+            .unwrap_or_else(|| r.tokens.last().map_or(r.started_ms, |t| t.t_ms));
+        let summary = fold_summary(r, at);
         let mark_style = if focused {
             th.accent().add_modifier(Modifier::REVERSED)
         } else {
