@@ -543,6 +543,32 @@ fn forbidding_tool_calls_sends_tool_choice_none() {
     assert_eq!(body["tool_choice"], "none", "{body}");
 }
 
+#[test]
+fn alternatives_are_asked_only_of_self_hosted_servers() {
+    let mut req = GenerateRequest::chat(vec![ChatMessage::user("hi")]);
+    req.trace.top_logprobs = 5;
+    for (provider, asked) in [
+        ("vllm", true),
+        ("sglang", true),
+        ("llamacpp", true),
+        ("aha", true),
+        ("openai", false),
+        ("deepseek", false),
+        ("generic", false),
+    ] {
+        let e = engine("http://127.0.0.1:9", &format!("provider = \"{provider}\""));
+        let body = e.request_body(&req).unwrap();
+        assert_eq!(body.get("logprobs").is_some(), asked, "{provider}: {body}");
+        if asked {
+            assert_eq!(body["top_logprobs"], 5);
+        }
+    }
+    // Not asked for: never sent.
+    let plain = GenerateRequest::chat(vec![ChatMessage::user("hi")]);
+    let e = engine("http://127.0.0.1:9", "provider = \"vllm\"");
+    assert!(e.request_body(&plain).unwrap().get("logprobs").is_none());
+}
+
 /// A remote server's native `tool_calls` are run like calls written in the text: the tool runs
 /// in the workspace, its card and result are shown, and the next request carries the call and
 /// its result in the wire format (the assistant's `tool_calls`, a `tool` message with the same

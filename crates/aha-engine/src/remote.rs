@@ -301,8 +301,15 @@ impl RemoteEngine {
             }
         }
         let n = req.trace.top_logprobs;
-        if n > 0 && self.provider != Provider::DeepSeek {
-            // OpenAI's per-token log-probabilities (DeepSeek's reasoner refuses them).
+        if n > 0
+            && matches!(
+                self.provider,
+                Provider::Vllm | Provider::Aha | Provider::LlamaCpp
+            )
+        {
+            // OpenAI's per-token log-probabilities, from the servers people run themselves;
+            // hosted reasoning models (DeepSeek's reasoner, OpenAI's o-series) refuse the
+            // request outright, and the workbench always asks.
             let o = b.as_object_mut().expect("a JSON object literal");
             o.insert("logprobs".into(), json!(true));
             o.insert("top_logprobs".into(), json!(n));
