@@ -134,16 +134,23 @@ pub fn draw(app: &App, f: &mut Frame, area: Rect) {
             v,
         );
     } else if body.height > 0 {
+        let marks = Marks {
+            sel,
+            cursor,
+            fork: thr,
+            loops: &r.loops,
+            entropy: tv.entropy,
+        };
         if area.width >= 80 {
             let lw = (area.width * 2 / 5).clamp(30, 56);
             let left = Rect::new(body.x, body.y, lw, body.height);
             let right = Rect::new(body.x + lw + 1, body.y, body.width - lw - 1, body.height);
-            step_list(app, f, left, r, &st, sel);
+            step_list(app, f, left, r, &st, sel, thr);
             let buf = f.buffer_mut();
             for yy in body.y..body.bottom() {
                 buf.set_string(body.x + lw, yy, "│", th.dim());
             }
-            heat(app, f, right, r, &st, sel, tv.entropy);
+            heat(app, f, right, r, &st, &marks);
         } else {
             let lh = (body.height / 3).max(2).min(body.height);
             step_list(
@@ -153,9 +160,10 @@ pub fn draw(app: &App, f: &mut Frame, area: Rect) {
                 r,
                 &st,
                 sel,
+                thr,
             );
             let hr = Rect::new(body.x, body.y + lh, body.width, body.height - lh);
-            heat(app, f, hr, r, &st, sel, tv.entropy);
+            heat(app, f, hr, r, &st, &marks);
         }
     }
     let buf = f.buffer_mut();
@@ -371,7 +379,15 @@ fn step_row(r: &Reply, s: &Step, k: usize, width: usize, thr: Option<f32>) -> St
     format!("{head}{}", truncate(&text, room))
 }
 
-fn step_list(app: &App, f: &mut Frame, area: Rect, r: &Reply, st: &[Step], sel: usize) {
+fn step_list(
+    app: &App,
+    f: &mut Frame,
+    area: Rect,
+    r: &Reply,
+    st: &[Step],
+    sel: usize,
+    thr: Option<f32>,
+) {
     let th = &app.theme;
     let h = area.height as usize;
     if h == 0 {
@@ -391,7 +407,7 @@ fn step_list(app: &App, f: &mut Frame, area: Rect, r: &Reply, st: &[Step], sel: 
     for (row, k) in (first..st.len()).take(h).enumerate() {
         let s = &st[k];
         let text = pad(
-            &step_row(r, s, k, area.width as usize, fork_threshold(app, r)),
+            &step_row(r, s, k, area.width as usize, thr),
             area.width as usize,
         );
         let mut style = if s.correction {
@@ -475,23 +491,12 @@ fn heat_lines(
     (out, cursor_row.or(sel_row).unwrap_or(0))
 }
 
-fn heat(app: &App, f: &mut Frame, area: Rect, r: &Reply, st: &[Step], sel: usize, entropy: bool) {
+fn heat(app: &App, f: &mut Frame, area: Rect, r: &Reply, st: &[Step], marks: &Marks) {
     if area.height == 0 || area.width == 0 {
         return;
     }
     let th = &app.theme;
-    let cursor = match &app.view {
-        View::Trace(tv) => tv.cursor,
-        View::Chat => None,
-    };
-    let marks = Marks {
-        sel,
-        cursor,
-        fork: fork_threshold(app, r),
-        loops: &r.loops,
-        entropy,
-    };
-    let (lines, sel_row) = heat_lines(th, &r.tokens, st, &marks, area.width as usize);
+    let (lines, sel_row) = heat_lines(th, &r.tokens, st, marks, area.width as usize);
     let h = area.height as usize;
     let following =
         matches!(&app.view, View::Trace(tv) if tv.step.is_none() && tv.cursor.is_none());
@@ -520,6 +525,7 @@ fn column(
         th.accent().add_modifier(Modifier::BOLD),
     )];
     let st = steps::steps(&r.tokens);
+    let thr = fork_threshold(app, r);
     for (k, s) in st.iter().enumerate() {
         let style = if s.tok_end <= shared {
             th.dim()
@@ -529,7 +535,7 @@ fn column(
             Style::new()
         };
         out.push(Line::styled(
-            truncate(&step_row(r, s, k, width, fork_threshold(app, r)), width),
+            truncate(&step_row(r, s, k, width, thr), width),
             style,
         ));
     }
