@@ -121,7 +121,7 @@ fn r1_template_renders_as_transformers_with_reasoning_and_tools() {
         let msgs = c["messages"].as_array().unwrap();
         let gen = c["add_generation_prompt"].as_bool().unwrap();
         let want = c["text"].as_str().unwrap();
-        let got = t.render_json(msgs, None, gen, true).unwrap();
+        let got = t.render(msgs, None, gen, true).unwrap();
         assert_eq!(got, want, "case `{name}` (JSON messages)");
         if let Some(chat) = as_chat_messages(msgs) {
             let got = t.render(&chat, None, gen, true).unwrap();

@@ -7,20 +7,18 @@ use aha::engine::local::load::GgufFile;
 use aha::engine::tokenizer::TextTokenizer;
 use serde_json::Value;
 
-fn check(model_name: &str, fixture: &str) {
-    let path = model(model_name);
-    let tok = TextTokenizer::from_gguf(&GgufFile::open(&path).unwrap()).unwrap();
-    let fx: Value = serde_json::from_str(
-        &std::fs::read_to_string(format!(
-            "{}/tests/fixtures/{fixture}",
-            env!("CARGO_MANIFEST_DIR")
-        ))
-        .unwrap(),
-    )
-    .unwrap();
-    assert_eq!(tok.pre, fx["pre"].as_str().unwrap());
+/// A fixture file of `tests/fixtures`.
+fn fixture(name: &str) -> Value {
+    let p = format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
+    serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
+}
+
+/// Encodes every case of a fixture (at least 200); returns how many match its ids, and for each
+/// that does not, where it first differs and the tokens from there on.
+fn compare_cases(tok: &TextTokenizer, fx: &Value) -> (usize, Vec<String>) {
     let cases = fx["cases"].as_array().unwrap();
     assert!(cases.len() >= 200);
+    let mut matched = 0;
     let mut bad = Vec::new();
     for c in cases {
         let text = c["text"].as_str().unwrap();
@@ -31,15 +29,36 @@ fn check(model_name: &str, fixture: &str) {
             .map(|v| v.as_u64().unwrap() as u32)
             .collect();
         let got = tok.encode(text).unwrap();
-        if got != want {
-            bad.push(format!("{text:?}\n  want {want:?}\n  got  {got:?}"));
+        if got == want {
+            matched += 1;
+            continue;
         }
+        let at = got.iter().zip(&want).take_while(|(a, b)| a == b).count();
+        let piece = |ids: &[u32]| {
+            ids.iter()
+                .map(|&i| tok.inner.id_to_token(i).unwrap_or_default())
+                .collect::<Vec<_>>()
+        };
+        bad.push(format!(
+            "{text:?}: first difference at token {at}\n  want {want:?} {:?}\n  got  {got:?} {:?}",
+            piece(&want[at.min(want.len())..]),
+            piece(&got[at.min(got.len())..])
+        ));
     }
+    (matched, bad)
+}
+
+fn check(model_name: &str, fixture_name: &str) {
+    let path = model(model_name);
+    let tok = TextTokenizer::from_gguf(&GgufFile::open(&path).unwrap()).unwrap();
+    let fx = fixture(fixture_name);
+    assert_eq!(tok.pre, fx["pre"].as_str().unwrap());
+    let (matched, bad) = compare_cases(&tok, &fx);
     assert!(
         bad.is_empty(),
         "{} of {} cases differ:\n{}",
         bad.len(),
-        cases.len(),
+        matched + bad.len(),
         bad.join("\n")
     );
 }
@@ -73,14 +92,7 @@ fn r1_distill_tokenizer_from_the_real_header_matches_reference_ids() {
     let path = model(super::r1_header::HEADER);
     let g = GgufFile::open_header(&path).unwrap();
     let tok = TextTokenizer::from_gguf(&g).unwrap();
-    let fx: Value = serde_json::from_str(
-        &std::fs::read_to_string(format!(
-            "{}/tests/fixtures/tokenizer_deepseek_r1_qwen.json",
-            env!("CARGO_MANIFEST_DIR")
-        ))
-        .unwrap(),
-    )
-    .unwrap();
+    let fx = fixture("tokenizer_deepseek_r1_qwen.json");
     assert_eq!(tok.pre, "deepseek-r1-qwen");
     assert_eq!(tok.vocab_size(), 152_064);
     assert_eq!(
@@ -94,35 +106,8 @@ fn r1_distill_tokenizer_from_the_real_header_matches_reference_ids() {
     assert!(tok.add_bos && fx["add_bos_token"] == true);
     assert_eq!(fx["bos_id"], 151_646);
     assert!(tok.stop_ids.contains(&151_643));
+    let (matched, bad) = compare_cases(&tok, &fx);
     let cases = fx["cases"].as_array().unwrap();
-    assert!(cases.len() >= 200);
-    let mut matched = 0;
-    let mut bad = Vec::new();
-    for c in cases {
-        let text = c["text"].as_str().unwrap();
-        let want: Vec<u32> = c["ids"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_u64().unwrap() as u32)
-            .collect();
-        let got = tok.encode(text).unwrap();
-        if got == want {
-            matched += 1;
-            continue;
-        }
-        let at = got.iter().zip(&want).take_while(|(a, b)| a == b).count();
-        let piece = |ids: &[u32]| {
-            ids.iter()
-                .map(|&i| tok.inner.id_to_token(i).unwrap_or_default())
-                .collect::<Vec<_>>()
-        };
-        bad.push(format!(
-            "{text:?}: first difference at token {at}\n  want {want:?} {:?}\n  got  {got:?} {:?}",
-            piece(&want[at.min(want.len())..]),
-            piece(&got[at.min(got.len())..])
-        ));
-    }
     eprintln!(
         "R1 distill tokenizer: {matched} of {} strings match Hugging Face",
         cases.len()

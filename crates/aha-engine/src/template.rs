@@ -143,42 +143,12 @@ impl ChatTemplate {
         self.family == Family::DeepSeekR1 && prompt.ends_with("<｜Assistant｜>")
     }
 
-    /// Renders a conversation. `tools` are JSON schemas in OpenAI's function format.
-    pub fn render(
+    /// Renders a conversation: [`ChatMessage`]s, or messages given as JSON in OpenAI's chat
+    /// format, which [`ChatMessage`] cannot always hold (an assistant message whose `content`
+    /// is null and which has `tool_calls`). `tools` are JSON schemas in OpenAI's function format.
+    pub fn render<M: serde::Serialize>(
         &self,
-        messages: &[ChatMessage],
-        tools: Option<&[serde_json::Value]>,
-        add_generation_prompt: bool,
-        enable_thinking: bool,
-    ) -> Result<String> {
-        self.render_value(
-            Value::from_serialize(messages),
-            tools,
-            add_generation_prompt,
-            enable_thinking,
-        )
-    }
-
-    /// Renders messages given as JSON in OpenAI's chat format, which [`ChatMessage`] cannot
-    /// always hold (an assistant message whose `content` is null and which has `tool_calls`).
-    pub fn render_json(
-        &self,
-        messages: &[serde_json::Value],
-        tools: Option<&[serde_json::Value]>,
-        add_generation_prompt: bool,
-        enable_thinking: bool,
-    ) -> Result<String> {
-        self.render_value(
-            Value::from_serialize(messages),
-            tools,
-            add_generation_prompt,
-            enable_thinking,
-        )
-    }
-
-    fn render_value(
-        &self,
-        messages: Value,
+        messages: &[M],
         tools: Option<&[serde_json::Value]>,
         add_generation_prompt: bool,
         enable_thinking: bool,
@@ -188,7 +158,7 @@ impl ChatTemplate {
             .get_template("chat")
             .map_err(|e| anyhow!("chat template: {e}"))?;
         let ctx = minijinja::context! {
-            messages => messages,
+            messages => Value::from_serialize(messages),
             tools => tools.map(Value::from_serialize),
             add_generation_prompt => add_generation_prompt,
             bos_token => self.bos.clone(),
@@ -226,7 +196,10 @@ mod tests {
     #[test]
     fn raise_exception_is_an_error() {
         let t = ChatTemplate::new("{{ raise_exception('no system role') }}", "", "").unwrap();
-        let e = t.render(&[], None, true, true).unwrap_err().to_string();
+        let e = t
+            .render::<ChatMessage>(&[], None, true, true)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("no system role"), "{e}");
     }
 
@@ -274,7 +247,7 @@ mod tests {
                 {"role":"tool","content":"21"}]"#,
         )
         .unwrap();
-        let out = t.render_json(&json, None, true, true).unwrap();
+        let out = t.render(&json, None, true, true).unwrap();
         assert_eq!(out, "<B><｜User｜>w?[calls:get](out)");
         assert!(!t.opens_think(&out), "no assistant tag after tool output");
     }

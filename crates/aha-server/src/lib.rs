@@ -650,19 +650,8 @@ async fn whole_reply(
     mut tr: Translator,
 ) -> Response {
     let (mut content, mut reasoning, mut calls) = (String::new(), String::new(), Vec::new());
-    let (mut lp_content, mut lp_reasoning) = (Vec::new(), Vec::new());
     while let Some(e) = rx.recv().await {
-        let outs = tr.event(e);
-        if let Some(lp) = tr.take_logprobs() {
-            lp_content.extend(lp["content"].as_array().cloned().unwrap_or_default());
-            lp_reasoning.extend(
-                lp["reasoning_content"]
-                    .as_array()
-                    .cloned()
-                    .unwrap_or_default(),
-            );
-        }
-        for o in outs {
+        for o in tr.event(e) {
             match o {
                 Out::Reasoning(t) => reasoning.push_str(&t),
                 Out::Content(t) => content.push_str(&t),
@@ -698,12 +687,9 @@ async fn whole_reply(
     if !calls.is_empty() {
         message["tool_calls"] = json!(calls);
     }
+    // Every token's entry, collected by the translator over the whole reply.
     let logprobs = if tr.logprobs() {
-        let mut v = json!({"content": lp_content});
-        if !lp_reasoning.is_empty() {
-            v["reasoning_content"] = json!(lp_reasoning);
-        }
-        v
+        tr.take_logprobs().unwrap_or_else(|| json!({"content": []}))
     } else {
         Value::Null
     };

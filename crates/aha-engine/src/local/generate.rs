@@ -527,15 +527,13 @@ impl<'r> Turn<'r> {
         self.stats.count(self.parser.in_thinking());
         self.history.push(token);
         self.entropies.push(chosen.entropy);
-        self.confidences.push(
-            trace::token_confidence(
-                &chosen.top[..chosen.top.len().min(trace::CONFIDENCE_K)]
-                    .iter()
-                    .map(|e| e.1)
-                    .collect::<Vec<_>>(),
-            )
-            .filter(|_| chosen.logprob.is_some()),
-        );
+        // A token written on the model's behalf has no alternatives, so no confidence.
+        self.confidences.push(trace::token_confidence(
+            &chosen.top[..chosen.top.len().min(trace::CONFIDENCE_K)]
+                .iter()
+                .map(|e| e.1)
+                .collect::<Vec<_>>(),
+        ));
         let n = self.req.trace.top_logprobs.min(chosen.top.len());
         let top = if n > 0 {
             let ids: Vec<u32> = chosen.top[..n].iter().map(|e| e.0).collect();
