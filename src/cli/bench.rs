@@ -3,6 +3,7 @@
 use super::{load_engine_cold, ModelArgs};
 use crate::config::Config;
 use crate::engine::local::speculate::Speculate;
+use crate::engine::options::CudaDecode;
 use crate::engine::sampler::SamplingParams;
 use crate::engine::{Control, GenerateRequest, Prompt, ThinkMode};
 use anyhow::{bail, Context, Result};
@@ -44,6 +45,10 @@ pub struct BenchArgs {
     /// `assets/speculate_tasks.jsonl`).
     #[arg(long, value_name = "FILE")]
     pub tasks: Option<PathBuf>,
+    /// On a CUDA GPU: measure each of these decode paths in turn, one result per path
+    /// (`graph`, `fused`, `candle`, comma-separated; default: the one `AHA_CUDA_DECODE` chose).
+    #[arg(long, value_name = "LIST", value_delimiter = ',')]
+    pub decode_paths: Vec<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -53,6 +58,10 @@ struct BenchResult {
     /// The CPU kernel set that multiplied the weights (`avx512vnni`, `avxvnni`, `avx2`,
     /// `neon-dotprod`, `neon`, `scalar`, `candle`); `null` on a GPU.
     kernels: Option<&'static str>,
+    /// On a GPU, the path decode steps took (`graph`, `fused`, `candle`), and why not the one
+    /// asked for where it did not apply; `null` on a CPU.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    decode_path: Option<String>,
     threads: usize,
     /// Weights read per decoded token, GB: bandwidth ÷ this is the decode ceiling.
     weights_gb_per_token: f64,
@@ -83,7 +92,7 @@ pub fn peak_rss_mb() -> f64 {
 }
 
 /// Deterministic prompt tokens: English prose tokenized and repeated to length.
-fn prompt_tokens(engine: &crate::engine::LocalEngine, n: usize) -> Result<Vec<u32>> {
+pub(crate) fn prompt_tokens(engine: &crate::engine::LocalEngine, n: usize) -> Result<Vec<u32>> {
     let text = include_str!("../../assets/bench_prompt.txt");
     let ids = engine.tokenizer.encode(text)?;
     if ids.is_empty() {
@@ -116,7 +125,6 @@ pub fn bench(m: &ModelArgs, a: BenchArgs, cfg: &Config) -> Result<i32> {
         };
         return super::bench_spec::run(&mut engine, &tasks, prose, a.json);
     }
-    let ctrl = Control::default();
     let tokens = prompt_tokens(&engine, a.prompt_tokens)?;
     let req = |t: Vec<u32>, g: usize| GenerateRequest {
         prompt: Prompt::Tokens(t),
@@ -134,6 +142,40 @@ pub fn bench(m: &ModelArgs, a: BenchArgs, cfg: &Config) -> Result<i32> {
     if let Some(n) = a.top_logprobs {
         return bench_top(&mut engine, &a, n, |g| req(tokens.clone(), g));
     }
+    let paths = a
+        .decode_paths
+        .iter()
+        .map(|p| {
+            CudaDecode::parse(p).ok_or_else(|| {
+                anyhow::anyhow!(
+                    "--decode-paths: `{p}` is not a decode path: use {}",
+                    CudaDecode::NAMES.join(", ")
+                )
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    if paths.is_empty() {
+        return bench_plain(&mut engine, &a, &tokens, &req);
+    }
+    if !engine.model.device.is_cuda() {
+        bail!("--decode-paths compares the decode paths of a CUDA GPU: use --device cuda");
+    }
+    for p in paths {
+        engine.model.fused.set_mode(p, &engine.model.device);
+        bench_plain(&mut engine, &a, &tokens, &req)?;
+    }
+    Ok(0)
+}
+
+/// One measurement of prefill and decode (and prefix reuse), printed.
+fn bench_plain(
+    engine: &mut crate::engine::LocalEngine,
+    a: &BenchArgs,
+    tokens: &[u32],
+    req: &dyn Fn(Vec<u32>, usize) -> GenerateRequest,
+) -> Result<i32> {
+    let ctrl = Control::default();
+    let tokens = tokens.to_vec();
     let (mut pf, mut dc, mut tt) = (vec![], vec![], vec![]);
     for _ in 0..a.reps.max(1) {
         engine.truncate(0);
@@ -144,7 +186,7 @@ pub fn bench(m: &ModelArgs, a: BenchArgs, cfg: &Config) -> Result<i32> {
     }
     let (mut warm, mut cold) = (None, None);
     if a.prefix_reuse {
-        let more = prompt_tokens(&engine, a.prompt_tokens + 50)?;
+        let more = prompt_tokens(engine, a.prompt_tokens + 50)?;
         let mut second = tokens.clone();
         second.extend_from_slice(&more[a.prompt_tokens..]);
         engine.truncate(0);
@@ -163,6 +205,12 @@ pub fn bench(m: &ModelArgs, a: BenchArgs, cfg: &Config) -> Result<i32> {
             .device
             .is_cpu()
             .then(|| crate::engine::local::qkernels::current().name()),
+        decode_path: engine.model.device.is_cuda().then(|| {
+            match engine.model.decode_path() {
+                (p, None) => p.name().to_string(),
+                (p, Some(why)) => format!("{} ({why})", p.name()),
+            }
+        }),
         weights_gb_per_token: engine.model.weight_bytes_per_token() as f64 / 1e9,
         threads: candle_core::utils::get_num_threads(),
         prompt_tokens: a.prompt_tokens,
@@ -178,8 +226,8 @@ pub fn bench(m: &ModelArgs, a: BenchArgs, cfg: &Config) -> Result<i32> {
         println!("{}", serde_json::to_string(&r)?);
     } else {
         println!(
-            "model {} · {} · {:.2} GB of weights per token\nprefill {} tokens: {:.1} tok/s\ndecode {} tokens: {:.1} tok/s\ntime to first token: {:.0} ms\npeak RSS: {:.0} MB",
-            r.model, r.device, r.weights_gb_per_token, r.prompt_tokens, r.prefill_tok_s, r.gen_tokens, r.decode_tok_s, r.ttft_ms, r.peak_rss_mb
+            "model {} · {}{} · {:.2} GB of weights per token\nprefill {} tokens: {:.1} tok/s\ndecode {} tokens: {:.1} tok/s\ntime to first token: {:.0} ms\npeak RSS: {:.0} MB",
+            r.model, r.device, r.decode_path.as_deref().map(|p| format!(" · decode {p}")).unwrap_or_default(), r.weights_gb_per_token, r.prompt_tokens, r.prefill_tok_s, r.gen_tokens, r.decode_tok_s, r.ttft_ms, r.peak_rss_mb
         );
         if let (Some(w), Some(c)) = (warm, cold) {
             println!(

@@ -4,6 +4,7 @@ mod bench;
 mod bench_cancel;
 mod bench_spec;
 mod chat;
+mod cuda_check;
 mod docs;
 mod eval;
 mod events;
@@ -89,6 +90,10 @@ pub enum Command {
     BenchIndex(docs::BenchIndexArgs),
     /// Print the token ids of TEXT.
     Tokenize { text: String },
+    /// On a CUDA GPU: check every fused decode kernel against its CPU reference, and with
+    /// --paths the model's decode paths (candle, fused, CUDA graph) against each other.
+    #[command(name = "cuda-check", hide = true)]
+    CudaCheck(cuda_check::CudaCheckArgs),
     /// Write a saved session as Markdown, or with --html as one self-contained HTML page of its
     /// traces (confidence colours, steps, forks, loops, branches side by side).
     Export(export::ExportArgs),
@@ -339,6 +344,7 @@ pub fn dispatch(cli: Cli) -> Result<i32> {
         Some(Command::EvalTools(a)) => eval::eval_tools(m, a, &Config::load()?),
         Some(Command::Undo { workspace }) => undo::undo(workspace),
         Some(Command::Export(a)) => export::export(a, &Config::load()?),
+        Some(Command::CudaCheck(a)) => cuda_check::cuda_check(m, a, &Config::load()?),
         Some(Command::Tokenize { text }) => {
             let r = registry::resolve(&m.model, true)?;
             let tok = crate::engine::tokenizer::for_model_path(&r.path)?;

@@ -1,18 +1,17 @@
 // Runs CUDA C++ kernels on the host, for tests on machines without a GPU: every thread of a block
-// is an OS thread, blocks run one after another, `__shared__` variables are function statics
-// (shared by the block's threads; blocks never overlap), `__syncthreads` is a barrier of the
-// block and warp shuffles exchange through a per-warp slot array between two barriers of the warp.
-// Slow (thousands of context switches per launch) and meant for small shapes only. Enough of CUDA
-// for kernels/decode.cu: 1-D blocks whose size is a multiple of 32, no atomics, no dynamic shared
-// memory, no divergent __syncthreads.
+// is a fiber (ucontext) on the calling OS thread, scheduled round-robin; blocks run one after
+// another; `__shared__` variables are function statics (shared by the block's threads, as blocks
+// never overlap); `__syncthreads` is a barrier of the block and warp shuffles exchange through a
+// per-warp slot array between two barriers of the warp. Deterministic, and fast enough for small
+// shapes. Enough of CUDA for kernels/decode.cu: 1-D blocks whose size is a multiple of 32, no
+// atomics, no dynamic shared memory, no divergent __syncthreads.
 #pragma once
 #include <cmath>
-#include <condition_variable>
 #include <cstdint>
 #include <cstring>
+#include <functional>
 #include <memory>
-#include <mutex>
-#include <thread>
+#include <ucontext.h>
 #include <vector>
 
 #define __global__
@@ -33,24 +32,43 @@ struct alignas(16) uint4 {
     unsigned x, y, z, w;
 };
 
-inline thread_local dim3 threadIdx, blockIdx;
+inline dim3 threadIdx, blockIdx;
 inline dim3 blockDim, gridDim;
 
-// A reusable barrier for `n` threads.
+struct EmuFiber {
+    ucontext_t ctx;
+    std::unique_ptr<char[]> stack;
+    unsigned tid = 0, bid = 0;
+    bool done = false;
+};
+
+struct EmuSched {
+    std::vector<EmuFiber> fibers;
+    ucontext_t main;
+    int cur = -1;
+    std::function<void()> body;
+};
+
+inline EmuSched emu_s;
+
+// Back to the scheduler; it resumes this fiber (with its threadIdx and blockIdx) on its next round.
+inline void emu_yield() {
+    EmuFiber& f = emu_s.fibers[emu_s.cur];
+    f.bid = blockIdx.x;
+    swapcontext(&f.ctx, &emu_s.main);
+}
+
+// A reusable barrier for `n` fibers.
 struct EmuBarrier {
-    std::mutex m;
-    std::condition_variable cv;
     int n = 0, count = 0;
     unsigned gen = 0;
     void wait() {
-        std::unique_lock<std::mutex> lk(m);
         const unsigned g = gen;
         if (++count == n) {
             count = 0;
             gen++;
-            cv.notify_all();
         } else {
-            cv.wait(lk, [&] { return gen != g; });
+            while (gen == g) emu_yield();
         }
     }
 };
@@ -93,30 +111,54 @@ inline uint16_t emu_f32_to_f16(float x) {
     return h;
 }
 
-// Runs `kernel()` for every thread of every block of `grid` × `block` (1-D).
+inline void emu_fiber_main(int i) {
+    for (unsigned b = 0; b < gridDim.x; b++) {
+        blockIdx = dim3(b);
+        emu_s.body();
+        // No thread starts the next block (and reuses its statics) before all are done.
+        emu_block_barrier.wait();
+    }
+    emu_s.fibers[i].done = true;
+}
+
+// Runs `kernel()` for every thread of every block of `grid` x `block` (1-D).
 template <class K>
 void emu_launch(dim3 grid, dim3 block, K kernel) {
     const unsigned n = block.x;
+    const size_t stack = 128 * 1024;
     blockDim = block;
     gridDim = grid;
+    emu_s.body = kernel;
+    emu_block_barrier = EmuBarrier();
     emu_block_barrier.n = (int)n;
-    emu_block_barrier.count = 0;
     emu_warps.clear();
     for (unsigned w = 0; w < (n + 31) / 32; w++) {
         emu_warps.emplace_back(new EmuWarp());
         emu_warps.back()->bar.n = 32;
     }
-    std::vector<std::thread> threads;
-    for (unsigned t = 0; t < n; t++) {
-        threads.emplace_back([=] {
-            threadIdx = dim3(t);
-            for (unsigned b = 0; b < grid.x; b++) {
-                blockIdx = dim3(b);
-                kernel();
-                // No thread starts the next block (and reuses its statics) before all are done.
-                emu_block_barrier.wait();
-            }
-        });
+    emu_s.fibers.clear();
+    emu_s.fibers.resize(n);
+    for (unsigned i = 0; i < n; i++) {
+        EmuFiber& f = emu_s.fibers[i];
+        f.stack.reset(new char[stack]);
+        f.tid = i;
+        getcontext(&f.ctx);
+        f.ctx.uc_stack.ss_sp = f.stack.get();
+        f.ctx.uc_stack.ss_size = stack;
+        f.ctx.uc_link = &emu_s.main;
+        makecontext(&f.ctx, (void (*)())emu_fiber_main, 1, (int)i);
     }
-    for (auto& th : threads) th.join();
+    unsigned live = n;
+    while (live > 0) {
+        for (unsigned i = 0; i < n; i++) {
+            EmuFiber& f = emu_s.fibers[i];
+            if (f.done) continue;
+            threadIdx = dim3(f.tid);
+            blockIdx = dim3(f.bid);
+            emu_s.cur = (int)i;
+            swapcontext(&emu_s.main, &f.ctx);
+            if (f.done) live--;
+        }
+    }
+    emu_s.fibers.clear();
 }

@@ -1,8 +1,13 @@
 //! The kernels of kernels/decode.cu run on the host through the CUDA emulation (kernels/emu.h,
-//! built by build.rs), checked against the CPU references.
+//! built by build.rs): [`Host`] launches them on host addresses (a whole decode [`Plan`] too, in
+//! aha-engine's tests), and the tests here check each kernel against its CPU reference.
+//!
+//! [`Plan`]: crate::step::Plan
 
+#[cfg(test)]
 use crate::checks::{self, Backend, Size};
 use crate::reference::AttnShape;
+use crate::step::{Launch, Ptr};
 use crate::{CacheType, WFormat};
 use anyhow::{bail, Result};
 use std::ffi::c_void;
@@ -74,8 +79,6 @@ extern "C" {
 /// The emulation runs one launch at a time (its state is global).
 static ONE: Mutex<()> = Mutex::new(());
 
-struct Emu;
-
 fn ok(rc: i32) -> Result<()> {
     if rc != 0 {
         bail!("emulated launch failed ({rc})")
@@ -83,24 +86,234 @@ fn ok(rc: i32) -> Result<()> {
     Ok(())
 }
 
-/// Words are read 16 bytes at a time: copy into 16-byte-aligned storage as the GPU's allocator
-/// gives.
-fn aligned(bytes: &[u8]) -> Vec<u128> {
-    let mut v = vec![0u128; bytes.len().div_ceil(16)];
-    // SAFETY: u128 is plain memory; the length is within the vector.
-    #[allow(unsafe_code)]
-    let dst = unsafe { std::slice::from_raw_parts_mut(v.as_mut_ptr() as *mut u8, v.len() * 16) };
-    dst[..bytes.len()].copy_from_slice(bytes);
-    v
-}
+/// Launches on host memory: every address is a host pointer (16-byte aligned where the kernels
+/// load 16 bytes at once, as a GPU allocator aligns).
+pub struct Host;
 
-fn back(v: &[u128], out: &mut [u8]) {
-    #[allow(unsafe_code)]
-    let src = unsafe { std::slice::from_raw_parts(v.as_ptr() as *const u8, v.len() * 16) };
-    out.copy_from_slice(&src[..out.len()]);
+fn p<T>(a: Ptr) -> *mut T {
+    a as usize as *mut T
 }
 
 #[allow(unsafe_code)]
+impl Launch for Host {
+    fn matvec(
+        &self,
+        fmt: WFormat,
+        w: Ptr,
+        x: Ptr,
+        y: Ptr,
+        bias: Ptr,
+        rows: usize,
+        cols: usize,
+        accumulate: bool,
+        round: bool,
+    ) -> Result<()> {
+        let _g = ONE.lock().unwrap_or_else(|e| e.into_inner());
+        // SAFETY: the caller's addresses hold what the kernel reads and writes for these shapes.
+        ok(unsafe {
+            aha_emu_matvec(
+                fmt.id(),
+                p(w),
+                p(x),
+                p(y),
+                p(bias),
+                rows as i32,
+                cols as i32,
+                accumulate as i32,
+                round as i32,
+            )
+        })
+    }
+
+    fn swiglu(
+        &self,
+        fmt: WFormat,
+        wg: Ptr,
+        wu: Ptr,
+        x: Ptr,
+        h: Ptr,
+        rows: usize,
+        cols: usize,
+        round: bool,
+    ) -> Result<()> {
+        let _g = ONE.lock().unwrap_or_else(|e| e.into_inner());
+        // SAFETY: as above.
+        ok(unsafe {
+            aha_emu_swiglu(
+                fmt.id(),
+                p(wg),
+                p(wu),
+                p(x),
+                p(h),
+                rows as i32,
+                cols as i32,
+                round as i32,
+            )
+        })
+    }
+
+    fn embed(
+        &self,
+        fmt: WFormat,
+        table: Ptr,
+        tokpos: Ptr,
+        x: Ptr,
+        cols: usize,
+        round: bool,
+    ) -> Result<()> {
+        let _g = ONE.lock().unwrap_or_else(|e| e.into_inner());
+        // SAFETY: as above.
+        ok(unsafe {
+            aha_emu_embed(
+                fmt.id(),
+                p(table),
+                p(tokpos),
+                p(x),
+                cols as i32,
+                round as i32,
+            )
+        })
+    }
+
+    fn rmsnorm(&self, x: Ptr, w: Ptr, y: Ptr, n: usize, eps: f32, round: bool) -> Result<()> {
+        let _g = ONE.lock().unwrap_or_else(|e| e.into_inner());
+        // SAFETY: as above.
+        ok(unsafe { aha_emu_rmsnorm(p(x), p(w), p(y), n as i32, eps, round as i32) })
+    }
+
+    fn rope_kv(
+        &self,
+        ct: CacheType,
+        qkv: Ptr,
+        tokpos: Ptr,
+        cos: Ptr,
+        sin: Ptr,
+        kc: Ptr,
+        vc: Ptr,
+        s: AttnShape,
+        interleaved: bool,
+        round: bool,
+    ) -> Result<()> {
+        let _g = ONE.lock().unwrap_or_else(|e| e.into_inner());
+        // SAFETY: as above.
+        ok(unsafe {
+            aha_emu_rope_kv(
+                ct.id(),
+                p(qkv),
+                p(tokpos),
+                p(cos),
+                p(sin),
+                p(kc),
+                p(vc),
+                s.cap as i32,
+                s.h as i32,
+                s.kvh as i32,
+                s.d as i32,
+                interleaved as i32,
+                round as i32,
+            )
+        })
+    }
+
+    fn attend(
+        &self,
+        ct: CacheType,
+        q: Ptr,
+        kc: Ptr,
+        vc: Ptr,
+        tokpos: Ptr,
+        y: Ptr,
+        s: AttnShape,
+        scale: f32,
+        round: bool,
+    ) -> Result<()> {
+        let _g = ONE.lock().unwrap_or_else(|e| e.into_inner());
+        // SAFETY: as above.
+        ok(unsafe {
+            aha_emu_attend(
+                ct.id(),
+                p(q),
+                p(kc),
+                p(vc),
+                p(tokpos),
+                p(y),
+                s.cap as i32,
+                s.h as i32,
+                s.kvh as i32,
+                s.d as i32,
+                scale,
+                round as i32,
+            )
+        })
+    }
+}
+
+/// Host buffers at stable, 16-byte-aligned addresses, kept alive together.
+#[derive(Default)]
+pub struct Arena {
+    bufs: Vec<Vec<u128>>,
+}
+
+impl Arena {
+    /// A copy of `bytes`; its address.
+    pub fn bytes(&mut self, bytes: &[u8]) -> Ptr {
+        let mut v = vec![0u128; bytes.len().div_ceil(16).max(1)];
+        // SAFETY: u128 is plain memory and the copy stays within the vector.
+        #[allow(unsafe_code)]
+        unsafe {
+            std::ptr::copy_nonoverlapping(bytes.as_ptr(), v.as_mut_ptr() as *mut u8, bytes.len())
+        };
+        let at = v.as_ptr() as usize as Ptr;
+        self.bufs.push(v);
+        at
+    }
+
+    /// A copy of `vs`; its address.
+    pub fn f32s(&mut self, vs: &[f32]) -> Ptr {
+        let bytes: Vec<u8> = vs.iter().flat_map(|v| v.to_le_bytes()).collect();
+        self.bytes(&bytes)
+    }
+
+    /// `n` zero bytes; their address.
+    pub fn zeros(&mut self, n: usize) -> Ptr {
+        self.bytes(&vec![0u8; n])
+    }
+
+    /// `n` bytes at `at` (an address this arena gave).
+    pub fn read(&self, at: Ptr, n: usize) -> Vec<u8> {
+        for b in &self.bufs {
+            let start = b.as_ptr() as usize as Ptr;
+            if at >= start && at + n as u64 <= start + (b.len() * 16) as u64 {
+                // SAFETY: the range lies within this buffer.
+                #[allow(unsafe_code)]
+                let s = unsafe { std::slice::from_raw_parts(at as usize as *const u8, n) };
+                return s.to_vec();
+            }
+        }
+        panic!("address {at:#x} (+{n}) is not in the arena")
+    }
+
+    /// `n` f32 at `at`.
+    pub fn read_f32(&self, at: Ptr, n: usize) -> Vec<f32> {
+        CacheType::F32.decode(&self.read(at, 4 * n))
+    }
+
+    /// Writes `bytes` at `at` (an address this arena gave).
+    pub fn write(&mut self, at: Ptr, bytes: &[u8]) {
+        let _ = self.read(at, bytes.len());
+        // SAFETY: `read` checked the range lies within one of this arena's buffers.
+        #[allow(unsafe_code)]
+        unsafe {
+            std::ptr::copy_nonoverlapping(bytes.as_ptr(), at as usize as *mut u8, bytes.len())
+        };
+    }
+}
+
+/// [`Backend`] on the emulation: host copies in an [`Arena`], one [`Host`] launch, copies out.
+#[cfg(test)]
+struct Emu;
+
+#[cfg(test)]
 impl Backend for Emu {
     fn matvec(
         &self,
@@ -114,23 +327,12 @@ impl Backend for Emu {
         accumulate: bool,
         round: bool,
     ) -> Result<()> {
-        let _g = ONE.lock().unwrap_or_else(|e| e.into_inner());
-        let w = aligned(w);
-        let b = bias.map_or(std::ptr::null(), |b| b.as_ptr());
-        // SAFETY: every buffer holds what the kernel reads and writes for these shapes.
-        ok(unsafe {
-            aha_emu_matvec(
-                fmt.id(),
-                w.as_ptr() as *const c_void,
-                x.as_ptr(),
-                y.as_mut_ptr(),
-                b,
-                rows as i32,
-                cols as i32,
-                accumulate as i32,
-                round as i32,
-            )
-        })
+        let mut a = Arena::default();
+        let (dw, dx, dy) = (a.bytes(w), a.f32s(x), a.f32s(y));
+        let db = bias.map_or(0, |b| a.f32s(b));
+        Host.matvec(fmt, dw, dx, dy, db, rows, cols, accumulate, round)?;
+        y.copy_from_slice(&a.read_f32(dy, y.len()));
+        Ok(())
     }
 
     fn swiglu(
@@ -144,21 +346,11 @@ impl Backend for Emu {
         cols: usize,
         round: bool,
     ) -> Result<()> {
-        let _g = ONE.lock().unwrap_or_else(|e| e.into_inner());
-        let (wg, wu) = (aligned(wg), aligned(wu));
-        // SAFETY: as above.
-        ok(unsafe {
-            aha_emu_swiglu(
-                fmt.id(),
-                wg.as_ptr() as *const c_void,
-                wu.as_ptr() as *const c_void,
-                x.as_ptr(),
-                h.as_mut_ptr(),
-                rows as i32,
-                cols as i32,
-                round as i32,
-            )
-        })
+        let mut a = Arena::default();
+        let (g, u, dx, dh) = (a.bytes(wg), a.bytes(wu), a.f32s(x), a.f32s(h));
+        Host.swiglu(fmt, g, u, dx, dh, rows, cols, round)?;
+        h.copy_from_slice(&a.read_f32(dh, h.len()));
+        Ok(())
     }
 
     fn embed(
@@ -170,35 +362,21 @@ impl Backend for Emu {
         cols: usize,
         round: bool,
     ) -> Result<()> {
-        let _g = ONE.lock().unwrap_or_else(|e| e.into_inner());
-        let t = aligned(table);
-        let tokpos = [tok as i32, 0];
-        // SAFETY: as above.
-        ok(unsafe {
-            aha_emu_embed(
-                fmt.id(),
-                t.as_ptr() as *const c_void,
-                tokpos.as_ptr(),
-                x.as_mut_ptr(),
-                cols as i32,
-                round as i32,
-            )
-        })
+        let mut a = Arena::default();
+        let t = a.bytes(table);
+        let tp = a.bytes(&[(tok as i32).to_le_bytes(), 0i32.to_le_bytes()].concat());
+        let dx = a.f32s(x);
+        Host.embed(fmt, t, tp, dx, cols, round)?;
+        x.copy_from_slice(&a.read_f32(dx, x.len()));
+        Ok(())
     }
 
     fn rmsnorm(&self, x: &[f32], w: &[f32], y: &mut [f32], eps: f32, round: bool) -> Result<()> {
-        let _g = ONE.lock().unwrap_or_else(|e| e.into_inner());
-        // SAFETY: as above.
-        ok(unsafe {
-            aha_emu_rmsnorm(
-                x.as_ptr(),
-                w.as_ptr(),
-                y.as_mut_ptr(),
-                x.len() as i32,
-                eps,
-                round as i32,
-            )
-        })
+        let mut a = Arena::default();
+        let (dx, dw, dy) = (a.f32s(x), a.f32s(w), a.f32s(y));
+        Host.rmsnorm(dx, dw, dy, x.len(), eps, round)?;
+        y.copy_from_slice(&a.read_f32(dy, y.len()));
+        Ok(())
     }
 
     fn rope_kv(
@@ -214,29 +392,14 @@ impl Backend for Emu {
         interleaved: bool,
         round: bool,
     ) -> Result<()> {
-        let _g = ONE.lock().unwrap_or_else(|e| e.into_inner());
-        let (mut k, mut v) = (aligned(kc), aligned(vc));
-        let tokpos = [0, pos as i32];
-        // SAFETY: as above.
-        ok(unsafe {
-            aha_emu_rope_kv(
-                ct.id(),
-                qkv.as_mut_ptr(),
-                tokpos.as_ptr(),
-                cos.as_ptr(),
-                sin.as_ptr(),
-                k.as_mut_ptr() as *mut c_void,
-                v.as_mut_ptr() as *mut c_void,
-                s.cap as i32,
-                s.h as i32,
-                s.kvh as i32,
-                s.d as i32,
-                interleaved as i32,
-                round as i32,
-            )
-        })?;
-        back(&k, kc);
-        back(&v, vc);
+        let mut a = Arena::default();
+        let tp = a.bytes(&[0i32.to_le_bytes(), (pos as i32).to_le_bytes()].concat());
+        let (dq, dc, ds) = (a.f32s(qkv), a.f32s(cos), a.f32s(sin));
+        let (dk, dv) = (a.bytes(kc), a.bytes(vc));
+        Host.rope_kv(ct, dq, tp, dc, ds, dk, dv, s, interleaved, round)?;
+        qkv.copy_from_slice(&a.read_f32(dq, qkv.len()));
+        kc.copy_from_slice(&a.read(dk, kc.len()));
+        vc.copy_from_slice(&a.read(dv, vc.len()));
         Ok(())
     }
 
@@ -252,29 +415,16 @@ impl Backend for Emu {
         scale: f32,
         round: bool,
     ) -> Result<()> {
-        let _g = ONE.lock().unwrap_or_else(|e| e.into_inner());
-        let (k, v) = (aligned(kc), aligned(vc));
-        let tokpos = [0, pos as i32];
-        // SAFETY: as above.
-        ok(unsafe {
-            aha_emu_attend(
-                ct.id(),
-                q.as_ptr(),
-                k.as_ptr() as *const c_void,
-                v.as_ptr() as *const c_void,
-                tokpos.as_ptr(),
-                y.as_mut_ptr(),
-                s.cap as i32,
-                s.h as i32,
-                s.kvh as i32,
-                s.d as i32,
-                scale,
-                round as i32,
-            )
-        })
+        let mut a = Arena::default();
+        let tp = a.bytes(&[0i32.to_le_bytes(), (pos as i32).to_le_bytes()].concat());
+        let (dq, dk, dv, dy) = (a.f32s(q), a.bytes(kc), a.bytes(vc), a.f32s(y));
+        Host.attend(ct, dq, dk, dv, tp, dy, s, scale, round)?;
+        y.copy_from_slice(&a.read_f32(dy, y.len()));
+        Ok(())
     }
 }
 
+#[cfg(test)]
 #[test]
 fn every_kernel_matches_its_reference_in_emulation() {
     let checks = checks::run(&Emu, Size::Small).unwrap();
@@ -301,6 +451,7 @@ fn every_kernel_matches_its_reference_in_emulation() {
 }
 
 /// A check can fail: a kernel given the wrong shape disagrees with the reference.
+#[cfg(test)]
 #[test]
 fn a_wrong_result_fails_its_check() {
     let (rows, cols) = (9, 256);

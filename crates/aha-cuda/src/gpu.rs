@@ -4,6 +4,7 @@
 //! replayed.
 
 use crate::checks::Backend;
+use crate::step::{Launch, Ptr};
 use crate::reference::AttnShape;
 use crate::{CacheType, WFormat};
 use anyhow::{bail, Context, Result};
@@ -24,7 +25,7 @@ const MV_ROWS: usize = 8;
 const ATT_THREADS: u32 = 128;
 
 /// A device address.
-pub type DevPtr = u64;
+pub type DevPtr = Ptr;
 
 /// The loaded kernels of one device.
 pub struct Kernels {
@@ -126,8 +127,18 @@ impl Kernels {
             stream: dev.cuda_stream(),
             funcs: Mutex::new(HashMap::new()),
         };
-        k.func("rmsnorm_f32")
-            .context("loading aha's decode kernels (PTX) into the CUDA context")?;
+        // Every kernel now: loading a module while a graph is being captured is not allowed.
+        let mut names = vec!["rmsnorm_f32"];
+        for f in WFormat::ALL {
+            names.extend([matvec_name(f), swiglu_name(f), embed_name(f)]);
+        }
+        for c in CacheType::ALL {
+            names.extend([rope_name(c), attend_name(c)]);
+        }
+        for n in names {
+            k.func(n)
+                .with_context(|| format!("loading aha's decode kernel {n} (PTX) into the CUDA context"))?;
+        }
         Ok(k)
     }
 
@@ -148,15 +159,49 @@ impl Kernels {
         Ok(f)
     }
 
+    /// Records what `f` launches on the stream as a CUDA graph instead of running it.
+    pub fn capture(&self, f: impl FnOnce() -> Result<()>) -> Result<Graph> {
+        self.stream
+            .begin_capture(sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_RELAXED)?;
+        let r = f();
+        let g = self
+            .stream
+            .end_capture(sys::CUgraphInstantiate_flags_enum(0));
+        r?;
+        let g = g?.context("stream capture recorded no graph")?;
+        g.upload()?;
+        Ok(Graph(g))
+    }
+
+    /// Uploads `v` into a new device buffer.
+    pub fn upload<T: DeviceRepr>(&self, v: &[T]) -> Result<CudaSlice<T>> {
+        Ok(self.stream.clone_htod(v)?)
+    }
+
+    /// A zeroed device buffer of `n` values.
+    pub fn zeros<T: DeviceRepr + candle_core::cuda_backend::cudarc::driver::ValidAsZeroBits>(
+        &self,
+        n: usize,
+    ) -> Result<CudaSlice<T>> {
+        Ok(self.stream.alloc_zeros::<T>(n.max(1))?)
+    }
+
+    pub fn ptr<T>(&self, s: &CudaSlice<T>) -> DevPtr {
+        slice_ptr(s, &self.stream)
+    }
+}
+
+#[allow(unsafe_code)]
+impl Launch for Kernels {
     /// `y = W·x (+ bias)`, or `y += …` with `accumulate`. `bias`: 0 for none.
     #[allow(clippy::too_many_arguments)]
-    pub fn matvec(
+    fn matvec(
         &self,
         fmt: WFormat,
-        w: DevPtr,
-        x: DevPtr,
-        y: DevPtr,
-        bias: DevPtr,
+        w: Ptr,
+        x: Ptr,
+        y: Ptr,
+        bias: Ptr,
         rows: usize,
         cols: usize,
         accumulate: bool,
@@ -173,13 +218,13 @@ impl Kernels {
 
     /// `h = silu(Wg·x) · (Wu·x)`.
     #[allow(clippy::too_many_arguments)]
-    pub fn swiglu(
+    fn swiglu(
         &self,
         fmt: WFormat,
-        wg: DevPtr,
-        wu: DevPtr,
-        x: DevPtr,
-        h: DevPtr,
+        wg: Ptr,
+        wu: Ptr,
+        x: Ptr,
+        h: Ptr,
         rows: usize,
         cols: usize,
         round: bool,
@@ -194,12 +239,12 @@ impl Kernels {
     }
 
     /// `x = table[tokpos[0]]`.
-    pub fn embed(
+    fn embed(
         &self,
         fmt: WFormat,
-        table: DevPtr,
-        tokpos: DevPtr,
-        x: DevPtr,
+        table: Ptr,
+        tokpos: Ptr,
+        x: Ptr,
         cols: usize,
         round: bool,
     ) -> Result<()> {
@@ -214,11 +259,11 @@ impl Kernels {
 
     /// `y = rmsnorm(x) · w` over `n` values.
     #[allow(clippy::too_many_arguments)]
-    pub fn rmsnorm(
+    fn rmsnorm(
         &self,
-        x: DevPtr,
-        w: DevPtr,
-        y: DevPtr,
+        x: Ptr,
+        w: Ptr,
+        y: Ptr,
         n: usize,
         eps: f32,
         round: bool,
@@ -235,15 +280,15 @@ impl Kernels {
     /// Rotary embedding of q and k in `qkv` at position `tokpos[1]`, keys and values written to
     /// the caches there.
     #[allow(clippy::too_many_arguments)]
-    pub fn rope_kv(
+    fn rope_kv(
         &self,
         ct: CacheType,
-        qkv: DevPtr,
-        tokpos: DevPtr,
-        cos: DevPtr,
-        sin: DevPtr,
-        kc: DevPtr,
-        vc: DevPtr,
+        qkv: Ptr,
+        tokpos: Ptr,
+        cos: Ptr,
+        sin: Ptr,
+        kc: Ptr,
+        vc: Ptr,
         s: AttnShape,
         interleaved: bool,
         round: bool,
@@ -272,14 +317,14 @@ impl Kernels {
 
     /// Decode attention over cache positions `0..=tokpos[1]`.
     #[allow(clippy::too_many_arguments)]
-    pub fn attend(
+    fn attend(
         &self,
         ct: CacheType,
-        q: DevPtr,
-        kc: DevPtr,
-        vc: DevPtr,
-        tokpos: DevPtr,
-        y: DevPtr,
+        q: Ptr,
+        kc: Ptr,
+        vc: Ptr,
+        tokpos: Ptr,
+        y: Ptr,
         s: AttnShape,
         scale: f32,
         round: bool,
@@ -312,35 +357,20 @@ impl Kernels {
         Ok(())
     }
 
-    /// Records what `f` launches on the stream as a CUDA graph instead of running it.
-    pub fn capture(&self, f: impl FnOnce() -> Result<()>) -> Result<CudaGraph> {
-        self.stream
-            .begin_capture(sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_RELAXED)?;
-        let r = f();
-        let g = self
-            .stream
-            .end_capture(sys::CUgraphInstantiate_flags_enum(0));
-        r?;
-        let g = g?.context("stream capture recorded no graph")?;
-        g.upload()?;
-        Ok(g)
-    }
+}
 
-    /// Uploads `v` into a new device buffer.
-    pub fn upload<T: DeviceRepr>(&self, v: &[T]) -> Result<CudaSlice<T>> {
-        Ok(self.stream.clone_htod(v)?)
-    }
+/// A captured decode step, replayed with [`Graph::launch`].
+pub struct Graph(CudaGraph);
 
-    /// A zeroed device buffer of `n` values.
-    pub fn zeros<T: DeviceRepr + candle_core::cuda_backend::cudarc::driver::ValidAsZeroBits>(
-        &self,
-        n: usize,
-    ) -> Result<CudaSlice<T>> {
-        Ok(self.stream.alloc_zeros::<T>(n.max(1))?)
-    }
+// SAFETY: CUDA graph objects may be used from any thread as long as calls on one graph are
+// serialized; the owner keeps a `Graph` behind a mutex and never shares it unsynchronized.
+#[allow(unsafe_code)]
+unsafe impl Send for Graph {}
 
-    pub fn ptr<T>(&self, s: &CudaSlice<T>) -> DevPtr {
-        slice_ptr(s, &self.stream)
+impl Graph {
+    /// Replays the graph on the stream it was captured from.
+    pub fn launch(&self) -> Result<()> {
+        Ok(self.0.launch()?)
     }
 }
 

@@ -16,9 +16,10 @@
 
 pub mod checks;
 pub mod reference;
+pub mod step;
 
-#[cfg(test)]
-mod emu;
+#[cfg(any(test, feature = "emu"))]
+pub mod emu;
 
 #[cfg(feature = "cuda")]
 pub mod gpu;

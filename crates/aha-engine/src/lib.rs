@@ -19,6 +19,10 @@ use template::ChatMessage;
 
 pub use local::engine::{LocalEngine, PreparedPrompt, PREFILL_CHUNK};
 
+/// aha's fused CUDA decode kernels, for `aha cuda-check`.
+#[cfg(feature = "cuda")]
+pub use aha_cuda as cuda_kernels;
+
 /// The instruction that makes a non-reasoning model reason first (`--think`).
 pub const THINK_PROMPT: &str = include_str!("../../../prompts/think.md");
 

@@ -2,7 +2,7 @@
 //!
 //! Each knob can be overridden by an environment variable; [`EngineOptions::from_env`] is the
 //! one place that reads them (`AHA_NUMERICS`, `AHA_KERNELS`, `AHA_GEMM_MIN_ROWS`, `AHA_DUMP`,
-//! `AHA_CUDA_EVENTS`).
+//! `AHA_CUDA_EVENTS`, `AHA_CUDA_DECODE`).
 
 use aha_kernels::Kernels;
 use std::path::PathBuf;
@@ -30,6 +30,41 @@ impl Numerics {
             Self::Ggml
         } else {
             Self::Default
+        }
+    }
+}
+
+/// How a CUDA device runs a decode step (one new token), as `AHA_CUDA_DECODE` names it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum CudaDecode {
+    /// aha's fused kernels (crates/aha-cuda), the whole step captured once as a CUDA graph and
+    /// replayed per token (`graph`, the default).
+    #[default]
+    Graph,
+    /// The fused kernels launched one by one, without a graph (`fused`, for comparison).
+    Fused,
+    /// candle's operations, as prefill runs them (`candle`).
+    Candle,
+}
+
+impl CudaDecode {
+    pub const NAMES: [&'static str; 3] = ["graph", "fused", "candle"];
+
+    /// Parses an `AHA_CUDA_DECODE` value; `None` for an unknown one.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s.trim() {
+            "" | "graph" => Some(Self::Graph),
+            "fused" => Some(Self::Fused),
+            "candle" => Some(Self::Candle),
+            _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Graph => "graph",
+            Self::Fused => "fused",
+            Self::Candle => "candle",
         }
     }
 }
@@ -82,6 +117,9 @@ pub struct EngineOptions {
     /// Keep cudarc's per-buffer event tracking on CUDA devices (`AHA_CUDA_EVENTS=1`), for
     /// comparison; aha turns it off since all of a device's work runs on one stream.
     pub cuda_events: bool,
+    /// How a CUDA device decodes (`AHA_CUDA_DECODE`; an unknown value is refused when a model is
+    /// loaded on a GPU, by [`EngineOptions::cuda_decode`]).
+    pub cuda_decode: Option<String>,
 }
 
 impl Default for EngineOptions {
@@ -92,6 +130,7 @@ impl Default for EngineOptions {
             gemm_min_rows: DEFAULT_GEMM_MIN_ROWS,
             dump: None,
             cuda_events: false,
+            cuda_decode: None,
         }
     }
 }
@@ -113,6 +152,21 @@ impl EngineOptions {
                 .unwrap_or(d.gemm_min_rows),
             dump: var("AHA_DUMP").map(PathBuf::from),
             cuda_events: var("AHA_CUDA_EVENTS").as_deref() == Some("1"),
+            cuda_decode: var("AHA_CUDA_DECODE"),
+        }
+    }
+
+    /// [`EngineOptions::cuda_decode`], parsed; an unknown name is an error that lists the
+    /// choices.
+    pub fn cuda_decode(&self) -> Result<CudaDecode, String> {
+        match self.cuda_decode.as_deref() {
+            None => Ok(CudaDecode::default()),
+            Some(s) => CudaDecode::parse(s).ok_or_else(|| {
+                format!(
+                    "AHA_CUDA_DECODE={s} is not a decode path: use one of {}",
+                    CudaDecode::NAMES.join(", ")
+                )
+            }),
         }
     }
 
@@ -191,6 +245,25 @@ mod tests {
             Some(PathBuf::from("/tmp/d"))
         );
         assert_eq!(with(&[]).dump, None);
+    }
+
+    #[test]
+    fn cuda_decode_names_its_choices() {
+        assert_eq!(with(&[]).cuda_decode(), Ok(CudaDecode::Graph));
+        for (v, want) in [
+            ("graph", CudaDecode::Graph),
+            ("fused", CudaDecode::Fused),
+            (" candle ", CudaDecode::Candle),
+        ] {
+            assert_eq!(with(&[("AHA_CUDA_DECODE", v)]).cuda_decode(), Ok(want));
+        }
+        let e = with(&[("AHA_CUDA_DECODE", "fast")])
+            .cuda_decode()
+            .unwrap_err();
+        assert_eq!(
+            e,
+            "AHA_CUDA_DECODE=fast is not a decode path: use one of graph, fused, candle"
+        );
     }
 
     #[test]

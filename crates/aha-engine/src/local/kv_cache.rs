@@ -95,14 +95,22 @@ impl LayerCache {
         Ok((cur, self.cap))
     }
 
-    /// Appends `k`, `v` of shape `(kv_heads, n, head_dim)` and returns views over every cached position.
-    pub fn append(&mut self, k: &Tensor, v: &Tensor, max_len: usize) -> Result<(Tensor, Tensor)> {
-        let (kvh, n, d) = k.dims3()?;
-        let need = self.len + n;
+    /// Makes room for `need` positions in the tensor cache, `(kv_heads, cap, head_dim)` of
+    /// `dtype` on `device` (allocated on first use, grown by copying), and returns the whole
+    /// key and value tensors. Writes nothing: a caller that writes positions itself (the fused
+    /// CUDA decode step) then calls [`LayerCache::advance`].
+    pub fn reserve(
+        &mut self,
+        (kvh, d): (usize, usize),
+        dtype: DType,
+        device: &Device,
+        need: usize,
+        max_len: usize,
+    ) -> Result<(&Tensor, &Tensor)> {
         if let Some(new_cap) = self.grow_to(need, max_len)? {
             // Copy what we have into the larger cache.
-            let nk = Tensor::zeros((kvh, new_cap, d), k.dtype(), k.device())?;
-            let nv = Tensor::zeros((kvh, new_cap, d), v.dtype(), v.device())?;
+            let nk = Tensor::zeros((kvh, new_cap, d), dtype, device)?;
+            let nv = Tensor::zeros((kvh, new_cap, d), dtype, device)?;
             if let (Some(ok), Some(ov)) = (&self.k, &self.v) {
                 if self.len > 0 {
                     nk.slice_set(&ok.narrow(1, 0, self.len)?.contiguous()?, 1, 0)?;
@@ -113,10 +121,32 @@ impl LayerCache {
             self.v = Some(nv);
             self.cap = new_cap;
         }
-        let (ck, cv) = match (&self.k, &self.v) {
-            (Some(a), Some(b)) => (a, b),
+        match (&self.k, &self.v) {
+            (Some(a), Some(b)) => Ok((a, b)),
             _ => candle_core::bail!("KV cache not allocated"),
-        };
+        }
+    }
+
+    /// Counts `n` more positions as cached, written by the caller into the tensors
+    /// [`LayerCache::reserve`] returned.
+    pub fn advance(&mut self, n: usize) -> Result<()> {
+        if self.len + n > self.cap {
+            candle_core::bail!(
+                "KV cache: {} + {n} positions exceed the {} reserved",
+                self.len,
+                self.cap
+            )
+        }
+        self.len += n;
+        Ok(())
+    }
+
+    /// Appends `k`, `v` of shape `(kv_heads, n, head_dim)` and returns views over every cached position.
+    pub fn append(&mut self, k: &Tensor, v: &Tensor, max_len: usize) -> Result<(Tensor, Tensor)> {
+        let (kvh, n, d) = k.dims3()?;
+        let need = self.len + n;
+        let (ck, cv) = self.reserve((kvh, d), k.dtype(), k.device(), need, max_len)?;
+        let (ck, cv) = (ck.clone(), cv.clone());
         ck.slice_set(&k.contiguous()?, 1, self.len)?;
         cv.slice_set(&v.contiguous()?, 1, self.len)?;
         self.len = need;

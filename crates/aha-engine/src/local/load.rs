@@ -1,6 +1,7 @@
 //! Loading models: GGUF files (quantized or not) and safetensors checkpoint directories.
 
 use super::linear::Linear;
+use super::fused::FusedSlot;
 use super::model::{Arch, Block, Dump, Embedding, ModelConfig, Transformer};
 use crate::options::EngineOptions;
 use anyhow::{anyhow, bail, Context, Result};
@@ -287,6 +288,7 @@ impl GgufFile {
             rope_cache: Default::default(),
             numerics: opts.numerics,
             dump: Dump::new(opts.dump.clone()),
+            fused: FusedSlot::new(device, opts)?,
         })
     }
 
@@ -490,6 +492,7 @@ pub fn load_safetensors_dir_with(
         rope_cache: Default::default(),
         numerics: opts.numerics,
         dump: Dump::new(opts.dump.clone()),
+        fused: FusedSlot::new(device, opts)?,
     })
 }
 

@@ -1,6 +1,7 @@
 //! The local engine's model: loading, forward pass, KV cache, weight kernels.
 
 pub mod engine;
+pub mod fused;
 pub mod generate;
 pub mod ggml_math;
 pub mod kv_cache;

@@ -156,6 +156,8 @@ pub struct Transformer {
     ///
     /// [`EngineOptions::dump`]: crate::options::EngineOptions::dump
     pub dump: Dump,
+    /// The fused CUDA decode step ([`super::fused`]), made on the first decode step.
+    pub fused: super::fused::FusedSlot,
 }
 
 /// Writes activations of each forward call as raw little-endian f32 to `DIR/K/NAME.bin` (K: the
@@ -174,6 +176,11 @@ impl Dump {
             dir,
             call: AtomicUsize::new(0),
         }
+    }
+
+    /// Whether activations are written.
+    pub fn is_on(&self) -> bool {
+        self.dir.is_some()
     }
 
     /// Starts the next forward call's folder.
@@ -454,6 +461,13 @@ impl Transformer {
         let (n, pos) = (tokens.len(), cache.len());
         if let Some(e) = check_room(n, pos, self.cfg.n_ctx) {
             candle_core::bail!("{e}")
+        }
+        // One new token on a GPU: the fused kernels, as one CUDA graph (not while dumping
+        // activations, which only candle's path writes).
+        if n == 1 && !self.dump.is_on() {
+            if let Some(logits) = self.fused_step(tokens[0], cache)? {
+                return Ok(Some(logits));
+            }
         }
         self.dump.next_call();
         let ids = Tensor::new(tokens, &self.device)?;
