@@ -1,56 +1,65 @@
 #!/usr/bin/env bash
-# The GPU device check for the `cuda` feature (issue 7), run on the lent GPU machine (no network).
-# Here: tools/build-cuda.sh, then `strip` + gzip the binary into dist/aha.gz (what travels is
-# limited to 64 MiB) and carry `dist`:
-#   run: bash tools/device_check.sh      (results under $OUT, or ./device-out)
-#   QUICK=1 skips the peer and the 1.5B shapes (a second run after a change to aha); QUICK=2
-#   compares CUDA event tracking on/off on the 7B shapes.
-# There: writes random-weight models with the shapes of DeepSeek-R1-Distill-Qwen-1.5B and -7B
-# (Q4_K and Q8_0 GGUF, bf16 safetensors), benchmarks aha on CUDA (prefill 512, decode 128), runs
-# PyTorch + transformers on the bf16 checkpoints as the peer (tools/peer_transformers.py, which
-# also measures the copy bandwidth), and compares CPU and CUDA greedy tokens on small models.
-# Every step has its own time limit, so one failure still leaves the others' figures.
+# The GPU device check (issue 20: fused decode kernels and CUDA graphs), run on the lent GPU
+# machine (no network) in one go, within 10 minutes. Here, first:
+#   tools/build-cuda.sh && mkdir -p dist && strip -o dist/aha ~/.cache/aha-target-cuda/release/aha \
+#     && gzip -9f dist/aha
+# then with the device tool: run `bash tools/device_check.sh` carrying `dist` (results come back
+# under $OUT; elsewhere ./device-out).
+#
+# There, in order of what the issue's targets need (every step has its own time limit, so one
+# failure still leaves the others' figures):
+#   1. every fused kernel against its CPU reference on model-sized inputs (aha cuda-check);
+#   2. CPU vs CUDA greedy tokens on tiny random models (f32: must be identical);
+#   3. the device's copy bandwidth (PyTorch), from which the decode ceiling follows;
+#   4. R1-Distill-Qwen-1.5B and -7B shapes (random weights written by `aha synth`): decode on the
+#      CUDA graph, the fused kernels without a graph, and candle's ops, same binary, same run
+#      (aha bench --decode-paths); on the 7B bf16 checkpoint the logits of the paths compared
+#      (aha cuda-check --paths: fused vs candle within 1e-2, graph identical to fused);
+#   5. a summary of the targets (python3, below): bf16 7B decode as a share of the ceiling, Q4_K
+#      graph vs candle, 1.5B vs 7B.
+# PEER=1 adds PyTorch + transformers on the 7B bf16 checkpoint (~3 minutes).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT="${OUT:-device-out}"
 W="${WORK:-/tmp/aha-dev}"
 mkdir -p "$OUT" "$W"
 S="$OUT/summary.txt"
+B="$OUT/bench.jsonl"
 exec > >(tee -a "$OUT/log.txt") 2>&1
 if [ -f dist/aha.gz ]; then gunzip -c dist/aha.gz > "$W/aha" && chmod +x "$W/aha"; AHA="$W/aha"; else AHA="${AHA:-dist/aha}"; fi
 # cuBLAS, cuRAND, NVRTC and the runtime come from the image's PyTorch (CUDA 13 wheels); libcuda
 # from the driver.
 NV="$(python3 -c 'import nvidia, os; print(list(nvidia.__path__)[0])' 2>/dev/null)"
 export LD_LIBRARY_PATH="$NV/cu13/lib:/usr/local/nvidia/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
-log() { echo "== $*" | tee -a "$S"; }
+export PYTHONUNBUFFERED=1
+T0=$(date +%s)
+log() { echo "== [$(( $(date +%s) - T0 )) s] $*" | tee -a "$S"; }
 step() { local t=$1; shift; local s=$(date +%s.%N); timeout "$t" "$@"; local rc=$?;
   echo "   (rc $rc, $(python3 -c "print(round($(date +%s.%N)-$s,1))") s: $*)" | tee -a "$S"; return $rc; }
+# bench NAME MODEL PATHS: one JSON line per path into $B, tagged with NAME.
+bench() { local name=$1 model=$2 paths=$3; shift 3
+  step 150 "$AHA" bench --device cuda -m "$model" -p 512 -n 128 -r 3 --json --decode-paths "$paths" "$@" \
+    | python3 -c "import json,sys
+for l in sys.stdin:
+  l=l.strip()
+  if l.startswith('{'):
+    j=json.loads(l); j['shape']=sys.argv[1]; print(json.dumps(j))" "$name" | tee -a "$B" "$S"; }
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv,noheader | tee -a "$S"
-ldd "$AHA" | grep -E "not found|cuda|cublas|nvrtc|curand" | tee -a "$S"
+ldd "$AHA" | grep -E "not found" | tee -a "$S"
 "$AHA" --version | tee -a "$S"
-if [ "${QUICK:-}" = 2 ]; then
-  # Event tracking on (candle's default) vs off (aha's default), same binary, same run.
-  step 60 "$AHA" synth --shape tiny --dtype f32 --out "$W/tiny-f32.gguf" >/dev/null
-  for p in "abc" "hello world"; do
-    for d in cpu cuda; do timeout 60 "$AHA" run --device $d -m "$W/tiny-f32.gguf" --raw --json --temperature 0 --max-tokens 16 "$p" | tail -1 | cut -c 1-400 | tee -a "$S"; done
-  done
-  step 150 "$AHA" synth --shape r1-qwen-7b --dtype st-bf16 --out "$W/r1-7b-bf16"
-  AHA_CUDA_EVENTS=1 step 120 "$AHA" bench --device cuda -m "$W/r1-7b-bf16" -p 512 -n 128 -r 3 --json | tee -a "$S"
-  step 120 "$AHA" bench --device cuda -m "$W/r1-7b-bf16" -p 512 -n 128 -r 3 --json | tee -a "$S"
-  rm -rf "$W/r1-7b-bf16"
-  step 150 "$AHA" synth --shape r1-qwen-7b --dtype q4_k --out "$W/r1-7b-q4k.gguf"
-  AHA_CUDA_EVENTS=1 step 120 "$AHA" bench --device cuda -m "$W/r1-7b-q4k.gguf" -p 512 -n 128 -r 3 --json | tee -a "$S"
-  step 120 "$AHA" bench --device cuda -m "$W/r1-7b-q4k.gguf" -p 512 -n 128 -r 3 --json | tee -a "$S"
-  log "done (quick 2)"; exit 0
-fi
-log "tiny models; cpu vs cuda greedy: 3 prompts x 16 tokens"
-for d in f32 q8_0 q4_0; do step 60 "$AHA" synth --shape tiny --dtype $d --out "$W/tiny-$d.gguf" >/dev/null; done
-if ! timeout 60 "$AHA" run --device cuda -m "$W/tiny-f32.gguf" --raw --max-tokens 4 "abc"; then
+
+log "1. fused kernels vs CPU references"
+step 180 "$AHA" cuda-check --device cuda > "$OUT/kernels.txt" 2>&1
+grep -E "FAIL|kernels:|rror" "$OUT/kernels.txt" | tee -a "$S"
+if ! grep -q "kernels:" "$OUT/kernels.txt"; then
   log "CUDA does not work here: diagnostics, then stop (saves device time)"
-  ls "$NV/cu13/lib" | head -40; ldconfig -p | grep -E "libcuda|libcublas|libcurand|libnvrtc" ; ls /usr/local/nvidia/lib64 | head
+  tail -20 "$OUT/kernels.txt"; ls "$NV/cu13/lib" | head -40; ls /usr/local/nvidia/lib64 | head
   exit 3
 fi
-for m in tiny-f32 tiny-q8_0 tiny-q4_0; do
+
+log "2. tiny models: cpu vs cuda (graph path) greedy tokens, 3 prompts x 16 tokens"
+for d in f32 q8_0; do step 60 "$AHA" synth --shape tiny --dtype $d --out "$W/tiny-$d.gguf" >/dev/null; done
+for m in tiny-f32 tiny-q8_0; do
   for p in "abc" "hello world" "1 2 3 4"; do
     c=$(timeout 60 "$AHA" run --device cpu -m "$W/$m.gguf" --raw --json --temperature 0 --max-tokens 16 "$p" | tail -1)
     g=$(timeout 60 "$AHA" run --device cuda -m "$W/$m.gguf" --raw --json --temperature 0 --max-tokens 16 "$p" | tail -1)
@@ -62,23 +71,56 @@ try:
 except Exception as e: print(sys.argv[3], 'ERROR', e, sys.argv[1][:200], sys.argv[2][:200])" "$c" "$g" "$m" "$p" | tee -a "$S"
   done
 done
-export PYTHONUNBUFFERED=1
-log "7B shapes: Q4_K on cuda"
-step 150 "$AHA" synth --shape r1-qwen-7b --dtype q4_k --out "$W/r1-7b-q4k.gguf"
-step 120 "$AHA" bench --device cuda -m "$W/r1-7b-q4k.gguf" -p 512 -n 128 -r 3 --json | tee -a "$S"
-log "7B shapes: bf16 on cuda, and the peer (transformers bf16)"
-step 150 "$AHA" synth --shape r1-qwen-7b --dtype st-bf16 --out "$W/r1-7b-bf16"
-step 120 "$AHA" bench --device cuda -m "$W/r1-7b-bf16" -p 512 -n 128 -r 3 --json | tee -a "$S"
-[ -n "${QUICK:-}" ] || step 180 python3 tools/peer_transformers.py "$W/r1-7b-bf16" 512 128 | tee -a "$S"
+
+log "3. copy bandwidth"
+step 60 python3 tools/peer_transformers.py --bandwidth | tee -a "$S" "$OUT/bandwidth.json"
+
+log "4a. 1.5B shapes, bf16"
+step 90 "$AHA" synth --shape r1-qwen-1.5b --dtype st-bf16 --out "$W/r1-1.5b-bf16" >/dev/null
+bench 1.5b-bf16 "$W/r1-1.5b-bf16" graph,candle
+rm -rf "$W/r1-1.5b-bf16"
+
+log "4b. 7B shapes, bf16: logits of the paths, then speed"
+step 150 "$AHA" synth --shape r1-qwen-7b --dtype st-bf16 --out "$W/r1-7b-bf16" >/dev/null
+step 120 "$AHA" cuda-check --device cuda -m "$W/r1-7b-bf16" --paths --no-kernels --tokens 32 | tee -a "$S"
+bench 7b-bf16 "$W/r1-7b-bf16" graph,fused,candle
+[ -n "${PEER:-}" ] && step 180 python3 tools/peer_transformers.py "$W/r1-7b-bf16" 512 128 | tee -a "$S"
 rm -rf "$W/r1-7b-bf16"
-[ -n "${QUICK:-}" ] && { log "done (quick)"; exit 0; }
-log "1.5B shapes: Q4_K, Q8_0, bf16; prefix reuse"
-step 60 "$AHA" synth --shape r1-qwen-1.5b --dtype q4_k --out "$W/r1-1.5b-q4k.gguf"
-step 60 "$AHA" bench --device cuda -m "$W/r1-1.5b-q4k.gguf" -p 512 -n 128 -r 3 --json | tee -a "$S"
-step 60 "$AHA" bench --device cuda -m "$W/r1-1.5b-q4k.gguf" -p 2000 -n 8 --prefix-reuse --json | tee -a "$S"
-step 60 "$AHA" synth --shape r1-qwen-1.5b --dtype q8_0 --out "$W/r1-1.5b-q8.gguf"
-step 60 "$AHA" bench --device cuda -m "$W/r1-1.5b-q8.gguf" -p 512 -n 128 -r 3 --json | tee -a "$S"
-step 60 "$AHA" synth --shape r1-qwen-1.5b --dtype st-bf16 --out "$W/r1-1.5b-bf16"
-step 60 "$AHA" bench --device cuda -m "$W/r1-1.5b-bf16" -p 512 -n 128 -r 3 --json | tee -a "$S"
-step 120 python3 tools/peer_transformers.py "$W/r1-1.5b-bf16" 512 128 | tee -a "$S"
+
+log "4c. 7B shapes, Q4_K"
+step 150 "$AHA" synth --shape r1-qwen-7b --dtype q4_k --out "$W/r1-7b-q4k.gguf" >/dev/null
+bench 7b-q4k "$W/r1-7b-q4k.gguf" graph,fused,candle
+rm -f "$W/r1-7b-q4k.gguf"
+
+log "4d. 1.5B shapes, Q4_K"
+step 60 "$AHA" synth --shape r1-qwen-1.5b --dtype q4_k --out "$W/r1-1.5b-q4k.gguf" >/dev/null
+bench 1.5b-q4k "$W/r1-1.5b-q4k.gguf" graph,candle
+rm -f "$W/r1-1.5b-q4k.gguf"
+
+log "5. targets"
+python3 - "$B" "$OUT/bandwidth.json" <<'PY' | tee -a "$S"
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+try:
+    bw = json.load(open(sys.argv[2]))["copy_gb_s"]
+except Exception:
+    bw = None
+def get(shape, path):
+    for r in rows:
+        if r.get("shape") == shape and str(r.get("decode_path", "")).split(" ")[0] == path:
+            return r
+for r in rows:
+    print(f"{r['shape']:<9} {r.get('decode_path','?'):<8} decode {r['decode_tok_s']:8.1f} tok/s  prefill {r['prefill_tok_s']:9.1f} tok/s  {r['weights_gb_per_token']:.2f} GB/token")
+g7 = get("7b-bf16", "graph")
+if g7 and bw:
+    ceil = bw / g7["weights_gb_per_token"]
+    print(f"bf16 7B graph: {g7['decode_tok_s']:.1f} tok/s = {100 * g7['decode_tok_s'] / ceil:.0f}% of the ceiling {ceil:.1f} tok/s ({bw} GB/s copy) - target >= 60%")
+q, c = get("7b-q4k", "graph"), get("7b-q4k", "candle")
+if q and c:
+    print(f"Q4_K 7B graph vs candle (today's path): {q['decode_tok_s'] / c['decode_tok_s']:.2f}x - target >= 1.5x")
+for dt in ("bf16", "q4k"):
+    a, b = get(f"1.5b-{dt}", "graph"), get(f"7b-{dt}", "graph")
+    if a and b:
+        print(f"{dt} 1.5B vs 7B on the graph: {a['decode_tok_s'] / b['decode_tok_s']:.2f}x - target >= 2x")
+PY
 log "done"

@@ -3,6 +3,7 @@
 copy bandwidth, from which the decode ceiling follows.
 
     python3 tools/peer_transformers.py DIR [PROMPT_TOKENS] [GEN_TOKENS]
+    python3 tools/peer_transformers.py --bandwidth     (only the copy bandwidth: {"copy_gb_s": …})
 
 Prints one JSON line: prefill_tok_s, decode_tok_s (generate(128) minus generate(1), so prefill is
 not counted), weights_gb_per_token, copy_gb_s (bytes read + written per second), ceiling_tok_s_bf16 (copy bandwidth, read + write
@@ -23,6 +24,17 @@ def sync_time():
 
 def main():
     path = sys.argv[1]
+    if path == "--bandwidth":
+        dev = torch.device("cuda")
+        x = torch.empty(4 << 30, dtype=torch.uint8, device=dev)
+        y = torch.empty_like(x)
+        for _ in range(3):
+            y.copy_(x)
+        t = sync_time()
+        for _ in range(10):
+            y.copy_(x)
+        print(json.dumps({"copy_gb_s": round(2 * 10 * x.numel() / (sync_time() - t) / 1e9, 1)}))
+        return
     p = int(sys.argv[2]) if len(sys.argv) > 2 else 512
     n = int(sys.argv[3]) if len(sys.argv) > 3 else 128
     dev = torch.device("cuda")

@@ -205,12 +205,14 @@ fn bench_plain(
             .device
             .is_cpu()
             .then(|| crate::engine::local::qkernels::current().name()),
-        decode_path: engine.model.device.is_cuda().then(|| {
-            match engine.model.decode_path() {
+        decode_path: engine
+            .model
+            .device
+            .is_cuda()
+            .then(|| match engine.model.decode_path() {
                 (p, None) => p.name().to_string(),
                 (p, Some(why)) => format!("{} ({why})", p.name()),
-            }
-        }),
+            }),
         weights_gb_per_token: engine.model.weight_bytes_per_token() as f64 / 1e9,
         threads: candle_core::utils::get_num_threads(),
         prompt_tokens: a.prompt_tokens,

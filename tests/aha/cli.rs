@@ -263,3 +263,21 @@ fn synthetic_models_run_end_to_end_from_gguf_and_bf16_safetensors() {
         assert_eq!(last["tokens"].as_array().unwrap().len(), 6, "{last}");
     }
 }
+
+/// Without the `cuda` feature, the GPU commands say how to get one instead of failing obscurely;
+/// a decode path that does not exist is refused with the choices.
+#[test]
+fn gpu_commands_on_a_cpu_build_say_what_to_do() {
+    let out = bin().args(["cuda-check"]).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("built without CUDA"), "{err}");
+    assert!(err.contains("tools/build-cuda.sh"), "{err}");
+    let out = bin()
+        .args(["bench", "--device", "cuda", "--decode-paths", "graph"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("built without CUDA"), "{err}");
+}

@@ -362,7 +362,17 @@ pub fn run(b: &dyn Backend, size: Size) -> Result<Vec<Check>> {
                 let scale = 1.0 / (s.d as f32).sqrt();
                 let mut got = vec![0f32; hd];
                 let (kb, vb) = (ct.encode(&want_k), ct.encode(&want_v));
-                b.attend(ct, &want_qkv[..hd], &kb, &vb, pos, &mut got, s, scale, round)?;
+                b.attend(
+                    ct,
+                    &want_qkv[..hd],
+                    &kb,
+                    &vb,
+                    pos,
+                    &mut got,
+                    s,
+                    scale,
+                    round,
+                )?;
                 let want =
                     reference::attend(&want_qkv[..hd], &want_k, &want_v, pos, s, scale, round);
                 out.push(Check {

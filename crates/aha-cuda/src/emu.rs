@@ -43,8 +43,14 @@ extern "C" {
         cols: i32,
         round: i32,
     ) -> i32;
-    fn aha_emu_rmsnorm(x: *const f32, w: *const f32, y: *mut f32, n: i32, eps: f32, round: i32)
-        -> i32;
+    fn aha_emu_rmsnorm(
+        x: *const f32,
+        w: *const f32,
+        y: *mut f32,
+        n: i32,
+        eps: f32,
+        round: i32,
+    ) -> i32;
     fn aha_emu_rope_kv(
         cache: i32,
         qkv: *mut f32,
@@ -460,9 +466,29 @@ fn a_wrong_result_fails_its_check() {
     let x = vec![0.5f32; cols];
     let mut got = vec![0f32; rows];
     // Half the columns: a different sum.
-    Emu.matvec(WFormat::F32, &w, &x, &mut got, None, rows, cols / 2, false, false)
-        .unwrap();
+    Emu.matvec(
+        WFormat::F32,
+        &w,
+        &x,
+        &mut got,
+        None,
+        rows,
+        cols / 2,
+        false,
+        false,
+    )
+    .unwrap();
     let mut want = vec![0f32; rows];
-    crate::reference::matvec(WFormat::F32, &w, &x, &mut want, None, rows, cols, false, false);
+    crate::reference::matvec(
+        WFormat::F32,
+        &w,
+        &x,
+        &mut want,
+        None,
+        rows,
+        cols,
+        false,
+        false,
+    );
     assert!(checks::rel_error(&got, &want) > 1e-2);
 }

@@ -4,8 +4,8 @@
 //! replayed.
 
 use crate::checks::Backend;
-use crate::step::{Launch, Ptr};
 use crate::reference::AttnShape;
+use crate::step::{Launch, Ptr};
 use crate::{CacheType, WFormat};
 use anyhow::{bail, Context, Result};
 use candle_core::cuda_backend::cudarc::driver::{
@@ -136,8 +136,9 @@ impl Kernels {
             names.extend([rope_name(c), attend_name(c)]);
         }
         for n in names {
-            k.func(n)
-                .with_context(|| format!("loading aha's decode kernel {n} (PTX) into the CUDA context"))?;
+            k.func(n).with_context(|| {
+                format!("loading aha's decode kernel {n} (PTX) into the CUDA context")
+            })?;
         }
         Ok(k)
     }
@@ -210,7 +211,14 @@ impl Launch for Kernels {
         let f = self.func(matvec_name(fmt))?;
         let (r, c, a, rd) = (rows as i32, cols as i32, accumulate as i32, round as i32);
         let mut b = self.stream.launch_builder(&f);
-        b.arg(&w).arg(&x).arg(&y).arg(&bias).arg(&r).arg(&c).arg(&a).arg(&rd);
+        b.arg(&w)
+            .arg(&x)
+            .arg(&y)
+            .arg(&bias)
+            .arg(&r)
+            .arg(&c)
+            .arg(&a)
+            .arg(&rd);
         // SAFETY: the caller's pointers hold rows × cols weights, cols inputs and rows outputs.
         unsafe { b.launch(cfg(rows.div_ceil(MV_ROWS), (MV_ROWS * 32) as u32)) }?;
         Ok(())
@@ -259,15 +267,7 @@ impl Launch for Kernels {
 
     /// `y = rmsnorm(x) · w` over `n` values.
     #[allow(clippy::too_many_arguments)]
-    fn rmsnorm(
-        &self,
-        x: Ptr,
-        w: Ptr,
-        y: Ptr,
-        n: usize,
-        eps: f32,
-        round: bool,
-    ) -> Result<()> {
+    fn rmsnorm(&self, x: Ptr, w: Ptr, y: Ptr, n: usize, eps: f32, round: bool) -> Result<()> {
         let f = self.func("rmsnorm_f32")?;
         let (ni, rd) = (n as i32, round as i32);
         let mut b = self.stream.launch_builder(&f);
@@ -356,7 +356,6 @@ impl Launch for Kernels {
         unsafe { b.launch(cfg(s.h, ATT_THREADS)) }?;
         Ok(())
     }
-
 }
 
 /// A captured decode step, replayed with [`Graph::launch`].
@@ -459,11 +458,7 @@ impl Backend for Gpu<'_> {
         round: bool,
     ) -> Result<()> {
         let k = self.0;
-        let (t, tp, dx) = (
-            k.upload(table)?,
-            k.upload(&[tok as i32, 0])?,
-            k.upload(x)?,
-        );
+        let (t, tp, dx) = (k.upload(table)?, k.upload(&[tok as i32, 0])?, k.upload(x)?);
         k.embed(fmt, k.ptr(&t), k.ptr(&tp), k.ptr(&dx), cols, round)?;
         self.down(&dx, x)
     }

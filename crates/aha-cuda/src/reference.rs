@@ -239,7 +239,11 @@ pub fn attend(
         let scores: Vec<f32> = (0..=pos)
             .map(|j| {
                 let k = &kc[(kh * s.cap + j) * d..][..d];
-                let dot = qh.iter().zip(k).map(|(a, b)| *a as f64 * *b as f64).sum::<f64>();
+                let dot = qh
+                    .iter()
+                    .zip(k)
+                    .map(|(a, b)| *a as f64 * *b as f64)
+                    .sum::<f64>();
                 let v = r(dot as f32, round);
                 if scale != 1.0 {
                     r(v * scale, round)
@@ -290,7 +294,9 @@ mod tests {
     use candle_core::{Device, Tensor};
 
     fn ramp(n: usize) -> Vec<f32> {
-        (0..n).map(|i| ((i * 37 % 101) as f32 - 50.0) / 17.0).collect()
+        (0..n)
+            .map(|i| ((i * 37 % 101) as f32 - 50.0) / 17.0)
+            .collect()
     }
 
     /// The block decoders agree with candle's own dequantization of the same bytes.
@@ -361,14 +367,38 @@ mod tests {
             cap: 2,
         };
         let (cos, sin) = rope_tables(2, 4, 10000.0, false);
-        let mut qkv = vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0, 11.0, 12.0];
+        let mut qkv = vec![
+            1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0, 11.0, 12.0,
+        ];
         let (mut kc, mut vc) = (vec![0.0; 8], vec![0.0; 8]);
-        rope_kv(&mut qkv, 0, &cos, &sin, &mut kc, &mut vc, s, CacheType::F32, false, false);
+        rope_kv(
+            &mut qkv,
+            0,
+            &cos,
+            &sin,
+            &mut kc,
+            &mut vc,
+            s,
+            CacheType::F32,
+            false,
+            false,
+        );
         assert_eq!(&qkv[..4], [1.0, 2.0, 3.0, 4.0]);
         assert_eq!(&kc[..4], [5.0, 6.0, 7.0, 8.0]);
         assert_eq!(&vc[..4], [9.0, 10.0, 11.0, 12.0]);
         // Position 1 rotates the first pair (NeoX style: i with i + d/2) by one radian.
-        rope_kv(&mut qkv, 1, &cos, &sin, &mut kc, &mut vc, s, CacheType::F32, false, false);
+        rope_kv(
+            &mut qkv,
+            1,
+            &cos,
+            &sin,
+            &mut kc,
+            &mut vc,
+            s,
+            CacheType::F32,
+            false,
+            false,
+        );
         let (c, sn) = (1f32.cos(), 1f32.sin());
         assert!((qkv[0] - (c - 3.0 * sn)).abs() < 1e-6);
         assert!((qkv[2] - (sn + 3.0 * c)).abs() < 1e-6);

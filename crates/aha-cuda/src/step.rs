@@ -143,7 +143,13 @@ pub struct StepBufs {
 impl Plan {
     /// Launches one step: the token and position in `b.tokpos`, each layer's key and value
     /// caches `kv[i]` of `cap` positions (`(kvh, cap, d)`).
-    pub fn launch(&self, k: &dyn Launch, b: &StepBufs, kv: &[(Ptr, Ptr)], cap: usize) -> Result<()> {
+    pub fn launch(
+        &self,
+        k: &dyn Launch,
+        b: &StepBufs,
+        kv: &[(Ptr, Ptr)],
+        cap: usize,
+    ) -> Result<()> {
         let (e, h, kvh, d, round) = (self.n_embd, self.h, self.kvh, self.d, self.round);
         if kv.len() != self.layers.len() {
             anyhow::bail!("{} caches for {} layers", kv.len(), self.layers.len())
@@ -155,24 +161,75 @@ impl Plan {
             k.rmsnorm(b.x, l.attn_norm, b.xn, e, self.eps, round)?;
             let bias = |at: usize| l.bias.map_or(0, |p| f32_at(p, at));
             match &l.qkv {
-                Qkv::One(w) => {
-                    k.matvec(w.0, w.1, b.xn, b.qkv, bias(0), (h + 2 * kvh) * d, e, false, round)?
-                }
+                Qkv::One(w) => k.matvec(
+                    w.0,
+                    w.1,
+                    b.xn,
+                    b.qkv,
+                    bias(0),
+                    (h + 2 * kvh) * d,
+                    e,
+                    false,
+                    round,
+                )?,
                 Qkv::Three(wq, wk, wv) => {
                     let (ka, va) = (h * d, (h + kvh) * d);
                     k.matvec(wq.0, wq.1, b.xn, b.qkv, bias(0), h * d, e, false, round)?;
-                    k.matvec(wk.0, wk.1, b.xn, f32_at(b.qkv, ka), bias(ka), kvh * d, e, false, round)?;
-                    k.matvec(wv.0, wv.1, b.xn, f32_at(b.qkv, va), bias(va), kvh * d, e, false, round)?;
+                    k.matvec(
+                        wk.0,
+                        wk.1,
+                        b.xn,
+                        f32_at(b.qkv, ka),
+                        bias(ka),
+                        kvh * d,
+                        e,
+                        false,
+                        round,
+                    )?;
+                    k.matvec(
+                        wv.0,
+                        wv.1,
+                        b.xn,
+                        f32_at(b.qkv, va),
+                        bias(va),
+                        kvh * d,
+                        e,
+                        false,
+                        round,
+                    )?;
                 }
             }
-            k.rope_kv(self.cache, b.qkv, b.tokpos, b.cos, b.sin, kc, vc, s, self.interleaved, round)?;
-            k.attend(self.cache, b.qkv, kc, vc, b.tokpos, b.att, s, l.scale, round)?;
+            k.rope_kv(
+                self.cache,
+                b.qkv,
+                b.tokpos,
+                b.cos,
+                b.sin,
+                kc,
+                vc,
+                s,
+                self.interleaved,
+                round,
+            )?;
+            k.attend(
+                self.cache, b.qkv, kc, vc, b.tokpos, b.att, s, l.scale, round,
+            )?;
             k.matvec(l.wo.0, l.wo.1, b.att, b.x, 0, e, h * d, true, round)?;
             k.rmsnorm(b.x, l.ffn_norm, b.xn, e, self.eps, round)?;
             k.swiglu(l.gate.0, l.gate.1, l.up.1, b.xn, b.hid, self.n_ff, e, round)?;
             k.matvec(l.down.0, l.down.1, b.hid, b.x, 0, e, self.n_ff, true, round)?;
         }
         k.rmsnorm(b.x, self.norm, b.xn, e, self.eps, round)?;
-        k.matvec(self.output.0, self.output.1, b.xn, b.logits, 0, self.vocab, e, false, round)
+        k.matvec(
+            self.output.0,
+            self.output.1,
+            b.xn,
+            b.logits,
+            0,
+            self.vocab,
+            e,
+            false,
+            round,
+        )
     }
 }

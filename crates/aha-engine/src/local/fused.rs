@@ -66,7 +66,11 @@ impl FusedSlot {
     /// Switches the path of later steps (`aha bench --decode-paths`, `aha cuda-check`); on a
     /// CPU every path is candle's.
     pub fn set_mode(&self, m: CudaDecode, device: &Device) {
-        let m = if device.is_cuda() { m } else { CudaDecode::Candle };
+        let m = if device.is_cuda() {
+            m
+        } else {
+            CudaDecode::Candle
+        };
         self.mode
             .store(Self::code(m), std::sync::atomic::Ordering::Relaxed);
     }
@@ -361,10 +365,7 @@ mod imp {
             if b.rope.as_ref().is_some_and(|(len, _, _)| *len >= need) {
                 return Ok(());
             }
-            let len = need
-                .next_power_of_two()
-                .max(4096)
-                .min(self.n_ctx.max(need));
+            let len = need.next_power_of_two().max(4096).min(self.n_ctx.max(need));
             let (cos, sin) = rope_tables(len, self.plan.d, self.rope_base, self.plan.round);
             b.rope = Some((len, self.k.upload(&cos)?, self.k.upload(&sin)?));
             Ok(())
@@ -390,19 +391,31 @@ mod imp {
 
         /// Runs `token` at position `cache.len()`: its keys and values are appended to `cache`,
         /// the logits `(1, vocab)` returned.
-        pub fn step(&self, m: &Transformer, token: u32, cache: &mut KvCache, graph: bool) -> Result<Tensor> {
+        pub fn step(
+            &self,
+            m: &Transformer,
+            token: u32,
+            cache: &mut KvCache,
+            graph: bool,
+        ) -> Result<Tensor> {
             let plan = &self.plan;
             if token as usize >= plan.vocab {
-                bail!("token id {token} is outside the vocabulary ({})", plan.vocab)
+                bail!(
+                    "token id {token} is outside the vocabulary ({})",
+                    plan.vocab
+                )
             }
             let pos = cache.len();
             let max = cache.max_len();
             let mut kv = Vec::with_capacity(plan.layers.len());
             for li in 0..plan.layers.len() {
-                let (kt, vt) =
-                    cache
-                        .layer_mut(li)
-                        .reserve((plan.kvh, plan.d), m.dtype, &m.device, pos + 1, max)?;
+                let (kt, vt) = cache.layer_mut(li).reserve(
+                    (plan.kvh, plan.d),
+                    m.dtype,
+                    &m.device,
+                    pos + 1,
+                    max,
+                )?;
                 kv.push((tensor_ptr(kt)?, tensor_ptr(vt)?));
             }
             let cap = cache.capacity();
@@ -617,7 +630,9 @@ mod tests {
             assert!(plan.layers[0].bias.is_some());
             let want = reference(&dequantized(g.load_model(&Device::Cpu).unwrap()), &TOKENS);
             let (err, differ) = compare(&emulated(&m, &TOKENS), &want);
-            eprintln!("{dt:?}: max relative logit difference {err:.2e}, greedy differs at {differ} steps");
+            eprintln!(
+                "{dt:?}: max relative logit difference {err:.2e}, greedy differs at {differ} steps"
+            );
             assert!(err <= 1e-4, "{dt:?}: {err}");
             assert_eq!(differ, 0, "{dt:?}");
         }
@@ -708,7 +723,9 @@ mod tests {
         let got = emulated(&m, &TOKENS);
         let want = reference(&m, &TOKENS);
         let (err, differ) = compare(&got, &want);
-        eprintln!("bf16: max relative logit difference {err:.2e}, greedy differs at {differ} steps");
+        eprintln!(
+            "bf16: max relative logit difference {err:.2e}, greedy differs at {differ} steps"
+        );
         assert!(err <= 3e-2, "{err}");
         assert_eq!(differ, 0);
     }
@@ -724,7 +741,10 @@ mod tests {
             .load_model(&Device::Cpu)
             .unwrap();
         let e = build_plan(&m, &mut HostMem(&mut Arena::default())).unwrap_err();
-        assert!(format!("{e:#}").contains("no fused kernel reads Q4_0"), "{e:#}");
+        assert!(
+            format!("{e:#}").contains("no fused kernel reads Q4_0"),
+            "{e:#}"
+        );
         // On a CPU the slot always takes candle's path.
         assert_eq!(m.decode_path(), (CudaDecode::Candle, None));
         m.fused.set_mode(CudaDecode::Graph, &m.device);

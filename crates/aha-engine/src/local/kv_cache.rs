@@ -324,6 +324,46 @@ mod tests {
     use super::*;
     use candle_core::{DType, Device};
 
+    /// The fused decode step's way in: room reserved (grown by copying what is cached), the
+    /// caller's own write, then the position counted.
+    #[test]
+    fn reserve_grows_keeps_the_cached_positions_and_advance_counts_within_it() {
+        let dev = Device::Cpu;
+        let mut c = KvCache::new(1, 2000);
+        let k = Tensor::full(2f32, (2, 3, 4), &dev).unwrap();
+        c.layer_mut(0).append(&k, &k, 2000).unwrap();
+        let (rk, rv) = c
+            .layer_mut(0)
+            .reserve((2, 4), DType::F32, &dev, 4, 2000)
+            .unwrap();
+        // Already room: the same tensors, the whole capacity.
+        assert_eq!(rk.dims(), &[2, CHUNK, 4]);
+        assert_eq!(rv.dims(), &[2, CHUNK, 4]);
+        assert_eq!(c.len(), 3);
+        c.layer_mut(0).advance(1).unwrap();
+        assert_eq!(c.len(), 4);
+        // Past the capacity: grown, the cached positions copied.
+        let (rk, _) = c
+            .layer_mut(0)
+            .reserve((2, 4), DType::F32, &dev, CHUNK + 1, 2000)
+            .unwrap();
+        assert_eq!(rk.dims(), &[2, 2 * CHUNK, 4]);
+        let kept: f32 = rk
+            .narrow(1, 0, 3)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .to_scalar()
+            .unwrap();
+        assert_eq!(kept, 2.0 * 24.0);
+        // No counting past what was reserved, nor reserving past the context.
+        assert!(c.layer_mut(0).advance(2 * CHUNK).is_err());
+        assert!(c
+            .layer_mut(0)
+            .reserve((2, 4), DType::F32, &dev, 2001, 2000)
+            .is_err());
+    }
+
     #[test]
     fn grows_in_chunks_and_truncates() {
         let dev = Device::Cpu;

@@ -1,7 +1,7 @@
 //! Loading models: GGUF files (quantized or not) and safetensors checkpoint directories.
 
-use super::linear::Linear;
 use super::fused::FusedSlot;
+use super::linear::Linear;
 use super::model::{Arch, Block, Dump, Embedding, ModelConfig, Transformer};
 use crate::options::EngineOptions;
 use anyhow::{anyhow, bail, Context, Result};
