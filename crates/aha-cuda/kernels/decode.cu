@@ -392,88 +392,123 @@ __device__ void rope_kv(float* __restrict__ qkv, const int* __restrict__ tokpos,
 
 #define ATT_WARPS 4
 #define ATT_MAX_D 256
+#define ATT_MAX_SPLITS 32
 
-// Decode attention of one query head (block) over the keys and values of positions 0..=tokpos[1]
-// in the cache of its group's key head. Two passes over the keys: the softmax's max and sum,
-// then the weighted values, so that each probability is rounded as candle rounds a softmax's
-// output. `scale` multiplies the scores (1 when the query weights carry it). d ≤ 256.
+// Decode attention of one query head over the keys and values of positions 0..=tokpos[1] in the
+// cache of its group's key head, split across `splits` blocks per head (flash-decoding): block
+// (head, split) takes a contiguous share of the positions, each lane one position at a time (its
+// score is a whole dot product, no shuffles), with an online softmax per warp; the block writes
+// its share's max, sum and weighted values to `part_*`, and the last block of a head to finish
+// (a counter in `done`, reset by that block for the next step) combines the shares into y. One
+// kernel either way. `scale` multiplies the scores (1 when the query weights carry it). d ≤ 256.
+// With `round`, scores and the output are rounded to bf16 as candle's bf16 pass stores them (the
+// probabilities are not: candle rounds them after a global softmax that a split has no view of).
 template <class C>
 __device__ void attend(const float* __restrict__ q, const typename C::T* __restrict__ kc, const typename C::T* __restrict__ vc,
-                       const int* __restrict__ tokpos, float* __restrict__ y, int cap, int h, int kvh, int d, float scale,
-                       int round) {
+                       const int* __restrict__ tokpos, float* __restrict__ y, float* part_o, float* part_ml, int* done,
+                       int cap, int h, int kvh, int d, float scale, int round, int splits) {
+    __shared__ float qs[ATT_MAX_D];
     __shared__ float red_m[ATT_WARPS], red_l[ATT_WARPS];
     __shared__ float red_o[ATT_WARPS][ATT_MAX_D];
+    __shared__ int last;
     const int len = tokpos[1] + 1;
-    const int head = blockIdx.x, kh = head / (h / kvh);
+    const int head = blockIdx.x / splits, split = blockIdx.x % splits;
+    const int chunk = (len + splits - 1) / splits;
+    const int start = split * chunk;
+    const int end = min(len, start + chunk);
+    const int kh = head / (h / kvh);
     const int lane = threadIdx.x % WARP, wid = threadIdx.x / WARP;
-    const float* qh = q + (long)head * d;
     const typename C::T* ks = kc + (long)kh * cap * d;
     const typename C::T* vs = vc + (long)kh * cap * d;
-    float qr[ATT_MAX_D / WARP];
-#pragma unroll
-    for (int i = 0; i < ATT_MAX_D / WARP; i++) {
-        const int e = lane + WARP * i;
-        qr[i] = e < d ? qh[e] : 0.f;
-    }
-    // Pass 1: this warp's max and sum over its keys (j ≡ wid mod ATT_WARPS), online.
+    for (int e = threadIdx.x; e < d; e += blockDim.x) qs[e] = q[(long)head * d + e];
+    __syncthreads();
     float m = -INFINITY, l = 0.f;
-    for (int j = wid; j < len; j += ATT_WARPS) {
-        const typename C::T* kr = ks + (long)j * d;
-        float s = 0.f;
+    float o[ATT_MAX_D / WARP];
 #pragma unroll
-        for (int i = 0; i < ATT_MAX_D / WARP; i++) {
-            const int e = lane + WARP * i;
-            if (e < d) s += qr[i] * C::load(kr, e);
+    for (int t = 0; t < ATT_MAX_D / WARP; t++) o[t] = 0.f;
+    for (int base = start + wid * WARP; base < end; base += ATT_WARPS * WARP) {
+        const int j = base + lane;
+        float s = -INFINITY;
+        if (j < end) {
+            const typename C::T* kr = ks + (long)j * d;
+            float dot = 0.f;
+            for (int e = 0; e < d; e++) dot += qs[e] * C::load(kr, e);
+            s = maybe_round(dot, round);
+            if (scale != 1.f) s = maybe_round(s * scale, round);
         }
-        s = maybe_round(warp_sum(s), round);
-        if (scale != 1.f) s = maybe_round(s * scale, round);
-        const float nm = fmaxf(m, s);
-        l = l * expf(m - nm) + expf(s - nm);
+        const float nm = fmaxf(m, warp_max(s));
+        const float corr = expf(m - nm);
+        const float p = j < end ? expf(s - nm) : 0.f;
+        l = l * corr + warp_sum(p);
+#pragma unroll
+        for (int t = 0; t < ATT_MAX_D / WARP; t++) o[t] *= corr;
+        const int n = min(WARP, end - base);
+        for (int i = 0; i < n; i++) {
+            const float pi = __shfl_sync(0xffffffffu, p, i);
+            const typename C::T* vr = vs + (long)(base + i) * d;
+#pragma unroll
+            for (int t = 0; t < ATT_MAX_D / WARP; t++) {
+                const int e = lane + WARP * t;
+                if (e < d) o[t] += pi * C::load(vr, e);
+            }
+        }
         m = nm;
     }
+    // The block's share: its warps combined.
     if (lane == 0) {
         red_m[wid] = m;
         red_l[wid] = l;
     }
+#pragma unroll
+    for (int t = 0; t < ATT_MAX_D / WARP; t++) {
+        const int e = lane + WARP * t;
+        if (e < d) red_o[wid][e] = o[t];
+    }
     __syncthreads();
-    float gm = -INFINITY;
-    for (int w = 0; w < ATT_WARPS; w++) gm = fmaxf(gm, red_m[w]);
-    float gl = 0.f;
+    float bm = -INFINITY;
+    for (int w = 0; w < ATT_WARPS; w++) bm = fmaxf(bm, red_m[w]);
+    float bl = 0.f;
     for (int w = 0; w < ATT_WARPS; w++)
-        if (red_l[w] > 0.f) gl += red_l[w] * expf(red_m[w] - gm);
-    const float inv = 1.f / gl;
-    // Pass 2: the values, weighted by the (rounded) probabilities.
-    float o[ATT_MAX_D / WARP];
-#pragma unroll
-    for (int i = 0; i < ATT_MAX_D / WARP; i++) o[i] = 0.f;
-    for (int j = wid; j < len; j += ATT_WARPS) {
-        const typename C::T* kr = ks + (long)j * d;
-        const typename C::T* vr = vs + (long)j * d;
-        float s = 0.f;
-#pragma unroll
-        for (int i = 0; i < ATT_MAX_D / WARP; i++) {
-            const int e = lane + WARP * i;
-            if (e < d) s += qr[i] * C::load(kr, e);
-        }
-        s = maybe_round(warp_sum(s), round);
-        if (scale != 1.f) s = maybe_round(s * scale, round);
-        const float p = maybe_round(expf(s - gm) * inv, round);
-#pragma unroll
-        for (int i = 0; i < ATT_MAX_D / WARP; i++) {
-            const int e = lane + WARP * i;
-            if (e < d) o[i] += p * C::load(vr, e);
-        }
+        if (red_l[w] > 0.f) bl += red_l[w] * expf(red_m[w] - bm);
+    float* po = part_o + ((long)head * splits + split) * d;
+    for (int e = threadIdx.x; e < d; e += blockDim.x) {
+        float acc = 0.f;
+        for (int w = 0; w < ATT_WARPS; w++)
+            if (red_l[w] > 0.f) acc += red_o[w][e] * expf(red_m[w] - bm);
+        po[e] = acc;
     }
-#pragma unroll
-    for (int i = 0; i < ATT_MAX_D / WARP; i++) {
-        const int e = lane + WARP * i;
-        if (e < d) red_o[wid][e] = o[i];
+    if (threadIdx.x == 0) {
+        part_ml[((long)head * splits + split) * 2] = bm;
+        part_ml[((long)head * splits + split) * 2 + 1] = bl;
+    }
+    // The last block of this head to get here combines the shares.
+    __threadfence();
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        const int prev = atomicAdd(&done[head], 1);
+        last = prev == splits - 1;
+        if (last) done[head] = 0;
     }
     __syncthreads();
+    if (!last) return;
+    __threadfence();
+    const float* hm = part_ml + (long)head * splits * 2;
+    float gm = -INFINITY;
+    for (int sp = 0; sp < splits; sp++)
+        if (__ldcg(hm + 2 * sp + 1) > 0.f) gm = fmaxf(gm, __ldcg(hm + 2 * sp));
+    float gl = 0.f;
+    for (int sp = 0; sp < splits; sp++) {
+        const float sl = __ldcg(hm + 2 * sp + 1);
+        if (sl > 0.f) gl += sl * expf(__ldcg(hm + 2 * sp) - gm);
+    }
+    const float inv = 1.f / gl;
     for (int e = threadIdx.x; e < d; e += blockDim.x) {
-        float s = 0.f;
-        for (int w = 0; w < ATT_WARPS; w++) s += red_o[w][e];
-        y[(long)head * d + e] = maybe_round(s, round);
+        float acc = 0.f;
+        for (int sp = 0; sp < splits; sp++) {
+            const float sl = __ldcg(hm + 2 * sp + 1);
+            if (sl > 0.f) acc += __ldcg(part_o + ((long)head * splits + sp) * d + e) * expf(__ldcg(hm + 2 * sp) - gm);
+        }
+        y[(long)head * d + e] = maybe_round(acc * inv, round);
     }
 }
 
@@ -512,9 +547,10 @@ extern "C" __global__ void rmsnorm_f32(const float* x, const float* w, float* y,
         rope_kv<C>(qkv, tokpos, cos_t, sin_t, kc, vc, cap, h, kvh, d, interleaved, round);                          \
     }                                                                                                               \
     extern "C" __global__ void __launch_bounds__(ATT_WARPS * WARP)                                                  \
-        attend_##name(const float* q, const C::T* kc, const C::T* vc, const int* tokpos, float* y, int cap, int h,  \
-                      int kvh, int d, float scale, int round) {                                                     \
-        attend<C>(q, kc, vc, tokpos, y, cap, h, kvh, d, scale, round);                                              \
+        attend_##name(const float* q, const C::T* kc, const C::T* vc, const int* tokpos, float* y, float* part_o,   \
+                      float* part_ml, int* done, int cap, int h, int kvh, int d, float scale, int round,            \
+                      int splits) {                                                                                 \
+        attend<C>(q, kc, vc, tokpos, y, part_o, part_ml, done, cap, h, kvh, d, scale, round, splits);               \
     }
 
 CACHE_ENTRY(f32, CacheF32)

@@ -72,17 +72,18 @@ extern "C" int aha_emu_rope_kv(int cache, float* qkv, const int* tokpos, const f
 }
 
 extern "C" int aha_emu_attend(int cache, const float* q, const void* kc, const void* vc, const int* tokpos, float* y,
-                              int cap, int h, int kvh, int d, float scale, int round) {
-    const dim3 g(h), b(ATT_WARPS * WARP);
+                              float* part_o, float* part_ml, int* done, int cap, int h, int kvh, int d, float scale,
+                              int round, int splits) {
+    const dim3 g(h * splits), b(ATT_WARPS * WARP);
     switch (cache) {
     case 0:
-        emu_launch(g, b, [=] { attend_f32(q, (const float*)kc, (const float*)vc, tokpos, y, cap, h, kvh, d, scale, round); });
+        emu_launch(g, b, [=] { attend_f32(q, (const float*)kc, (const float*)vc, tokpos, y, part_o, part_ml, done, cap, h, kvh, d, scale, round, splits); });
         return 0;
     case 1:
-        emu_launch(g, b, [=] { attend_bf16(q, (const uint16_t*)kc, (const uint16_t*)vc, tokpos, y, cap, h, kvh, d, scale, round); });
+        emu_launch(g, b, [=] { attend_bf16(q, (const uint16_t*)kc, (const uint16_t*)vc, tokpos, y, part_o, part_ml, done, cap, h, kvh, d, scale, round, splits); });
         return 0;
     case 2:
-        emu_launch(g, b, [=] { attend_f16(q, (const uint16_t*)kc, (const uint16_t*)vc, tokpos, y, cap, h, kvh, d, scale, round); });
+        emu_launch(g, b, [=] { attend_f16(q, (const uint16_t*)kc, (const uint16_t*)vc, tokpos, y, part_o, part_ml, done, cap, h, kvh, d, scale, round, splits); });
         return 0;
     }
     return -1;

@@ -96,7 +96,33 @@ inline T __shfl_xor_sync(unsigned, T v, int mask) {
     return r;
 }
 
+template <class T>
+inline T __shfl_sync(unsigned, T v, int src) {
+    static_assert(sizeof(T) <= 8, "shuffle of at most 8 bytes");
+    EmuWarp& w = *emu_warps[threadIdx.x / 32];
+    const int lane = threadIdx.x % 32;
+    memcpy(&w.slot[lane], &v, sizeof(T));
+    w.bar.wait();
+    T r;
+    memcpy(&r, &w.slot[src % 32], sizeof(T));
+    w.bar.wait();
+    return r;
+}
+
+// Fibers never run at the same time: atomics are plain, fences and cache hints nothing.
+inline int atomicAdd(int* p, int v) {
+    const int old = *p;
+    *p = old + v;
+    return old;
+}
+inline void __threadfence() {}
+template <class T>
+inline T __ldcg(const T* p) {
+    return *p;
+}
+
 inline float rsqrtf(float x) { return 1.0f / sqrtf(x); }
+inline int min(int a, int b) { return a < b ? a : b; }
 
 inline float emu_f16_to_f32(uint16_t h) {
     _Float16 f;

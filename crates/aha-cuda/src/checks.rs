@@ -4,6 +4,7 @@
 //! magnitude.
 
 use crate::reference::{self, AttnShape};
+use crate::step::attn_splits;
 use crate::{CacheType, WFormat};
 use anyhow::Result;
 use candle_core::quantized::{GgmlDType, QTensor};
@@ -69,6 +70,7 @@ pub trait Backend {
         s: AttnShape,
         scale: f32,
         round: bool,
+        splits: usize,
     ) -> Result<()>;
 }
 
@@ -360,26 +362,36 @@ pub fn run(b: &dyn Backend, size: Size) -> Result<Vec<Check>> {
                 });
                 // Attention over the cache the reference wrote, so both read the same keys.
                 let scale = 1.0 / (s.d as f32).sqrt();
-                let mut got = vec![0f32; hd];
                 let (kb, vb) = (ct.encode(&want_k), ct.encode(&want_v));
-                b.attend(
-                    ct,
-                    &want_qkv[..hd],
-                    &kb,
-                    &vb,
-                    pos,
-                    &mut got,
-                    s,
-                    scale,
-                    round,
-                )?;
                 let want =
                     reference::attend(&want_qkv[..hd], &want_k, &want_v, pos, s, scale, round);
-                out.push(Check {
-                    name: tag("attend"),
-                    error: rel_error(&got, &want),
-                    tolerance: tol,
-                });
+                // One block per head, the split the decoder uses at this capacity, and (small)
+                // more splits than positions, some left empty.
+                let mut splits = vec![1, attn_splits(s.cap)];
+                if size == Size::Small {
+                    splits.extend([3, 8]);
+                }
+                splits.dedup();
+                for sp in splits {
+                    let mut got = vec![0f32; hd];
+                    b.attend(
+                        ct,
+                        &want_qkv[..hd],
+                        &kb,
+                        &vb,
+                        pos,
+                        &mut got,
+                        s,
+                        scale,
+                        round,
+                        sp,
+                    )?;
+                    out.push(Check {
+                        name: format!("{} splits {sp}", tag("attend")),
+                        error: rel_error(&got, &want),
+                        tolerance: tol,
+                    });
+                }
             }
         }
     }

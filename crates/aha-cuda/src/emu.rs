@@ -7,7 +7,7 @@
 #[cfg(test)]
 use crate::checks::{self, Backend, Size};
 use crate::reference::AttnShape;
-use crate::step::{Launch, Ptr};
+use crate::step::{AttnParts, Launch, Ptr, MAX_SPLITS};
 use crate::{CacheType, WFormat};
 use anyhow::{bail, Result};
 use std::ffi::c_void;
@@ -73,12 +73,16 @@ extern "C" {
         vc: *const c_void,
         tokpos: *const i32,
         y: *mut f32,
+        part_o: *mut f32,
+        part_ml: *mut f32,
+        done: *mut i32,
         cap: i32,
         h: i32,
         kvh: i32,
         d: i32,
         scale: f32,
         round: i32,
+        splits: i32,
     ) -> i32;
 }
 
@@ -229,10 +233,14 @@ impl Launch for Host {
         vc: Ptr,
         tokpos: Ptr,
         y: Ptr,
+        part: AttnParts,
         s: AttnShape,
         scale: f32,
         round: bool,
     ) -> Result<()> {
+        if part.splits == 0 || part.splits > MAX_SPLITS {
+            bail!("attention split {} ways", part.splits)
+        }
         let _g = ONE.lock().unwrap_or_else(|e| e.into_inner());
         // SAFETY: as above.
         ok(unsafe {
@@ -243,12 +251,16 @@ impl Launch for Host {
                 p(vc),
                 p(tokpos),
                 p(y),
+                p(part.o),
+                p(part.ml),
+                p(part.done),
                 s.cap as i32,
                 s.h as i32,
                 s.kvh as i32,
                 s.d as i32,
                 scale,
                 round as i32,
+                part.splits as i32,
             )
         })
     }
@@ -420,11 +432,20 @@ impl Backend for Emu {
         s: AttnShape,
         scale: f32,
         round: bool,
+        splits: usize,
     ) -> Result<()> {
         let mut a = Arena::default();
         let tp = a.bytes(&[0i32.to_le_bytes(), (pos as i32).to_le_bytes()].concat());
         let (dq, dk, dv, dy) = (a.f32s(q), a.bytes(kc), a.bytes(vc), a.f32s(y));
-        Host.attend(ct, dq, dk, dv, tp, dy, s, scale, round)?;
+        let part = AttnParts {
+            o: a.zeros(4 * s.h * MAX_SPLITS * s.d),
+            ml: a.zeros(4 * s.h * MAX_SPLITS * 2),
+            done: a.zeros(4 * s.h),
+            splits,
+        };
+        Host.attend(ct, dq, dk, dv, tp, dy, part, s, scale, round)?;
+        // The counters are left at zero for the next step.
+        assert!(a.read(part.done, 4 * s.h).iter().all(|b| *b == 0));
         y.copy_from_slice(&a.read_f32(dy, y.len()));
         Ok(())
     }

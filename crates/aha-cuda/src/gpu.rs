@@ -5,7 +5,7 @@
 
 use crate::checks::Backend;
 use crate::reference::AttnShape;
-use crate::step::{Launch, Ptr};
+use crate::step::{AttnParts, Launch, Ptr, MAX_SPLITS};
 use crate::{CacheType, WFormat};
 use anyhow::{bail, Context, Result};
 use candle_core::cuda_backend::cudarc::driver::{
@@ -325,12 +325,16 @@ impl Launch for Kernels {
         vc: Ptr,
         tokpos: Ptr,
         y: Ptr,
+        part: AttnParts,
         s: AttnShape,
         scale: f32,
         round: bool,
     ) -> Result<()> {
         if s.d > 256 {
             bail!("decode attention takes heads of at most 256, not {}", s.d)
+        }
+        if part.splits == 0 || part.splits > MAX_SPLITS {
+            bail!("attention split {} ways", part.splits)
         }
         let f = self.func(attend_name(ct))?;
         let (cap, h, kvh, d, rd) = (
@@ -340,20 +344,25 @@ impl Launch for Kernels {
             s.d as i32,
             round as i32,
         );
+        let splits = part.splits as i32;
         let mut b = self.stream.launch_builder(&f);
         b.arg(&q)
             .arg(&kc)
             .arg(&vc)
             .arg(&tokpos)
             .arg(&y)
+            .arg(&part.o)
+            .arg(&part.ml)
+            .arg(&part.done)
             .arg(&cap)
             .arg(&h)
             .arg(&kvh)
             .arg(&d)
             .arg(&scale)
-            .arg(&rd);
-        // SAFETY: as for rope_kv.
-        unsafe { b.launch(cfg(s.h, ATT_THREADS)) }?;
+            .arg(&rd)
+            .arg(&splits);
+        // SAFETY: as for rope_kv; the scratch holds h · MAX_SPLITS shares.
+        unsafe { b.launch(cfg(s.h * part.splits, ATT_THREADS)) }?;
         Ok(())
     }
 }
@@ -519,10 +528,20 @@ impl Backend for Gpu<'_> {
         s: AttnShape,
         scale: f32,
         round: bool,
+        splits: usize,
     ) -> Result<()> {
         let k = self.0;
         let (dq, dk, dv) = (k.upload(q)?, k.upload(kc)?, k.upload(vc)?);
         let (tp, dy) = (k.upload(&[0i32, pos as i32])?, k.upload(y)?);
+        let po = k.zeros::<f32>(s.h * MAX_SPLITS * s.d)?;
+        let pml = k.zeros::<f32>(s.h * MAX_SPLITS * 2)?;
+        let done = k.zeros::<i32>(s.h)?;
+        let part = AttnParts {
+            o: k.ptr(&po),
+            ml: k.ptr(&pml),
+            done: k.ptr(&done),
+            splits,
+        };
         k.attend(
             ct,
             k.ptr(&dq),
@@ -530,6 +549,7 @@ impl Backend for Gpu<'_> {
             k.ptr(&dv),
             k.ptr(&tp),
             k.ptr(&dy),
+            part,
             s,
             scale,
             round,

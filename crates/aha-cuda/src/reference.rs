@@ -255,7 +255,8 @@ pub fn attend(
         let m = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
         let sum: f64 = scores.iter().map(|s| (*s as f64 - m).exp()).sum();
         for (j, sc) in scores.iter().enumerate() {
-            let p = r((((*sc as f64) - m).exp() / sum) as f32, round) as f64;
+            // Probabilities unrounded: a split softmax cannot round them as candle's does.
+            let p = ((*sc as f64) - m).exp() / sum;
             let v = &vc[(kh * s.cap + j) * d..][..d];
             for e in 0..d {
                 y[hd * d + e] = (y[hd * d + e] as f64 + p * v[e] as f64) as f32;

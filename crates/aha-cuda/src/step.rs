@@ -72,10 +72,31 @@ pub trait Launch {
         vc: Ptr,
         tokpos: Ptr,
         y: Ptr,
+        part: AttnParts,
         s: AttnShape,
         scale: f32,
         round: bool,
     ) -> Result<()>;
+}
+
+/// The most blocks one head's attention is split across (`ATT_MAX_SPLITS` in decode.cu).
+pub const MAX_SPLITS: usize = 32;
+
+/// Scratch for split attention: `o` `h · MAX_SPLITS · d` f32, `ml` `h · MAX_SPLITS · 2` f32,
+/// `done` `h` i32 (zero before the first step; the kernel leaves it zero), and how many blocks
+/// each head's positions are split across.
+#[derive(Debug, Clone, Copy)]
+pub struct AttnParts {
+    pub o: Ptr,
+    pub ml: Ptr,
+    pub done: Ptr,
+    pub splits: usize,
+}
+
+/// Blocks per head for a cache of `cap` positions: one per 128 positions, 1 to [`MAX_SPLITS`]
+/// (a captured step keeps its count until the cache grows and the step is captured again).
+pub fn attn_splits(cap: usize) -> usize {
+    (cap / 128).clamp(1, MAX_SPLITS)
 }
 
 /// A layer's query, key and value projections.
@@ -126,7 +147,7 @@ pub struct Plan {
 
 /// The step's buffers (f32 unless said): `tokpos` two i32 (token, position); `x` and `xn`
 /// `n_embd`; `qkv` `(h + 2·kvh)·d`; `att` `h·d`; `hid` `n_ff`; `logits` `vocab`; `cos`/`sin`
-/// rotary tables `(positions, d/2)`.
+/// rotary tables `(positions, d/2)`; the attention scratch as [`AttnParts`] describes.
 #[derive(Debug, Clone, Copy)]
 pub struct StepBufs {
     pub tokpos: Ptr,
@@ -138,6 +159,10 @@ pub struct StepBufs {
     pub logits: Ptr,
     pub cos: Ptr,
     pub sin: Ptr,
+    /// Split attention's scratch (the split count follows the cache's capacity).
+    pub part_o: Ptr,
+    pub part_ml: Ptr,
+    pub done: Ptr,
 }
 
 impl Plan {
@@ -155,6 +180,12 @@ impl Plan {
             anyhow::bail!("{} caches for {} layers", kv.len(), self.layers.len())
         }
         let s = AttnShape { h, kvh, d, cap };
+        let part = AttnParts {
+            o: b.part_o,
+            ml: b.part_ml,
+            done: b.done,
+            splits: attn_splits(cap),
+        };
         let f32_at = |base: Ptr, i: usize| base + 4 * i as u64;
         k.embed(self.embed.0, self.embed.1, b.tokpos, b.x, e, round)?;
         for (l, &(kc, vc)) in self.layers.iter().zip(kv) {
@@ -212,7 +243,7 @@ impl Plan {
                 round,
             )?;
             k.attend(
-                self.cache, b.qkv, kc, vc, b.tokpos, b.att, s, l.scale, round,
+                self.cache, b.qkv, kc, vc, b.tokpos, b.att, part, s, l.scale, round,
             )?;
             k.matvec(l.wo.0, l.wo.1, b.att, b.x, 0, e, h * d, true, round)?;
             k.rmsnorm(b.x, l.ffn_norm, b.xn, e, self.eps, round)?;

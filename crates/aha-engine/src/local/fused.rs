@@ -266,7 +266,7 @@ mod imp {
     use super::{build_plan, KvCache, PlanMem};
     use aha_cuda::gpu::{qtensor_ptr, tensor_ptr, Graph, Kernels};
     use aha_cuda::reference::rope_tables;
-    use aha_cuda::step::{Plan, Ptr, StepBufs};
+    use aha_cuda::step::{Plan, Ptr, StepBufs, MAX_SPLITS};
     use anyhow::{bail, Result};
     use candle_core::cuda_backend::cudarc::driver::CudaSlice;
     use candle_core::op::BackpropOp;
@@ -309,6 +309,10 @@ mod imp {
         att: CudaSlice<f32>,
         hid: CudaSlice<f32>,
         logits: CudaSlice<f32>,
+        /// Split attention's scratch.
+        part_o: CudaSlice<f32>,
+        part_ml: CudaSlice<f32>,
+        done: CudaSlice<i32>,
         /// Rotary tables for positions `0..len`.
         rope: Option<(usize, CudaSlice<f32>, CudaSlice<f32>)>,
         /// The captured step and the addresses it was captured with.
@@ -346,6 +350,9 @@ mod imp {
                 att: k.zeros(h * d)?,
                 hid: k.zeros(plan.n_ff)?,
                 logits: k.zeros(plan.vocab)?,
+                part_o: k.zeros(h * MAX_SPLITS * d)?,
+                part_ml: k.zeros(h * MAX_SPLITS * 2)?,
+                done: k.zeros::<i32>(h)?,
                 rope: None,
                 graph: None,
             };
@@ -386,6 +393,9 @@ mod imp {
                 logits: p(&b.logits),
                 cos: p(cos),
                 sin: p(sin),
+                part_o: p(&b.part_o),
+                part_ml: p(&b.part_ml),
+                done: self.k.ptr(&b.done),
             })
         }
 
@@ -461,7 +471,7 @@ mod tests {
     use crate::local::model::last_row;
     use crate::local::synth::SynthSpec;
     use aha_cuda::emu::{Arena, Host};
-    use aha_cuda::step::StepBufs;
+    use aha_cuda::step::{StepBufs, MAX_SPLITS};
     use candle_core::quantized::GgmlDType;
 
     /// Weights copied into host memory, as the GPU holds them.
@@ -499,8 +509,9 @@ mod tests {
     fn emulated(m: &Transformer, tokens: &[u32]) -> Vec<Vec<f32>> {
         let mut a = Arena::default();
         let plan = build_plan(m, &mut HostMem(&mut a)).unwrap();
-        let cap = 16;
-        assert!(tokens.len() <= cap);
+        // Room for 384 positions: attention split three ways, as a GPU splits it at this size.
+        let cap = 384;
+        assert_eq!(aha_cuda::step::attn_splits(cap), 3);
         let (h, kvh, d) = (plan.h, plan.kvh, plan.d);
         let (cos, sin) = aha_cuda::reference::rope_tables(cap, d, m.cfg.rope_base, plan.round);
         let b = StepBufs {
@@ -513,6 +524,9 @@ mod tests {
             logits: a.zeros(4 * plan.vocab),
             cos: a.f32s(&cos),
             sin: a.f32s(&sin),
+            part_o: a.zeros(4 * h * MAX_SPLITS * d),
+            part_ml: a.zeros(4 * h * MAX_SPLITS * 2),
+            done: a.zeros(4 * h),
         };
         let bytes = plan.cache.size() * kvh * cap * d;
         let kv: Vec<(Ptr, Ptr)> = (0..plan.layers.len())
