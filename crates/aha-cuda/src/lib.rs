@@ -86,8 +86,8 @@ impl WFormat {
     /// for dense weights.
     pub fn fits(self, cols: usize) -> bool {
         match self {
-            Self::F32 | Self::Bf16 | Self::F16 => cols % 8 == 0,
-            _ => cols % self.block().0 == 0,
+            Self::F32 | Self::Bf16 | Self::F16 => cols.is_multiple_of(8),
+            _ => cols.is_multiple_of(self.block().0),
         }
     }
 
