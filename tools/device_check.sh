@@ -15,7 +15,7 @@
 #      CUDA graph, the fused kernels without a graph, and candle's ops, same binary, same run
 #      (aha bench --decode-paths); on the 7B bf16 checkpoint the logits of the paths compared
 #      (aha cuda-check --paths: fused vs candle within 1e-2, graph identical to fused);
-#   5. a summary of the targets (python3, below): bf16 7B decode as a share of the ceiling, Q4_K
+#   5. a summary of the targets (tools/device_summary.py): bf16 7B decode as a share of the ceiling, Q4_K
 #      graph vs candle, 1.5B vs 7B.
 # PEER=1 adds PyTorch + transformers on the 7B bf16 checkpoint (~3 minutes).
 set -uo pipefail
@@ -98,29 +98,5 @@ bench 1.5b-q4k "$W/r1-1.5b-q4k.gguf" graph,candle
 rm -f "$W/r1-1.5b-q4k.gguf"
 
 log "5. targets"
-python3 - "$B" "$OUT/bandwidth.json" <<'PY' | tee -a "$S"
-import json, sys
-rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
-try:
-    bw = json.load(open(sys.argv[2]))["copy_gb_s"]
-except Exception:
-    bw = None
-def get(shape, path):
-    for r in rows:
-        if r.get("shape") == shape and str(r.get("decode_path", "")).split(" ")[0] == path:
-            return r
-for r in rows:
-    print(f"{r['shape']:<9} {r.get('decode_path','?'):<8} decode {r['decode_tok_s']:8.1f} tok/s  prefill {r['prefill_tok_s']:9.1f} tok/s  {r['weights_gb_per_token']:.2f} GB/token")
-g7 = get("7b-bf16", "graph")
-if g7 and bw:
-    ceil = bw / g7["weights_gb_per_token"]
-    print(f"bf16 7B graph: {g7['decode_tok_s']:.1f} tok/s = {100 * g7['decode_tok_s'] / ceil:.0f}% of the ceiling {ceil:.1f} tok/s ({bw} GB/s copy) - target >= 60%")
-q, c = get("7b-q4k", "graph"), get("7b-q4k", "candle")
-if q and c:
-    print(f"Q4_K 7B graph vs candle (today's path): {q['decode_tok_s'] / c['decode_tok_s']:.2f}x - target >= 1.5x")
-for dt in ("bf16", "q4k"):
-    a, b = get(f"1.5b-{dt}", "graph"), get(f"7b-{dt}", "graph")
-    if a and b:
-        print(f"{dt} 1.5B vs 7B on the graph: {a['decode_tok_s'] / b['decode_tok_s']:.2f}x - target >= 2x")
-PY
+python3 tools/device_summary.py "$B" "$OUT/bandwidth.json" | tee -a "$S"
 log "done"
