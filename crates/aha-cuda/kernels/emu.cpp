@@ -88,3 +88,7 @@ extern "C" int aha_emu_attend(int cache, const float* q, const void* kc, const v
     }
     return -1;
 }
+
+// The emulation's half-precision conversions, for their own test.
+extern "C" float aha_emu_h2f(uint16_t h) { return emu_f16_to_f32(h); }
+extern "C" uint16_t aha_emu_f2h(float f) { return emu_f32_to_f16(f); }

@@ -84,6 +84,8 @@ extern "C" {
         round: i32,
         splits: i32,
     ) -> i32;
+    fn aha_emu_h2f(h: u16) -> f32;
+    fn aha_emu_f2h(f: f32) -> u16;
 }
 
 /// The emulation runs one launch at a time (its state is global).
@@ -512,4 +514,54 @@ fn a_wrong_result_fails_its_check() {
         false,
     );
     assert!(checks::rel_error(&got, &want) > 1e-2);
+}
+
+/// The emulation's own f16 conversions (the kernels' on a GPU are CUDA's) agree with the `half`
+/// crate's: every half value widened, and narrowing rounded to nearest even, subnormals,
+/// overflow and NaN included.
+#[cfg(test)]
+#[test]
+#[allow(unsafe_code)]
+fn half_conversions_match_the_half_crate() {
+    for h in 0..=u16::MAX {
+        // SAFETY: plain functions of their arguments.
+        let got = unsafe { aha_emu_h2f(h) };
+        let want = half::f16::from_bits(h).to_f32();
+        assert!(
+            got.to_bits() == want.to_bits() || (got.is_nan() && want.is_nan()),
+            "{h:#x}"
+        );
+    }
+    let mut x = 0x1234_5678u32;
+    let specials = [
+        0.0f32,
+        -0.0,
+        65504.0,
+        65519.99,
+        65520.0,
+        1e-8,
+        2.98e-8,
+        5.96e-8,
+        6.1e-5,
+        f32::INFINITY,
+        f32::NAN,
+    ];
+    for i in 0..200_000u32 {
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        let f = if (i as usize) < specials.len() {
+            specials[i as usize]
+        } else {
+            f32::from_bits(x)
+        };
+        // SAFETY: as above.
+        let got = unsafe { aha_emu_f2h(f) };
+        let want = half::f16::from_f32(f);
+        assert!(
+            got == want.to_bits() || (want.is_nan() && half::f16::from_bits(got).is_nan()),
+            "{f:e}: {got:#x} vs {:#x}",
+            want.to_bits()
+        );
+    }
 }

@@ -22,6 +22,9 @@ pub struct FusedSlot {
     mode: std::sync::atomic::AtomicU8,
     #[cfg(feature = "cuda")]
     state: std::sync::OnceLock<std::result::Result<imp::Fused, String>>,
+    /// Why a fused step failed: later steps take candle's path (until the path is set again).
+    #[cfg(feature = "cuda")]
+    failure: std::sync::Mutex<Option<String>>,
 }
 
 impl std::fmt::Debug for FusedSlot {
@@ -43,6 +46,8 @@ impl FusedSlot {
             mode: std::sync::atomic::AtomicU8::new(Self::code(mode)),
             #[cfg(feature = "cuda")]
             state: std::sync::OnceLock::new(),
+            #[cfg(feature = "cuda")]
+            failure: std::sync::Mutex::new(None),
         })
     }
 
@@ -73,6 +78,10 @@ impl FusedSlot {
         };
         self.mode
             .store(Self::code(m), std::sync::atomic::Ordering::Relaxed);
+        #[cfg(feature = "cuda")]
+        {
+            *self.failure.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        }
     }
 }
 
@@ -81,20 +90,34 @@ impl Transformer {
     /// (known after the first step).
     pub fn decode_path(&self) -> (CudaDecode, Option<String>) {
         #[cfg(feature = "cuda")]
-        if let Some(Err(why)) = self.fused.state.get() {
-            return (CudaDecode::Candle, Some(why.clone()));
+        {
+            if let Some(Err(why)) = self.fused.state.get() {
+                return (CudaDecode::Candle, Some(why.clone()));
+            }
+            let failed = self.fused.failure.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(why) = failed.as_ref() {
+                return (CudaDecode::Candle, Some(why.clone()));
+            }
         }
         (self.fused.mode(), None)
     }
 
     /// One decode step of `token` through the fused kernels, appending to `cache`; `None` where
-    /// that path is not taken (not a GPU, `AHA_CUDA_DECODE=candle`, or a model it does not
-    /// handle: then candle's operations run).
+    /// that path is not taken (not a GPU, `AHA_CUDA_DECODE=candle`, a model it does not handle,
+    /// or an earlier fused step that failed: then candle's operations run). A failing step
+    /// leaves the cache as it was (its length is counted only after the step), so candle's path
+    /// takes the same token over.
     pub(crate) fn fused_step(&self, token: u32, cache: &mut KvCache) -> Result<Option<Tensor>> {
         #[cfg(feature = "cuda")]
         {
             let mode = self.fused.mode();
-            if mode == CudaDecode::Candle {
+            let failed = self
+                .fused
+                .failure
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .is_some();
+            if mode == CudaDecode::Candle || failed {
                 return Ok(None);
             }
             let state = self.fused.state.get_or_init(|| {
@@ -105,10 +128,15 @@ impl Transformer {
                 })
             });
             match state {
-                Ok(f) => f
-                    .step(self, token, cache, mode == CudaDecode::Graph)
-                    .map(Some)
-                    .map_err(|e| candle_core::Error::Msg(format!("fused CUDA decode: {e:#}"))),
+                Ok(f) => match f.step(self, token, cache, mode == CudaDecode::Graph) {
+                    Ok(l) => Ok(Some(l)),
+                    Err(e) => {
+                        let why = format!("the fused {} step failed: {e:#}", mode.name());
+                        tracing::warn!("{why}; candle's ops run from here on");
+                        *self.fused.failure.lock().unwrap_or_else(|e| e.into_inner()) = Some(why);
+                        Ok(None)
+                    }
+                },
                 Err(_) => Ok(None),
             }
         }
