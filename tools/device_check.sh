@@ -17,7 +17,8 @@
 #      (aha cuda-check --paths: fused vs candle within 1e-2, graph identical to fused);
 #   5. a summary of the targets (tools/device_summary.py): bf16 7B decode as a share of the ceiling, Q4_K
 #      graph vs candle, 1.5B vs 7B.
-# PEER=1 adds PyTorch + transformers on the 7B bf16 checkpoint (~3 minutes).
+# PEER=1 adds PyTorch + transformers on the 7B bf16 checkpoint (~3 minutes); STEPS="4b 5" runs only
+# those sections (bench lines accumulate in $OUT/bench.jsonl across runs in the same $OUT).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT="${OUT:-device-out}"
@@ -33,6 +34,9 @@ NV="$(python3 -c 'import nvidia, os; print(list(nvidia.__path__)[0])' 2>/dev/nul
 export LD_LIBRARY_PATH="$NV/cu13/lib:/usr/local/nvidia/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 export PYTHONUNBUFFERED=1
 T0=$(date +%s)
+# STEPS="4b 5" runs only those sections (a second run after a fix); default: all.
+STEPS="${STEPS:-1 2 3 4a 4b 4c 4d 5}"
+want() { [[ " $STEPS " == *" $1 "* ]]; }
 log() { echo "== [$(( $(date +%s) - T0 )) s] $*" | tee -a "$S"; }
 step() { local t=$1; shift; local s=$(date +%s.%N); timeout "$t" "$@"; local rc=$?;
   echo "   (rc $rc, $(python3 -c "print(round($(date +%s.%N)-$s,1))") s: $*)" | tee -a "$S"; return $rc; }
@@ -48,6 +52,7 @@ nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=c
 ldd "$AHA" | grep -E "not found" | tee -a "$S"
 "$AHA" --version | tee -a "$S"
 
+if want 1; then
 log "1. fused kernels vs CPU references"
 step 180 "$AHA" cuda-check --device cuda > "$OUT/kernels.txt" 2>&1
 grep -E "FAIL|kernels:|rror" "$OUT/kernels.txt" | tee -a "$S"
@@ -56,7 +61,9 @@ if ! grep -q "kernels:" "$OUT/kernels.txt"; then
   tail -20 "$OUT/kernels.txt"; ls "$NV/cu13/lib" | head -40; ls /usr/local/nvidia/lib64 | head
   exit 3
 fi
+fi
 
+if want 2; then
 log "2. tiny models: cpu vs cuda (graph path) greedy tokens, 3 prompts x 16 tokens"
 for d in f32 q8_0; do step 60 "$AHA" synth --shape tiny --dtype $d --out "$W/tiny-$d.gguf" >/dev/null; done
 for m in tiny-f32 tiny-q8_0; do
@@ -71,32 +78,48 @@ try:
 except Exception as e: print(sys.argv[3], 'ERROR', e, sys.argv[1][:200], sys.argv[2][:200])" "$c" "$g" "$m" "$p" | tee -a "$S"
   done
 done
+# The decode paths on the f32 model: fused within float rounding of candle, graph identical.
+step 60 "$AHA" cuda-check --device cuda -m "$W/tiny-f32.gguf" --paths --no-kernels --tokens 16 --prompt-tokens 8 --tolerance 1e-4 | tee -a "$S"
+fi
 
+if want 3; then
 log "3. copy bandwidth"
 step 60 python3 tools/peer_transformers.py --bandwidth | tee -a "$S" "$OUT/bandwidth.json"
+fi
 
+if want 4a; then
 log "4a. 1.5B shapes, bf16"
 step 90 "$AHA" synth --shape r1-qwen-1.5b --dtype st-bf16 --out "$W/r1-1.5b-bf16" >/dev/null
 bench 1.5b-bf16 "$W/r1-1.5b-bf16" graph,candle
 rm -rf "$W/r1-1.5b-bf16"
+fi
 
+if want 4b; then
 log "4b. 7B shapes, bf16: logits of the paths, then speed"
 step 150 "$AHA" synth --shape r1-qwen-7b --dtype st-bf16 --out "$W/r1-7b-bf16" >/dev/null
 step 120 "$AHA" cuda-check --device cuda -m "$W/r1-7b-bf16" --paths --no-kernels --tokens 32 | tee -a "$S"
 bench 7b-bf16 "$W/r1-7b-bf16" graph,fused,candle
 [ -n "${PEER:-}" ] && step 180 python3 tools/peer_transformers.py "$W/r1-7b-bf16" 512 128 | tee -a "$S"
 rm -rf "$W/r1-7b-bf16"
+fi
 
+if want 4c; then
 log "4c. 7B shapes, Q4_K"
 step 150 "$AHA" synth --shape r1-qwen-7b --dtype q4_k --out "$W/r1-7b-q4k.gguf" >/dev/null
 bench 7b-q4k "$W/r1-7b-q4k.gguf" graph,fused,candle
 rm -f "$W/r1-7b-q4k.gguf"
+fi
 
+if want 4d; then
 log "4d. 1.5B shapes, Q4_K"
 step 60 "$AHA" synth --shape r1-qwen-1.5b --dtype q4_k --out "$W/r1-1.5b-q4k.gguf" >/dev/null
 bench 1.5b-q4k "$W/r1-1.5b-q4k.gguf" graph,candle
 rm -f "$W/r1-1.5b-q4k.gguf"
+fi
 
+if want 5; then
 log "5. targets"
 python3 tools/device_summary.py "$B" "$OUT/bandwidth.json" | tee -a "$S"
+fi
+
 log "done"
