@@ -22,23 +22,8 @@ def sync_time():
     return time.perf_counter()
 
 
-def main():
-    path = sys.argv[1]
-    if path == "--bandwidth":
-        dev = torch.device("cuda")
-        x = torch.empty(4 << 30, dtype=torch.uint8, device=dev)
-        y = torch.empty_like(x)
-        for _ in range(3):
-            y.copy_(x)
-        t = sync_time()
-        for _ in range(10):
-            y.copy_(x)
-        print(json.dumps({"copy_gb_s": round(2 * 10 * x.numel() / (sync_time() - t) / 1e9, 1)}))
-        return
-    p = int(sys.argv[2]) if len(sys.argv) > 2 else 512
-    n = int(sys.argv[3]) if len(sys.argv) > 3 else 128
-    dev = torch.device("cuda")
-    # Bandwidth: a 4 GiB device-to-device copy, 10 times after 3 warm-ups.
+def copy_bandwidth(dev):
+    """GB/s read + written by a 4 GiB device-to-device copy, 10 times after 3 warm-ups."""
     x = torch.empty(4 << 30, dtype=torch.uint8, device=dev)
     y = torch.empty_like(x)
     for _ in range(3):
@@ -46,9 +31,21 @@ def main():
     t = sync_time()
     for _ in range(10):
         y.copy_(x)
-    copy = 2 * 10 * x.numel() / (sync_time() - t) / 1e9
+    gb_s = 2 * 10 * x.numel() / (sync_time() - t) / 1e9
     del x, y
     torch.cuda.empty_cache()
+    return gb_s
+
+
+def main():
+    path = sys.argv[1]
+    dev = torch.device("cuda")
+    if path == "--bandwidth":
+        print(json.dumps({"copy_gb_s": round(copy_bandwidth(dev), 1)}))
+        return
+    p = int(sys.argv[2]) if len(sys.argv) > 2 else 512
+    n = int(sys.argv[3]) if len(sys.argv) > 3 else 128
+    copy = copy_bandwidth(dev)
     try:
         m = AutoModelForCausalLM.from_pretrained(path, dtype=torch.bfloat16, device_map="cuda")
     except TypeError:

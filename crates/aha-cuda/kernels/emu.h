@@ -83,30 +83,28 @@ inline std::vector<std::unique_ptr<EmuWarp>> emu_warps;
 
 inline void __syncthreads() { emu_block_barrier.wait(); }
 
-template <class T>
-inline T __shfl_xor_sync(unsigned, T v, int mask) {
+// Every lane of the warp puts `v` in its slot and reads the slot of lane `src(lane)`.
+template <class T, class F>
+inline T emu_exchange(T v, F src) {
     static_assert(sizeof(T) <= 8, "shuffle of at most 8 bytes");
     EmuWarp& w = *emu_warps[threadIdx.x / 32];
     const int lane = threadIdx.x % 32;
     memcpy(&w.slot[lane], &v, sizeof(T));
     w.bar.wait();
     T r;
-    memcpy(&r, &w.slot[lane ^ mask], sizeof(T));
+    memcpy(&r, &w.slot[src(lane) % 32], sizeof(T));
     w.bar.wait();
     return r;
 }
 
 template <class T>
+inline T __shfl_xor_sync(unsigned, T v, int mask) {
+    return emu_exchange(v, [=](int lane) { return lane ^ mask; });
+}
+
+template <class T>
 inline T __shfl_sync(unsigned, T v, int src) {
-    static_assert(sizeof(T) <= 8, "shuffle of at most 8 bytes");
-    EmuWarp& w = *emu_warps[threadIdx.x / 32];
-    const int lane = threadIdx.x % 32;
-    memcpy(&w.slot[lane], &v, sizeof(T));
-    w.bar.wait();
-    T r;
-    memcpy(&r, &w.slot[src % 32], sizeof(T));
-    w.bar.wait();
-    return r;
+    return emu_exchange(v, [=](int) { return src; });
 }
 
 // Fibers never run at the same time: atomics are plain, fences and cache hints nothing.

@@ -680,17 +680,22 @@ mod tests {
         }
     }
 
-    /// A safetensors checkpoint: q, k and v as one matrix with the attention scale folded in.
-    #[test]
-    fn fused_plan_matches_candles_forward_on_a_safetensors_checkpoint() {
+    /// [`spec`] as a safetensors checkpoint, loaded on the CPU.
+    fn safetensors_model() -> Transformer {
         let dir = tempfile::tempdir().unwrap();
         spec().write_safetensors(dir.path()).unwrap();
-        let m = crate::local::load::load_safetensors_dir_with(
+        crate::local::load::load_safetensors_dir_with(
             dir.path(),
             &Device::Cpu,
             &EngineOptions::default(),
         )
-        .unwrap();
+        .unwrap()
+    }
+
+    /// A safetensors checkpoint: q, k and v as one matrix with the attention scale folded in.
+    #[test]
+    fn fused_plan_matches_candles_forward_on_a_safetensors_checkpoint() {
+        let m = safetensors_model();
         let plan = build_plan(&m, &mut HostMem(&mut Arena::default())).unwrap();
         assert!(matches!(plan.layers[0].qkv, Qkv::One(..)));
         assert_eq!(plan.layers[0].scale, 1.0);
@@ -750,15 +755,7 @@ mod tests {
     /// 3e-2 rather than the 1e-2 the GPU is held to by `aha cuda-check --paths`.
     #[test]
     fn fused_plan_in_bf16_tracks_candles_bf16_forward() {
-        let dir = tempfile::tempdir().unwrap();
-        spec().write_safetensors(dir.path()).unwrap();
-        let m = crate::local::load::load_safetensors_dir_with(
-            dir.path(),
-            &Device::Cpu,
-            &EngineOptions::default(),
-        )
-        .unwrap();
-        let m = to_bf16(m);
+        let m = to_bf16(safetensors_model());
         let plan = build_plan(&m, &mut HostMem(&mut Arena::default())).unwrap();
         assert!(plan.round);
         assert_eq!(plan.cache, CacheType::Bf16);
