@@ -84,6 +84,10 @@ extern "C" {
         round: i32,
         splits: i32,
     ) -> i32;
+}
+
+#[cfg(test)]
+extern "C" {
     fn aha_emu_h2f(h: u16) -> f32;
     fn aha_emu_f2h(f: f32) -> u16;
 }
