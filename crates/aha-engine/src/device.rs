@@ -13,7 +13,7 @@ pub fn select_with(spec: &str, opts: &EngineOptions) -> Result<Device> {
         "cpu" => Ok(Device::Cpu),
         "auto" | "" => {
             if cfg!(feature = "cuda") {
-                if let Ok(d) = Device::new_cuda(0) {
+                if let Ok(d) = Device::new_cuda_with_stream(0) {
                     return Ok(one_stream(d));
                 }
             }
@@ -29,7 +29,7 @@ pub fn select_with(spec: &str, opts: &EngineOptions) -> Result<Device> {
             if !cfg!(feature = "cuda") {
                 bail!("this aha was built without CUDA: rebuild with `cargo build --release --features cuda` (see tools/build-cuda.sh), or use --device cpu");
             }
-            Device::new_cuda(idx).map(one_stream).map_err(|e| {
+            Device::new_cuda_with_stream(idx).map(one_stream).map_err(|e| {
                 anyhow::anyhow!("CUDA device {idx} is not available ({e}): check the NVIDIA driver and that a GPU is present, or use --device cpu")
             })
         }
@@ -37,8 +37,11 @@ pub fn select_with(spec: &str, opts: &EngineOptions) -> Result<Device> {
     }
 }
 
-/// Turns off cudarc's per-buffer event tracking on a fresh CUDA device. candle gives the device
-/// its own stream, which puts cudarc in multi-stream mode: every buffer then creates, records
+/// Turns off cudarc's per-buffer event tracking on a fresh CUDA device. The device is made with
+/// its own stream (`new_cuda_with_stream`: one real stream, whichever host thread submits;
+/// candle's plain `new_cuda` uses CUDA's per-thread default stream, where work submitted from
+/// two threads, such as a rayon worker's forward pass and the engine thread reading the logits,
+/// is not ordered). That puts cudarc in multi-stream mode: every buffer then creates, records
 /// and waits on CUDA events at each use, a dozen driver calls per operation, and a decode step
 /// runs hundreds of small operations. aha runs all of a device's work on that one stream, so the
 /// ordering those events protect is already guaranteed. `cuda_events` (`AHA_CUDA_EVENTS=1`)
