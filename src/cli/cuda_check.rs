@@ -36,8 +36,8 @@ pub fn cuda_check(_m: &ModelArgs, _a: CudaCheckArgs, _cfg: &Config) -> Result<i3
 
 #[cfg(feature = "cuda")]
 pub fn cuda_check(m: &ModelArgs, a: CudaCheckArgs, cfg: &Config) -> Result<i32> {
-    use crate::engine::cuda_kernels::checks::{run, Size};
-    use crate::engine::cuda_kernels::gpu::{Gpu, Kernels};
+    use crate::engine::cuda_kernels::checks::{run, Size, Staged};
+    use crate::engine::cuda_kernels::gpu::{DevMem, Kernels};
     let opts = crate::engine::options::EngineOptions::from_env();
     let spec = if m.device == "auto" {
         "cuda"
@@ -51,7 +51,7 @@ pub fn cuda_check(m: &ModelArgs, a: CudaCheckArgs, cfg: &Config) -> Result<i32> 
     let mut failed = 0;
     if !a.no_kernels {
         let k = Kernels::new(cd)?;
-        let checks = run(&Gpu(&k), Size::Large)?;
+        let checks = run(&Staged::new(&k, DevMem::new(&k)), Size::Large)?;
         for c in &checks {
             println!("{c}");
             failed += usize::from(!c.passed());

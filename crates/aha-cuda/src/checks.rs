@@ -1,19 +1,66 @@
-//! Every decode kernel against its CPU reference ([`crate::reference`]) on random inputs: run on
-//! the CUDA emulation by the unit tests, and on a real GPU by `aha cuda-check`
-//! (`gpu::Gpu`). Each check reports the largest error relative to the output's largest
+//! Every decode kernel against its CPU reference ([`crate::reference`]) on random inputs, through
+//! [`Staged`]: on the CUDA emulation by the unit tests (host memory, `emu::Arena`), and on a real
+//! GPU by `aha cuda-check` (`gpu::DevMem`). Each check reports the largest error relative to the output's largest
 //! magnitude.
 
 use crate::reference::{self, AttnShape};
-use crate::step::attn_splits;
+use crate::step::{attn_splits, AttnParts, Launch, Ptr, MAX_SPLITS};
 use crate::{CacheType, WFormat};
 use anyhow::Result;
 use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{Device, Tensor};
+use std::cell::RefCell;
 
-/// The kernels, on some device. Buffers are host slices; the backend copies them in and out.
+/// Memory [`Staged`] copies through: the GPU's, or host memory for the emulation.
+pub trait Memory {
+    /// A copy of `b` (16-byte aligned); its address.
+    fn bytes(&mut self, b: &[u8]) -> Result<Ptr>;
+    /// `n` bytes at `at`, an address this memory gave (after the launches before it finish).
+    fn read(&mut self, at: Ptr, n: usize) -> Result<Vec<u8>>;
+    /// Frees every buffer given so far.
+    fn clear(&mut self);
+}
+
+/// The kernels on some device, called with host slices: each call copies its inputs into `mem`, launches on `k`, and
+/// copies its outputs back.
+pub struct Staged<'a, M: Memory> {
+    pub k: &'a dyn Launch,
+    pub mem: RefCell<M>,
+}
+
+impl<'a, M: Memory> Staged<'a, M> {
+    pub fn new(k: &'a dyn Launch, mem: M) -> Self {
+        Self {
+            k,
+            mem: RefCell::new(mem),
+        }
+    }
+
+    /// A fresh memory for one call.
+    fn mem(&self) -> std::cell::RefMut<'_, M> {
+        let mut m = self.mem.borrow_mut();
+        m.clear();
+        m
+    }
+}
+
+fn f32s(m: &mut dyn Memory, v: &[f32]) -> Result<Ptr> {
+    m.bytes(&CacheType::F32.encode(v))
+}
+
+fn read_f32(m: &mut dyn Memory, at: Ptr, out: &mut [f32]) -> Result<()> {
+    out.copy_from_slice(&CacheType::F32.decode(&m.read(at, 4 * out.len())?));
+    Ok(())
+}
+
+/// The token and position buffer the kernels read.
+fn tokpos(m: &mut dyn Memory, tok: usize, pos: usize) -> Result<Ptr> {
+    m.bytes(&[(tok as i32).to_le_bytes(), (pos as i32).to_le_bytes()].concat())
+}
+
 #[allow(clippy::too_many_arguments)]
-pub trait Backend {
-    fn matvec(
+impl<M: Memory> Staged<'_, M> {
+    pub fn matvec(
         &self,
         fmt: WFormat,
         w: &[u8],
@@ -24,8 +71,16 @@ pub trait Backend {
         cols: usize,
         accumulate: bool,
         round: bool,
-    ) -> Result<()>;
-    fn swiglu(
+    ) -> Result<()> {
+        let m = &mut *self.mem();
+        let (dw, dx, dy) = (m.bytes(w)?, f32s(m, x)?, f32s(m, y)?);
+        let db = bias.map_or(Ok(0), |b| f32s(m, b))?;
+        self.k
+            .matvec(fmt, dw, dx, dy, db, rows, cols, accumulate, round)?;
+        read_f32(m, dy, y)
+    }
+
+    pub fn swiglu(
         &self,
         fmt: WFormat,
         wg: &[u8],
@@ -35,8 +90,14 @@ pub trait Backend {
         rows: usize,
         cols: usize,
         round: bool,
-    ) -> Result<()>;
-    fn embed(
+    ) -> Result<()> {
+        let m = &mut *self.mem();
+        let (g, u, dx, dh) = (m.bytes(wg)?, m.bytes(wu)?, f32s(m, x)?, f32s(m, h)?);
+        self.k.swiglu(fmt, g, u, dx, dh, rows, cols, round)?;
+        read_f32(m, dh, h)
+    }
+
+    pub fn embed(
         &self,
         fmt: WFormat,
         table: &[u8],
@@ -44,9 +105,28 @@ pub trait Backend {
         x: &mut [f32],
         cols: usize,
         round: bool,
-    ) -> Result<()>;
-    fn rmsnorm(&self, x: &[f32], w: &[f32], y: &mut [f32], eps: f32, round: bool) -> Result<()>;
-    fn rope_kv(
+    ) -> Result<()> {
+        let m = &mut *self.mem();
+        let (t, tp, dx) = (m.bytes(table)?, tokpos(m, tok, 0)?, f32s(m, x)?);
+        self.k.embed(fmt, t, tp, dx, cols, round)?;
+        read_f32(m, dx, x)
+    }
+
+    pub fn rmsnorm(
+        &self,
+        x: &[f32],
+        w: &[f32],
+        y: &mut [f32],
+        eps: f32,
+        round: bool,
+    ) -> Result<()> {
+        let m = &mut *self.mem();
+        let (dx, dw, dy) = (f32s(m, x)?, f32s(m, w)?, f32s(m, y)?);
+        self.k.rmsnorm(dx, dw, dy, x.len(), eps, round)?;
+        read_f32(m, dy, y)
+    }
+
+    pub fn rope_kv(
         &self,
         ct: CacheType,
         qkv: &mut [f32],
@@ -58,8 +138,24 @@ pub trait Backend {
         s: AttnShape,
         interleaved: bool,
         round: bool,
-    ) -> Result<()>;
-    fn attend(
+    ) -> Result<()> {
+        let m = &mut *self.mem();
+        let (dq, tp, dc, ds) = (
+            f32s(m, qkv)?,
+            tokpos(m, 0, pos)?,
+            f32s(m, cos)?,
+            f32s(m, sin)?,
+        );
+        let (dk, dv) = (m.bytes(kc)?, m.bytes(vc)?);
+        self.k
+            .rope_kv(ct, dq, tp, dc, ds, dk, dv, s, interleaved, round)?;
+        read_f32(m, dq, qkv)?;
+        kc.copy_from_slice(&m.read(dk, kc.len())?);
+        vc.copy_from_slice(&m.read(dv, vc.len())?);
+        Ok(())
+    }
+
+    pub fn attend(
         &self,
         ct: CacheType,
         q: &[f32],
@@ -71,7 +167,25 @@ pub trait Backend {
         scale: f32,
         round: bool,
         splits: usize,
-    ) -> Result<()>;
+    ) -> Result<()> {
+        let m = &mut *self.mem();
+        let (dq, dk, dv) = (f32s(m, q)?, m.bytes(kc)?, m.bytes(vc)?);
+        let (tp, dy) = (tokpos(m, 0, pos)?, f32s(m, y)?);
+        let part = AttnParts {
+            o: m.bytes(&vec![0; 4 * s.h * MAX_SPLITS * s.d])?,
+            ml: m.bytes(&vec![0; 4 * s.h * MAX_SPLITS * 2])?,
+            done: m.bytes(&vec![0; 4 * s.h])?,
+            splits,
+        };
+        self.k
+            .attend(ct, dq, dk, dv, tp, dy, part, s, scale, round)?;
+        read_f32(m, dy, y)?;
+        // The last block of each head leaves its counter at zero for the next step.
+        if m.read(part.done, 4 * s.h)?.iter().any(|b| *b != 0) {
+            anyhow::bail!("attention left its completion counters set")
+        }
+        Ok(())
+    }
 }
 
 /// One comparison's outcome.
@@ -161,7 +275,7 @@ fn weights(fmt: WFormat, rows: usize, cols: usize, rng: &mut Rng) -> Result<Vec<
 }
 
 /// Runs every check on `b`.
-pub fn run(b: &dyn Backend, size: Size) -> Result<Vec<Check>> {
+pub fn run<M: Memory>(b: &Staged<'_, M>, size: Size) -> Result<Vec<Check>> {
     let mut out = Vec::new();
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
     // Rows that leave the last block of warps partly empty; columns of several super-blocks,

@@ -4,8 +4,9 @@
 //!
 //! [`Plan`]: crate::step::Plan
 
+use crate::checks::Memory;
 #[cfg(test)]
-use crate::checks::{self, Backend, Size};
+use crate::checks::{self, Size};
 use crate::reference::AttnShape;
 use crate::step::{AttnParts, Launch, Ptr, MAX_SPLITS};
 use crate::{CacheType, WFormat};
@@ -333,134 +334,28 @@ impl Arena {
     }
 }
 
-/// [`Backend`] on the emulation: host copies in an [`Arena`], one [`Host`] launch, copies out.
+impl Memory for Arena {
+    fn bytes(&mut self, b: &[u8]) -> Result<Ptr> {
+        Ok(Arena::bytes(self, b))
+    }
+    fn read(&mut self, at: Ptr, n: usize) -> Result<Vec<u8>> {
+        Ok(Arena::read(self, at, n))
+    }
+    fn clear(&mut self) {
+        self.bufs.clear();
+    }
+}
+
+/// The checks' backend on the emulation.
 #[cfg(test)]
-struct Emu;
-
-#[cfg(test)]
-impl Backend for Emu {
-    fn matvec(
-        &self,
-        fmt: WFormat,
-        w: &[u8],
-        x: &[f32],
-        y: &mut [f32],
-        bias: Option<&[f32]>,
-        rows: usize,
-        cols: usize,
-        accumulate: bool,
-        round: bool,
-    ) -> Result<()> {
-        let mut a = Arena::default();
-        let (dw, dx, dy) = (a.bytes(w), a.f32s(x), a.f32s(y));
-        let db = bias.map_or(0, |b| a.f32s(b));
-        Host.matvec(fmt, dw, dx, dy, db, rows, cols, accumulate, round)?;
-        y.copy_from_slice(&a.read_f32(dy, y.len()));
-        Ok(())
-    }
-
-    fn swiglu(
-        &self,
-        fmt: WFormat,
-        wg: &[u8],
-        wu: &[u8],
-        x: &[f32],
-        h: &mut [f32],
-        rows: usize,
-        cols: usize,
-        round: bool,
-    ) -> Result<()> {
-        let mut a = Arena::default();
-        let (g, u, dx, dh) = (a.bytes(wg), a.bytes(wu), a.f32s(x), a.f32s(h));
-        Host.swiglu(fmt, g, u, dx, dh, rows, cols, round)?;
-        h.copy_from_slice(&a.read_f32(dh, h.len()));
-        Ok(())
-    }
-
-    fn embed(
-        &self,
-        fmt: WFormat,
-        table: &[u8],
-        tok: usize,
-        x: &mut [f32],
-        cols: usize,
-        round: bool,
-    ) -> Result<()> {
-        let mut a = Arena::default();
-        let t = a.bytes(table);
-        let tp = a.bytes(&[(tok as i32).to_le_bytes(), 0i32.to_le_bytes()].concat());
-        let dx = a.f32s(x);
-        Host.embed(fmt, t, tp, dx, cols, round)?;
-        x.copy_from_slice(&a.read_f32(dx, x.len()));
-        Ok(())
-    }
-
-    fn rmsnorm(&self, x: &[f32], w: &[f32], y: &mut [f32], eps: f32, round: bool) -> Result<()> {
-        let mut a = Arena::default();
-        let (dx, dw, dy) = (a.f32s(x), a.f32s(w), a.f32s(y));
-        Host.rmsnorm(dx, dw, dy, x.len(), eps, round)?;
-        y.copy_from_slice(&a.read_f32(dy, y.len()));
-        Ok(())
-    }
-
-    fn rope_kv(
-        &self,
-        ct: CacheType,
-        qkv: &mut [f32],
-        pos: usize,
-        cos: &[f32],
-        sin: &[f32],
-        kc: &mut [u8],
-        vc: &mut [u8],
-        s: AttnShape,
-        interleaved: bool,
-        round: bool,
-    ) -> Result<()> {
-        let mut a = Arena::default();
-        let tp = a.bytes(&[0i32.to_le_bytes(), (pos as i32).to_le_bytes()].concat());
-        let (dq, dc, ds) = (a.f32s(qkv), a.f32s(cos), a.f32s(sin));
-        let (dk, dv) = (a.bytes(kc), a.bytes(vc));
-        Host.rope_kv(ct, dq, tp, dc, ds, dk, dv, s, interleaved, round)?;
-        qkv.copy_from_slice(&a.read_f32(dq, qkv.len()));
-        kc.copy_from_slice(&a.read(dk, kc.len()));
-        vc.copy_from_slice(&a.read(dv, vc.len()));
-        Ok(())
-    }
-
-    fn attend(
-        &self,
-        ct: CacheType,
-        q: &[f32],
-        kc: &[u8],
-        vc: &[u8],
-        pos: usize,
-        y: &mut [f32],
-        s: AttnShape,
-        scale: f32,
-        round: bool,
-        splits: usize,
-    ) -> Result<()> {
-        let mut a = Arena::default();
-        let tp = a.bytes(&[0i32.to_le_bytes(), (pos as i32).to_le_bytes()].concat());
-        let (dq, dk, dv, dy) = (a.f32s(q), a.bytes(kc), a.bytes(vc), a.f32s(y));
-        let part = AttnParts {
-            o: a.zeros(4 * s.h * MAX_SPLITS * s.d),
-            ml: a.zeros(4 * s.h * MAX_SPLITS * 2),
-            done: a.zeros(4 * s.h),
-            splits,
-        };
-        Host.attend(ct, dq, dk, dv, tp, dy, part, s, scale, round)?;
-        // The counters are left at zero for the next step.
-        assert!(a.read(part.done, 4 * s.h).iter().all(|b| *b == 0));
-        y.copy_from_slice(&a.read_f32(dy, y.len()));
-        Ok(())
-    }
+fn emu() -> checks::Staged<'static, Arena> {
+    checks::Staged::new(&Host, Arena::default())
 }
 
 #[cfg(test)]
 #[test]
 fn every_kernel_matches_its_reference_in_emulation() {
-    let checks = checks::run(&Emu, Size::Small).unwrap();
+    let checks = checks::run(&emu(), Size::Small).unwrap();
     let report: Vec<String> = checks.iter().map(|c| c.to_string()).collect();
     let failed: Vec<&String> = checks
         .iter()
@@ -493,18 +388,19 @@ fn a_wrong_result_fails_its_check() {
     let x = vec![0.5f32; cols];
     let mut got = vec![0f32; rows];
     // Half the columns: a different sum.
-    Emu.matvec(
-        WFormat::F32,
-        &w,
-        &x,
-        &mut got,
-        None,
-        rows,
-        cols / 2,
-        false,
-        false,
-    )
-    .unwrap();
+    emu()
+        .matvec(
+            WFormat::F32,
+            &w,
+            &x,
+            &mut got,
+            None,
+            rows,
+            cols / 2,
+            false,
+            false,
+        )
+        .unwrap();
     let mut want = vec![0f32; rows];
     crate::reference::matvec(
         WFormat::F32,

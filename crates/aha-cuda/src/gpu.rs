@@ -3,7 +3,7 @@
 //! events, so a whole decode step can be captured as a CUDA graph ([`Kernels::capture`]) and
 //! replayed.
 
-use crate::checks::Backend;
+use crate::checks::Memory;
 use crate::reference::AttnShape;
 use crate::step::{AttnParts, Launch, Ptr, MAX_SPLITS};
 use crate::{CacheType, WFormat};
@@ -382,178 +382,47 @@ impl Graph {
     }
 }
 
-/// [`Backend`] on a GPU: copies in, one launch, waits, copies out.
-pub struct Gpu<'a>(pub &'a Kernels);
+/// GPU memory for the checks ([`crate::checks::Staged`]): each buffer kept until cleared.
+pub struct DevMem<'a> {
+    k: &'a Kernels,
+    bufs: Vec<CudaSlice<u8>>,
+}
 
-impl Gpu<'_> {
-    fn down(&self, s: &CudaSlice<f32>, out: &mut [f32]) -> Result<()> {
-        self.0.stream.synchronize()?;
-        let v = self.0.stream.clone_dtoh(s)?;
-        out.copy_from_slice(&v[..out.len()]);
-        Ok(())
-    }
-    fn down_bytes(&self, s: &CudaSlice<u8>, out: &mut [u8]) -> Result<()> {
-        self.0.stream.synchronize()?;
-        let v = self.0.stream.clone_dtoh(s)?;
-        out.copy_from_slice(&v[..out.len()]);
-        Ok(())
+impl<'a> DevMem<'a> {
+    pub fn new(k: &'a Kernels) -> Self {
+        Self {
+            k,
+            bufs: Vec::new(),
+        }
     }
 }
 
-impl Backend for Gpu<'_> {
-    fn matvec(
-        &self,
-        fmt: WFormat,
-        w: &[u8],
-        x: &[f32],
-        y: &mut [f32],
-        bias: Option<&[f32]>,
-        rows: usize,
-        cols: usize,
-        accumulate: bool,
-        round: bool,
-    ) -> Result<()> {
-        let k = self.0;
-        let (dw, dx, dy) = (k.upload(w)?, k.upload(x)?, k.upload(y)?);
-        let db = bias.map(|b| k.upload(b)).transpose()?;
-        let bp = db.as_ref().map_or(0, |b| k.ptr(b));
-        k.matvec(
-            fmt,
-            k.ptr(&dw),
-            k.ptr(&dx),
-            k.ptr(&dy),
-            bp,
-            rows,
-            cols,
-            accumulate,
-            round,
-        )?;
-        self.down(&dy, y)
-    }
-
-    fn swiglu(
-        &self,
-        fmt: WFormat,
-        wg: &[u8],
-        wu: &[u8],
-        x: &[f32],
-        h: &mut [f32],
-        rows: usize,
-        cols: usize,
-        round: bool,
-    ) -> Result<()> {
-        let k = self.0;
-        let (g, u, dx, dh) = (k.upload(wg)?, k.upload(wu)?, k.upload(x)?, k.upload(h)?);
-        k.swiglu(
-            fmt,
-            k.ptr(&g),
-            k.ptr(&u),
-            k.ptr(&dx),
-            k.ptr(&dh),
-            rows,
-            cols,
-            round,
-        )?;
-        self.down(&dh, h)
-    }
-
-    fn embed(
-        &self,
-        fmt: WFormat,
-        table: &[u8],
-        tok: usize,
-        x: &mut [f32],
-        cols: usize,
-        round: bool,
-    ) -> Result<()> {
-        let k = self.0;
-        let (t, tp, dx) = (k.upload(table)?, k.upload(&[tok as i32, 0])?, k.upload(x)?);
-        k.embed(fmt, k.ptr(&t), k.ptr(&tp), k.ptr(&dx), cols, round)?;
-        self.down(&dx, x)
-    }
-
-    fn rmsnorm(&self, x: &[f32], w: &[f32], y: &mut [f32], eps: f32, round: bool) -> Result<()> {
-        let k = self.0;
-        let (dx, dw, dy) = (k.upload(x)?, k.upload(w)?, k.upload(y)?);
-        k.rmsnorm(k.ptr(&dx), k.ptr(&dw), k.ptr(&dy), x.len(), eps, round)?;
-        self.down(&dy, y)
-    }
-
-    fn rope_kv(
-        &self,
-        ct: CacheType,
-        qkv: &mut [f32],
-        pos: usize,
-        cos: &[f32],
-        sin: &[f32],
-        kc: &mut [u8],
-        vc: &mut [u8],
-        s: AttnShape,
-        interleaved: bool,
-        round: bool,
-    ) -> Result<()> {
-        let k = self.0;
-        let (dq, tp, dc, ds) = (
-            k.upload(qkv)?,
-            k.upload(&[0i32, pos as i32])?,
-            k.upload(cos)?,
-            k.upload(sin)?,
-        );
-        let (dk, dv) = (k.upload(kc)?, k.upload(vc)?);
-        k.rope_kv(
-            ct,
-            k.ptr(&dq),
-            k.ptr(&tp),
-            k.ptr(&dc),
-            k.ptr(&ds),
-            k.ptr(&dk),
-            k.ptr(&dv),
-            s,
-            interleaved,
-            round,
-        )?;
-        self.down(&dq, qkv)?;
-        self.down_bytes(&dk, kc)?;
-        self.down_bytes(&dv, vc)
-    }
-
-    fn attend(
-        &self,
-        ct: CacheType,
-        q: &[f32],
-        kc: &[u8],
-        vc: &[u8],
-        pos: usize,
-        y: &mut [f32],
-        s: AttnShape,
-        scale: f32,
-        round: bool,
-        splits: usize,
-    ) -> Result<()> {
-        let k = self.0;
-        let (dq, dk, dv) = (k.upload(q)?, k.upload(kc)?, k.upload(vc)?);
-        let (tp, dy) = (k.upload(&[0i32, pos as i32])?, k.upload(y)?);
-        let po = k.zeros::<f32>(s.h * MAX_SPLITS * s.d)?;
-        let pml = k.zeros::<f32>(s.h * MAX_SPLITS * 2)?;
-        let done = k.zeros::<i32>(s.h)?;
-        let part = AttnParts {
-            o: k.ptr(&po),
-            ml: k.ptr(&pml),
-            done: k.ptr(&done),
-            splits,
+impl Memory for DevMem<'_> {
+    fn bytes(&mut self, b: &[u8]) -> Result<Ptr> {
+        let s = if b.is_empty() {
+            self.k.zeros::<u8>(1)?
+        } else {
+            self.k.upload(b)?
         };
-        k.attend(
-            ct,
-            k.ptr(&dq),
-            k.ptr(&dk),
-            k.ptr(&dv),
-            k.ptr(&tp),
-            k.ptr(&dy),
-            part,
-            s,
-            scale,
-            round,
-        )?;
-        self.down(&dy, y)
+        let p = self.k.ptr(&s);
+        self.bufs.push(s);
+        Ok(p)
+    }
+
+    fn read(&mut self, at: Ptr, n: usize) -> Result<Vec<u8>> {
+        let stream = &self.k.stream;
+        for s in &self.bufs {
+            let start = slice_ptr(s, stream);
+            if at >= start && at + n as u64 <= start + s.len() as u64 {
+                stream.synchronize()?;
+                let off = (at - start) as usize;
+                return Ok(stream.clone_dtoh(&s.slice(off..off + n))?);
+            }
+        }
+        bail!("address {at:#x} (+{n}) is not a buffer of this memory")
+    }
+
+    fn clear(&mut self) {
+        self.bufs.clear();
     }
 }

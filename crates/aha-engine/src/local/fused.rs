@@ -629,17 +629,7 @@ mod tests {
             }
         };
         for b in &mut m.blocks {
-            for l in [
-                &mut b.wq,
-                &mut b.wk,
-                &mut b.wv,
-                &mut b.wo,
-                &mut b.w_gate,
-                &mut b.w_up,
-                &mut b.w_down,
-            ] {
-                dq(l);
-            }
+            b.linears_mut().into_iter().for_each(dq);
         }
         dq(&mut m.output);
         if let Embedding::Quant(q) = &m.embed {
@@ -716,17 +706,7 @@ mod tests {
         for b in &mut m.blocks {
             bf(&mut b.attn_norm);
             bf(&mut b.ffn_norm);
-            for l in [
-                &mut b.wq,
-                &mut b.wk,
-                &mut b.wv,
-                &mut b.wo,
-                &mut b.w_gate,
-                &mut b.w_up,
-                &mut b.w_down,
-            ] {
-                bfl(l);
-            }
+            b.linears_mut().into_iter().for_each(bfl);
             for t in [&mut b.bq, &mut b.bk, &mut b.bv, &mut b.gate_up]
                 .into_iter()
                 .flatten()

@@ -98,6 +98,32 @@ pub struct Block {
 }
 
 impl Block {
+    /// The seven weight matrices: q, k, v, output, gate, up, down.
+    pub fn linears(&self) -> [&Linear; 7] {
+        [
+            &self.wq,
+            &self.wk,
+            &self.wv,
+            &self.wo,
+            &self.w_gate,
+            &self.w_up,
+            &self.w_down,
+        ]
+    }
+
+    /// [`Block::linears`], to change.
+    pub fn linears_mut(&mut self) -> [&mut Linear; 7] {
+        [
+            &mut self.wq,
+            &mut self.wk,
+            &mut self.wv,
+            &mut self.wo,
+            &mut self.w_gate,
+            &mut self.w_up,
+            &mut self.w_down,
+        ]
+    }
+
     /// Fuses dense q/k/v and gate/up weights (see [`Block::qkv`]) and folds the attention scale
     /// into the query projection. Leaves quantized blocks as they are.
     pub fn fuse_dense(&mut self, head_dim: usize) -> Result<()> {
@@ -323,7 +349,7 @@ impl Transformer {
     pub fn weight_bytes_per_token(&self) -> usize {
         let mut n = self.output.weight_bytes();
         for b in &self.blocks {
-            for l in [&b.wq, &b.wk, &b.wv, &b.wo, &b.w_gate, &b.w_up, &b.w_down] {
+            for l in b.linears() {
                 n += l.weight_bytes();
             }
         }
@@ -445,11 +471,10 @@ impl Transformer {
             && self.dtype == DType::F32
             && !self.ggml_numerics()
             && quant_row_exact(&self.output)
-            && self.blocks.iter().all(|b| {
-                [&b.wq, &b.wk, &b.wv, &b.wo, &b.w_gate, &b.w_up, &b.w_down]
-                    .into_iter()
-                    .all(quant_row_exact)
-            })
+            && self
+                .blocks
+                .iter()
+                .all(|b| b.linears().into_iter().all(quant_row_exact))
     }
 
     fn forward_inner(
